@@ -1,0 +1,70 @@
+"""The `ser` command line: every command parses options, makes one library call and prints.
+
+Errors derived from `SerError` are printed as one line plus a hint on stderr (exit code 2);
+set `SER_DEBUG=1` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ser.cli import cache_cmd, demo_cmd, extract_cmd, folds_cmd, listing_cmd, prepare_cmd
+from ser.cli import distill_cmd, report_cmd, sweep_cmd, train_cmd
+from ser.errors import SerError
+
+app = typer.Typer(
+    name="ser",
+    help="Speech emotion recognition from cached pre-trained speech representations.\n\n"
+    "Typical flow: ser prepare synthetic ./data → ser extract --model fbank → "
+    "ser train --head shiftcnn --fold all → ser report runs/",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+app.command("prepare", help=prepare_cmd.HELP, epilog=prepare_cmd.EXAMPLES)(prepare_cmd.prepare)
+app.command("extract", help=extract_cmd.HELP, epilog=extract_cmd.EXAMPLES)(extract_cmd.extract)
+app.command("train", help=train_cmd.HELP, epilog=train_cmd.EXAMPLES)(train_cmd.train)
+app.command("sweep", help=sweep_cmd.HELP, epilog=sweep_cmd.EXAMPLES)(sweep_cmd.sweep)
+app.command("report", help=report_cmd.HELP, epilog=report_cmd.EXAMPLES)(report_cmd.report)
+app.command("distill", help=distill_cmd.HELP, epilog=distill_cmd.EXAMPLES)(distill_cmd.distill)
+app.command("folds", help=folds_cmd.HELP, epilog=folds_cmd.EXAMPLES)(folds_cmd.folds)
+app.command("list", help=listing_cmd.HELP, epilog=listing_cmd.EXAMPLES)(listing_cmd.list_names)
+app.command("demo", help=demo_cmd.HELP, epilog=demo_cmd.EXAMPLES)(demo_cmd.demo)
+app.add_typer(cache_cmd.cache_app, name="cache", help=cache_cmd.HELP)
+
+
+def main() -> None:
+    """Console-script entry point with one-line errors."""
+    try:
+        app(standalone_mode=False)
+    except SerError as error:
+        if os.environ.get("SER_DEBUG") == "1":
+            raise
+        print(f"error: {error.message}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {error.hint}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as click_error:  # click usage errors: show them the click way
+        import click
+
+        if isinstance(click_error, click.ClickException):
+            click_error.show()
+            sys.exit(click_error.exit_code)
+        if isinstance(click_error, click.exceptions.Abort):
+            print("aborted", file=sys.stderr)
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Option aliases shared by every command (huggingface_hub style `Annotated` reuse)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Workdir = Annotated[
+    Path,
+    typer.Option(
+        "--workdir",
+        envvar="SER_WORKDIR",
+        help="Workspace holding manifests/, cache/ and runs/ (default: current directory or $SER_WORKDIR).",
+        show_default=False,
+    ),
+]
+ManifestPath = Annotated[
+    Optional[Path],
+    typer.Option("--manifest", help="Manifest CSV (default: the only one in <workdir>/manifests)."),
+]
+OutPath = Annotated[Optional[Path], typer.Option("--out", help="Output path (default: workspace convention).")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same numbers on CPU.")]
+FoldScheme = Annotated[
+    Optional[str],
+    typer.Option("--folds", help="Protocol: session | speaker | kfold | split (default: the corpus's own)."),
+]
+KFolds = Annotated[Optional[int], typer.Option("--k", help="Number of folds for --folds kfold.")]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the head's paper recipe).")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]

@@ -1,0 +1,1 @@
+"""Downstream heads (not built yet)."""

@@ -1,0 +1,94 @@
+"""The workspace convention: manifests/, cache/<corpus>/<model>.h5, runs/<corpus>/<model>/….
+
+Defaults are resolved from what is on disk; an ambiguous default is an error listing the choices.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ser.errors import UserInputError
+
+
+def default_workdir() -> Path:
+    """$SER_WORKDIR if set, else the current directory."""
+    return Path(os.environ.get("SER_WORKDIR") or ".")
+
+
+def model_slug(model: str) -> str:
+    """A file-name-safe form of a model alias, hub id or local path (`org/name` → `org--name`)."""
+    name = model.rstrip("/")
+    if os.sep in name and Path(name).exists():
+        name = Path(name).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def manifest_for(self, corpus: str) -> Path:
+        return self.manifests_dir / f"{corpus}.csv"
+
+    def find_manifest(self, manifest: Path | None = None) -> Path:
+        """The given manifest, or the only one in manifests/."""
+        if manifest is not None:
+            if not manifest.is_file():
+                raise UserInputError(f"manifest {manifest} does not exist", "check the --manifest path")
+            return manifest
+        found = sorted(self.manifests_dir.glob("*.csv"))
+        if not found:
+            raise UserInputError(
+                f"no manifest in {self.manifests_dir}",
+                "run `ser prepare CORPUS ROOT` first, or pass --manifest / --workdir",
+            )
+        if len(found) > 1:
+            names = ", ".join(p.stem for p in found)
+            raise UserInputError(f"several manifests in {self.manifests_dir}: {names}", "pick one with --manifest")
+        return found[0]
+
+    @staticmethod
+    def corpus_of(manifest: Path) -> str:
+        return manifest.stem
+
+    def cache_path(self, corpus: str, model: str) -> Path:
+        return self.cache_dir / corpus / f"{model_slug(model)}.h5"
+
+    def find_cache(self, corpus: str, model: str | None = None) -> Path:
+        """The cache of `model` for `corpus`, or the only cache of that corpus."""
+        if model is not None:
+            path = self.cache_path(corpus, model)
+            if not path.is_file():
+                raise UserInputError(
+                    f"no cache of model {model!r} for corpus {corpus!r} at {path}",
+                    f"run `ser extract --model {model}` first",
+                )
+            return path
+        found = sorted((self.cache_dir / corpus).glob("*.h5"))
+        if not found:
+            raise UserInputError(
+                f"no feature cache for corpus {corpus!r} in {self.cache_dir / corpus}",
+                "run `ser extract --model M` first",
+            )
+        if len(found) > 1:
+            names = ", ".join(p.stem for p in found)
+            raise UserInputError(f"several caches for corpus {corpus!r}: {names}", "pick one with --model")
+        return found[0]
+
+    def runs_root(self, corpus: str, model: str) -> Path:
+        return self.runs_dir / corpus / model_slug(model)
