@@ -1,0 +1,48 @@
+"""Length masks and masked pooling: how every head ignores the zero padding of a batch."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B,) lengths → (B, T) bool, True on real frames."""
+    steps = torch.arange(max_len, device=lengths.device)  # (T,)
+    return steps[None, :] < lengths[:, None]  # (B, T)
+
+
+def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Set the padded frames of x (B, T, D) to exactly zero."""
+    mask = frame_mask(lengths.to(x.device), x.shape[1])  # (B, T)
+    return x * mask[:, :, None].to(x.dtype)
+
+
+def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean over the real frames of x (B, T, D) → (B, D)."""
+    lengths = lengths.to(x.device)
+    total = zero_padding(x, lengths).sum(dim=1)  # (B, D)
+    return total / lengths.clamp(min=1)[:, None].to(x.dtype)
+
+
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of x (B, T, D) inside its true length; padding stays at the end."""
+    B, T, D = x.shape
+    lengths = lengths.to(x.device)
+    steps = torch.arange(T, device=x.device)[None, :]  # (1, T)
+    source = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)  # (B, T)
+    return x.gather(1, source[:, :, None].expand(B, T, D))
+
+
+class AttentivePooling(nn.Module):
+    """Softmax-weighted mean over the real frames with a learned score per frame: (B, T, D) → (B, D)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        scores = self.score(x).squeeze(-1)  # (B, T)
+        scores = scores.masked_fill(~frame_mask(lengths.to(x.device), x.shape[1]), float("-inf"))
+        weights = scores.softmax(dim=1)  # (B, T)
+        return torch.einsum("bt,btd->bd", weights, x)

@@ -1,0 +1,100 @@
+"""The head registry: every name is a preset (a head class plus its paper defaults), timm-style."""
+
+from __future__ import annotations
+
+import inspect
+
+from torch import nn
+
+from ser.errors import UserInputError
+from ser.heads.cnn import CNNHead
+from ser.heads.ctarnn import CTARNNHead
+from ser.heads.linear import LinearHead
+from ser.heads.lstm import LSTMHead
+from ser.heads.multimodal import MultimodalHead
+from ser.heads.timnet import TIMNetHead
+from ser.heads.transformer import TransformerHead
+from ser.registry import Registry
+
+HEADS: Registry = Registry("head", "ser list heads")
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+class Preset:
+    """Builds `head_class` with `defaults` overridden by the caller's options; records
+    `constructor_kwargs` (name, sizes and every option) on the head it builds."""
+
+    def __init__(self, name: str, head_class: type[nn.Module], **defaults):
+        self.name, self.head_class, self.defaults = name, head_class, defaults
+
+    def options(self) -> list[str]:
+        """The option names this head accepts (its keyword-only constructor arguments)."""
+        parameters = inspect.signature(self.head_class).parameters.values()
+        return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+    def __call__(self, in_dim: int, num_layers: int, num_classes: int, **kw) -> nn.Module:
+        unknown = sorted(set(kw) - set(self.options()))
+        if unknown:
+            raise UserInputError(
+                f"head {self.name!r} does not take option(s): {', '.join(unknown)}",
+                f"it accepts: {', '.join(self.options())}",
+            )
+        try:
+            bound = inspect.signature(self.head_class).bind(in_dim, num_layers, num_classes, **{**self.defaults, **kw})
+        except TypeError as error:  # a required option is missing
+            raise UserInputError(f"head {self.name!r}: {error}", f"it accepts: {', '.join(self.options())}") from None
+        bound.apply_defaults()
+        head = self.head_class(*bound.args, **bound.kwargs)
+        head.constructor_kwargs = {"name": self.name, **{k: _jsonable(v) for k, v in bound.arguments.items()}}
+        return head
+
+
+def preset(name: str, head_class: type[nn.Module], help: str, **defaults) -> Preset:
+    """Register `name` as `head_class` with these defaults."""
+    return HEADS.register(name, help=help)(Preset(name, head_class, **defaults))
+
+
+def create_head(name: str, in_dim: int, num_layers: int, num_classes: int, **kw) -> nn.Module:
+    """Build a registered head; options whose value is None are ignored (the preset's default holds)."""
+    options = {key: value for key, value in kw.items() if value is not None}
+    return HEADS.get(name)(in_dim, num_layers, num_classes, **options)
+
+
+# Shift proportions below are PER DIRECTION: 1/16 moves D/16 channels each way it shifts.
+linear = preset("linear", LinearHead, "SUPERB probe: Linear(D, 256) → mean over time → Linear (no SpecAugment)")
+cnn = preset("cnn", CNNHead, "2 ConvNeXt 1-D blocks → LayerNorm → mean → Linear; no shift (ShiftSER baseline)")
+shiftcnn = preset(
+    "shiftcnn", CNNHead,
+    "ShiftCNN (ShiftSER): cnn with a residual shift in block 2, 1/16 of channels per direction, unidirectional",
+    shift_placement="residual", shift_blocks=(1,), n_div=16, bidirectional=False,
+)
+lstm = preset("lstm", LSTMHead, "BiLSTM (hidden D per direction, packed) → LayerNorm → mean → Linear; no shift")
+shiftlstm = preset(
+    "shiftlstm", LSTMHead,
+    "ShiftLSTM (ShiftSER): lstm on shifted input (in-place), 1/4 of channels per direction, unidirectional",
+    shift_placement="inplace", n_div=4, bidirectional=False,
+)
+transformer = preset(
+    "transformer", TransformerHead,
+    "2 post-norm Transformer blocks, 12 heads, relative position bias, MLP ×4 → mean → Linear",
+)
+shiftformer = preset(
+    "shiftformer", TransformerHead,
+    "Shiftformer (ShiftSER): shift replaces attention in both blocks, 1/4 of channels per direction, bidirectional",
+    shift_placement="replacement", n_div=4, bidirectional=True,
+)
+timnet = preset(
+    "timnet", TIMNetHead,
+    "TIM-Net: 1×1 conv to 39 ch, 8 bidirectional temporal-aware blocks, dynamic fusion → Linear",
+)
+ctarnn = preset(
+    "ctarnn", CTARNNHead,
+    "CTA-RNN (reconstruction from the abstract): channel+temporal attention over layers → BiLSTM → attentive pool",
+)
+multimodal = preset(
+    "multimodal", MultimodalHead,
+    "Multimodal teacher: pooled audio + pooled text (transcript) branches → fusion MLP; needs text_dim, text_layers",
+)

@@ -1,0 +1,111 @@
+"""Weighted layer sum, masks and pooling, and in-head SpecAugment."""
+
+import pytest
+import torch
+
+from ser.errors import UserInputError
+from ser.heads import SpecAugment, WeightedLayerSum
+from ser.heads.masking import AttentivePooling, masked_mean, reverse_within_lengths
+from ser.heads.spec_augment import span_masks
+
+
+def test_layer_sum_starts_uniform_and_learns():
+    layer_sum = WeightedLayerSum(4)
+    x = torch.randn(2, 4, 5, 3)
+    torch.testing.assert_close(layer_sum(x), x.mean(dim=1))
+    assert torch.allclose(layer_sum.weights(), torch.full((4,), 0.25))
+    layer_sum(x)[..., 0].sum().backward()
+    assert layer_sum.logits.grad.abs().sum() > 0
+
+
+def test_layer_sum_subset_and_negative_indices():
+    layer_sum = WeightedLayerSum(5, layers=[1, -1])
+    x = torch.randn(2, 5, 4, 3)
+    torch.testing.assert_close(layer_sum(x), (x[:, 1] + x[:, 4]) / 2)
+    assert layer_sum.weights().tolist() == [0.0, 0.5, 0.0, 0.0, 0.5]
+
+
+def test_single_layer_passes_through_without_weights():
+    layer_sum = WeightedLayerSum(5, layers=2)
+    x = torch.randn(2, 5, 4, 3)
+    assert torch.equal(layer_sum(x), x[:, 2])
+    assert list(layer_sum.parameters()) == []
+    assert layer_sum.weights().tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
+
+
+def test_layer_sum_layer_norm_normalises_each_layer():
+    layer_sum = WeightedLayerSum(2, layer_norm=True)
+    x = torch.randn(1, 2, 3, 8) * torch.tensor([1.0, 100.0])[None, :, None, None]
+    selected = layer_sum.select(x)
+    torch.testing.assert_close(selected.std(dim=-1, unbiased=False), torch.ones(1, 2, 3), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("layers", [[7], [0, 0], []])
+def test_bad_layer_choices_are_user_errors(layers):
+    with pytest.raises(UserInputError):
+        WeightedLayerSum(5, layers=layers)
+
+
+def test_masked_mean_and_attentive_pooling_ignore_padding():
+    x = torch.randn(2, 6, 3)
+    x[1, 4:] = 50.0
+    lengths = torch.tensor([6, 4])
+    torch.testing.assert_close(masked_mean(x, lengths)[1], x[1, :4].mean(dim=0))
+    pool = AttentivePooling(3)
+    torch.testing.assert_close(pool(x, lengths)[1], pool(x[1:, :4], lengths[1:])[0])
+
+
+def test_reverse_within_lengths_keeps_padding_at_the_end():
+    x = torch.arange(1, 6, dtype=torch.float32)[None, :, None].repeat(2, 1, 1)  # (2, 5, 1)
+    out = reverse_within_lengths(x, torch.tensor([5, 3]))
+    assert out[0, :, 0].tolist() == [5, 4, 3, 2, 1]
+    assert out[1, :3, 0].tolist() == [3, 2, 1]
+
+
+def test_span_masks_stay_inside_lengths_and_meet_the_minimum():
+    torch.manual_seed(0)
+    lengths = torch.tensor([100, 40, 10])
+    masks = span_masks(lengths, 120, prob=0.08, span=15, min_masks=2)
+    assert masks.shape == (3, 120)
+    for row, n in zip(masks, lengths.tolist()):
+        assert not row[n:].any()
+        assert row[:n].sum() >= min(15, n // 2)  # at least one full span
+
+
+def test_spec_augment_is_seeded_stays_in_real_frames_and_is_off_in_eval():
+    augment = SpecAugment(dim=128)
+    x = torch.randn(2, 60, 128)
+    lengths = torch.tensor([60, 30])
+    x[1, 30:] = 0.0
+    torch.manual_seed(3)
+    first = augment(x, lengths)
+    torch.manual_seed(3)
+    assert torch.equal(first, augment(x, lengths))
+    assert not torch.equal(first, x)
+    assert torch.all(first[1, 30:] == 0)
+    augment.eval()
+    assert torch.equal(augment(x, lengths), x)
+
+
+def test_time_masks_use_the_learned_vector():
+    augment = SpecAugment(dim=16, channel_prob=0.0, min_channel_masks=0)
+    x = torch.randn(2, 60, 16)
+    lengths = torch.tensor([60, 30])
+    torch.manual_seed(0)
+    out = augment(x, lengths)
+    masked = (out == augment.mask_embedding).all(dim=-1)  # (B, T)
+    assert masked.sum(dim=1).ge(15).all()  # >= 2 masks of 15 frames (they may overlap)
+    assert not masked[1, 30:].any()
+    torch.testing.assert_close(out[~masked], x[~masked])
+    out.sum().backward()
+    assert augment.mask_embedding.grad.abs().sum() > 0
+
+
+def test_channel_masks_set_whole_channels_to_zero():
+    augment = SpecAugment(dim=128, time_prob=0.0, min_time_masks=0)
+    x = torch.randn(3, 20, 128)
+    torch.manual_seed(1)
+    out = augment(x, torch.tensor([20, 20, 20]))
+    zeroed = (out == 0).all(dim=1)  # (B, D)
+    assert zeroed.sum(dim=1).ge(64).all()  # >= 1 mask of 64 channels
+    torch.testing.assert_close(out[~zeroed[:, None, :].expand_as(out)], x[~zeroed[:, None, :].expand_as(x)])

@@ -1,0 +1,152 @@
+"""Every registered head: shapes, gradients, padding invariance, rebuilding, options, sizes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ser.errors import UnknownNameError, UserInputError
+from ser.heads import HEADS, Head, create_head
+
+DIM, LAYERS, CLASSES = 16, 3, 4
+ALL_HEADS = [name for name in HEADS.names() if issubclass(HEADS.get(name).head_class, Head)]  # audio-only heads
+
+
+def batch(lengths, dim=DIM, seed=0):
+    """A zero-padded batch (B, L, T, D) for the given lengths."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(lengths)
+    x = torch.randn(len(lengths), LAYERS, int(lengths.max()), dim, generator=generator)
+    return x * (torch.arange(x.shape[2])[None, None, :, None] < lengths[:, None, None, None]), lengths
+
+
+def test_the_expected_heads_are_registered():
+    expected = {"linear", "cnn", "shiftcnn", "lstm", "shiftlstm", "transformer", "shiftformer", "timnet", "ctarnn"}
+    assert expected <= set(ALL_HEADS) and "multimodal" in HEADS
+
+
+def test_a_missing_required_option_is_a_user_error_and_kwargs_rebuild_the_multimodal_head():
+    with pytest.raises(UserInputError, match="text_dim"):
+        create_head("multimodal", DIM, LAYERS, CLASSES, text_layers=2)
+    head = create_head("multimodal", DIM, LAYERS, CLASSES, text_dim=8, text_layers=2)
+    rebuilt = create_head(**json.loads(json.dumps(head.constructor_kwargs)))
+    assert rebuilt.constructor_kwargs == head.constructor_kwargs and rebuilt.constructor_kwargs["text_dim"] == 8
+
+
+@pytest.mark.parametrize("name", ALL_HEADS)
+def test_forward_backward_reaches_every_parameter(name):
+    torch.manual_seed(0)
+    head = create_head(name, DIM, LAYERS, CLASSES).train()
+    x, lengths = batch([40, 23, 7])
+    logits = head(x, lengths)
+    assert logits.shape == (3, CLASSES) and torch.isfinite(logits).all()
+    (logits * torch.randn(3, CLASSES)).sum().backward()
+    missing = [n for n, p in head.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", ALL_HEADS)
+def test_logits_do_not_depend_on_padding(name):
+    torch.manual_seed(0)
+    head = create_head(name, DIM, LAYERS, CLASSES).eval()
+    x, lengths = batch([40, 23, 7])
+    with torch.no_grad():
+        together = head(x, lengths)
+        for row, n in enumerate(lengths.tolist()):
+            alone = head(x[row : row + 1, :, :n], lengths[row : row + 1])
+            torch.testing.assert_close(together[row : row + 1], alone, atol=2e-5, rtol=1e-4)
+        extra = torch.cat([x, torch.zeros(3, LAYERS, 9, DIM)], dim=2)  # 9 more padded frames
+        torch.testing.assert_close(head(extra, lengths), together, atol=2e-5, rtol=1e-4)
+
+
+def test_timnet_training_statistics_ignore_padding():
+    heads = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        heads.append(create_head("timnet", DIM, LAYERS, CLASSES, dropout=0.0, num_blocks=3).train())
+    x, lengths = batch([30, 11])
+    extra = torch.cat([x, torch.zeros(2, LAYERS, 17, DIM)], dim=2)  # 17 more padded frames
+    torch.testing.assert_close(heads[0](extra, lengths), heads[1](x, lengths))
+    norm_a, norm_b = heads[0].forward_blocks[2].norms[1], heads[1].forward_blocks[2].norms[1]
+    torch.testing.assert_close(norm_a.running_mean, norm_b.running_mean)
+    torch.testing.assert_close(norm_a.running_var, norm_b.running_var)
+    assert not torch.equal(norm_a.running_var, torch.ones_like(norm_a.running_var))  # they were updated
+
+
+@pytest.mark.parametrize("name", ALL_HEADS)
+def test_constructor_kwargs_rebuild_the_same_head(name):
+    torch.manual_seed(1)
+    head = create_head(name, DIM, LAYERS, CLASSES, layers=[0, 2]).eval()
+    kwargs = json.loads(json.dumps(head.constructor_kwargs))
+    assert kwargs["name"] == name and kwargs["in_dim"] == DIM and kwargs["layers"] == [0, 2]
+    rebuilt = create_head(**kwargs).eval()
+    rebuilt.load_state_dict(head.state_dict())
+    x, lengths = batch([12, 5])
+    torch.testing.assert_close(rebuilt(x, lengths), head(x, lengths))
+    assert rebuilt.constructor_kwargs == kwargs
+
+
+@pytest.mark.parametrize("name", ALL_HEADS)
+def test_layer_weights_are_a_softmax_or_one_hot(name):
+    weights = create_head(name, DIM, LAYERS, CLASSES).layer_weights()
+    assert weights.shape == (LAYERS,) and torch.allclose(weights.sum(), torch.tensor(1.0))
+    single = create_head(name, DIM, LAYERS, CLASSES, layers=1)
+    assert single.layer_weights().tolist() == [0.0, 1.0, 0.0]
+    x, lengths = batch([10, 6])
+    single.eval()(x, lengths)  # a single layer runs without weights
+
+
+def test_none_options_keep_the_preset_defaults():
+    head = create_head("shiftcnn", DIM, LAYERS, CLASSES, n_div=None, shift_placement=None)
+    assert head.constructor_kwargs["n_div"] == 16 and head.constructor_kwargs["shift_placement"] == "residual"
+
+
+def test_cli_style_overrides_reach_the_shift():
+    head = create_head("shiftcnn", DIM, LAYERS, CLASSES, n_div=8, shift_placement="inplace", bidirectional=True)
+    shift = head.blocks[1].shift
+    assert (shift.n_div, shift.bidirectional, head.blocks[1].placement) == (8, True, "inplace")
+
+
+def test_unknown_option_names_the_accepted_ones():
+    with pytest.raises(UserInputError) as caught:
+        create_head("shiftlstm", DIM, LAYERS, CLASSES, kernel_size=3)
+    assert "kernel_size" in caught.value.message and "n_div" in caught.value.hint
+
+
+def test_unknown_head_suggests_a_name():
+    with pytest.raises(UnknownNameError) as caught:
+        create_head("shiftcn", DIM, LAYERS, CLASSES)
+    assert "shiftcnn" in caught.value.hint
+
+
+def test_same_seed_same_initial_weights():
+    torch.manual_seed(5)
+    first = create_head("shiftformer", DIM, LAYERS, CLASSES)
+    torch.manual_seed(5)
+    second = create_head("shiftformer", DIM, LAYERS, CLASSES)
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "names, expected",
+    [(("cnn", "shiftcnn"), 9_465_604), (("lstm", "shiftlstm"), 9_459_460), (("shiftformer",), 9_451_780)],
+)
+def test_reference_parameter_counts_at_768(names, expected):
+    """reference.md §2: everything but the layer weights (incl. the 768-d SpecAugment mask vector)."""
+    for name in names:
+        head = create_head(name, 768, 13, 4)
+        count = sum(p.numel() for n, p in head.named_parameters() if not n.startswith("layer_sum."))
+        assert count == expected, name
+
+
+def test_ser_list_heads_describes_every_head():
+    result = subprocess.run(
+        [sys.executable, "-c", "from ser.cli import main; main()", "list", "heads"],
+        capture_output=True, text=True, env={"COLUMNS": "250", "PATH": ""}, check=True,
+    )
+    for name in HEADS.names():
+        assert name in result.stdout
+    assert "per direction" in result.stdout and "reconstruction" in result.stdout
