@@ -1,10 +1,82 @@
-"""`ser extract` (not built yet)."""
+"""`ser extract --model M`: every hidden layer of every utterance into the HDF5 cache."""
 
-from ser.errors import SerError
+from __future__ import annotations
 
-HELP = "Not built yet."
-EXAMPLES = ""
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ser.cli.options import Device, ManifestPath, OutPath, Workdir
+
+HELP = "Extract all hidden layers of a speech model (or fbank/mfcc) into cache/<corpus>/<model>.h5."
+EXAMPLES = (
+    "Examples:\n\n"
+    "  ser extract --model fbank\n\n"
+    "  ser extract --model wavlm-base --device cuda\n\n"
+    "  ser extract --model ./models/wavlm-large --layers 0,12-24 --max-seconds 20\n\n"
+    "  ser extract --model wavlm-base --random-init   # real architecture, random weights\n\n"
+    "Interrupted runs resume: run the same command again."
+)
+SKIPPED_ROWS_SHOWN = 20
 
 
-def extract() -> None:
-    raise SerError("`ser extract` is not built yet")
+def _size(num_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:.1f} {unit}" if unit != "B" else f"{num_bytes} B"
+        num_bytes /= 1024
+    return ""
+
+
+def extract(
+    model: Annotated[str, typer.Option("--model", help="Alias (`ser list models`), hub id, or local model folder.")],
+    workdir: Workdir = Path("."),
+    manifest: ManifestPath = None,
+    out: OutPath = None,
+    device: Device = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto (fp16 autocast on GPU) | fp32 | fp16 | bf16.")] = "auto",
+    random_init: Annotated[bool, typer.Option("--random-init", help="Real architecture, random weights (benchmarks/tests).")] = False,
+    allow_download: Annotated[bool, typer.Option("--allow-download", help="Allow fetching the model from the hub.")] = False,
+    max_seconds: Annotated[Optional[float], typer.Option("--max-seconds", help="Crop each utterance to this length.")] = None,
+    layers: Annotated[Optional[str], typer.Option("--layers", help="Keep only these hidden states, e.g. 0,4,8-12.")] = None,
+    batch_seconds: Annotated[Optional[float], typer.Option("--batch-seconds", help="Padded audio per forward pass (default 20 CPU / 200 GPU).")] = None,
+    on_error: Annotated[str, typer.Option("--on-error", help="skip (default: list them in <cache>.skipped.csv) | fail.")] = "skip",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing cache (kept until the new one is complete).")] = False,
+    text: Annotated[bool, typer.Option("--text", help="Encode the manifest's transcripts with a text model instead.")] = False,
+) -> None:
+    if text:
+        from ser.pipeline.text_extraction import run_text_extraction
+
+        result = run_text_extraction(workdir, model, manifest=manifest, out=out, random_init=random_init,
+                                     allow_download=allow_download, device=device, overwrite=overwrite)
+        print(f"text cache: {result.path} ({result.utterances} utterances encoded)")
+        return
+    from ser.pipeline.extraction import extract_corpus
+
+    summary = extract_corpus(
+        workdir, model, manifest=manifest, out=out, device=device, precision=precision, random_init=random_init,
+        allow_download=allow_download, max_seconds=max_seconds, layers=layers, batch_seconds=batch_seconds,
+        on_error=on_error, overwrite=overwrite, show_progress=True,
+    )
+    console = Console()
+    if summary.skipped:
+        table = Table(title=f"skipped {len(summary.skipped)} utterance(s)", show_header=True, header_style="bold")
+        table.add_column("id")
+        table.add_column("reason")
+        for utt_id, reason in list(summary.skipped.items())[:SKIPPED_ROWS_SHOWN]:
+            table.add_row(utt_id, reason)
+        console.print(table)
+        if summary.skipped_csv:
+            console.print(f"all skipped utterances: {summary.skipped_csv}", soft_wrap=True)
+    if summary.already_complete:
+        console.print(f"cache already complete: {summary.cache_path} ({summary.reused} utterances, "
+                      f"{_size(summary.cache_bytes)}); pass --overwrite to redo it", soft_wrap=True)
+        return
+    speed = f", RTF {summary.real_time_factor:.3f} ({1 / summary.real_time_factor:.1f}× real time)" if summary.audio_seconds else ""
+    console.print(
+        f"extracted {summary.extracted}, resumed {summary.reused}, skipped {len(summary.skipped)} → "
+        f"{summary.cache_path} ({_size(summary.cache_bytes)}){speed}", soft_wrap=True,
+    )

@@ -1,0 +1,93 @@
+"""Extraction overhead: (full extraction wall time) / (bare model forward time on the same audio).
+
+Uses the real wavlm-base architecture with random weights (no download) on synthetic clips.
+Prints three figures:
+  - loop ratio: `features.extract` (decode + forward + HDF5 shards + merge; model loaded) / bare forward
+    — the target is <= 1.10;
+  - CLI ratio: a `ser extract --random-init` subprocess (also Python start-up, imports and building
+    the model) / bare forward;
+  - cache size per second of audio.
+
+    python benchmarks/extract.py [--seconds 64] [--clip 4] [--model wavlm-base]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+
+def write_corpus(root: Path, seconds: float, clip: float) -> Path:
+    """Synthetic clips of `clip` seconds (lengths jittered) and a manifest."""
+    rng = np.random.default_rng(0)
+    (root / "audio").mkdir(parents=True)
+    (root / "manifests").mkdir()
+    rows, total, i = ["id,path"], 0.0, 0
+    while total < seconds:
+        length = clip * (0.8 + 0.4 * rng.random())
+        sf.write(root / "audio" / f"c{i}.wav", 0.1 * rng.standard_normal(int(length * 16000)), 16000)
+        rows.append(f"c{i},../audio/c{i}.wav")
+        total, i = total + length, i + 1
+    (root / "manifests" / "bench.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifests" / "bench.csv"
+
+
+def bare_forward_seconds(model: torch.nn.Module, waves: list[np.ndarray]) -> float:
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for wave in waves:
+            model(torch.from_numpy(wave)[None], output_hidden_states=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=64.0, help="total audio")
+    parser.add_argument("--clip", type=float, default=4.0, help="mean clip length in seconds")
+    parser.add_argument("--model", default="wavlm-base")
+    args = parser.parse_args()
+
+    from ser.features.audio import load_audio
+    from ser.features.backbones import load_backbone
+    from ser.features.extract import extract
+    from ser.pipeline.manifest import manifest_sha256, read_manifest, utterance_records
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        manifest = write_corpus(root, args.seconds, args.clip)
+        df = read_manifest(manifest)
+        records = utterance_records(df, manifest)
+        waves = [load_audio(record) for record in records]
+        audio_seconds = sum(len(w) for w in waves) / 16000
+        backbone = load_backbone(args.model, random_init=True, device="cpu")
+        bare_forward_seconds(backbone.model, waves[:1])  # warm-up
+        bare = bare_forward_seconds(backbone.model, waves)
+        loop = extract(records, backbone, root / "loop.h5", manifest_sha256=manifest_sha256(df))
+        started = time.perf_counter()
+        cli = subprocess.run(
+            [sys.executable, "-c", "from ser.cli import main; main()", "extract", "--model", args.model,
+             "--random-init", "--device", "cpu", "--workdir", str(root)],
+            capture_output=True, text=True,
+        )
+        cli_seconds = time.perf_counter() - started
+        if cli.returncode != 0:
+            sys.exit(cli.stderr)
+        print(f"audio: {len(waves)} clips, {audio_seconds:.1f} s; model {args.model} (random init), "
+              f"{torch.get_num_threads()} CPU threads")
+        print(f"bare forward:        {bare:7.2f} s  (RTF {bare / audio_seconds:.3f})")
+        print(f"extract loop:        {loop.wall_seconds:7.2f} s  ratio {loop.wall_seconds / bare:.3f}  (target <= 1.10)")
+        print(f"ser extract (CLI):   {cli_seconds:7.2f} s  ratio {cli_seconds / bare:.3f}  (incl. start-up and model build)")
+        print(f"cache size:          {loop.cache_bytes / audio_seconds / 2**20:.3f} MiB per second of audio "
+              f"({loop.cache_bytes / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m ser.cli` runs the command line."""
+
+from ser.cli import main
+
+main()

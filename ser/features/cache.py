@@ -1,0 +1,191 @@
+"""The all-layer HDF5 feature cache: format helpers and the reader.
+
+Layout of `<corpus>/<model>.h5`:
+    root attributes      format, format_version, model, source, revision, random_init,
+                         transformers_version, sample_rate, frame_rate, num_layers, dim, dtype,
+                         manifest_sha256, complete, layers, max_seconds, …
+    ids      (N,)        utterance ids, str, in manifest order
+    lengths  (N,)        frames per utterance, int64
+    pooled   (N, L, 2, D) float32 per-layer mean and std over time
+    features/<key>       (L, T, D) float16 (float32 for an utterance that overflows fp16), contiguous
+    skipped/ids, skipped/reasons   utterances that could not be extracted, and why
+`<key>` is the id percent-encoded (ids may contain '/').
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+import h5py
+import numpy as np
+
+from ser.errors import CacheError
+
+FORMAT = "ser-cache"
+FORMAT_VERSION = 1
+
+
+def utterance_key(utt_id: str) -> str:
+    """A reversible HDF5-safe dataset name for an utterance id."""
+    return quote(utt_id, safe="").replace(".", "%2E")
+
+
+def read_strings(dataset: h5py.Dataset) -> list[str]:
+    return [str(s) for s in dataset.asstr()[()]]
+
+
+def _attr(value):
+    """h5py attributes as plain Python values."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_attrs(path: Path) -> dict:
+    """Root attributes of a cache file (raises CacheError if it is not one)."""
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {key: _attr(value) for key, value in f.attrs.items()}
+    except OSError as error:
+        raise CacheError(f"{path} is not a readable HDF5 file: {error}", "delete it and run `ser extract` again") from None
+    if attrs.get("format") != FORMAT:
+        raise CacheError(f"{path} is not a ser feature cache", "point at a file written by `ser extract`")
+    return attrs
+
+
+class CacheReader:
+    """Reads a finished cache. The HDF5 handle opens lazily, once per process (fork/pickle safe).
+
+    `layers` arguments index the stored layers (0 … num_layers − 1).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CacheError(f"no feature cache at {self.path}", "run `ser extract --model M` first")
+        self.attrs = read_attrs(self.path)
+        if self.attrs.get("format_version") != FORMAT_VERSION:
+            raise CacheError(
+                f"{self.path} has cache format version {self.attrs.get('format_version')}, this ser reads {FORMAT_VERSION}",
+                "re-extract with `ser extract --overwrite`",
+            )
+        if not self.attrs.get("complete"):
+            raise CacheError(f"{self.path} is incomplete", "run the same `ser extract` command again to finish it")
+        with h5py.File(self.path, "r") as f:
+            self.ids = read_strings(f["ids"])
+            lengths = f["lengths"][()]
+            skipped = f.get("skipped")
+            self.skipped = dict(zip(read_strings(skipped["ids"]), read_strings(skipped["reasons"]))) if skipped else {}
+        self.lengths = {utt: int(n) for utt, n in zip(self.ids, lengths)}
+        self._row = {utt: row for row, utt in enumerate(self.ids)}
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.attrs["num_layers"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.attrs["dim"])
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.attrs["frame_rate"])
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def _check_id(self, utt_id: str) -> None:
+        if utt_id not in self._row:
+            why = f" (skipped at extraction: {self.skipped[utt_id]})" if utt_id in self.skipped else ""
+            raise CacheError(f"utterance {utt_id!r} is not in {self.path}{why}", "re-extract or drop it from the manifest")
+
+    def _layer_index(self, layers) -> list[int] | None:
+        if layers is None:
+            return None
+        index = [int(layer) for layer in layers]
+        bad = [layer for layer in index if not 0 <= layer < self.num_layers]
+        if bad:
+            raise CacheError(f"layers {bad} are out of range: the cache holds {self.num_layers} layers")
+        return index
+
+    def read(self, utt_id: str, layers=None) -> np.ndarray:
+        """Features of one utterance as float32 (L, T, D)."""
+        self._check_id(utt_id)
+        dataset = self._h5()["features"][utterance_key(utt_id)]
+        index = self._layer_index(layers)
+        if index is None:
+            return dataset[()].astype(np.float32, copy=False)
+        ordered = sorted(set(index))
+        block = dataset[ordered]  # (L', T, D), h5py needs increasing indices
+        return block[[ordered.index(layer) for layer in index]].astype(np.float32, copy=False)
+
+    def pooled(self, utt_id: str, layers=None) -> np.ndarray:
+        """Per-layer mean and std over time: float32 (L, 2, D)."""
+        self._check_id(utt_id)
+        stats = self._h5()["pooled"][self._row[utt_id]]  # (L, 2, D)
+        index = self._layer_index(layers)
+        return stats if index is None else stats[index]
+
+    def load_all(self, ids=None, layers=None, device="cpu"):
+        """Every (or the given) utterance in one packed tensor (ΣT, L, D), float16 unless some
+        utterance had to be stored in float32."""
+        import torch
+
+        from ser.features.packed import PackedFeatures
+
+        ids = list(self.ids if ids is None else ids)
+        for utt in ids:
+            self._check_id(utt)
+        index = self._layer_index(layers)
+        num_layers = self.num_layers if index is None else len(index)
+        lengths = np.array([self.lengths[utt] for utt in ids], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])  # (N+1,)
+        dtype = torch.float32 if self.attrs.get("float32_utterances", 0) else torch.float16
+        frames = torch.empty((int(offsets[-1]), num_layers, self.dim), dtype=dtype)  # (ΣT, L, D)
+        group = self._h5()["features"]
+        for row, utt in enumerate(ids):
+            block = group[utterance_key(utt)][()]  # (L, T, D)
+            if index is not None:
+                block = block[index]
+            frames[offsets[row] : offsets[row + 1]] = torch.from_numpy(block.transpose(1, 0, 2))  # (T, L, D)
+        packed = PackedFeatures(ids, frames, torch.from_numpy(offsets))
+        return packed.to(device) if str(device) != "cpu" else packed
+
+    def info(self) -> dict:
+        """Attributes plus utterance count, frames, hours of audio and file size."""
+        total_frames = int(sum(self.lengths.values()))
+        return {
+            **self.attrs,
+            "utterances": len(self.ids),
+            "skipped": len(self.skipped),
+            "total_frames": total_frames,
+            "hours": total_frames / self.frame_rate / 3600.0,
+            "file_bytes": self.path.stat().st_size,
+        }
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def __enter__(self) -> "CacheReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_file"], state["_pid"] = None, None  # h5py handles cannot be pickled
+        return state

@@ -1,0 +1,182 @@
+"""Crash-safe cache writing: finished utterances go to small shard files, merged at the end.
+
+`<out>.partial/` holds `header.json` (what is being extracted) and `shard-NNNNNN.h5` files, each
+written under a temporary name and renamed atomically, so a killed run (SIGKILL included) leaves
+only whole shards. A rerun reads the shard ids and skips them. When every utterance is done the
+shards are merged into `<out>.tmp`, marked complete and renamed over `<out>`: a finished cache is
+replaced only by another finished cache. `overwrite` discards an unfinished run only when it was
+made with other settings; the same request always resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ser.errors import CacheError
+from ser.features.cache import FORMAT, FORMAT_VERSION, read_attrs, read_strings, utterance_key
+
+FP16_MAX = float(np.finfo(np.float16).max)
+# Attributes that decide what the features are: a cache or partial run that differs in one of
+# these is never reused.
+IDENTITY_KEYS = ("source", "random_init", "layers", "max_seconds", "format_version")
+
+
+@dataclass
+class UtteranceFeatures:
+    """One finished utterance, ready to store."""
+
+    id: str
+    features: np.ndarray  # (L, T, D) float16, or float32 when fp16 would overflow
+    pooled: np.ndarray  # (L, 2, D) float32
+
+    @classmethod
+    def from_float32(cls, utt_id: str, states: np.ndarray) -> "UtteranceFeatures":
+        """Pool in float32, then store as float16 unless a value exceeds fp16's range."""
+        pooled = np.stack([states.mean(axis=1), states.std(axis=1)], axis=1).astype(np.float32)  # (L, 2, D)
+        overflow = np.abs(states).max() > FP16_MAX
+        return cls(utt_id, states if overflow else states.astype(np.float16), pooled)
+
+
+def _mismatch(existing: dict, wanted: dict, what: Path) -> CacheError | None:
+    if "source" in wanted and existing.get("source") != wanted["source"]:
+        return CacheError(
+            f"{what} was made by model {existing.get('model')!r} ({existing.get('source')}), not {wanted['source']}",
+            "pass --overwrite to replace it, or --out to write elsewhere",
+        )
+    for key in IDENTITY_KEYS:
+        if key in wanted and existing.get(key) != wanted[key]:
+            return CacheError(
+                f"{what} was made with {key}={existing.get(key)!r} (model {existing.get('model')!r}), "
+                f"not {key}={wanted[key]!r} as asked",
+                "pass --overwrite to replace it, or --out to write elsewhere",
+            )
+    if "manifest_sha256" in wanted and existing.get("manifest_sha256") != wanted["manifest_sha256"]:
+        return CacheError(
+            f"the manifest changed since {what} was made (its hash no longer matches)",
+            "pass --overwrite to re-extract, or restore the manifest it was made from",
+        )
+    return None
+
+
+def partial_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def existing_cache_is_complete(out: Path, wanted: dict, overwrite: bool) -> bool:
+    """True when `out` is a finished cache of exactly this request (nothing to do).
+
+    Raises CacheError when `out` or an unfinished run belongs to another model or manifest
+    (unless `overwrite`); `wanted` may hold only the identity keys known so far.
+    """
+    if overwrite:
+        return False
+    if out.exists():
+        existing = read_attrs(out)
+        error = _mismatch(existing, wanted, out)
+        if error:
+            raise error
+        if existing.get("complete"):
+            return True
+    header = partial_dir(out) / "header.json"
+    if header.is_file():
+        error = _mismatch(json.loads(header.read_text()), wanted, partial_dir(out))
+        if error:
+            raise error
+    return False
+
+
+class ShardedCacheWriter:
+    """Writes shards into `<out>.partial/` and merges them into `<out>` at the end."""
+
+    def __init__(self, out: Path, attrs: dict, overwrite: bool = False):
+        self.out = Path(out)
+        self.attrs = dict(attrs, format=FORMAT, format_version=FORMAT_VERSION)
+        self.partial = partial_dir(self.out)
+        header = self.partial / "header.json"
+        if header.is_file():
+            error = _mismatch(json.loads(header.read_text()), self.attrs, self.partial)
+            if error and not overwrite:
+                raise error
+            if error:  # an unfinished run of other settings: start afresh
+                shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        if not header.is_file():
+            temporary = header.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.attrs, indent=1))
+            os.replace(temporary, header)
+        for stale in self.partial.glob("*.tmp"):
+            stale.unlink()
+        self._next_shard = 1 + max((int(p.stem.split("-")[1]) for p in self._shards()), default=0)
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.partial.glob("shard-*.h5"))
+
+    def done_ids(self) -> set[str]:
+        """Ids already stored in whole shards."""
+        done: set[str] = set()
+        for shard in self._shards():
+            with h5py.File(shard, "r") as f:
+                done.update(read_strings(f["ids"]))
+        return done
+
+    def write_shard(self, items: list[UtteranceFeatures]) -> None:
+        """Store finished utterances atomically (a temporary file renamed into place)."""
+        if not items:
+            return
+        final = self.partial / f"shard-{self._next_shard:06d}.h5"
+        temporary = final.with_suffix(".tmp")
+        with h5py.File(temporary, "w") as f:
+            f.create_dataset("ids", data=[item.id for item in items], dtype=h5py.string_dtype())
+            f.create_dataset("lengths", data=np.array([item.features.shape[1] for item in items], dtype=np.int64))
+            f.create_dataset("pooled", data=np.stack([item.pooled for item in items]))  # (n, L, 2, D)
+            group = f.create_group("features")
+            for item in items:
+                group.create_dataset(utterance_key(item.id), data=item.features)
+        os.replace(temporary, final)
+        self._next_shard += 1
+
+    def finish(self, order: list[str], skipped: dict[str, str], extra_attrs: dict) -> Path:
+        """Merge the shards (utterances in `order`) into `<out>` and remove the partial folder."""
+        temporary = self.out.with_name(self.out.name + ".tmp")
+        where = {utt: row for row, utt in enumerate(order)}
+        float32_count = 0
+        with h5py.File(temporary, "w") as merged:
+            merged.attrs.update({**self.attrs, **extra_attrs, "complete": False})
+            lengths = np.zeros(len(order), dtype=np.int64)
+            pooled = None
+            features = merged.create_group("features")
+            for shard in self._shards():
+                with h5py.File(shard, "r") as f:
+                    shard_pooled = f["pooled"][()]  # (n, L, 2, D)
+                    if pooled is None:
+                        pooled = merged.create_dataset("pooled", shape=(len(order), *shard_pooled.shape[1:]), dtype=np.float32)
+                    for position, (utt, length) in enumerate(zip(read_strings(f["ids"]), f["lengths"][()])):
+                        if utt not in where or utterance_key(utt) in features:
+                            continue
+                        key = utterance_key(utt)
+                        f.copy(f["features"][key], features, name=key)
+                        float32_count += features[key].dtype == np.float32
+                        lengths[where[utt]] = length
+                        pooled[where[utt]] = shard_pooled[position]
+            missing = [utt for utt in order if utterance_key(utt) not in features]
+            if missing:
+                raise CacheError(f"internal: {len(missing)} utterances are missing from the shards, e.g. {missing[0]!r}")
+            merged.create_dataset("ids", data=order, dtype=h5py.string_dtype())
+            merged.create_dataset("lengths", data=lengths)
+            skipped_group = merged.create_group("skipped")
+            skipped_group.create_dataset("ids", data=list(skipped), dtype=h5py.string_dtype())
+            skipped_group.create_dataset("reasons", data=list(skipped.values()), dtype=h5py.string_dtype())
+            merged.attrs["float32_utterances"] = int(float32_count)
+            merged.attrs["complete"] = True
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.out)
+        shutil.rmtree(self.partial)
+        return self.out

@@ -1,0 +1,76 @@
+"""Weight-free frontends: log-mel filterbanks and MFCCs, stored as a one-layer cache.
+
+- `fbank`: 80 log-mel bands (natural log), 25 ms Hann window, 10 ms hop, 512-point FFT, Kaldi
+  mel scale 20 Hz–8 kHz, no centring (frames = 1 + (n − 400) // 160): 100 frames per second.
+- `mfcc`: 39 MFCCs with TIM-Net's settings (librosa defaults at 22.05 kHz: 2048-sample window,
+  512-sample hop) kept as durations at 16 kHz: a 1486-sample (92.9 ms) Hann window zero-padded to
+  a 2048-point FFT, a 372-sample (23.25 ms) hop, centred with zero padding (frames = 1 + n // 372),
+  128 Slaney mel bands, power in dB clipped 80 dB below the utterance's peak, orthonormal DCT-II.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.fft import dct
+from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+
+from ser.features.backbone import SAMPLE_RATE, Backbone
+
+FBANK_WINDOW, FBANK_HOP, FBANK_FFT, FBANK_BANDS = 400, 160, 512, 80
+MFCC_WINDOW, MFCC_HOP, MFCC_FFT, MFCC_BANDS, MFCC_COEFFICIENTS = 1486, 372, 2048, 128, 39
+
+
+class FbankFrontend(Backbone):
+    """80 log-mel filterbank energies every 10 ms."""
+
+    def __init__(self, name: str = "fbank"):
+        super().__init__(
+            name=name, source=f"ser:{name}", revision="builtin", random_init=False,
+            num_layers=1, dim=FBANK_BANDS, frame_rate=SAMPLE_RATE / FBANK_HOP, batching="frontend",
+        )
+        self._window = window_function(FBANK_WINDOW, "hann", periodic=True)
+        self._mel = mel_filter_bank(
+            FBANK_FFT // 2 + 1, FBANK_BANDS, 20.0, SAMPLE_RATE / 2, SAMPLE_RATE,
+            mel_scale="kaldi", triangularize_in_mel_space=True,
+        )
+
+    def num_frames(self, num_samples: int) -> int:
+        return 1 + (num_samples - FBANK_WINDOW) // FBANK_HOP
+
+    def forward(self, waves: list[np.ndarray], full_precision: bool = False) -> list[np.ndarray]:
+        out = []
+        for wave in waves:
+            logmel = spectrogram(
+                wave, self._window, FBANK_WINDOW, FBANK_HOP, FBANK_FFT, power=2.0, center=False,
+                mel_filters=self._mel, log_mel="log",
+            )  # (80, T)
+            out.append(np.ascontiguousarray(logmel.T[None], dtype=np.float32))  # (1, T, 80)
+        return out
+
+
+class MfccFrontend(Backbone):
+    """39 MFCCs with TIM-Net's window and hop durations (≈ 43 frames per second)."""
+
+    def __init__(self, name: str = "mfcc"):
+        super().__init__(
+            name=name, source=f"ser:{name}", revision="builtin", random_init=False,
+            num_layers=1, dim=MFCC_COEFFICIENTS, frame_rate=SAMPLE_RATE / MFCC_HOP, batching="frontend",
+        )
+        self._window = window_function(MFCC_WINDOW, "hann", periodic=True)
+        self._mel = mel_filter_bank(
+            MFCC_FFT // 2 + 1, MFCC_BANDS, 0.0, SAMPLE_RATE / 2, SAMPLE_RATE, norm="slaney", mel_scale="slaney"
+        )
+
+    def num_frames(self, num_samples: int) -> int:
+        return 1 + num_samples // MFCC_HOP
+
+    def forward(self, waves: list[np.ndarray], full_precision: bool = False) -> list[np.ndarray]:
+        out = []
+        for wave in waves:
+            db = spectrogram(
+                wave, self._window, MFCC_WINDOW, MFCC_HOP, MFCC_FFT, power=2.0, center=True, pad_mode="constant",
+                mel_filters=self._mel, log_mel="dB", db_range=80.0,
+            )  # (128, T)
+            coefficients = dct(db, type=2, axis=0, norm="ortho")[:MFCC_COEFFICIENTS]  # (39, T)
+            out.append(np.ascontiguousarray(coefficients.T[None], dtype=np.float32))  # (1, T, 39)
+        return out
