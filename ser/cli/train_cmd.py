@@ -1,10 +1,161 @@
-"""`ser train` (not built yet)."""
+"""`ser train`: train a head on cached features, one fold or the whole protocol."""
 
-from ser.errors import SerError
+from __future__ import annotations
 
-HELP = "Not built yet."
-EXAMPLES = ""
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, Workdir
+from ser.errors import UserInputError
+
+HELP = "Train a head on a feature cache (paper recipe per head family; resumes interrupted runs)."
+EXAMPLES = """Examples:
+
+  ser train --head shiftcnn --fold all
+
+  ser train --head shiftcnn --fold 1 --model wavlm-base --epochs 30 --seed 1
+
+  ser train --head shiftlstm --shift-proportion 1/8 --shift-placement inplace --layers 8-12
+
+  ser train --head shiftcnn --standardize --epochs 15   (fbank/mfcc caches)
+
+  ser train --head cnn --head-option num_blocks=3 --head-option kernel_size=5 --run-name cnn3
+
+Results go to <workdir>/runs/<corpus>/<model>/<run-name>/fold<K>/ (metrics.json, history.csv,
+predictions.csv, layer_weights.json, model.pt); --fold all adds summary.json (mean ± std).
+Rerunning the same command resumes an interrupted run and skips finished folds."""
 
 
-def train() -> None:
-    raise SerError("`ser train` is not built yet")
+def parse_layers(text: str) -> list[int]:
+    """`0,4,8-12` → [0, 4, 8, 9, 10, 11, 12]."""
+    layers: list[int] = []
+    try:
+        for piece in (p.strip() for p in text.split(",") if p.strip()):
+            first, _, last = piece.partition("-")
+            layers.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise UserInputError(f"cannot read --layers {text!r}", "write it like 0,4,8-12") from None
+    if not layers or len(set(layers)) != len(layers):
+        raise UserInputError(f"--layers {text!r} is empty or repeats a layer", "write it like 0,4,8-12")
+    return layers
+
+
+def parse_head_options(texts: list[str]) -> dict:
+    """`key=value` pairs; values read as YAML scalars/lists (3 → int, 0.1 → float, true → bool)."""
+    import yaml
+
+    options = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise UserInputError(f"bad --head-option {text!r}", "write it as key=value, e.g. num_blocks=3")
+        options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+    return options
+
+
+def train(
+    head: Annotated[str, typer.Option("--head", help="Head name (see `ser list heads`).")],
+    fold: Annotated[str, typer.Option("--fold", help="all, a fold number K (as in fold<K>, from 1) or a fold name.")] = "all",
+    model: Annotated[Optional[str], typer.Option("--model", help="Cache model (default: the only cache).")] = None,
+    workdir: Workdir = Path("."),
+    manifest: ManifestPath = None,
+    seed: Seed = 0,
+    epochs: Epochs = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default: recipe).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: recipe).")] = None,
+    device: Device = "auto",
+    folds: FoldScheme = None,
+    k: KFolds = None,
+    dev: Annotated[str, typer.Option("--dev", help="Dev split: random (20% of training utterances) | speaker.")] = "random",
+    layers: Annotated[Optional[str], typer.Option("--layers", help="Cache layers to use, e.g. 0,4,8-12 (default all).")] = None,
+    shift_proportion: Annotated[
+        Optional[str], typer.Option("--shift-proportion", help="Shifted channels PER DIRECTION: 1/2, 1/4, 1/8, 1/16.")
+    ] = None,
+    shift_placement: Annotated[
+        Optional[str], typer.Option("--shift-placement", help="residual | tsm-residual | inplace | replacement | none.")
+    ] = None,
+    shift_bidirectional: Annotated[
+        Optional[bool], typer.Option("--shift-bidirectional/--no-shift-bidirectional", help="Also advance a group.")
+    ] = None,
+    shift_stride: Annotated[Optional[int], typer.Option("--shift-stride", help="Frames per shift.")] = None,
+    head_option: Annotated[
+        Optional[list[str]], typer.Option("--head-option", help="key=value for any other head option (repeatable).")
+    ] = None,
+    standardize: Annotated[
+        bool, typer.Option("--standardize/--no-standardize", help="z-score features per layer and channel with "
+                           "each fold's training statistics (advised for fbank/mfcc caches).")
+    ] = False,
+    task: Annotated[str, typer.Option("--task", help="What to learn: categorical (the manifest's label).")] = "categorical",
+    stream: Annotated[
+        Optional[bool], typer.Option("--stream/--in-memory", help="Read the cache from disk each batch (default: auto).")
+    ] = None,
+    run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
+    out: OutPath = None,
+) -> None:
+    from ser.pipeline.trainer import TrainConfig, run_training
+
+    head_kwargs = {
+        "shift_proportion": shift_proportion,
+        "shift_placement": shift_placement,
+        "shift_bidirectional": shift_bidirectional,
+        "shift_stride": shift_stride,
+        **parse_head_options(head_option or []),
+    }
+    config = TrainConfig.create(
+        head, head_kwargs, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, task=task,
+        layers=parse_layers(layers) if layers else None, folds=folds, k=k, dev=dev,
+        standardize=standardize,
+    )
+    with _progress_bar() as progress:
+        run_dir, results = run_training(
+            workdir, config, fold, manifest=manifest, model=model, out=out, run_name=run_name, device=device,
+            stream=stream, progress=progress,
+        )
+    print_results(results)
+    print(f"run directory: {run_dir}")
+
+
+class _progress_bar:
+    """A rich progress bar over epochs when stdout is a terminal; silent otherwise."""
+
+    def __enter__(self):
+        if not sys.stdout.isatty():
+            return None
+        from rich.progress import Progress
+
+        self.bar = Progress(*Progress.get_default_columns(), "{task.fields[status]}", transient=True)
+        self.bar.__enter__()
+        self.tasks: dict[str, int] = {}
+        return self.update
+
+    def update(self, fold: str, epoch: int, total: int, row: dict) -> None:
+        if fold not in self.tasks:
+            self.tasks[fold] = self.bar.add_task(f"fold {fold}", total=total, status="")
+        scores = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k.startswith("dev_") and k != "dev_loss")
+        self.bar.update(self.tasks[fold], completed=epoch, status=scores)
+
+    def __exit__(self, *exc) -> None:
+        if hasattr(self, "bar"):
+            self.bar.__exit__(*exc)
+
+
+def print_results(results: dict[str, dict]) -> None:
+    """A table of the per-fold test metrics (at the dev-selected epoch) and their mean ± std."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    first = next(iter(results.values()))["test"]
+    names = [name for name, value in first.items() if isinstance(value, (int, float))]
+    table = Table(title="test metrics at the dev-selected epoch", header_style="bold")
+    for column in ("fold", "best epoch", *names):
+        table.add_column(column, justify="left" if column == "fold" else "right")
+    for fold, metrics in results.items():
+        table.add_row(fold, str(metrics["best_epoch"]), *(f"{metrics['test'][name]:.4f}" for name in names))
+    if len(results) > 1:
+        values = {name: np.array([m["test"][name] for m in results.values()]) for name in names}
+        table.add_row("mean ± std", "", *(f"{values[n].mean():.4f} ± {values[n].std():.4f}" for n in names))
+    Console(width=max(100, Console().width)).print(table)

@@ -1,0 +1,214 @@
+"""Labels and features loaded once, shared by every run of a process (a sweep trains many heads
+on one in-memory copy).
+
+In memory (default): the whole cache as one `PackedFeatures` on the training device (GPU when
+it fits, else RAM); a batch is one gather. Streamed (`stream=True`, or automatic when the cache
+would not fit in RAM): a DataLoader with workers reads utterances from the HDF5 file, each
+worker with its own lazy handle.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ser.errors import CacheError, UserInputError
+from ser.features.cache import CacheReader
+from ser.features.packed import PackedFeatures
+from ser.pipeline.manifest import manifest_sha256, read_manifest
+from ser.pipeline.tasks import CategoricalTask, build_task
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (B, L, T, D), lengths (B,), targets (B, …)
+
+
+class _CachedUtterances(Dataset):
+    """Utterance `row` of `ids` read from the cache (L, T, D); opens its reader lazily per worker."""
+
+    def __init__(self, cache_path: Path, ids: list[str], layers: list[int] | None):
+        self.cache_path, self.ids, self.layers = cache_path, ids, layers
+        self._reader: CacheReader | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, row: int) -> tuple[int, torch.Tensor]:
+        if self._reader is None:
+            self._reader = CacheReader(self.cache_path)
+        return row, torch.from_numpy(self._reader.read(self.ids[row], self.layers))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_reader": None}  # h5py handles cannot be pickled
+
+
+def _pad(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows = torch.tensor([row for row, _ in items], dtype=torch.long)
+    lengths = torch.tensor([frames.shape[1] for _, frames in items], dtype=torch.long)
+    num_layers, _, dim = items[0][1].shape
+    x = torch.zeros(len(items), num_layers, int(lengths.max()), dim)  # (B, L, T, D), zero padding
+    for i, (_, frames) in enumerate(items):
+        x[i, :, : frames.shape[1]] = frames
+    return rows, x, lengths
+
+
+@dataclass
+class TrainingData:
+    """Every usable utterance of a corpus: ids, targets and features, row-aligned."""
+
+    ids: list[str]
+    table: pd.DataFrame  # the usable manifest rows, in `ids` order (folds are made from it)
+    task: CategoricalTask
+    targets: torch.Tensor  # (N, …) on `device`
+    lengths: np.ndarray  # (N,) frames per utterance
+    num_layers: int
+    dim: int
+    layers: list[int] | None
+    device: torch.device
+    cache_path: Path
+    packed: PackedFeatures | None = None  # in memory; None when streamed
+    workers: int = 2
+
+    @property
+    def streamed(self) -> bool:
+        return self.packed is None
+
+    def positions(self, ids: list[str]) -> np.ndarray:
+        """Row positions of `ids` (a fold's members)."""
+        where = {utt: i for i, utt in enumerate(self.ids)}
+        missing = [utt for utt in ids if utt not in where]
+        if missing:
+            raise CacheError(f"{len(missing)} utterances are not in the training data, e.g. {missing[0]}")
+        return np.array([where[utt] for utt in ids], dtype=np.int64)
+
+    def batches(self, batch_rows: list[np.ndarray], scaler: "FeatureScaler | None" = None) -> Iterator[Batch]:
+        """(x, lengths, targets) on the device for each array of row positions, in order;
+        x standardised by `scaler` when one is given."""
+        for x, lengths, targets in self._raw_batches(batch_rows):
+            yield (x if scaler is None else scaler(x, lengths)), lengths, targets
+
+    def _raw_batches(self, batch_rows: list[np.ndarray]) -> Iterator[Batch]:
+        if self.packed is not None:
+            for rows in batch_rows:
+                index = torch.from_numpy(rows).to(self.device)
+                x, lengths = self.packed.batch(index)  # (B, L, T, D), (B,)
+                yield x.to(self.device, non_blocking=True), lengths.to(self.device), self.targets[index]
+            return
+        loader = DataLoader(
+            _CachedUtterances(self.cache_path, self.ids, self.layers),
+            batch_sampler=[rows.tolist() for rows in batch_rows],
+            num_workers=self.workers,
+            collate_fn=_pad,
+            pin_memory=self.device.type == "cuda",
+        )
+        for rows, x, lengths in loader:
+            yield x.to(self.device, non_blocking=True), lengths.to(self.device), self.targets[rows.to(self.device)]
+
+    def feature_scaler(self, rows: np.ndarray, batch_size: int = 64) -> "FeatureScaler":
+        """Per-layer, per-channel mean and std over every frame of `rows` (a fold's training part)."""
+        total = torch.zeros(self.num_layers, self.dim, dtype=torch.float64, device=self.device)
+        squares = torch.zeros_like(total)
+        for x, _, _ in self._raw_batches([rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]):
+            total += x.sum(dim=(0, 2), dtype=torch.float64)  # (L, D); padding is zero
+            squares += x.double().pow(2).sum(dim=(0, 2))
+        frames = float(self.lengths[rows].sum())
+        mean = total / frames
+        std = (squares / frames - mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-5)
+        return FeatureScaler(mean.float(), std.float())
+
+
+@dataclass(frozen=True)
+class FeatureScaler:
+    """Standardises batches (x - mean) / std per layer and channel; padding stays exactly zero."""
+
+    mean: torch.Tensor  # (L, D)
+    std: torch.Tensor  # (L, D)
+
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        valid = torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]  # (B, T)
+        x = (x - self.mean[None, :, None, :]) / self.std[None, :, None, :]  # (B, L, T, D)
+        return x * valid[:, None, :, None]
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` → the first GPU when there is one, else the CPU; other names are checked."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise UserInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("--device cuda was asked for but no GPU is available", "use --device cpu or auto")
+    return resolved
+
+
+def available_ram_bytes() -> int:
+    """MemAvailable from /proc/meminfo (free physical pages where that file does not exist)."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _feature_home(size_bytes: int, device: torch.device) -> torch.device:
+    """Where the packed cache lives: the GPU when it fits with room for the heads, else the CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if size_bytes < 0.6 * free:
+            return device
+    return torch.device("cpu")
+
+
+def load_training_data(
+    manifest: Path,
+    cache: Path,
+    task: str = "categorical",
+    layers: list[int] | None = None,
+    device: str = "auto",
+    stream: bool | None = None,
+    workers: int = 2,
+) -> TrainingData:
+    """Read the manifest's targets and the cache's features once (`stream=None`: decide by size)."""
+    df = read_manifest(manifest)
+    fitted = build_task(task, df)
+    table = fitted.usable(df)
+    target_device = resolve_device(device)
+    with CacheReader(cache) as reader:
+        if reader.attrs.get("manifest_sha256") != manifest_sha256(df):
+            raise CacheError(
+                f"the cache {cache} was extracted from a different manifest than {manifest}",
+                "re-run `ser extract` for this manifest (or pass the matching --manifest)",
+            )
+        table = table[~table["id"].isin(list(reader.skipped))].reset_index(drop=True)  # unreadable audio
+        missing = [utt for utt in table["id"] if utt not in reader.lengths]
+        if missing:
+            raise CacheError(f"{len(missing)} utterances of the manifest are not in the cache, e.g. {missing[0]}")
+        for layer in layers or []:
+            if not 0 <= layer < reader.num_layers:
+                raise UserInputError(f"layer {layer} does not exist", f"the cache has layers 0-{reader.num_layers - 1}")
+        num_layers = len(layers) if layers else reader.num_layers
+        ids = list(table["id"])
+        lengths = np.array([reader.lengths[utt] for utt in ids], dtype=np.int64)
+        size_bytes = int(lengths.sum()) * num_layers * reader.dim * 2  # fp16
+        if stream is None:
+            stream = size_bytes > 0.8 * available_ram_bytes()
+        packed = None
+        if not stream:
+            packed = reader.load_all(ids=ids, layers=layers, device=_feature_home(size_bytes, target_device))
+        dim = reader.dim
+    return TrainingData(
+        ids=ids, table=table, task=fitted, targets=fitted.targets(table).to(target_device), lengths=lengths,
+        num_layers=num_layers, dim=dim, layers=layers, device=target_device, cache_path=Path(cache),
+        packed=packed, workers=workers,
+    )
+
