@@ -47,9 +47,24 @@ class Preset:
         except TypeError as error:  # a required option is missing
             raise UserInputError(f"head {self.name!r}: {error}", f"it accepts: {', '.join(self.options())}") from None
         bound.apply_defaults()
+        _refuse_unused_shift_options(self.name, bound.arguments, kw)
         head = self.head_class(*bound.args, **bound.kwargs)
         head.constructor_kwargs = {"name": self.name, **{k: _jsonable(v) for k, v in bound.arguments.items()}}
         return head
+
+
+SHIFT_DETAIL_OPTIONS = ("n_div", "bidirectional", "shift_stride", "shift_blocks")
+
+
+def _refuse_unused_shift_options(name: str, resolved: dict, given: dict) -> None:
+    """Shift details given to a head that does not shift by default (and no placement asked
+    for) would silently do nothing."""
+    unused = [option for option in SHIFT_DETAIL_OPTIONS if option in given]
+    if unused and "shift_placement" not in given and resolved.get("shift_placement") == "none":
+        raise UserInputError(
+            f"head {name!r} does not shift (shift placement none), so {', '.join(unused)} would have no effect",
+            "use a shift head (shiftcnn, shiftlstm, shiftformer) or also set --shift-placement",
+        )
 
 
 def preset(name: str, head_class: type[nn.Module], help: str, **defaults) -> Preset:

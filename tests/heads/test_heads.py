@@ -115,6 +115,14 @@ def test_unknown_option_names_the_accepted_ones():
     assert "kernel_size" in caught.value.message and "n_div" in caught.value.hint
 
 
+def test_shift_options_on_a_head_that_does_not_shift_are_refused():
+    with pytest.raises(UserInputError) as caught:
+        create_head("cnn", DIM, LAYERS, CLASSES, n_div=8)
+    assert "n_div" in caught.value.message and "shiftcnn" in caught.value.hint
+    shifting = create_head("cnn", DIM, LAYERS, CLASSES, n_div=8, shift_placement="residual")
+    assert shifting.constructor_kwargs["n_div"] == 8
+
+
 def test_unknown_head_suggests_a_name():
     with pytest.raises(UnknownNameError) as caught:
         create_head("shiftcn", DIM, LAYERS, CLASSES)
