@@ -39,9 +39,9 @@ app.add_typer(cache_cmd.cache_app, name="cache", help=cache_cmd.HELP)
 
 
 def main() -> None:
-    """Console-script entry point with one-line errors."""
+    """Console-script entry point: usage errors the click way, `SerError`s as one line + hint."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone mode: click prints usage errors itself and exits with code 2
     except SerError as error:
         if os.environ.get("SER_DEBUG") == "1":
             raise
@@ -49,21 +49,6 @@ def main() -> None:
         if error.hint:
             print(f"hint: {error.hint}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except Exception as click_error:  # click usage errors: show them the click way
-        import click
-
-        if isinstance(click_error, click.ClickException):
-            click_error.show()
-            sys.exit(click_error.exit_code)
-        if isinstance(click_error, click.exceptions.Abort):
-            print("aborted", file=sys.stderr)
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":
