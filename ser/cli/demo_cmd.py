@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ser.cli.options import Workdir
 
-HELP = "Run prepare → extract (fbank) → train (shiftcnn, every fold) on the synthetic corpus."
+HELP = "Run prepare → extract (fbank) → train (shiftcnn, every fold) → report on the synthetic corpus."
 EXAMPLES = """Examples:
 
   ser demo --workdir demo-workdir
@@ -15,7 +15,8 @@ The same steps by hand:
 
   ser prepare synthetic demo-workdir/audio --workdir demo-workdir
   ser extract --model fbank --workdir demo-workdir
-  ser train --head shiftcnn --standardize --head-option spec_augment=false --epochs 15 --batch-size 16 --lr 3e-3 --workdir demo-workdir"""
+  ser train --head shiftcnn --standardize --head-option spec_augment=false --epochs 15 --batch-size 16 --lr 3e-3 --workdir demo-workdir
+  ser report demo-workdir/runs"""
 
 DEMO_EPOCHS = 15
 
@@ -26,21 +27,24 @@ def demo(workdir: Workdir = Path("demo-workdir")) -> None:
     from ser.cli.train_cmd import print_results
     from ser.pipeline.corpora import CORPORA, prepare_corpus
     from ser.pipeline.extraction import extract_corpus
+    from ser.pipeline.report import write_report
     from ser.pipeline.trainer import TrainConfig, run_training
     from ser.pipeline.workspace import Workspace
 
     console = Console()
     workspace = Workspace(Path(workdir))
-    console.print("[bold]1/3 prepare[/bold] the synthetic corpus (8 speakers, 4 sessions, 4 emotions)")
+    console.print("[bold]1/4 prepare[/bold] the synthetic corpus (8 speakers, 4 sessions, 4 emotions)")
     prepared = prepare_corpus(CORPORA.get("synthetic"), workspace.root / "audio", workspace.manifest_for("synthetic"), {})
     console.print(f"    {len(prepared.table)} utterances → {prepared.manifest}")
-    console.print("[bold]2/3 extract[/bold] 80 log-mel filterbanks into the cache")
+    console.print("[bold]2/4 extract[/bold] 80 log-mel filterbanks into the cache")
     summary = extract_corpus(workspace.root, "fbank", device="cpu")
     console.print(f"    {summary.cache_path}")
-    console.print(f"[bold]3/3 train[/bold] shiftcnn, leave-one-session-out, {DEMO_EPOCHS} epochs per fold")
+    console.print(f"[bold]3/4 train[/bold] shiftcnn, leave-one-session-out, {DEMO_EPOCHS} epochs per fold")
     config = TrainConfig.create(
         "shiftcnn", {"spec_augment": False}, epochs=DEMO_EPOCHS, batch_size=16, lr=3e-3, standardize=True,
     )
     run_dir, results = run_training(workspace.root, config, "all", device="cpu")
     print_results(results)
     console.print(f"run directory: {run_dir}", soft_wrap=True)
+    console.print("[bold]4/4 report[/bold] tables and figures")
+    console.print(f"    {write_report(run_dir)}", soft_wrap=True)
