@@ -24,6 +24,10 @@ EXAMPLES = """Examples:
 
   ser train --head cnn --head-option num_blocks=3 --head-option kernel_size=5 --run-name cnn3
 
+  ser train --head shiftcnn --task dimensional   (arousal/valence/dominance, 1 − CCC loss)
+
+  ser train --teacher --text-model bert-base --task dimensional   (after `ser extract --text --model bert-base`)
+
 Results go to <workdir>/runs/<corpus>/<model>/<run-name>/fold<K>/ (metrics.json, history.csv,
 predictions.csv, layer_weights.json, model.pt); --fold all adds summary.json (mean ± std).
 Rerunning the same command resumes an interrupted run and skips finished folds."""
@@ -57,7 +61,9 @@ def parse_head_options(texts: list[str]) -> dict:
 
 
 def train(
-    head: Annotated[str, typer.Option("--head", help="Head name (see `ser list heads`).")],
+    head: Annotated[
+        Optional[str], typer.Option("--head", help="Head name (see `ser list heads`); with --teacher: multimodal.")
+    ] = None,
     fold: Annotated[str, typer.Option("--fold", help="all, a fold number K (as in fold<K>, from 1) or a fold name.")] = "all",
     model: Annotated[Optional[str], typer.Option("--model", help="Cache model (default: the only cache).")] = None,
     workdir: Workdir = Path("."),
@@ -88,15 +94,35 @@ def train(
         bool, typer.Option("--standardize/--no-standardize", help="z-score features per layer and channel with "
                            "each fold's training statistics (advised for fbank/mfcc caches).")
     ] = False,
-    task: Annotated[str, typer.Option("--task", help="What to learn: categorical (the manifest's label).")] = "categorical",
+    task: Annotated[
+        str, typer.Option("--task", help="What to learn: categorical (the manifest's label) | dimensional "
+                          "(its arousal, valence, dominance; 1 − CCC loss).")
+    ] = "categorical",
+    teacher: Annotated[
+        bool, typer.Option("--teacher", help="Train the multimodal teacher on the audio cache + the text cache "
+                           "of --text-model (for `ser distill`).")
+    ] = False,
+    text_model: Annotated[
+        Optional[str], typer.Option("--text-model", help="Text cache model of --teacher (as given to `ser extract --text`).")
+    ] = None,
     stream: Annotated[
         Optional[bool], typer.Option("--stream/--in-memory", help="Read the cache from disk each batch (default: auto).")
     ] = None,
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
     out: OutPath = None,
 ) -> None:
+    from ser.pipeline.teacher import TEACHER_HEAD, run_teacher_training
     from ser.pipeline.trainer import TrainConfig, run_training
 
+    if teacher and not text_model:
+        raise UserInputError("--teacher needs --text-model", "e.g. --teacher --text-model bert-base")
+    if text_model and not teacher:
+        raise UserInputError("--text-model is only used by --teacher", "add --teacher, or drop --text-model")
+    if teacher and stream:
+        raise UserInputError("--stream is not available with --teacher", "the teacher keeps both caches in memory")
+    if head is None and not teacher:
+        raise UserInputError("missing option --head", "choose one with `ser list heads`, e.g. --head shiftcnn")
+    head = head or TEACHER_HEAD
     head_kwargs = {
         "shift_proportion": shift_proportion,
         "shift_placement": shift_placement,
@@ -110,10 +136,16 @@ def train(
         standardize=standardize,
     )
     with _progress_bar() as progress:
-        run_dir, results = run_training(
-            workdir, config, fold, manifest=manifest, model=model, out=out, run_name=run_name, device=device,
-            stream=stream, progress=progress,
-        )
+        if teacher:
+            run_dir, results = run_teacher_training(
+                workdir, config, text_model, fold, manifest=manifest, model=model, out=out, run_name=run_name,
+                device=device, progress=progress,
+            )
+        else:
+            run_dir, results = run_training(
+                workdir, config, fold, manifest=manifest, model=model, out=out, run_name=run_name, device=device,
+                stream=stream, progress=progress,
+            )
     print_results(results)
     print(f"run directory: {run_dir}")
 

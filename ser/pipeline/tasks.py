@@ -3,8 +3,9 @@ loop must not know. A task turns manifest rows into a target tensor, scores head
 against it, and lays out predictions.csv; the trainer only asks for `selection_metric`
 (higher is better) and the `history_metrics` it logs per epoch.
 
-`CategoricalTask` (emotion classes from the `label` column) is built here; a dimensional task
-(arousal/valence/dominance, 1 − CCC loss) implements the same five methods.
+`CategoricalTask` (emotion classes from the `label` column) is built here; `DimensionalTask`
+(arousal/valence/dominance, 1 − CCC loss, dimensional.py) implements the same methods.
+`fold_label_column` names the column folds stratify on (None: every row, no stratification).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from ser.errors import ManifestError, UserInputError
 from ser.pipeline import metrics
+from ser.pipeline.dimensional import DimensionalTask
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class CategoricalTask:
     label_smoothing: float = 0.0
 
     name = "categorical"
+    fold_label_column = "label"
     selection_metric = "ua"
     history_metrics = ("ua", "wa")
 
@@ -104,16 +107,17 @@ class CategoricalTask:
         return cls(tuple(data["labels"]), data["label_smoothing"])
 
 
-TASKS = {CategoricalTask.name: CategoricalTask}
+Task = CategoricalTask | DimensionalTask
+TASKS: dict[str, type[Task]] = {CategoricalTask.name: CategoricalTask, DimensionalTask.name: DimensionalTask}
 
 
-def build_task(name: str, df: pd.DataFrame, label_smoothing: float = 0.0) -> CategoricalTask:
+def build_task(name: str, df: pd.DataFrame, label_smoothing: float = 0.0) -> Task:
     """The task called `name`, fitted to a manifest (its class set, its target columns)."""
     if name not in TASKS:
         raise UserInputError(f"unknown task {name!r}", f"choose one of: {', '.join(TASKS)}")
     return TASKS[name].from_manifest(df, label_smoothing=label_smoothing)
 
 
-def task_from_dict(data: dict) -> CategoricalTask:
+def task_from_dict(data: dict) -> Task:
     """Rebuild a task saved with `to_dict` (config.json)."""
     return TASKS[data["name"]].from_dict(data)

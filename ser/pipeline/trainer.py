@@ -52,6 +52,7 @@ class TrainConfig:
     standardize: bool = False  # per-layer, per-channel z-scores with the fold's training statistics
     model: str | None = None  # the cache's model alias (informational)
     corpus: str | None = None
+    text_model: str | None = None  # a teacher's text cache model (teacher.py); None = audio only
 
     @classmethod
     def create(cls, head: str, head_kwargs: dict | None = None, **options) -> "TrainConfig":
@@ -160,10 +161,12 @@ def _restore_rng(state: dict) -> None:
 @torch.no_grad()
 def predict(head: nn.Module, data: TrainingData, rows: np.ndarray, batch_size: int,
             scaler: FeatureScaler | None = None) -> np.ndarray:
-    """Head outputs for `rows`, in the order of `rows` → (N, C) float32 numpy."""
+    """Head outputs for `rows`, in the order of `rows` → (N, C) float32 numpy (inputs a batch carries
+    after its targets, e.g. a teacher's text features, go to the head too)."""
     head.eval()
     groups = sorted_batches(data.lengths[rows], batch_size)  # positions into `rows`, by length
-    pieces = [head(x, lengths).float().cpu() for x, lengths, _ in data.batches([rows[g] for g in groups], scaler)]
+    pieces = [head(x, lengths, *extra).float().cpu()
+              for x, lengths, _, *extra in data.batches([rows[g] for g in groups], scaler)]
     outputs = torch.cat(pieces)  # (N, C) in batch order
     restored = torch.empty_like(outputs)
     restored[torch.from_numpy(np.concatenate(groups))] = outputs
@@ -239,11 +242,11 @@ def train_fold(
         loss_sum = 0.0
         batch_rows = [train_rows[b] for b in bucketed_batches(data.lengths[train_rows], recipe.batch_size,
                                                                config.seed, epoch)]
-        for x, lengths, targets in data.batches(batch_rows, scaler):
+        for x, lengths, targets, *extra in data.batches(batch_rows, scaler):
             lr = lr_at(state["step"], recipe, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = task.loss(head(x, lengths), targets)
+            loss = task.loss(head(x, lengths, *extra), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if recipe.grad_clip is not None:
@@ -297,7 +300,7 @@ def train_fold(
 def protocol_folds(config: TrainConfig, data: TrainingData) -> list[Fold]:
     """The folds of the config's protocol over the usable utterances."""
     return make_folds(data.table, scheme=config.folds, k=config.k, seed=config.fold_seed, dev=config.dev,
-                      dev_fraction=config.dev_fraction)
+                      dev_fraction=config.dev_fraction, label_column=data.task.fold_label_column)
 
 
 def select_folds(folds: list[Fold], which: str) -> list[tuple[int, Fold]]:

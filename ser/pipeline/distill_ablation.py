@@ -1,0 +1,64 @@
+"""The distillation ablation: audio-only vs teacher (audio + text) vs students (conditioned on
+each quality estimate, and unconditioned), over several seeds, on one workspace.
+
+`ablation_runs` trains every row (dimensional task) and returns one row per run × seed with the
+test CCCs (mean over the chosen folds); `ablation_table` renders the Markdown table
+(mean ± std over seeds) that scripts/distill_ablation.py writes for the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ser.pipeline.distill import DistillConfig, run_distillation
+from ser.pipeline.teacher import TEACHER_HEAD, run_teacher_training
+from ser.pipeline.trainer import TrainConfig, run_training
+
+METRICS = ("ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean")
+
+
+def _row(system: str, seed: int, results: dict[str, dict], run_dir: Path) -> dict:
+    test = {name: float(np.mean([fold["test"][name] for fold in results.values()])) for name in METRICS}
+    return {"system": system, "seed": seed, **test, "folds": len(results), "run_dir": str(run_dir)}
+
+
+def ablation_runs(
+    workdir: Path,
+    text_model: str,
+    seeds: list[int],
+    head: str = "linear",
+    which: str = "all",
+    estimates: tuple[str, ...] = ("none", "heldout", "mc-dropout", "agreement"),
+    settings: DistillConfig = DistillConfig(),
+    device: str = "cpu",
+    **recipe,
+) -> pd.DataFrame:
+    """Train audio-only, teacher and one student per estimate for every seed → one row per run."""
+    rows = []
+    for seed in seeds:
+        audio = TrainConfig.create(head, seed=seed, task="dimensional", **recipe)
+        run_dir, results = run_training(workdir, audio, which, device=device)
+        rows.append(_row(f"audio-only ({head})", seed, results, run_dir))
+        teacher = TrainConfig.create(TEACHER_HEAD, seed=seed, task="dimensional", **recipe)
+        teacher_dir, results = run_teacher_training(workdir, teacher, text_model, which, device=device)
+        rows.append(_row("teacher (audio + text)", seed, results, teacher_dir))
+        for estimate in estimates:
+            chosen = dataclasses.replace(settings, quality=estimate)
+            run_dir, results = run_distillation(workdir, teacher_dir, head, chosen, which, seed=seed,
+                                                device=device, **recipe)
+            kind = "unconditioned" if estimate == "none" else f"conditioned: {estimate}"
+            rows.append(_row(f"student ({head}, {kind})", seed, results, run_dir))
+    return pd.DataFrame(rows)
+
+
+def ablation_table(runs: pd.DataFrame) -> str:
+    """Markdown: one row per system, test CCC mean ± std over seeds (n seeds)."""
+    lines = ["| system | " + " | ".join(METRICS) + " | n |", "|---" * (len(METRICS) + 2) + "|"]
+    for system, group in runs.groupby("system", sort=False):
+        cells = [f"{group[name].mean():.3f} ± {group[name].std(ddof=0):.3f}" for name in METRICS]
+        lines.append(f"| {system} | " + " | ".join(cells) + f" | {len(group)} |")
+    return "\n".join(lines) + "\n"
