@@ -210,7 +210,12 @@ def train_fold(
         raise TrainingError(f"the data holds layers {data.layers}, the config asks for {config.layers}")
     train_rows, dev_rows, test_rows = (data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
     task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(train_rows)])
+    seed_everything(config.seed)
+    options = head_constructor_options(config.head_kwargs)
+    # Built before anything is written, so a bad head option leaves no run directory behind.
+    head = create_head(config.head, data.dim, data.num_layers, task.num_outputs, **options).to(data.device)
     saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
+                    "head_resolved": head.constructor_kwargs,
                     "sizes": {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows)}}
     if files.is_finished(out_dir):
         _check_same_run(out_dir, saved_config)
@@ -220,9 +225,6 @@ def train_fold(
 
     recipe = config.recipe
     scaler = data.feature_scaler(train_rows) if config.standardize else None
-    seed_everything(config.seed)
-    options = head_constructor_options(config.head_kwargs)
-    head = create_head(config.head, data.dim, data.num_layers, task.num_outputs, **options).to(data.device)
     optimizer = build_optimizer(head, recipe)
     steps_per_epoch = -(-len(train_rows) // recipe.batch_size)
     eval_batch = 2 * recipe.batch_size

@@ -23,7 +23,7 @@ from ser.errors import CacheError, UserInputError
 from ser.features.cache import CacheReader
 from ser.features.packed import PackedFeatures
 from ser.pipeline.manifest import manifest_sha256, read_manifest
-from ser.pipeline.tasks import CategoricalTask, build_task
+from ser.pipeline.tasks import Task, build_task
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (B, L, T, D), lengths (B,), targets (B, …)
 
@@ -63,7 +63,7 @@ class TrainingData:
 
     ids: list[str]
     table: pd.DataFrame  # the usable manifest rows, in `ids` order (folds are made from it)
-    task: CategoricalTask
+    task: Task
     targets: torch.Tensor  # (N, …) on `device`
     lengths: np.ndarray  # (N,) frames per utterance
     num_layers: int

@@ -91,3 +91,4 @@ def test_unknown_head_is_a_one_line_error(trained):
     assert result.returncode == 2
     assert "error: unknown head 'shiftcnm'" in result.stderr and "did you mean shiftcnn" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not list((workdir / "runs").rglob("shiftcnm*")), "a refused run must leave no run directory"
