@@ -18,7 +18,7 @@ from ser.features.extract import extract
 from ser.features.text_backbones import save_tiny_text_model
 from ser.pipeline.corpora.synthetic import prepare_synthetic
 from ser.pipeline.distill import DistillConfig
-from ser.pipeline.distill_ablation import ablation_runs, ablation_table
+from ser.pipeline.distill_ablation import ABLATION_HEADING, ABLATION_TABLE_FILE, ablation_runs, ablation_table
 from ser.pipeline.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
 from ser.pipeline.text_extraction import run_text_extraction
 
@@ -62,9 +62,12 @@ def main() -> None:
         epochs=args.epochs, lr=args.lr, standardize=args.standardize,
     )
     table = ablation_table(runs)
-    runs.to_csv(args.workdir / "distill_ablation.csv", index=False)
-    (args.workdir / "distill_ablation.md").write_text("## Distillation ablation (test CCC, mean ± std over seeds)\n\n" + table)
+    out_dir = args.workdir / "runs"  # beside the run directories, where `ser report` picks it up
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out_dir / "distill_ablation.csv", index=False)
+    (out_dir / ABLATION_TABLE_FILE).write_text(f"{ABLATION_HEADING}\n\n{table}")
     print(table)
+    print(f"table: {out_dir / ABLATION_TABLE_FILE} (included by `ser report {out_dir}`)")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 
 from ser.pipeline.distill import DistillConfig, run_distillation
+from ser.pipeline.report import ABLATION_TABLE_FILE
 from ser.pipeline.teacher import TEACHER_HEAD, run_teacher_training
 from ser.pipeline.trainer import TrainConfig, run_training
 
 METRICS = ("ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean")
+ABLATION_HEADING = "## Distillation ablation: audio-only vs teacher vs students (test CCC, mean ± std over seeds)"
 
 
 def _row(system: str, seed: int, results: dict[str, dict], run_dir: Path) -> dict:

@@ -30,6 +30,10 @@ from ser.pipeline.results import (
     with_config_labels,
 )
 
+# Markdown tables written beside run directories by other studies (scripts/distill_ablation.py);
+# the report includes every one it finds under RUNS_DIR.
+ABLATION_TABLE_FILE = "distill_ablation.md"
+
 TABLE_AXES = ("head", "shift_proportion")  # rows × columns of an ablation table
 PERCENT_METRICS = ("ua", "wa", "macro_f1")
 
@@ -202,6 +206,7 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
         rows = [[name, *(f"{value:.3f}" for value in weights), *([""] * (width - len(weights)))]
                 for name, weights in layer_means.items()]
         parts += ["## Learned layer weights", markdown_table(header, rows)]
+    parts += [path.read_text().strip() for path in sorted(runs_dir.rglob(ABLATION_TABLE_FILE))]
     if not failed.empty:
         rows = [[r["run_dir"], str(r.get("error", "")).replace("|", "/")] for _, r in failed.iterrows()]
         parts += ["## Failed runs", markdown_table(["run", "error"], rows)]

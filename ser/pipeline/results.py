@@ -63,13 +63,23 @@ def metric_columns(metrics: dict) -> dict[str, Any]:
     return row
 
 
+def preset_shift(resolved: dict) -> tuple[str | None, str | None]:
+    """(proportion per direction as `1/N`, placement) a head actually used, from the resolved
+    options in config.json; (None, placement) for a head that does not shift."""
+    placement = resolved.get("shift_placement")
+    if placement in (None, "none"):
+        return None, placement
+    return f"1/{resolved['n_div']}", placement
+
+
 def config_columns(config: dict) -> dict[str, Any]:
     """The options that identify a run, flattened from a config.json (see trainer.TrainConfig)."""
     head_kwargs = dict(config.get("head_kwargs") or {})
+    preset_proportion, preset_placement = preset_shift(config.get("head_resolved") or {})
     row: dict[str, Any] = {
         "head": config.get("head"),
-        "shift_proportion": head_kwargs.pop("shift_proportion", None),
-        "shift_placement": head_kwargs.pop("shift_placement", None),
+        "shift_proportion": head_kwargs.pop("shift_proportion", None) or preset_proportion,
+        "shift_placement": head_kwargs.pop("shift_placement", None) or preset_placement,
         "seed": config.get("seed"),
         "fold": config.get("fold"),
     }

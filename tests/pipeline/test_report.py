@@ -114,3 +114,13 @@ def test_any_folder_above_the_run_directories_gives_the_same_tables(sweep_dir: P
     from_parent = table_cells(write_report(sweep_dir.parent, tmp_path).read_text(), title)
     assert from_parent == table_cells(report.read_text(), title)
     assert (tmp_path / "report.md").is_file()
+
+
+def test_tables_written_by_other_studies_are_included(sweep_dir: Path, tmp_path: Path):
+    table = sweep_dir / "distill_ablation.md"
+    table.write_text("## Distillation ablation\n\n| system | ccc_valence |\n|---|---|\n| teacher | 0.4 |\n")
+    try:
+        markdown = write_report(sweep_dir, tmp_path / "with_study").read_text()
+    finally:
+        table.unlink()
+    assert "## Distillation ablation" in markdown and "| teacher | 0.4 |" in markdown
