@@ -8,7 +8,7 @@ Prints three figures:
     the model) / bare forward;
   - cache size per second of audio.
 
-    python benchmarks/extract.py [--seconds 64] [--clip 4] [--model wavlm-base]
+    python benchmarks/extract.py [--seconds 64] [--clip 4] [--model wavlm-base] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=64.0, help="total audio")
     parser.add_argument("--clip", type=float, default=4.0, help="mean clip length in seconds")
     parser.add_argument("--model", default="wavlm-base")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/extract rounds")
     args = parser.parse_args()
 
     from ser.features.audio import load_audio
@@ -69,8 +70,14 @@ def main() -> None:
         audio_seconds = sum(len(w) for w in waves) / 16000
         backbone = load_backbone(args.model, random_init=True, device="cpu")
         bare_forward_seconds(backbone.model, waves[:1])  # warm-up
-        bare = bare_forward_seconds(backbone.model, waves)
-        loop = extract(records, backbone, root / "loop.h5", manifest_sha256=manifest_sha256(df))
+        # Alternate the two measurements so that load from other processes hits both alike;
+        # the best round of each is the least disturbed one.
+        bare_rounds, loop_rounds = [], []
+        for round_index in range(args.rounds):
+            bare_rounds.append(bare_forward_seconds(backbone.model, waves))
+            loop = extract(records, backbone, root / f"loop{round_index}.h5", manifest_sha256=manifest_sha256(df))
+            loop_rounds.append(loop.wall_seconds)
+        bare = min(bare_rounds)
         started = time.perf_counter()
         cli = subprocess.run(
             [sys.executable, "-c", "from ser.cli import main; main()", "extract", "--model", args.model,
@@ -83,7 +90,9 @@ def main() -> None:
         print(f"audio: {len(waves)} clips, {audio_seconds:.1f} s; model {args.model} (random init), "
               f"{torch.get_num_threads()} CPU threads")
         print(f"bare forward:        {bare:7.2f} s  (RTF {bare / audio_seconds:.3f})")
-        print(f"extract loop:        {loop.wall_seconds:7.2f} s  ratio {loop.wall_seconds / bare:.3f}  (target <= 1.10)")
+        print(f"extract loop:        {min(loop_rounds):7.2f} s  ratio {min(loop_rounds) / bare:.3f}  (target <= 1.10; "
+              f"best of {args.rounds} alternating rounds; per round: "
+              f"{', '.join(f'{l / b:.2f}' for l, b in zip(loop_rounds, bare_rounds))})")
         print(f"ser extract (CLI):   {cli_seconds:7.2f} s  ratio {cli_seconds / bare:.3f}  (incl. start-up and model build)")
         print(f"cache size:          {loop.cache_bytes / audio_seconds / 2**20:.3f} MiB per second of audio "
               f"({loop.cache_bytes / 2**20:.1f} MiB)")

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ser.cli.options import Device, FoldScheme, KFolds, ManifestPath, OutPath, Workdir
+from ser.cli.train_cmd import LabelMap, TestManifest
 
 HELP = "Train a grid of heads/options × folds × seeds concurrently on one loaded cache (restartable)."
 EXAMPLES = """Examples:
@@ -18,6 +19,9 @@ EXAMPLES = """Examples:
   ser sweep --grid scripts/grids/shiftser.yaml --jobs 4 --device cuda
 
   ser sweep --head cnn --head-option num_blocks=1,2,3 --epochs 30 --fold 1
+
+  ser sweep --head shiftcnn,cnn --seeds 0,1,2 --test-manifest manifests/emodb.csv --label-map happiness=happy
+  (cross-corpus: one fold, runs under runs/<corpus>/<model>/sweep-x<test corpus>/)
 
 Every option takes several values (comma-separated or repeated); the sweep trains every
 combination. A grid file (.yaml/.toml) uses the same names (head, shift_proportion, seeds, fold,
@@ -78,8 +82,10 @@ def sweep(
     dev: DevSplit = "random",
     layers: Layers = None,
     task: Task = "categorical",
+    test_manifest: TestManifest = None,
+    label_map: LabelMap = None,
 ) -> None:
-    from ser.cli.train_cmd import parse_layers
+    from ser.cli.train_cmd import parse_label_map, parse_layers
     from ser.pipeline.grid import build_grid
     from ser.pipeline.sweep import SweepSettings, run_sweep
 
@@ -92,6 +98,7 @@ def sweep(
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
         folds=folds, k=k, dev=dev, layers=parse_layers(layers) if layers else None, task=task,
+        test_manifest=test_manifest, label_map=parse_label_map(label_map),
     )
     outcome = run_sweep(plan, settings)
     print_outcome(outcome)

@@ -28,6 +28,10 @@ EXAMPLES = """Examples:
 
   ser train --teacher --text-model bert-base --task dimensional   (after `ser extract --text --model bert-base`)
 
+  ser train --head shiftcnn --manifest manifests/iemocap.csv --test-manifest manifests/emodb.csv
+  --label-map "happiness=happy,anger=angry,sadness=sad,boredom=,disgust=,fear="
+  (cross-corpus: train + dev on iemocap, test on every usable emodb row; needs cache/emodb/<model>.h5)
+
 Results go to <workdir>/runs/<corpus>/<model>/<run-name>/fold<K>/ (metrics.json, history.csv,
 predictions.csv, layer_weights.json, model.pt); --fold all adds summary.json (mean ± std).
 Rerunning the same command resumes an interrupted run and skips finished folds."""
@@ -58,6 +62,30 @@ def parse_head_options(texts: list[str]) -> dict:
             raise UserInputError(f"bad --head-option {text!r}", "write it as key=value, e.g. num_blocks=3")
         options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
     return options
+
+
+def parse_label_map(text: str | None) -> dict[str, str | None] | None:
+    """`joy=happy,fear=` → {"joy": "happy", "fear": None} (an empty target drops that label's rows)."""
+    if text is None:
+        return None
+    label_map: dict[str, str | None] = {}
+    for pair in (p.strip() for p in text.split(",") if p.strip()):
+        source, sep, target = (part.strip() for part in pair.partition("="))
+        if not sep or not source or source in label_map:
+            raise UserInputError(f"cannot read --label-map {text!r} at {pair!r}",
+                                 "write it like joy=happy,fear= (test label=training label; empty drops the label)")
+        label_map[source] = target or None
+    return label_map
+
+
+TestManifest = Annotated[
+    Optional[Path], typer.Option("--test-manifest", help="Cross-corpus: train (and dev) on the workspace's manifest, "
+                                 "test on every usable row of this one (its cache: cache/<its corpus>/<model>.h5).")
+]
+LabelMap = Annotated[
+    Optional[str], typer.Option("--label-map", help="Test labels → training labels, e.g. joy=happy,fear= "
+                                "(empty target: drop). Unmapped test labels the training corpus lacks are refused.")
+]
 
 
 def train(
@@ -108,6 +136,8 @@ def train(
     stream: Annotated[
         Optional[bool], typer.Option("--stream/--in-memory", help="Read the cache from disk each batch (default: auto).")
     ] = None,
+    test_manifest: TestManifest = None,
+    label_map: LabelMap = None,
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
     out: OutPath = None,
 ) -> None:
@@ -120,6 +150,8 @@ def train(
         raise UserInputError("--text-model is only used by --teacher", "add --teacher, or drop --text-model")
     if teacher and stream:
         raise UserInputError("--stream is not available with --teacher", "the teacher keeps both caches in memory")
+    if teacher and test_manifest is not None:
+        raise UserInputError("--test-manifest is not available with --teacher")
     if head is None and not teacher:
         raise UserInputError("missing option --head", "choose one with `ser list heads`, e.g. --head shiftcnn")
     head = head or TEACHER_HEAD
@@ -133,7 +165,8 @@ def train(
     config = TrainConfig.create(
         head, head_kwargs, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, task=task,
         layers=parse_layers(layers) if layers else None, folds=folds, k=k, dev=dev,
-        standardize=standardize,
+        standardize=standardize, test_manifest=None if test_manifest is None else str(test_manifest),
+        label_map=parse_label_map(label_map),
     )
     with _progress_bar() as progress:
         if teacher:

@@ -83,7 +83,7 @@ def config_columns(config: dict) -> dict[str, Any]:
         "seed": config.get("seed"),
         "fold": config.get("fold"),
     }
-    for key in ("epochs", "lr", "batch_size", "weight_decay", "standardize", "layers", "model", "task"):
+    for key in ("epochs", "lr", "batch_size", "weight_decay", "standardize", "layers", "model", "task", "test_corpus"):
         if key in config:
             value = config[key]
             row[key] = ",".join(map(str, value)) if isinstance(value, list) else value
@@ -144,14 +144,14 @@ def configuration_columns(df: pd.DataFrame) -> list[str]:
     """Columns that tell configurations apart: the identity columns (head, shift proportion and
     placement) plus every other option that varies across the rows. Recipe values that only follow
     the head (each head's paper lr, epochs, …) do not count; seed and fold are replicates."""
-    options = ["model", "task", "layers", "standardize", *sorted(c for c in df.columns if c.startswith(HEAD_OPTION_PREFIX))]
+    options = ["model", "task", "test_corpus", "layers", "standardize", *sorted(c for c in df.columns if c.startswith(HEAD_OPTION_PREFIX))]
     recipe = ["epochs", "lr", "batch_size", "weight_decay"]
     columns = [c for c in CONFIG_COLUMNS if c in df.columns]
-    columns += [c for c in options if c in df.columns and df[c].astype(str).nunique() > 1]
+    columns += [c for c in options if c in df.columns and df[c].astype(str).nunique(dropna=False) > 1]
     if "head" in df.columns:
         varied = [c for c in recipe if c in df.columns and df.groupby("head")[c].nunique(dropna=False).max() > 1]
     else:
-        varied = [c for c in recipe if c in df.columns and df[c].astype(str).nunique() > 1]
+        varied = [c for c in recipe if c in df.columns and df[c].astype(str).nunique(dropna=False) > 1]
     return columns + varied
 
 

@@ -34,7 +34,7 @@ from ser.pipeline import run_dir as files
 from ser.pipeline.grid import HEAD_OPTION_PREFIX, Grid
 from ser.pipeline.sweep_progress import SweepProgress
 from ser.pipeline.sweep_worker import ERROR_FILE, RunOutcome, RunTask, init_worker, run_in_worker, run_task
-from ser.pipeline.trainer import TrainConfig, fold_dir_name, protocol_folds, select_folds
+from ser.pipeline.trainer import TrainConfig, fold_dir_name, protocol_folds, select_folds, find_test_cache
 from ser.pipeline.training_data import TrainingData, available_ram_bytes, load_training_data
 from ser.pipeline.workspace import Workspace
 
@@ -60,6 +60,8 @@ class SweepSettings:
     dev: str = "random"
     layers: list[int] | None = None
     task: str = "categorical"
+    test_manifest: Path | None = None  # cross-corpus: test every run on this manifest's corpus
+    label_map: dict[str, str | None] | None = None  # its labels → the training corpus's
 
 
 @dataclass
@@ -86,7 +88,8 @@ class SweepOutcome:
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def train_config(point: dict[str, Any], settings: SweepSettings, corpus: str, model: str) -> TrainConfig:
+def train_config(point: dict[str, Any], settings: SweepSettings, corpus: str, model: str,
+                 test_corpus: str | None = None) -> TrainConfig:
     """The trainer's config for one grid point (unset options keep the head's paper defaults)."""
     head_kwargs = {name: point.get(name) for name in HEAD_AXES}
     head_kwargs.update({k[len(HEAD_OPTION_PREFIX):]: v for k, v in point.items() if k.startswith(HEAD_OPTION_PREFIX)})
@@ -94,7 +97,8 @@ def train_config(point: dict[str, Any], settings: SweepSettings, corpus: str, mo
     return TrainConfig.create(
         point["head"], head_kwargs, **recipe, seed=point.get("seed", 0), standardize=point.get("standardize"),
         task=settings.task, layers=settings.layers, folds=settings.folds, k=settings.k, dev=settings.dev, model=model,
-        corpus=corpus,
+        corpus=corpus, label_map=settings.label_map, test_corpus=test_corpus,
+        test_manifest=None if settings.test_manifest is None else str(Path(settings.test_manifest).resolve()),
     )
 
 
@@ -102,7 +106,8 @@ def plan_runs(grid: Grid, settings: SweepSettings, data: TrainingData, sweep_dir
               model: str) -> list[PlannedRun]:
     """Every grid point × selected fold, in grid order, with its run directory."""
     points = grid.points()
-    configs = [train_config(point, settings, corpus, model) for point in points]
+    test_corpus = data.cross.test_corpus if data.cross is not None else None
+    configs = [train_config(point, settings, corpus, model, test_corpus) for point in points]
     names = [config.run_name() for config in configs]
     if len(set(names)) != len(names):
         raise UserInputError("two grid points give the same run name", "remove duplicate values from the grid")
@@ -226,14 +231,19 @@ def process_age_seconds() -> float:
         return 0.0
 
 
-def _resolve_inputs(settings: SweepSettings) -> tuple[Path, Path, str, str, Path]:
+def _resolve_inputs(settings: SweepSettings) -> tuple[Path, Path, str, str, Path, Path | None]:
+    """(manifest, cache, corpus, model, sweep dir, the test corpus's cache or None)."""
     workspace = Workspace(settings.workdir)
     manifest = workspace.find_manifest(settings.manifest)
     corpus = workspace.corpus_of(manifest)
     cache = workspace.find_cache(corpus, settings.model)
     model = settings.model or cache.stem
-    sweep_dir = settings.out or workspace.runs_root(corpus, model) / "sweep"
-    return manifest, cache, corpus, model, sweep_dir
+    sweep_name, test_cache = "sweep", None
+    if settings.test_manifest is not None:
+        test_corpus, test_cache = find_test_cache(workspace, settings.test_manifest, model)
+        sweep_name = f"sweep-x{test_corpus}"
+    sweep_dir = settings.out or workspace.runs_root(corpus, model) / sweep_name
+    return manifest, cache, corpus, model, sweep_dir, test_cache
 
 
 def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
@@ -246,8 +256,9 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
         raise UserInputError("--threads must be at least 1")
     for head in grid.values("head"):
         HEADS.get(head)  # a misspelt head fails now, with did-you-mean, not as N failed runs
-    manifest, cache, corpus, model, sweep_dir = _resolve_inputs(settings)
-    data = load_training_data(manifest, cache, task=settings.task, layers=settings.layers, device=settings.device)
+    manifest, cache, corpus, model, sweep_dir, test_cache = _resolve_inputs(settings)
+    data = load_training_data(manifest, cache, task=settings.task, layers=settings.layers, device=settings.device,
+                              test_manifest=settings.test_manifest, test_cache=test_cache, label_map=settings.label_map)
     load_seconds = time.perf_counter() - started
     planned = plan_runs(grid, settings, data, sweep_dir, corpus, model)
     todo = [run for run in planned if not files.is_finished(run.task.out_dir)]
@@ -256,7 +267,9 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     results.atomic_write_text(sweep_dir / "sweep.json", json.dumps(
         {"grid": grid.to_dict(), "manifest": str(manifest), "cache": str(cache), "corpus": corpus, "model": model,
          "folds": settings.folds, "k": settings.k, "dev": settings.dev, "layers": settings.layers,
-         "task": settings.task, "threads": settings.threads}, indent=2))
+         "task": settings.task, "threads": settings.threads,
+         **({"test_manifest": str(settings.test_manifest), "label_map": settings.label_map}
+            if settings.test_manifest is not None else {})}, indent=2))
     table = SweepTable(planned, sweep_dir)
     table.write()
     by_key = {run.task.key: run for run in planned}

@@ -26,12 +26,13 @@ from ser.errors import TrainingError, UserInputError
 from ser.heads import create_head, parse_proportion
 from ser.pipeline import run_dir as files
 from ser.pipeline.batching import bucketed_batches, sorted_batches
-from ser.pipeline.folds import Fold, make_folds
+from ser.pipeline.folds import Fold, cross_corpus_fold, make_folds
 from ser.pipeline.recipes import Recipe, build_optimizer, lr_at, recipe_for
 from ser.pipeline.training_data import FeatureScaler, TrainingData, load_training_data
 from ser.pipeline.workspace import Workspace
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
+CROSS_CORPUS_FIELDS = ("test_manifest", "test_corpus", "label_map")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class TrainConfig:
     model: str | None = None  # the cache's model alias (informational)
     corpus: str | None = None
     text_model: str | None = None  # a teacher's text cache model (teacher.py); None = audio only
+    test_manifest: str | None = None  # cross-corpus: test on this manifest's corpus (training_data.py)
+    test_corpus: str | None = None
+    label_map: dict[str, str | None] | None = None  # test label → training label (None: drop)
 
     @classmethod
     def create(cls, head: str, head_kwargs: dict | None = None, **options) -> "TrainConfig":
@@ -74,6 +78,11 @@ class TrainConfig:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "recipe"}
         data["head_kwargs"] = dict(self.head_kwargs)
         data["layers"] = None if self.layers is None else list(self.layers)
+        for name in CROSS_CORPUS_FIELDS:  # absent unless set: configs of in-corpus runs stay as they were
+            if data[name] is None:
+                del data[name]
+        if self.label_map is not None:
+            data["label_map"] = dict(self.label_map)
         return {**data, **self.recipe.to_dict()}
 
     @classmethod
@@ -112,6 +121,8 @@ class TrainConfig:
         if self.task != "categorical":
             parts.append(self.task)
         parts.append(f"s{self.seed}")
+        if self.test_corpus is not None:
+            parts.append(f"x{self.test_corpus}")
         name = "-".join(parts)
         return "".join(c if c.isalnum() or c in "._-=" else "_" for c in name)
 
@@ -300,9 +311,23 @@ def train_fold(
 
 
 def protocol_folds(config: TrainConfig, data: TrainingData) -> list[Fold]:
-    """The folds of the config's protocol over the usable utterances."""
+    """The folds of the config's protocol over the usable utterances (cross-corpus data: one fold,
+    `cross-<test corpus>`, training and dev from the training corpus, test = the whole test corpus)."""
+    if data.cross is not None:
+        return [cross_corpus_data_fold(config, data)]
     return make_folds(data.table, scheme=config.folds, k=config.k, seed=config.fold_seed, dev=config.dev,
                       dev_fraction=config.dev_fraction, label_column=data.task.fold_label_column)
+
+
+def cross_corpus_data_fold(config: TrainConfig, data: TrainingData) -> Fold:
+    """The one fold of cross-corpus data: dev = a seeded share of the training corpus (per `config.dev`)."""
+    if config.folds is not None or config.k is not None:
+        raise UserInputError("--folds and --k do not apply with --test-manifest",
+                             "cross-corpus training has one fold: the whole test corpus")
+    split = data.cross.train_rows
+    fold = cross_corpus_fold(data.table.iloc[:split], data.table.iloc[split:], seed=config.fold_seed, dev=config.dev,
+                             dev_fraction=config.dev_fraction, label_column=data.task.fold_label_column)
+    return dataclasses.replace(fold, name=f"cross-{data.cross.test_corpus}")
 
 
 def select_folds(folds: list[Fold], which: str) -> list[tuple[int, Fold]]:
@@ -345,6 +370,32 @@ def train_folds(
     return results
 
 
+def find_test_cache(workspace: Workspace, test_manifest: Path, model: str) -> tuple[str, Path]:
+    """(test corpus, its cache of `model`: cache/<test corpus>/<model>.h5) of a cross-corpus test manifest."""
+    test_manifest = Path(test_manifest)
+    if not test_manifest.is_file():
+        raise UserInputError(f"test manifest {test_manifest} does not exist", "check the --test-manifest path")
+    test_corpus = workspace.corpus_of(test_manifest)
+    test_cache = workspace.cache_path(test_corpus, model)
+    if not test_cache.is_file():
+        raise UserInputError(
+            f"no {model} cache for the test corpus {test_corpus!r} at {test_cache}",
+            f"run `ser extract --manifest {test_manifest} --model {model}` first",
+        )
+    return test_corpus, test_cache
+
+
+def with_test_corpus(workspace: Workspace, config: TrainConfig) -> tuple[TrainConfig, Path | None]:
+    """(config with the test manifest's absolute path and its corpus, the test corpus's cache of the
+    config's model) for a cross-corpus config; (config, None) otherwise."""
+    if config.test_manifest is None:
+        return config, None
+    test_corpus, test_cache = find_test_cache(workspace, Path(config.test_manifest), config.model)
+    config = dataclasses.replace(config, test_manifest=str(Path(config.test_manifest).resolve()),
+                                 test_corpus=test_corpus)
+    return config, test_cache
+
+
 def run_training(
     workdir: Path,
     config: TrainConfig,
@@ -367,6 +418,8 @@ def run_training(
     cache_path = workspace.find_cache(corpus, model)
     model_name = model or cache_path.stem
     config = dataclasses.replace(config, model=model_name, corpus=corpus)
-    data = load_training_data(manifest_path, cache_path, config.task, config.layers, device, stream)
+    config, test_cache = with_test_corpus(workspace, config)
+    data = load_training_data(manifest_path, cache_path, config.task, config.layers, device, stream,
+                              test_manifest=config.test_manifest, test_cache=test_cache, label_map=config.label_map)
     run_dir = Path(out) if out is not None else workspace.runs_root(corpus, model_name) / (run_name or config.run_name())
     return run_dir, train_folds(config, data, run_dir, which, progress)

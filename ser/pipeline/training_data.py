@@ -4,7 +4,9 @@ on one in-memory copy).
 In memory (default): the whole cache as one `PackedFeatures` on the training device (GPU when
 it fits, else RAM); a batch is one gather. Streamed (`stream=True`, or automatic when the cache
 would not fit in RAM): a DataLoader with workers reads utterances from the HDF5 file, each
-worker with its own lazy handle.
+worker with its own lazy handle. Cross-corpus (`test_manifest=`): both corpora's features in
+memory in one TrainingData, ids prefixed with their corpus, labels of the test corpus mapped onto
+the training corpus's classes.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ser.errors import CacheError, UserInputError
+from ser.errors import CacheError, FoldError, ManifestError, UserInputError
 from ser.features.cache import CacheReader
 from ser.features.packed import PackedFeatures
+from ser.pipeline.folds import apply_label_map
 from ser.pipeline.manifest import manifest_sha256, read_manifest
 from ser.pipeline.tasks import Task, build_task
 
@@ -57,6 +60,17 @@ def _pad(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, torch.Ten
     return rows, x, lengths
 
 
+@dataclass(frozen=True)
+class CrossCorpus:
+    """How a cross-corpus TrainingData is laid out: rows [0, train_rows) are the training corpus,
+    the rest the test corpus; ids are `<corpus>:<manifest id>` so that the two cannot collide."""
+
+    train_corpus: str
+    test_corpus: str
+    train_rows: int
+    label_map: dict[str, str | None]
+
+
 @dataclass
 class TrainingData:
     """Every usable utterance of a corpus: ids, targets and features, row-aligned."""
@@ -73,6 +87,7 @@ class TrainingData:
     cache_path: Path
     packed: PackedFeatures | None = None  # in memory; None when streamed
     workers: int = 2
+    cross: CrossCorpus | None = None  # set when the test utterances come from another corpus
 
     @property
     def streamed(self) -> bool:
@@ -169,6 +184,25 @@ def _feature_home(size_bytes: int, device: torch.device) -> torch.device:
     return torch.device("cpu")
 
 
+def _cached_rows(reader: CacheReader, cache: Path, manifest: Path, df: pd.DataFrame, table: pd.DataFrame,
+                 layers: list[int] | None) -> pd.DataFrame:
+    """The rows of `table` the cache holds (unreadable audio dropped); refuses a cache of another
+    manifest, rows missing from it and layers it does not have."""
+    if reader.attrs.get("manifest_sha256") != manifest_sha256(df):
+        raise CacheError(
+            f"the cache {cache} was extracted from a different manifest than {manifest}",
+            "re-run `ser extract` for this manifest (or pass the matching --manifest)",
+        )
+    table = table[~table["id"].isin(list(reader.skipped))].reset_index(drop=True)  # unreadable audio
+    missing = [utt for utt in table["id"] if utt not in reader.lengths]
+    if missing:
+        raise CacheError(f"{len(missing)} utterances of the manifest are not in the cache, e.g. {missing[0]}")
+    for layer in layers or []:
+        if not 0 <= layer < reader.num_layers:
+            raise UserInputError(f"layer {layer} does not exist", f"the cache has layers 0-{reader.num_layers - 1}")
+    return table
+
+
 def load_training_data(
     manifest: Path,
     cache: Path,
@@ -177,25 +211,28 @@ def load_training_data(
     device: str = "auto",
     stream: bool | None = None,
     workers: int = 2,
+    test_manifest: Path | None = None,
+    test_cache: Path | None = None,
+    label_map: dict[str, str | None] | None = None,
 ) -> TrainingData:
-    """Read the manifest's targets and the cache's features once (`stream=None`: decide by size)."""
+    """Read the manifest's targets and the cache's features once (`stream=None`: decide by size).
+
+    With `test_manifest` (and its `test_cache`) the test corpus is loaded too, labels mapped by
+    `label_map` (see `load_cross_corpus_data`)."""
+    if test_manifest is not None:
+        if test_cache is None:
+            raise UserInputError("a test manifest needs its cache")
+        if stream:
+            raise UserInputError("--stream is not available with --test-manifest",
+                                 "cross-corpus training keeps both caches in memory")
+        return load_cross_corpus_data(manifest, cache, test_manifest, test_cache, task, layers, device, label_map)
+    if label_map:
+        raise UserInputError("--label-map applies to the test corpus of --test-manifest only", "add --test-manifest")
     df = read_manifest(manifest)
     fitted = build_task(task, df)
-    table = fitted.usable(df)
     target_device = resolve_device(device)
     with CacheReader(cache) as reader:
-        if reader.attrs.get("manifest_sha256") != manifest_sha256(df):
-            raise CacheError(
-                f"the cache {cache} was extracted from a different manifest than {manifest}",
-                "re-run `ser extract` for this manifest (or pass the matching --manifest)",
-            )
-        table = table[~table["id"].isin(list(reader.skipped))].reset_index(drop=True)  # unreadable audio
-        missing = [utt for utt in table["id"] if utt not in reader.lengths]
-        if missing:
-            raise CacheError(f"{len(missing)} utterances of the manifest are not in the cache, e.g. {missing[0]}")
-        for layer in layers or []:
-            if not 0 <= layer < reader.num_layers:
-                raise UserInputError(f"layer {layer} does not exist", f"the cache has layers 0-{reader.num_layers - 1}")
+        table = _cached_rows(reader, cache, manifest, df, fitted.usable(df), layers)
         num_layers = len(layers) if layers else reader.num_layers
         ids = list(table["id"])
         lengths = np.array([reader.lengths[utt] for utt in ids], dtype=np.int64)
@@ -212,3 +249,91 @@ def load_training_data(
         packed=packed, workers=workers,
     )
 
+
+FEATURE_IDENTITY = ("model", "source", "revision", "random_init", "frame_rate", "num_layers", "dim")
+
+
+def _check_same_features(train: CacheReader, test: CacheReader, test_cache: Path, model: str) -> None:
+    """Refuse a test cache whose features are not those of the training cache (model, layers, dim)."""
+    differing = [key for key in FEATURE_IDENTITY if str(train.attrs.get(key)) != str(test.attrs.get(key))]
+    if differing:
+        shown = ", ".join(f"{key} {test.attrs.get(key)} vs {train.attrs.get(key)}" for key in differing)
+        raise CacheError(
+            f"the test cache {test_cache} holds other features than the training cache ({shown})",
+            f"extract the test corpus with the training cache's model: ser extract --manifest <test manifest> "
+            f"--model {model}",
+        )
+
+
+def _mapped_test_rows(test_df: pd.DataFrame, task: Task, label_map: dict[str, str | None]) -> pd.DataFrame:
+    """The test corpus's labelled rows with `label_map` applied; refuses labels the training corpus lacks."""
+    if "label" not in test_df.columns:
+        raise ManifestError("the test manifest has no `label` column", "cross-corpus testing needs its labels")
+    table = apply_label_map(task.usable(test_df), label_map)
+    counts = table["label"].astype(str).value_counts()
+    unknown = sorted(label for label in counts.index if label not in task.labels)
+    if unknown:
+        listed = ", ".join(f"{label} ({counts[label]} utterances)" for label in unknown)
+        raise FoldError(
+            f"test labels not among the training labels {', '.join(task.labels)}: {listed}",
+            "map them with --label-map, e.g. --label-map joy=happy, or drop them with an empty target (fear=)",
+        )
+    if table.empty:
+        raise FoldError("no test utterance is left after the label mapping")
+    return table
+
+
+def load_cross_corpus_data(
+    manifest: Path,
+    cache: Path,
+    test_manifest: Path,
+    test_cache: Path,
+    task: str = "categorical",
+    layers: list[int] | None = None,
+    device: str = "auto",
+    label_map: dict[str, str | None] | None = None,
+) -> TrainingData:
+    """Both corpora in one in-memory TrainingData: the training corpus's usable rows, then every
+    usable row of the test corpus with its labels mapped onto the training corpus's classes (the
+    task's label set). Ids become `<corpus>:<id>` (corpus = manifest file stem)."""
+    if task != "categorical":
+        raise UserInputError("--test-manifest supports --task categorical only")
+    train_corpus, test_corpus = Path(manifest).stem, Path(test_manifest).stem
+    if train_corpus == test_corpus:
+        raise UserInputError(f"the test manifest {test_manifest} is of the training corpus {train_corpus!r}",
+                             "cross-corpus testing needs another corpus's manifest")
+    label_map = dict(label_map or {})
+    train_df, test_df = read_manifest(manifest), read_manifest(test_manifest)
+    fitted = build_task(task, train_df)
+    test_rows = _mapped_test_rows(test_df, fitted, label_map)
+    target_device = resolve_device(device)
+    with CacheReader(cache) as train_reader, CacheReader(test_cache) as test_reader:
+        _check_same_features(train_reader, test_reader, Path(test_cache), str(train_reader.attrs.get("model")))
+        parts = [(train_corpus, train_reader, _cached_rows(train_reader, cache, manifest, train_df,
+                                                           fitted.usable(train_df), layers)),
+                 (test_corpus, test_reader, _cached_rows(test_reader, test_cache, test_manifest, test_df, test_rows,
+                                                         layers))]
+        lengths = np.array([reader.lengths[utt] for _, reader, table in parts for utt in table["id"]], dtype=np.int64)
+        num_layers = len(layers) if layers else train_reader.num_layers
+        size_bytes = int(lengths.sum()) * num_layers * train_reader.dim * 2  # fp16
+        if size_bytes > 0.8 * available_ram_bytes():
+            raise UserInputError(f"the two caches ({size_bytes / 1e9:.1f} GB) do not fit in memory",
+                                 "cross-corpus training keeps both caches in memory; use fewer --layers")
+        home = _feature_home(size_bytes, target_device)
+        packs = [reader.load_all(ids=list(table["id"]), layers=layers, device=home) for _, reader, table in parts]
+        dim = train_reader.dim
+    tables = [table.assign(id=f"{corpus}:" + table["id"].astype(str)) for corpus, _, table in parts]
+    table = pd.concat(tables, ignore_index=True)
+    ids = list(table["id"])
+    frames = [pack.frames for pack in packs]
+    dtype = torch.float32 if any(f.dtype == torch.float32 for f in frames) else torch.float16
+    packed = PackedFeatures(
+        ids,
+        torch.cat([f.to(dtype) for f in frames]),  # (ΣT_train + ΣT_test, L, D)
+        torch.cat([packs[0].offsets, packs[1].offsets[1:] + packs[0].offsets[-1]]),  # (N+1,)
+    )
+    return TrainingData(
+        ids=ids, table=table, task=fitted, targets=fitted.targets(table).to(target_device), lengths=lengths,
+        num_layers=num_layers, dim=dim, layers=layers, device=target_device, cache_path=Path(cache),
+        packed=packed, cross=CrossCorpus(train_corpus, test_corpus, len(tables[0]), label_map),
+    )

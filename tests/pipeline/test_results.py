@@ -21,3 +21,15 @@ def test_a_head_that_does_not_shift_has_no_proportion():
                           "head_resolved": {"shift_placement": "none", "n_div": 16}})
     assert (row["shift_proportion"], row["shift_placement"]) == (None, "none")
     assert config_columns({"head": "linear", "head_kwargs": {}, "head_resolved": {}})["shift_proportion"] is None
+
+
+def test_cross_corpus_runs_are_a_configuration_of_their_own():
+    import pandas as pd
+
+    from ser.pipeline.results import configuration_columns
+
+    rows = pd.DataFrame([
+        config_columns({"head": "linear", "head_kwargs": {}, "seed": 0, "fold": "Ses01"}),
+        config_columns({"head": "linear", "head_kwargs": {}, "seed": 0, "fold": "cross-other", "test_corpus": "other"}),
+    ])
+    assert "test_corpus" in configuration_columns(rows)

@@ -1,0 +1,59 @@
+"""`ser train --test-manifest … --label-map …` through the real CLI, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ser.features.backbones import load_backbone
+from ser.features.extract import extract
+from ser.pipeline.corpora.synthetic import prepare_synthetic
+from ser.pipeline.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
+
+
+def add_corpus(root: Path, corpus: str, seed: int, renamed: dict[str, str] | None = None) -> Path:
+    """manifests/<corpus>.csv (small synthetic corpus, labels renamed) and cache/<corpus>/fbank.h5."""
+    manifest = root / "manifests" / f"{corpus}.csv"
+    df = prepare_synthetic(root / corpus, speakers=4, sessions=2, per_class=4, seed=seed)
+    write_manifest(df.assign(label=df["label"].replace(renamed or {})), manifest)
+    rows = read_manifest(manifest)
+    extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / corpus / "fbank.h5",
+            manifest_sha256=manifest_sha256(rows))
+    return manifest
+
+
+def ser(*args: str, workdir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
+    return subprocess.run([sys.executable, "-m", "ser.cli", *args, "--workdir", str(workdir)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_train_with_test_manifest_and_label_map(tmp_path):
+    train_manifest = add_corpus(tmp_path, "synthetic", seed=0)
+    test_manifest = add_corpus(tmp_path, "other", seed=1, renamed={"happy": "joy"})
+    common = ["train", "--head", "linear", "--epochs", "2", "--device", "cpu", "--manifest", str(train_manifest),
+              "--test-manifest", str(test_manifest)]
+
+    refused = ser(*common, workdir=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert lines[0].startswith("error: test labels not among the training labels") and "joy (" in lines[0]
+    assert lines[1].startswith("hint:") and "--label-map" in lines[1]
+    assert not (tmp_path / "runs").exists()
+
+    result = ser(*common, "--label-map", "joy=happy", workdir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs" / "synthetic" / "fbank").iterdir()
+    assert run_dir.name == "linear-e2-s0-xother"
+    assert f"run directory: {run_dir}" in result.stdout and "fold1" in result.stdout
+    config = json.loads((run_dir / "fold1" / "config.json").read_text())
+    assert (config["fold"], config["label_map"]) == ("cross-other", {"joy": "happy"})
+    predictions = pd.read_csv(run_dir / "fold1" / "predictions.csv")
+    assert len(predictions) == len(read_manifest(test_manifest))
+    assert predictions["id"].str.startswith("other:").all()
+    assert (run_dir / "fold1" / "metrics.json").is_file()
