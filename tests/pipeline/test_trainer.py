@@ -132,7 +132,7 @@ def test_interrupted_run_resumes_to_identical_metrics(data, tmp_path):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_fold(config, data, fold, tmp_path / "resumed", progress=stop_after_two)
+        train_fold(config, data, fold, tmp_path / "resumed", progress=stop_after_two, checkpoint_seconds=0)
     assert (tmp_path / "resumed" / files.CHECKPOINT).is_file()
     assert not files.is_finished(tmp_path / "resumed")
     seen = []
@@ -141,6 +141,24 @@ def test_interrupted_run_resumes_to_identical_metrics(data, tmp_path):
     assert resumed == reference
     history = pd.read_csv(tmp_path / "resumed" / files.HISTORY)
     assert list(history["epoch"]) == [1, 2, 3, 4]
+
+
+def test_resume_from_an_older_checkpoint_replays_to_identical_metrics(data, tmp_path):
+    """With time-based checkpoints only the first epoch is saved here; the rerun replays epoch 2."""
+    fold = protocol_folds(small_config(), data)[0]
+    config = small_config(epochs=3)
+    reference = train_fold(config, data, fold, tmp_path / "reference")
+
+    def stop_after_two(_fold, epoch, _total, _row):
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_fold(config, data, fold, tmp_path / "resumed", progress=stop_after_two, checkpoint_seconds=3600)
+    seen = []
+    resumed = train_fold(config, data, fold, tmp_path / "resumed", progress=lambda f, e, t, r: seen.append(e))
+    assert seen == [2, 3]
+    assert resumed == reference
 
 
 def test_finished_fold_is_skipped_and_a_different_config_is_refused(data, tmp_path):
