@@ -5,7 +5,7 @@ Smoke test on the synthetic corpus (builds a tiny random text encoder offline):
     python scripts/distill_ablation.py --workdir /tmp/ser-distill --synthetic --standardize --seeds 0,1,2 --fold 1
 Real corpus (manifest with text + arousal/valence/dominance, audio cache and text cache present):
     python scripts/distill_ablation.py --workdir W --text-model bert-base --head shiftcnn --fold all
-Writes <workdir>/distill_ablation.md and distill_ablation.csv.
+Writes <workdir>/runs/distill_ablation.md (picked up by `ser report <workdir>/runs`) and distill_ablation.csv.
 """
 
 from __future__ import annotations
