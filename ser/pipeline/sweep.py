@@ -234,10 +234,8 @@ def process_age_seconds() -> float:
 def _resolve_inputs(settings: SweepSettings) -> tuple[Path, Path, str, str, Path, Path | None]:
     """(manifest, cache, corpus, model, sweep dir, the test corpus's cache or None)."""
     workspace = Workspace(settings.workdir)
-    manifest = workspace.find_manifest(settings.manifest)
-    corpus = workspace.corpus_of(manifest)
-    cache = workspace.find_cache(corpus, settings.model)
-    model = settings.model or cache.stem
+    inputs = workspace.training_inputs(settings.manifest, settings.model)
+    manifest, corpus, cache, model = inputs.manifest, inputs.corpus, inputs.cache, inputs.model
     sweep_name, test_cache = "sweep", None
     if settings.test_manifest is not None:
         test_corpus, test_cache = find_test_cache(workspace, settings.test_manifest, model)

@@ -105,14 +105,11 @@ def run_teacher_training(
 ) -> tuple[Path, dict[str, dict]]:
     """`ser train --teacher --text-model M`: train the multimodal head on audio + text caches."""
     workspace = Workspace(Path(workdir))
-    manifest_path = workspace.find_manifest(manifest)
-    corpus = workspace.corpus_of(manifest_path)
-    audio_cache = workspace.find_cache(corpus, model)
-    model_name = model or audio_cache.stem
-    text_cache = text_cache_path(workspace, corpus, text_model)
-    data = load_multimodal_data(manifest_path, audio_cache, text_cache, config.task, config.layers, device)
-    base = dataclasses.replace(config, model=model_name, corpus=corpus)
+    inputs = workspace.training_inputs(manifest, model)
+    text_cache = text_cache_path(workspace, inputs.corpus, text_model)
+    data = load_multimodal_data(inputs.manifest, inputs.cache, text_cache, config.task, config.layers, device)
+    base = dataclasses.replace(config, model=inputs.model, corpus=inputs.corpus)
     run_name = run_name or f"teacher-{model_slug(text_model)}-{base.run_name()}"
     config = teacher_config(base, data, text_model)
-    run_dir = Path(out) if out is not None else workspace.runs_root(corpus, model_name) / run_name
+    run_dir = Path(out) if out is not None else workspace.runs_root(inputs.corpus, inputs.model) / run_name
     return run_dir, train_folds(config, data, run_dir, which, progress)

@@ -422,13 +422,10 @@ def run_training(
     Returns (run directory, {fold directory name: metrics}).
     """
     workspace = Workspace(Path(workdir))
-    manifest_path = workspace.find_manifest(manifest)
-    corpus = workspace.corpus_of(manifest_path)
-    cache_path = workspace.find_cache(corpus, model)
-    model_name = model or cache_path.stem
-    config = dataclasses.replace(config, model=model_name, corpus=corpus)
+    inputs = workspace.training_inputs(manifest, model)
+    config = dataclasses.replace(config, model=inputs.model, corpus=inputs.corpus)
     config, test_cache = with_test_corpus(workspace, config)
-    data = load_training_data(manifest_path, cache_path, config.task, config.layers, device, stream,
+    data = load_training_data(inputs.manifest, inputs.cache, config.task, config.layers, device, stream,
                               test_manifest=config.test_manifest, test_cache=test_cache, label_map=config.label_map)
-    run_dir = Path(out) if out is not None else workspace.runs_root(corpus, model_name) / (run_name or config.run_name())
+    run_dir = Path(out) if out is not None else workspace.runs_root(inputs.corpus, inputs.model) / (run_name or config.run_name())
     return run_dir, train_folds(config, data, run_dir, which, progress)

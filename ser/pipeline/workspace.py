@@ -27,6 +27,16 @@ def model_slug(model: str) -> str:
 
 
 @dataclass(frozen=True)
+class TrainingInputs:
+    """What a training run reads: the manifest, its corpus, and the cache of one model."""
+
+    manifest: Path
+    corpus: str
+    cache: Path
+    model: str  # as asked for, or the only cache's file stem
+
+
+@dataclass(frozen=True)
 class Workspace:
     root: Path
 
@@ -89,6 +99,13 @@ class Workspace:
             names = ", ".join(p.stem for p in found)
             raise UserInputError(f"several caches for corpus {corpus!r}: {names}", "pick one with --model")
         return found[0]
+
+    def training_inputs(self, manifest: Path | None = None, model: str | None = None) -> TrainingInputs:
+        """The manifest (given, or the only one), its corpus and the cache of `model` (or the only one)."""
+        manifest_path = self.find_manifest(manifest)
+        corpus = self.corpus_of(manifest_path)
+        cache = self.find_cache(corpus, model)
+        return TrainingInputs(manifest_path, corpus, cache, model or cache.stem)
 
     def runs_root(self, corpus: str, model: str) -> Path:
         return self.runs_dir / corpus / model_slug(model)
