@@ -18,8 +18,9 @@ from ser.features.extract import extract
 from ser.features.text_backbones import save_tiny_text_model
 from ser.pipeline.corpora.synthetic import prepare_synthetic
 from ser.pipeline.distill import DistillConfig
-from ser.pipeline.distill_ablation import ABLATION_HEADING, ABLATION_TABLE_FILE, ablation_runs, ablation_table
+from ser.pipeline.distill_ablation import ABLATION_HEADING, ablation_runs, ablation_table
 from ser.pipeline.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
+from ser.pipeline.report import ABLATION_TABLE_FILE
 from ser.pipeline.text_extraction import run_text_extraction
 
 

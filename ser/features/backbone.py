@@ -73,3 +73,10 @@ def resolve_device(device: str) -> str:
 
         raise UserInputError(f"--device {device} was asked for but no GPU is visible", "use --device cpu or auto")
     return device
+
+
+def quiet_transformers() -> None:
+    """Hide transformers' own loading bars: extraction shows one progress bar of its own."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()

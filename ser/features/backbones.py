@@ -120,7 +120,7 @@ def load_backbone(
 
     `precision`: auto (fp16 autocast on GPU, fp32 on CPU) | fp32 | fp16 | bf16.
     """
-    from ser.features.backbone import resolve_device
+    from ser.features.backbone import quiet_transformers, resolve_device
 
     spec = BACKBONES.get(name_or_path) if name_or_path in BACKBONES else None
     if spec is not None and spec.build_frontend is not None:
@@ -134,6 +134,7 @@ def load_backbone(
     import torch
     from transformers import AutoConfig
 
+    quiet_transformers()
     local_only = not allow_download
     if random_init and spec is not None:
         config = AutoConfig.for_model(spec.model_type, **spec.config)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ser.errors import ModelLoadError, UserInputError
-from ser.features.backbone import resolve_device
+from ser.features.backbone import quiet_transformers, resolve_device
 from ser.registry import Registry
 
 
@@ -98,6 +98,7 @@ def load_text_backbone(
     import transformers
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    quiet_transformers()
     name, source = _resolve(name_or_path)
     local_only = not allow_download
     try:

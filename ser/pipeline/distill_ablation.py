@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from ser.pipeline.distill import DistillConfig, run_distillation
-from ser.pipeline.report import ABLATION_TABLE_FILE
 from ser.pipeline.teacher import TEACHER_HEAD, run_teacher_training
 from ser.pipeline.trainer import TrainConfig, run_training
 

@@ -41,7 +41,7 @@ def build_tree(root: Path) -> Path:
             code, vad = UTTERANCES[utt]
             lines += [
                 f"[{1.5 * i:.4f} - {1.5 * i + 1.2:.4f}]\t{utt}\t{code}\t[{vad[0]:.4f}, {vad[1]:.4f}, {vad[2]:.4f}]",
-                f"C-E1:\tNeutral;\t()",
+                "C-E1:\tNeutral;\t()",
                 "",
             ]
             transcript.append(f"{utt} [{1.5 * i:08.4f}-{1.5 * i + 1.2:08.4f}]: words of {utt}.")

@@ -83,12 +83,12 @@ def prepare_msp_improv(root: Path, classes: str = "4") -> pd.DataFrame:
     root = Path(root)
     evaluation = require_file(root, "Evaluation.txt", "MSP-IMPROV")
     rows = []
-    for number, line in enumerate(evaluation.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for line_number, line in enumerate(evaluation.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         match = IMPROV_LINE.match(line.strip())
         if not match:
             continue
         name, sentence_session, speaker, scenario, code, arousal, valence, dominance = match.groups()
-        label = decode(code, IMPROV_CODES, "msp-improv", f"Evaluation.txt line {number}")
+        label = decode(code, IMPROV_CODES, "msp-improv", f"Evaluation.txt line {line_number}")
         session = f"session{int(sentence_session[1:])}"
         utt_id = f"MSP-IMPROV-{name}"
         rows.append({
