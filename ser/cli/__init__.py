@@ -17,9 +17,22 @@ from ser.errors import SerError
 
 app = typer.Typer(
     name="ser",
-    help="Speech emotion recognition from cached pre-trained speech representations.\n\n"
-    "Typical flow: ser prepare synthetic ./data → ser extract --model fbank → "
-    "ser train --head shiftcnn --fold all → ser report runs/",
+    help="Speech emotion recognition from cached pre-trained speech representations.",
+    epilog="""Examples:
+
+  ser demo                                       (the whole flow on the built-in synthetic corpus)
+
+  ser prepare iemocap /corpora/IEMOCAP_full_release
+
+  ser extract --model wavlm-base                 (every layer, once, into cache/<corpus>/wavlm-base.h5)
+
+  ser train --head shiftcnn --fold all
+
+  ser sweep --head shiftcnn,shiftlstm --shift-proportion 1/2,1/4,1/8,1/16 --seeds 0,1,2
+
+  ser report runs/
+
+Each command's --help has more examples. Errors print one line and a hint; SER_DEBUG=1 shows tracebacks.""",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
