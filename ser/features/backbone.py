@@ -63,14 +63,19 @@ class Backbone(ABC):
 
 
 def resolve_device(device: str) -> str:
-    """`auto` → `cuda` when a GPU is visible, else `cpu`; other values pass through."""
+    """`auto` → `cuda` when a GPU is visible, else `cpu`; other names are checked (extraction and
+    training share this rule)."""
     import torch
+
+    from ser.errors import UserInputError
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        from ser.errors import UserInputError
-
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UserInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError(f"--device {device} was asked for but no GPU is visible", "use --device cpu or auto")
     return device
 

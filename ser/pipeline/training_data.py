@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ser.errors import CacheError, FoldError, ManifestError, UserInputError
+from ser.features.backbone import resolve_device as resolve_device_name
 from ser.features.cache import CacheReader
 from ser.features.packed import PackedFeatures
 from ser.pipeline.folds import apply_label_map
@@ -152,15 +153,7 @@ class FeatureScaler:
 
 def resolve_device(device: str) -> torch.device:
     """`auto` → the first GPU when there is one, else the CPU; other names are checked."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise UserInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("--device cuda was asked for but no GPU is available", "use --device cpu or auto")
-    return resolved
+    return torch.device(resolve_device_name(device))
 
 
 def available_ram_bytes() -> int:
