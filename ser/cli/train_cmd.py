@@ -10,6 +10,7 @@ import typer
 
 from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, Workdir
 from ser.errors import UserInputError
+from ser.features.layer_spec import read_layer_spec
 
 HELP = "Train a head on a feature cache (paper recipe per head family; resumes interrupted runs)."
 EXAMPLES = """Examples:
@@ -38,14 +39,8 @@ Rerunning the same command resumes an interrupted run and skips finished folds."
 
 
 def parse_layers(text: str) -> list[int]:
-    """`0,4,8-12` → [0, 4, 8, 9, 10, 11, 12]."""
-    layers: list[int] = []
-    try:
-        for piece in (p.strip() for p in text.split(",") if p.strip()):
-            first, _, last = piece.partition("-")
-            layers.extend(range(int(first), int(last or first) + 1))
-    except ValueError:
-        raise UserInputError(f"cannot read --layers {text!r}", "write it like 0,4,8-12") from None
+    """`0,4,8-12` → [0, 4, 8, 9, 10, 11, 12]; each cache layer at most once."""
+    layers = read_layer_spec(text)
     if not layers or len(set(layers)) != len(layers):
         raise UserInputError(f"--layers {text!r} is empty or repeats a layer", "write it like 0,4,8-12")
     return layers

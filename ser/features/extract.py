@@ -24,6 +24,7 @@ from ser.features.backbone import Backbone
 from ser.features.batching import plan_batches
 from ser.features.cache import FORMAT_VERSION, CacheReader
 from ser.features.cache_writer import ShardedCacheWriter, UtteranceFeatures, existing_cache_is_complete
+from ser.features.layer_spec import read_layer_spec
 from ser.features.progress import ExtractionProgress
 from ser.features.records import UtteranceRecord
 
@@ -52,16 +53,10 @@ class ExtractionSummary:
 
 
 def parse_layers(spec: str | None, num_layers: int) -> list[int]:
-    """'0,4,8-12' → [0, 4, 8, 9, 10, 11, 12]; None → every layer."""
+    """'0,4,8-12' → [0, 4, 8, 9, 10, 11, 12] (sorted, repeats merged); None → every layer."""
     if spec is None or not spec.strip():
         return list(range(num_layers))
-    chosen: set[int] = set()
-    try:
-        for part in spec.split(","):
-            low, _, high = part.strip().partition("-")
-            chosen.update(range(int(low), int(high or low) + 1))
-    except ValueError:
-        raise UserInputError(f"cannot read --layers {spec!r}", "write e.g. 0,4,8-12") from None
+    chosen = set(read_layer_spec(spec))
     bad = sorted(layer for layer in chosen if not 0 <= layer < num_layers)
     if bad or not chosen:
         raise UserInputError(f"--layers {spec!r} is outside 0–{num_layers - 1}", f"the model has {num_layers} layers")
