@@ -17,14 +17,13 @@ import pandas as pd
 
 from ser.errors import UserInputError
 from ser.pipeline import figures
+from ser.pipeline.atomic_files import read_json, write_text
 from ser.pipeline.results import (
     STATUS_DONE,
     STATUS_FAILED,
-    atomic_write_text,
     proportion_value,
     collect_runs,
     configuration_columns,
-    read_json,
     summarize,
     summary_metrics,
     with_config_labels,
@@ -213,7 +212,7 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
     if written:
         parts += ["## Figures", *(f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in written)]
     report_path = out_dir / "report.md"
-    atomic_write_text(report_path, "\n\n".join(parts) + "\n")
+    write_text(report_path, "\n\n".join(parts) + "\n")
     records = json.loads(summary.to_json(orient="records"))
-    atomic_write_text(out_dir / "report_summary.json", json.dumps(records, indent=2))
+    write_text(out_dir / "report_summary.json", json.dumps(records, indent=2))
     return report_path

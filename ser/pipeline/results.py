@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ser.pipeline.atomic_files import read_json, write_text
 from ser.pipeline.grid import HEAD_OPTION_PREFIX
 
 # Columns that identify a configuration in every table (others are added when they vary).
@@ -26,19 +26,6 @@ CONFIG_COLUMNS = ("head", "shift_proportion", "shift_placement")
 REPLICATE_COLUMNS = ("seed", "fold")
 BASE_METRICS = ("ua", "wa", "macro_f1")
 STATUS_DONE, STATUS_FAILED, STATUS_PENDING = "done", "failed", "pending"
-
-
-def read_json(path: Path) -> dict:
-    with open(path) as handle:
-        return json.load(handle)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and os.replace (never a half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def scalar_metrics(block: dict | None, prefix: str = "") -> dict[str, float]:
@@ -220,9 +207,9 @@ def write_tables(df: pd.DataFrame, out_dir: Path, stem: str = "sweep") -> tuple[
     """Write `<stem>.csv` (every run × fold) and `<stem>_summary.csv` + `.json` atomically."""
     table_path = out_dir / f"{stem}.csv"
     summary_path = out_dir / f"{stem}_summary.csv"
-    atomic_write_text(table_path, df.to_csv(index=False))
+    write_text(table_path, df.to_csv(index=False))
     summary = summarize(df) if not df.empty else pd.DataFrame()
-    atomic_write_text(summary_path, summary.to_csv(index=False))
+    write_text(summary_path, summary.to_csv(index=False))
     records = json.loads(summary.to_json(orient="records")) if not summary.empty else []
-    atomic_write_text(out_dir / f"{stem}_summary.json", json.dumps(records, indent=2))
+    write_text(out_dir / f"{stem}_summary.json", json.dumps(records, indent=2))
     return table_path, summary_path

@@ -10,14 +10,14 @@ leaves a half-written file; `metrics.json` is written last and marks a finished 
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from ser.pipeline.atomic_files import read_json, write_json, write_via_temporary  # noqa: F401 (run-dir API)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -29,27 +29,12 @@ CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 
 
-def _replace_into(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    os.replace(temporary, path)
-
-
-def write_json(path: Path, data: dict) -> None:
-    _replace_into(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
 def write_csv(path: Path, table: pd.DataFrame) -> None:
-    _replace_into(path, lambda tmp: table.to_csv(tmp, index=False))
+    write_via_temporary(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def save_torch(path: Path, data: dict) -> None:
-    _replace_into(path, lambda tmp: torch.save(data, tmp))
+    write_via_temporary(path, lambda tmp: torch.save(data, tmp))
 
 
 def load_torch(path: Path) -> dict:

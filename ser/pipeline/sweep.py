@@ -30,6 +30,7 @@ import torch
 from ser.errors import UserInputError
 from ser.heads import HEADS
 from ser.pipeline import results
+from ser.pipeline.atomic_files import write_text
 from ser.pipeline import run_dir as files
 from ser.pipeline.grid import HEAD_OPTION_PREFIX, Grid
 from ser.pipeline.sweep_progress import SweepProgress
@@ -262,7 +263,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     todo = [run for run in planned if not files.is_finished(run.task.out_dir)]
     jobs = settings.jobs or default_jobs(data, len(todo))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_text(sweep_dir / "sweep.json", json.dumps(
+    write_text(sweep_dir / "sweep.json", json.dumps(
         {"grid": grid.to_dict(), "manifest": str(manifest), "cache": str(cache), "corpus": corpus, "model": model,
          "folds": settings.folds, "k": settings.k, "dev": settings.dev, "layers": settings.layers,
          "task": settings.task, "threads": settings.threads,
