@@ -10,12 +10,17 @@ from typing import Callable
 
 
 def write_via_temporary(path: Path, write: Callable[[Path], object]) -> None:
-    """Call write(temporary) beside `path`, then os.replace it onto `path`."""
+    """Call write(temporary) beside `path`, then os.replace it onto `path`; a failed write leaves
+    neither a half file nor the temporary behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: writers never collide
-    write(temporary)
-    os.replace(temporary, path)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def write_text(path: Path, text: str) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ser.errors import ManifestError
+from ser.pipeline.atomic_files import write_via_temporary
 from ser.features.records import UtteranceRecord
 
 REQUIRED_COLUMNS = ("id", "path")
@@ -106,14 +106,7 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = path.parent.resolve()
     df["path"] = [_relative(p, folder) for p in df["path"]]
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
-            df.to_csv(out, index=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_via_temporary(path, lambda temporary: df.to_csv(temporary, index=False, encoding="utf-8"))
     return path
 
 
