@@ -45,6 +45,15 @@ def prepare(
         Optional[int], typer.Option("--per-class", help="synthetic: clips per speaker and emotion (12).")
     ] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="synthetic: generator seed (0).")] = None,
+    rater_noise: Annotated[
+        Optional[float],
+        typer.Option("--rater-noise", help="synthetic: std of the V/A/D ratings around the latent values (0)."),
+    ] = None,
+    rated_share: Annotated[
+        Optional[float],
+        typer.Option("--rated-share", help="synthetic: fraction of utterances with V/A/D ratings; the rest are "
+                     "unrated, for `ser distill` (1)."),
+    ] = None,
 ) -> None:
     from rich.console import Console
 
@@ -61,6 +70,8 @@ def prepare(
         "sessions": sessions,
         "per_class": per_class,
         "seed": seed,
+        "rater_noise": rater_noise,
+        "rated_share": rated_share,
     }
     result = prepare_corpus(recipe, root, out or Workspace(workdir).manifest_for(recipe.name), options)
     print_summary(result, Console())

@@ -57,6 +57,32 @@ def test_same_seed_same_audio_other_seed_other_audio(tmp_path):
         prepare_synthetic(tmp_path / "d", speakers=2, sessions=3)
 
 
+def test_rater_noise_changes_only_the_ratings(tmp_path):
+    latent = prepare_synthetic(tmp_path / "a", speakers=2, sessions=1, per_class=6, seed=3)
+    rated = prepare_synthetic(tmp_path / "b", speakers=2, sessions=1, per_class=6, seed=3, rater_noise=1.0)
+    dimensions = ["valence", "arousal", "dominance"]
+    assert all(np.array_equal(sf.read(p)[0], sf.read(q)[0]) for p, q in zip(latent["path"], rated["path"]))
+    assert rated.drop(columns=["path", *dimensions]).equals(latent.drop(columns=["path", *dimensions]))
+    error = (rated[dimensions] - latent[dimensions]).to_numpy()  # (48, 3) noise, clipped at 1 and 5
+    assert rated[dimensions].stack().between(1, 5).all()
+    assert 0.7 < error.std() < 1.1 and abs(error.mean()) < 0.25
+    with pytest.raises(UserInputError, match="--rater-noise"):
+        prepare_synthetic(tmp_path / "c", speakers=2, sessions=1, per_class=1, rater_noise=-0.5)
+
+
+def test_a_rated_share_leaves_the_other_utterances_without_ratings(tmp_path):
+    latent = prepare_synthetic(tmp_path / "a", speakers=2, sessions=1, per_class=10, seed=3)
+    partly = prepare_synthetic(tmp_path / "b", speakers=2, sessions=1, per_class=10, seed=3, rated_share=0.4)
+    dimensions = ["valence", "arousal", "dominance"]
+    rated = partly[dimensions].notna().all(axis=1)
+    assert partly[dimensions].notna().any(axis=1).equals(rated)  # all three or none
+    assert 0.2 < rated.mean() < 0.6
+    assert partly.loc[rated, dimensions].equals(latent.loc[rated, dimensions])
+    assert partly[["label", "text"]].equals(latent[["label", "text"]])
+    with pytest.raises(UserInputError, match="--rated-share"):
+        prepare_synthetic(tmp_path / "c", speakers=2, sessions=1, per_class=1, rated_share=0)
+
+
 def test_a_linear_probe_is_above_chance_and_below_perfect(corpus):
     df, features = corpus
     labels, sessions = df["label"].to_numpy(), df["session"].to_numpy()

@@ -10,6 +10,13 @@ audio is rendered from those continuous values: arousal drives pitch level and r
 rate, loudness and tilt (strong cues); valence only nudges formants, jitter and pitch range (weak
 cues); dominance adds a little loudness. The transcript's word choice follows valence. So arousal
 is easy from audio, valence is hard from audio and easier from text.
+
+The manifest's V/A/D columns are *ratings* of those latent values: latent + N(0, rater_noise),
+clipped to 1–5, like the averaged annotator scores of real corpora. With rater_noise = 0 they are
+the latent values themselves. Only a `rated_share` of the utterances get ratings (the others
+keep their audio, transcript and category but no V/A/D, like the unrated speech of MSP-Podcast).
+Noise and rated share come from their own random stream, so the audio, the transcripts and the
+categorical labels do not depend on them.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ CENTRES = {  # emotion: (valence, arousal, dominance) on 1–5
     "sad": (2.0, 1.8, 2.0),
 }
 SPREAD = 0.45  # per-utterance standard deviation of each dimension around the centre
+RATER_NOISE = 0.0  # standard deviation of the ratings around the latent values
 VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]])
 BANDWIDTHS = np.array([70.0, 100.0, 160.0])
 POSITIVE_WORDS = ("wonderful", "great", "love", "lovely", "glad", "fun", "perfect", "sunny", "thanks", "nice")
@@ -164,7 +172,8 @@ def transcript(valence: float, rng: np.random.Generator) -> str:
 
 
 def prepare_synthetic(
-    root: Path, speakers: int = 8, sessions: int = 4, per_class: int = 12, seed: int = 0
+    root: Path, speakers: int = 8, sessions: int = 4, per_class: int = 12, seed: int = 0,
+    rater_noise: float = RATER_NOISE, rated_share: float = 1.0,
 ) -> pd.DataFrame:
     """Generate the corpus into ROOT/wav/<session>/<speaker>/ and return its manifest rows."""
     if speakers < 2 or not 1 <= sessions <= speakers or per_class < 1:
@@ -172,9 +181,16 @@ def prepare_synthetic(
             f"synthetic: cannot make {speakers} speakers in {sessions} sessions with {per_class} clips per class",
             "use --speakers >= 2, 1 <= --sessions <= --speakers and --per-class >= 1",
         )
+    if not rater_noise >= 0:
+        raise UserInputError(f"synthetic: --rater-noise {rater_noise} is negative", "use 0 for noise-free ratings")
+    if not 0 < rated_share <= 1:
+        raise UserInputError(f"synthetic: --rated-share {rated_share} is outside (0, 1]",
+                             "give the fraction of utterances that get V/A/D ratings, e.g. 0.3")
     root = Path(root)
     seeds = np.random.SeedSequence(seed)
     voice_seed, utterance_seed = seeds.spawn(2)
+    (rating_seed,) = seeds.spawn(1)  # spawned after the others, so they stay as they were
+    rating_rng = np.random.default_rng(rating_seed)
     voice_rng = np.random.default_rng(voice_seed)
     voices = _voices(speakers, sessions, voice_rng)
     channels = _channels(sessions, voice_rng)
@@ -188,10 +204,13 @@ def prepare_synthetic(
         path = root / "wav" / voice.session / voice.speaker / f"{utt_id}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
+        rating = np.clip(np.asarray(vad) + rater_noise * rating_rng.standard_normal(3), 1.0, 5.0)
+        if rating_rng.random() >= rated_share:
+            rating = np.full(3, np.nan)  # unrated
         rows.append({
             "id": utt_id, "path": str(path.resolve()), "label": emotion,
             "speaker": voice.speaker, "session": voice.session, "gender": voice.gender,
-            "valence": round(vad[0], 3), "arousal": round(vad[1], 3), "dominance": round(vad[2], 3),
+            "valence": round(rating[0], 3), "arousal": round(rating[1], 3), "dominance": round(rating[2], 3),
             "duration": len(audio) / SAMPLE_RATE, "text": transcript(vad[0], rng),
         })  # fmt: skip
     return corpus_frame(rows, "synthetic")
@@ -203,6 +222,6 @@ RECIPE = CorpusRecipe(
     default_scheme="session",
     labels=tuple(CENTRES),
     help="Built-in synthetic corpus generated into ROOT (4 emotions, 8 speakers, 4 sessions; V/A/D; transcripts)",
-    options=("speakers", "sessions", "per_class", "seed"),
+    options=("speakers", "sessions", "per_class", "seed", "rater_noise", "rated_share"),
     generates_audio=True,
 )
