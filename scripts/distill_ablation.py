@@ -24,11 +24,14 @@ from ser.pipeline.report import ABLATION_TABLE_FILE
 from ser.pipeline.text_extraction import run_text_extraction
 
 
-def prepare_synthetic_workspace(workdir: Path) -> str:
+def prepare_synthetic_workspace(workdir: Path, speakers: int, per_class: int, rater_noise: float,
+                                rated_share: float) -> str:
     """Synthetic corpus + fbank cache + a tiny random text encoder and its cache; returns the text model."""
     manifest = workdir / "manifests" / "synthetic.csv"
     if not manifest.is_file():
-        write_manifest(prepare_synthetic(workdir / "data", speakers=8, sessions=4, per_class=8), manifest)
+        corpus = prepare_synthetic(workdir / "data", speakers=speakers, sessions=4, per_class=per_class,
+                                   rater_noise=rater_noise, rated_share=rated_share)
+        write_manifest(corpus, manifest)
     df = read_manifest(manifest)
     cache = workdir / "cache" / "synthetic" / "fbank.h5"
     if not cache.is_file():
@@ -44,6 +47,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--synthetic", action="store_true", help="build the synthetic workspace first")
+    parser.add_argument("--speakers", type=int, default=8, help="synthetic corpus size (4 sessions)")
+    parser.add_argument("--per-class", type=int, default=8, help="synthetic clips per speaker and emotion")
+    parser.add_argument("--rater-noise", type=float, default=0.0, help="synthetic rating noise (std)")
+    parser.add_argument("--rated-share", type=float, default=1.0, help="synthetic share of rated utterances")
     parser.add_argument("--text-model", help="text cache model (default with --synthetic: the tiny one)")
     parser.add_argument("--head", default="linear")
     parser.add_argument("--seeds", default="0,1,2")
@@ -51,15 +58,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--estimates", default="none,heldout,mc-dropout,agreement")
+    parser.add_argument("--unlabelled", action="store_true", help="students also learn the teacher's labels "
+                        "of the unrated utterances (ser distill --unlabelled)")
+    parser.add_argument("--alpha", type=float, default=DistillConfig.alpha, help="largest teacher weight")
     parser.add_argument("--standardize", action="store_true", help="z-score audio features (advised for fbank)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    text_model = prepare_synthetic_workspace(args.workdir) if args.synthetic else args.text_model
+    text_model = (prepare_synthetic_workspace(args.workdir, args.speakers, args.per_class, args.rater_noise,
+                                              args.rated_share)
+                  if args.synthetic else args.text_model)
     if not text_model:
         parser.error("--text-model is required without --synthetic")
     runs = ablation_runs(
         args.workdir, text_model, [int(s) for s in args.seeds.split(",")], head=args.head, which=args.fold,
-        estimates=tuple(args.estimates.split(",")), settings=DistillConfig(), device=args.device,
+        estimates=tuple(args.estimates.split(",")), settings=DistillConfig(alpha=args.alpha, unlabelled=args.unlabelled), device=args.device,
         epochs=args.epochs, lr=args.lr, standardize=args.standardize,
     )
     table = ablation_table(runs)

@@ -21,13 +21,17 @@ EXAMPLES = """Examples:
 
   ser distill --teacher RUN_DIR --head linear --quality none --alpha 0.5     (unconditioned ablation)
 
+  ser distill --teacher RUN_DIR --head linear --unlabelled     (+ the teacher's labels of unrated utterances)
+
 Per fold of the teacher's protocol, teachers with the teacher's configuration are cross-fitted on
 the fold's training part (cached in RUN_DIR/fold<K>/crossfit/) so that every training utterance
 gets a prediction from a teacher that never saw it; the student's target is
 w·teacher + (1−w)·truth with w from --quality: none (w = alpha), heldout (per dimension, the
 teacher's held-out CCC), mc-dropout (per utterance and dimension, the teacher's MC-dropout
 spread; default), agreement (per utterance and dimension, |teacher − truth|). Categorical
-teachers give soft labels at --soft-temperature."""
+teachers give soft labels at --soft-temperature. With --unlabelled, manifest rows that have audio
+and a transcript but no target (e.g. no ratings) join the student's training part with the fold
+teacher's prediction as target, unless their speaker or session is in the fold's test part."""
 
 
 def distill(
@@ -43,6 +47,9 @@ def distill(
     ] = 2.0,
     crossfit_parts: Annotated[int, typer.Option("--crossfit-parts", help="Cross-fitting parts.")] = 3,
     mc_samples: Annotated[int, typer.Option("--mc-samples", help="MC-dropout passes.")] = 10,
+    unlabelled: Annotated[
+        bool, typer.Option("--unlabelled", help="Also train on the teacher's labels of the manifest's unlabelled rows.")
+    ] = False,
     fold: Annotated[str, typer.Option("--fold", help="all, or one fold of the teacher's protocol.")] = "all",
     workdir: Workdir = Path("."),
     manifest: ManifestPath = None,
@@ -59,7 +66,7 @@ def distill(
 ) -> None:
     from ser.pipeline.distill import DistillConfig, run_distillation
 
-    settings = DistillConfig(quality, alpha, temperature, soft_temperature, crossfit_parts, mc_samples)
+    settings = DistillConfig(quality, alpha, temperature, soft_temperature, crossfit_parts, mc_samples, unlabelled)
     with _progress_bar() as progress:
         run_dir, results = run_distillation(
             workdir, teacher, head, settings, fold, parse_head_options(head_option or []), seed=seed,

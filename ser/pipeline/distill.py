@@ -8,10 +8,21 @@ For every fold of the teacher's protocol:
    for the spread. Cached in <teacher run>/fold<K>/crossfit/ so several students share them.
 2. The student's training targets mix truth and teacher per utterance and dimension with the
    chosen quality estimate (distill_targets.py); dev and test keep the ground truth.
-3. The ordinary trainer trains the audio-only student head on those targets.
+3. Unlabelled utterances (in the manifest with audio and a transcript but no target, e.g. no
+   ratings) join the student's training part with the teacher's prediction as their target when
+   `unlabelled=True` (`--unlabelled`); the fold's own teacher labels them. One is used for a fold
+   unless its speaker or session occurs in the fold's test part.
+4. The ordinary trainer trains the audio-only student head on those targets.
 
 Why cross-fitting: a teacher's predictions on its own training utterances have memorised their
 labels, so neither the targets nor any error-based quality estimate would be honest.
+
+Why unlabelled utterances: on the labelled utterances alone a teacher adds no information the
+labels lack (for a linear student, regressing a linear teacher's in-sample fit onto the audio
+features gives exactly the audio-only fit), so the student gains little there. Transcribed but
+unrated speech is plentiful (MSP-Podcast, ASR transcripts); the teacher's labels on it give the
+student more supervision than the ratings alone. Whether that helps depends on the teacher: on
+the synthetic corpus it did with 30% of the utterances rated and did not with 50% (README).
 """
 
 from __future__ import annotations
@@ -30,12 +41,12 @@ from ser.pipeline import run_dir as files
 from ser.pipeline.batching import sorted_batches
 from ser.pipeline.dimensional import DimensionalTask
 from ser.pipeline.distill_targets import (
-    QUALITY_ESTIMATES, categorical_weights, dimensional_weights, mix_categorical, mix_dimensional,
+    QUALITY_ESTIMATES, categorical_weights, dimensional_weights, mix_categorical, mix_dimensional, soften,
 )
 from ser.pipeline.folds import Fold
 from ser.pipeline.tasks import CategoricalTask, task_from_dict
 from ser.pipeline.teacher import MultimodalTrainingData, load_multimodal_data, text_cache_path
-from ser.pipeline.training_data import FeatureScaler
+from ser.pipeline.training_data import FeatureScaler, TrainingData
 from ser.pipeline.trainer import (
     ProgressCallback, TrainConfig, fold_dir_name, protocol_folds, select_folds, train_fold,
 )
@@ -55,6 +66,7 @@ class DistillConfig:
     soft_temperature: float = 2.0  # T of the teacher's soft labels (categorical)
     crossfit_parts: int = 3
     mc_samples: int = 10
+    unlabelled: bool = False  # teach the student on the teacher's labels of unlabelled utterances too
 
     def validate(self) -> None:
         if self.quality not in QUALITY_ESTIMATES:
@@ -138,6 +150,20 @@ def crossfit_parts(fold: Fold, parts: int, seed: int) -> list[Fold]:
     return inner
 
 
+def _teacher_table(ids: list[str], task, eval_out: np.ndarray, passes: np.ndarray) -> pd.DataFrame:
+    """id, value_<k> (manifest scale or class probabilities) and spread_<k> (MC-dropout std) from
+    a head's eval outputs (N, K) and dropout passes (S, N, K)."""
+    if isinstance(task, DimensionalTask):
+        values, spread = task.denormalise(eval_out), passes.std(axis=0) * np.asarray(task.std)
+    else:
+        values = torch.softmax(torch.from_numpy(eval_out), dim=1).numpy()
+        spread = torch.softmax(torch.from_numpy(passes), dim=2).numpy().std(axis=0)
+    table = pd.DataFrame({"id": ids})
+    for k in range(values.shape[1]):
+        table[f"value_{k}"], table[f"spread_{k}"] = values[:, k], spread[:, k]
+    return table
+
+
 def teacher_out_of_fold(
     teacher: TrainConfig, data: MultimodalTrainingData, fold: Fold, out_dir: Path, settings: DistillConfig
 ) -> pd.DataFrame:
@@ -155,41 +181,82 @@ def teacher_out_of_fold(
         rows = data.positions(inner.test)
         eval_out, passes = mc_dropout_outputs(head, data, rows, 2 * teacher.recipe.batch_size, settings.mc_samples,
                                               teacher.seed + j, saved_scaler(part_dir / files.MODEL, data.device))
-        if isinstance(task, DimensionalTask):
-            values, spread = task.denormalise(eval_out), passes.std(axis=0) * np.asarray(task.std)
-        else:
-            values = torch.softmax(torch.from_numpy(eval_out), dim=1).numpy()
-            spread = torch.softmax(torch.from_numpy(passes), dim=2).numpy().std(axis=0)
-        table = pd.DataFrame({"id": inner.test})
-        for k in range(values.shape[1]):
-            table[f"value_{k}"], table[f"spread_{k}"] = values[:, k], spread[:, k]
-        tables.append(table)
+        tables.append(_teacher_table(inner.test, task, eval_out, passes))
     result = pd.concat(tables, ignore_index=True)
     files.write_csv(cached, result)
     return result
 
 
+def fold_unlabelled(data: TrainingData, fold: Fold) -> list[str]:
+    """The unlabelled utterances a fold's student may train on: none whose speaker or session
+    (where the manifest has them) occurs in the fold's test part."""
+    if not data.unlabelled_ids:
+        return []
+    table = data.table.set_index("id")
+    held = table.loc[list(fold.test)]
+    candidates = table.loc[data.unlabelled_ids]
+    keep = np.ones(len(candidates), dtype=bool)
+    for column in ("speaker", "session"):
+        if column in table.columns:
+            keep &= ~candidates[column].isin(set(held[column].dropna())).to_numpy()
+    return list(candidates.index[keep])
+
+
+def teacher_on_unlabelled(
+    teacher_fold_dir: Path, data: MultimodalTrainingData, ids: list[str], batch_size: int, settings: DistillConfig,
+    seed: int,
+) -> pd.DataFrame:
+    """The fold's teacher (trained on the fold's training part only) on unlabelled utterances:
+    columns id, value_<k>, spread_<k> as in `teacher_out_of_fold` (cached beside its predictions)."""
+    cached = teacher_fold_dir / CROSSFIT / f"unlabelled-{settings.mc_samples}mc.csv"
+    if cached.is_file():
+        table = pd.read_csv(cached, dtype={"id": str})
+        if set(table["id"]) == set(ids):
+            return table
+    model = teacher_fold_dir / files.MODEL
+    head = files.load_model(model).to(data.device)
+    task = task_from_dict(files.read_json(teacher_fold_dir / files.CONFIG)["task_state"])
+    eval_out, passes = mc_dropout_outputs(head, data, data.positions(ids), batch_size, settings.mc_samples, seed,
+                                          saved_scaler(model, data.device))
+    table = _teacher_table(ids, task, eval_out, passes)
+    files.write_csv(cached, table)
+    return table
+
+
+def _values(table: pd.DataFrame, ids: list[str], prefix: str) -> np.ndarray:
+    """The `<prefix>_<k>` columns of a teacher table for `ids`, in order → (N, K)."""
+    width = sum(column.startswith("value_") for column in table.columns)
+    return table.set_index("id").loc[ids, [f"{prefix}_{k}" for k in range(width)]].to_numpy()
+
+
 def student_targets(
-    data: MultimodalTrainingData, fold: Fold, oof: pd.DataFrame, settings: DistillConfig
+    data: MultimodalTrainingData, fold: Fold, oof: pd.DataFrame, settings: DistillConfig,
+    unlabelled: pd.DataFrame | None = None,
 ) -> tuple[torch.Tensor, dict]:
-    """All rows' targets with the fold's training rows mixed from truth and teacher, plus a summary."""
+    """All rows' targets with the fold's training rows mixed from truth and teacher, the teacher's
+    labels on the `unlabelled` table's utterances, plus a summary of the weights."""
     rows = data.positions(fold.train)
-    oof = oof.set_index("id").loc[fold.train]
-    width = sum(column.startswith("value_") for column in oof.columns)
-    teacher = oof[[f"value_{k}" for k in range(width)]].to_numpy()  # (N, K)
-    spread = oof[[f"spread_{k}" for k in range(width)]].to_numpy()  # (N, K)
+    teacher, spread = _values(oof, fold.train, "value"), _values(oof, fold.train, "spread")  # (N, K) each
     truth = data.targets.cpu().numpy()
-    if isinstance(data.task, DimensionalTask):
+    dimensional = isinstance(data.task, DimensionalTask)
+    if dimensional:
         weights = dimensional_weights(settings.quality, teacher, truth[rows], spread, settings.alpha, settings.temperature)
         targets = truth.astype(np.float32).copy()
         targets[rows] = mix_dimensional(truth[rows], teacher, weights)
         names = list(data.task.dimensions)
     else:
         weights = categorical_weights(settings.quality, teacher, truth[rows], spread, settings.alpha, settings.temperature)
-        targets = np.eye(width, dtype=np.float32)[truth]  # (N, C) one-hot truth
+        targets = np.zeros((len(truth), teacher.shape[1]), dtype=np.float32)  # (N, C); unlabelled rows stay 0
+        labelled = truth >= 0
+        targets[labelled] = np.eye(teacher.shape[1], dtype=np.float32)[truth[labelled]]  # one-hot truth
         targets[rows] = mix_categorical(truth[rows], teacher, weights, settings.soft_temperature)
         names = ["label"]
     summary = {f"mean_weight_{name}": float(weights[:, k].mean()) for k, name in enumerate(names)}
+    if unlabelled is not None and len(unlabelled):
+        ids = list(unlabelled["id"])
+        values = _values(unlabelled, ids, "value")
+        targets[data.positions(ids)] = values if dimensional else soften(values, settings.soft_temperature)
+    summary["unlabelled_used"] = 0 if unlabelled is None else len(unlabelled)
     return torch.from_numpy(targets).to(data.device), summary
 
 
@@ -219,10 +286,14 @@ def distill_fold(
     """Train one audio-only student on one fold; writes the run directory plus distill.json."""
     _check_teacher_fold(teacher_fold_dir, fold)
     oof = teacher_out_of_fold(teacher, data, fold, teacher_fold_dir / CROSSFIT, settings)
-    targets, summary = student_targets(data, fold, oof, settings)
+    extra = fold_unlabelled(data, fold) if settings.unlabelled else []
+    labelled_by_teacher = (teacher_on_unlabelled(teacher_fold_dir, data, extra, 2 * teacher.recipe.batch_size,
+                                                 settings, teacher.seed) if extra else None)
+    targets, summary = student_targets(data, fold, oof, settings, labelled_by_teacher)
     files.write_json(Path(out_dir) / DISTILL, {**dataclasses.asdict(settings), **summary,
                                                "teacher_fold_dir": str(teacher_fold_dir.resolve())})
-    return train_fold(student, student_data(data, targets), fold, out_dir, progress)
+    student_fold = dataclasses.replace(fold, train=list(fold.train) + extra)
+    return train_fold(student, student_data(data, targets), student_fold, out_dir, progress)
 
 
 def read_teacher_config(teacher_run: Path) -> TrainConfig:
@@ -263,7 +334,8 @@ def run_distillation(
     manifest_path = workspace.find_manifest(manifest)
     audio_cache = workspace.find_cache(teacher.corpus, teacher.model)
     text_cache = text_cache_path(workspace, teacher.corpus, teacher.text_model)
-    data = load_multimodal_data(manifest_path, audio_cache, text_cache, teacher.task, teacher.layers, device)
+    data = load_multimodal_data(manifest_path, audio_cache, text_cache, teacher.task, teacher.layers, device,
+                                unlabelled=settings.unlabelled)
     protocol = dict(task=teacher.task, layers=teacher.layers, folds=teacher.folds, k=teacher.k, dev=teacher.dev,
                     dev_fraction=teacher.dev_fraction, fold_seed=teacher.fold_seed, model=teacher.model,
                     corpus=teacher.corpus)

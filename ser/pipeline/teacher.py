@@ -58,12 +58,13 @@ class MultimodalTrainingData(TrainingData):
 
 def load_multimodal_data(
     manifest: Path, audio_cache: Path, text_cache: Path, task: str, layers: list[int] | None = None,
-    device: str = "auto",
+    device: str = "auto", unlabelled: bool = False,
 ) -> MultimodalTrainingData:
-    """The audio training data of `load_training_data` plus the text cache, both in memory."""
+    """The audio training data of `load_training_data` plus the text cache, both in memory
+    (`unlabelled`: keep the rows without targets too, for the teacher to label)."""
     if not Path(text_cache).is_file():
         raise CacheError(f"no text cache at {text_cache}", "run `ser extract --text --model M` first")
-    audio = load_training_data(manifest, audio_cache, task, layers, device, stream=False)
+    audio = load_training_data(manifest, audio_cache, task, layers, device, stream=False, unlabelled=unlabelled)
     with CacheReader(text_cache) as reader:
         if reader.attrs.get("modality") != "text":
             raise CacheError(f"{text_cache} is not a text cache", "make one with `ser extract --text --model M`")

@@ -324,7 +324,7 @@ def protocol_folds(config: TrainConfig, data: TrainingData) -> list[Fold]:
     `cross-<test corpus>`, training and dev from the training corpus, test = the whole test corpus)."""
     if data.cross is not None:
         return [cross_corpus_data_fold(config, data)]
-    return make_folds(data.table, scheme=config.folds, k=config.k, seed=config.fold_seed, dev=config.dev,
+    return make_folds(data.labelled_table, scheme=config.folds, k=config.k, seed=config.fold_seed, dev=config.dev,
                       dev_fraction=config.dev_fraction, label_column=data.task.fold_label_column)
 
 

@@ -6,7 +6,9 @@ it fits, else RAM); a batch is one gather. Streamed (`stream=True`, or automatic
 would not fit in RAM): a DataLoader with workers reads utterances from the HDF5 file, each
 worker with its own lazy handle. Cross-corpus (`test_manifest=`): both corpora's features in
 memory in one TrainingData, ids prefixed with their corpus, labels of the test corpus mapped onto
-the training corpus's classes.
+the training corpus's classes. With `unlabelled=True` the rows the task has no target for
+(e.g. utterances without ratings) are kept after the labelled ones, for a teacher to label
+(distillation); folds are only ever made from the labelled rows.
 """
 
 from __future__ import annotations
@@ -77,9 +79,9 @@ class TrainingData:
     """Every usable utterance of a corpus: ids, targets and features, row-aligned."""
 
     ids: list[str]
-    table: pd.DataFrame  # the usable manifest rows, in `ids` order (folds are made from it)
+    table: pd.DataFrame  # the usable manifest rows, in `ids` order (folds are made from its labelled rows)
     task: Task
-    targets: torch.Tensor  # (N, …) on `device`
+    targets: torch.Tensor  # (N, …) on `device`; unlabelled rows hold NaN (regression) or -1 (classes)
     lengths: np.ndarray  # (N,) frames per utterance
     num_layers: int
     dim: int
@@ -89,10 +91,21 @@ class TrainingData:
     packed: PackedFeatures | None = None  # in memory; None when streamed
     workers: int = 2
     cross: CrossCorpus | None = None  # set when the test utterances come from another corpus
+    labelled: int | None = None  # rows [0, labelled) have targets, the rest not; None: every row
 
     @property
     def streamed(self) -> bool:
         return self.packed is None
+
+    @property
+    def labelled_table(self) -> pd.DataFrame:
+        """The rows with targets (all of `table` unless unlabelled rows were loaded)."""
+        return self.table if self.labelled is None else self.table.iloc[: self.labelled]
+
+    @property
+    def unlabelled_ids(self) -> list[str]:
+        """The ids of the rows without targets (kept for a teacher to label)."""
+        return [] if self.labelled is None else self.ids[self.labelled :]
 
     def positions(self, ids: list[str]) -> np.ndarray:
         """Row positions of `ids` (a fold's members)."""
@@ -207,11 +220,13 @@ def load_training_data(
     test_manifest: Path | None = None,
     test_cache: Path | None = None,
     label_map: dict[str, str | None] | None = None,
+    unlabelled: bool = False,
 ) -> TrainingData:
     """Read the manifest's targets and the cache's features once (`stream=None`: decide by size).
 
     With `test_manifest` (and its `test_cache`) the test corpus is loaded too, labels mapped by
-    `label_map` (see `load_cross_corpus_data`)."""
+    `label_map` (see `load_cross_corpus_data`). `unlabelled=True` also keeps the rows without
+    targets, after the labelled ones."""
     if test_manifest is not None:
         if test_cache is None:
             raise UserInputError("a test manifest needs its cache")
@@ -224,8 +239,11 @@ def load_training_data(
     df = read_manifest(manifest)
     fitted = build_task(task, df)
     target_device = resolve_device(device)
+    labelled_rows = fitted.usable(df)
+    rows = pd.concat([labelled_rows, df.drop(labelled_rows.index)]) if unlabelled else labelled_rows
     with CacheReader(cache) as reader:
-        table = _cached_rows(reader, cache, manifest, df, fitted.usable(df), layers)
+        table = _cached_rows(reader, cache, manifest, df, rows, layers)
+        labelled = int(table["id"].isin(labelled_rows["id"]).sum())
         num_layers = len(layers) if layers else reader.num_layers
         ids = list(table["id"])
         lengths = np.array([reader.lengths[utt] for utt in ids], dtype=np.int64)
@@ -237,10 +255,18 @@ def load_training_data(
             packed = reader.load_all(ids=ids, layers=layers, device=_feature_home(size_bytes, target_device))
         dim = reader.dim
     return TrainingData(
-        ids=ids, table=table, task=fitted, targets=fitted.targets(table).to(target_device), lengths=lengths,
-        num_layers=num_layers, dim=dim, layers=layers, device=target_device, cache_path=Path(cache),
-        packed=packed, workers=workers,
+        ids=ids, table=table, task=fitted, targets=_targets(fitted, table, labelled).to(target_device),
+        lengths=lengths, num_layers=num_layers, dim=dim, layers=layers, device=target_device,
+        cache_path=Path(cache), packed=packed, workers=workers, labelled=labelled if unlabelled else None,
     )
+
+
+def _targets(task: Task, table: pd.DataFrame, labelled: int) -> torch.Tensor:
+    """Targets of the first `labelled` rows, then NaN (regression) or -1 (classes) for the rest."""
+    known = task.targets(table.iloc[:labelled])  # (labelled, …)
+    blank = torch.full((len(table) - labelled, *known.shape[1:]), -1 if not known.is_floating_point() else
+                       float("nan"), dtype=known.dtype)
+    return torch.cat([known, blank])
 
 
 FEATURE_IDENTITY = ("model", "source", "revision", "random_init", "frame_rate", "num_layers", "dim")
