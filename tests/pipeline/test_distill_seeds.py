@@ -1,18 +1,14 @@
-"""On the synthetic corpus (valence carried by the transcript's words, weakly by the audio), over
-several seeds: the audio + text teacher beats the audio-only model on valence CCC by a wide margin,
-and, in this one setting, the distilled audio-only students recover a small part of that gap.
+"""On the synthetic corpus (valence carried by the transcript's words, weakly by the audio) with
+30% of the utterances rated, over 3 seeds and all 4 leave-one-session-out folds: the audio + text
+teacher beats the audio-only model on valence CCC, and the students, which also learn the
+teacher's labels of the unrated utterances (`ser distill --unlabelled`), close part of that gap.
 Real caches, real heads, real trainer.
 
-Measured (fold 1 = one speaker's session, 30 epochs, standardised fbank, 64-dim tiny text encoder so
-that its 37 word embeddings are linearly separable; test valence CCC mean over seeds 0-2):
-audio-only -0.201, teacher 0.422, unconditioned student -0.128, mc-dropout student -0.171.
-The teacher's lead holds everywhere we looked; the students' valence gain does not: with the
-ablation script's corpus (8 speakers, 8 clips per class) on fold 1 they do not gain (audio-only
-0.170, students 0.121-0.163), and with noisy "rater" labels (latent + N(0, 0.5)) on fold 2 they
-lose (audio-only 0.574, students 0.41-0.52); only with heavy rater noise (σ 1.0) did the
-unconditioned student close ~25% of the gap (fold 1: 0.150 -> 0.221 vs teacher 0.418). So the
-student bar below is a regression check of this setting, not evidence that distillation helps
-valence in general. ~40 s on 1 core."""
+Measured (linear heads, 30 epochs, standardised fbank, 64-dim tiny text encoder; test valence CCC,
+mean over folds and seeds 0-2): audio-only 0.166, teacher 0.276, unconditioned student 0.227,
+mc-dropout student 0.229 (about 55% of the gap). This is one setting, not a law: with 50% rated the
+students do not gain (0.291 → 0.256-0.283, teacher 0.635), nor without unrated utterances (the
+teacher then adds nothing the labels lack). ~2 min on 2 cores."""
 
 from pathlib import Path
 
@@ -36,36 +32,37 @@ SEEDS = [0, 1, 2]
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory):
     work = tmp_path_factory.mktemp("distill")
-    manifest = write_manifest(prepare_synthetic(work / "data", speakers=4, sessions=4, per_class=10, seed=0),
-                              work / "manifests" / "synthetic.csv")
+    corpus = prepare_synthetic(work / "data", speakers=8, sessions=4, per_class=12, seed=0, rated_share=0.3)
+    manifest = write_manifest(corpus, work / "manifests" / "synthetic.csv")
     df = read_manifest(manifest)
     extract(utterance_records(df, manifest), load_backbone("fbank"), work / "cache" / "synthetic" / "fbank.h5",
             manifest_sha256=manifest_sha256(df))
     save_tiny_text_model(work / "tinybert", list(df["text"]), hidden_size=64)
     run_text_extraction(work, str(work / "tinybert"))
-    settings = DistillConfig(mc_samples=3)
-    runs = ablation_runs(work, str(work / "tinybert"), SEEDS, head="linear", which="1",
-                         estimates=("none", "mc-dropout"), settings=settings, device="cpu", epochs=30, lr=3e-3,
+    settings = DistillConfig(unlabelled=True)
+    runs = ablation_runs(work, str(work / "tinybert"), SEEDS, head="linear", which="all",
+                         estimates=("none", "mc-dropout"), settings=settings, device="cpu", epochs=30, lr=2e-3,
                          standardize=True)
     return work, runs
 
 
-def mean_valence(runs, system_prefix):
-    chosen = runs[runs["system"].str.startswith(system_prefix)]
-    assert len(chosen) == len(SEEDS)
-    return chosen["ccc_valence"].mean()
+def valence(runs, system_prefix) -> np.ndarray:
+    """Test valence CCC (mean over the folds) of one system, one value per seed."""
+    chosen = runs[runs["system"].str.startswith(system_prefix)].sort_values("seed")
+    assert list(chosen["seed"]) == SEEDS and (chosen["folds"] == 4).all()
+    return chosen["ccc_valence"].to_numpy()
 
 
 def test_teacher_beats_audio_only_on_valence_and_students_close_part_of_the_gap(ablation):
     _, runs = ablation
-    audio = mean_valence(runs, "audio-only")
-    teacher = mean_valence(runs, "teacher")
-    plain = mean_valence(runs, "student (linear, unconditioned")
-    conditioned = mean_valence(runs, "student (linear, conditioned: mc-dropout")
+    audio, teacher = valence(runs, "audio-only"), valence(runs, "teacher")
     print(ablation_table(runs))
-    assert teacher > audio + 0.1
-    assert max(plain, conditioned) > audio + 0.05 * (teacher - audio)  # a (small) part of the gap
-    assert max(plain, conditioned) < teacher
+    assert (teacher > audio + 0.05).all()  # every seed
+    for student in ("student (linear, unconditioned", "student (linear, conditioned: mc-dropout"):
+        gained = valence(runs, student)
+        assert (gained > audio).all()  # every seed
+        assert gained.mean() - audio.mean() > 0.25 * (teacher.mean() - audio.mean())  # measured ~55%
+        assert gained.mean() < teacher.mean()
 
 
 def test_student_runs_have_the_run_directory_contract_and_an_honest_teacher(ablation):
@@ -75,6 +72,7 @@ def test_student_runs_have_the_run_directory_contract_and_an_honest_teacher(abla
     assert {"ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean", "mse"} <= set(metrics["test"])
     note = files.read_json(student / DISTILL)
     assert note["quality"] == "mc-dropout" and 0 < note["mean_weight_valence"] < 0.5
+    assert note["unlabelled_used"] > 0
     teacher_fold = Path(note["teacher_fold_dir"])
     outer = files.read_json(teacher_fold / files.CONFIG)["sizes"]
     test_ids = set(pd.read_csv(teacher_fold / files.PREDICTIONS, dtype={"id": str})["id"])
