@@ -78,3 +78,24 @@ def test_the_student_learns_the_teachers_labels_of_unrated_utterances_outside_th
     assert set(labels["id"]) == set(expected["id"])
     values = labels[["value_0", "value_1", "value_2"]].to_numpy()  # teacher's A/V/D on the manifest scale
     assert np.isfinite(values).all() and values.std(axis=0).min() > 0
+
+
+def test_categorical_students_learn_soft_labels_of_unlabelled_utterances(tmp_path):
+    corpus = prepare_synthetic(tmp_path / "data", speakers=4, sessions=2, per_class=3, seed=2)
+    corpus.loc[corpus.index % 3 == 0, "label"] = None  # a third of the utterances without a category
+    manifest = write_manifest(corpus, tmp_path / "manifests" / "synthetic.csv")
+    df = read_manifest(manifest)
+    extract(utterance_records(df, manifest), load_backbone("fbank"), tmp_path / "cache" / "synthetic" / "fbank.h5",
+            manifest_sha256=manifest_sha256(df))
+    save_tiny_text_model(tmp_path / "tinybert", list(df["text"]), hidden_size=32)
+    run_text_extraction(tmp_path, str(tmp_path / "tinybert"))
+    quick = dict(QUICK, task="categorical")
+    teacher_dir, _ = run_teacher_training(tmp_path, TrainConfig.create(TEACHER_HEAD, seed=0, **quick),
+                                          str(tmp_path / "tinybert"), "1", device="cpu")
+    settings = DistillConfig(quality="agreement", crossfit_parts=2, mc_samples=2, unlabelled=True)
+    student_dir, results = run_distillation(tmp_path, teacher_dir, "linear", settings, "1", device="cpu", epochs=2)
+    note = files.read_json(student_dir / "fold1" / DISTILL)
+    assert note["unlabelled_used"] > 0 and 0 <= results["fold1"]["test"]["ua"] <= 1
+    labels = pd.read_csv(teacher_dir / "fold1" / CROSSFIT / "unlabelled-2mc.csv", dtype={"id": str})
+    probabilities = labels[[f"value_{k}" for k in range(4)]].to_numpy()  # (N, 4) teacher class probabilities
+    assert len(labels) == note["unlabelled_used"] and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
