@@ -80,8 +80,9 @@ class DistillConfig:
             raise UserInputError("temperatures must be positive")
 
     def tag(self) -> str:
-        """Run-name fragment, e.g. `distill-mc-dropout-a0.5`."""
-        return f"distill-{self.quality}-a{self.alpha:g}" + (f"-t{self.temperature:g}" if self.temperature != 1 else "")
+        """Run-name fragment, e.g. `distill-mc-dropout-a0.5` (`-unlabelled` added with unlabelled rows)."""
+        return (f"distill-{self.quality}-a{self.alpha:g}" + (f"-t{self.temperature:g}" if self.temperature != 1 else "")
+                + ("-unlabelled" if self.unlabelled else ""))
 
 
 @dataclass(frozen=True)
