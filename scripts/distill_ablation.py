@@ -13,34 +13,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ser.features.backbones import load_backbone
-from ser.features.extract import extract
-from ser.features.text_backbones import save_tiny_text_model
 from ser.pipeline.corpora.synthetic import prepare_synthetic
 from ser.pipeline.distill import DistillConfig
-from ser.pipeline.distill_ablation import ABLATION_HEADING, ablation_runs, ablation_table
-from ser.pipeline.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
+from ser.pipeline.distill_ablation import ABLATION_HEADING, ablation_runs, ablation_table, synthetic_text_workspace
 from ser.pipeline.report import ABLATION_TABLE_FILE
-from ser.pipeline.text_extraction import run_text_extraction
 
 
 def prepare_synthetic_workspace(workdir: Path, speakers: int, per_class: int, rater_noise: float,
                                 rated_share: float) -> str:
-    """Synthetic corpus + fbank cache + a tiny random text encoder and its cache; returns the text model."""
-    manifest = workdir / "manifests" / "synthetic.csv"
-    if not manifest.is_file():
-        corpus = prepare_synthetic(workdir / "data", speakers=speakers, sessions=4, per_class=per_class,
-                                   rater_noise=rater_noise, rated_share=rated_share)
-        write_manifest(corpus, manifest)
-    df = read_manifest(manifest)
-    cache = workdir / "cache" / "synthetic" / "fbank.h5"
-    if not cache.is_file():
-        extract(utterance_records(df, manifest), load_backbone("fbank"), cache, manifest_sha256=manifest_sha256(df))
-    text_model = workdir / "tiny-text-model"
-    if not (text_model / "config.json").is_file():
-        save_tiny_text_model(text_model, list(df["text"]), hidden_size=64)  # 37 words: separable in 64 dims
-    run_text_extraction(workdir, str(text_model))
-    return str(text_model)
+    """The synthetic workspace (corpus generated only if it has no manifest yet); returns the text model."""
+    fresh = not (workdir / "manifests" / "synthetic.csv").is_file()
+    corpus = (prepare_synthetic(workdir / "data", speakers=speakers, sessions=4, per_class=per_class,
+                                rater_noise=rater_noise, rated_share=rated_share) if fresh else None)
+    return synthetic_text_workspace(workdir, corpus)[1]
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ each quality estimate, and unconditioned), over several seeds, on one workspace.
 `ablation_runs` trains every row (dimensional task) and returns one row per run × seed with the
 test CCCs (mean over the chosen folds); `ablation_table` renders the Markdown table
 (mean ± std over seeds) that scripts/distill_ablation.py writes for the report.
+`synthetic_text_workspace` builds the offline workspace the script and the tests run it on.
 """
 
 from __future__ import annotations
@@ -14,12 +15,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ser.features.backbones import load_backbone
+from ser.features.extract import extract
+from ser.features.text_backbones import save_tiny_text_model
 from ser.pipeline.distill import DistillConfig, run_distillation
+from ser.pipeline.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
+from ser.pipeline.text_extraction import run_text_extraction
 from ser.pipeline.teacher import TEACHER_HEAD, run_teacher_training
 from ser.pipeline.trainer import TrainConfig, run_training
 
 METRICS = ("ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean")
 ABLATION_HEADING = "## Distillation ablation: audio-only vs teacher vs students (test CCC, mean ± std over seeds)"
+
+
+def synthetic_text_workspace(
+    workdir: Path, corpus: pd.DataFrame | None = None, hidden_size: int = 64
+) -> tuple[pd.DataFrame, str]:
+    """Manifest (written from `corpus`; None: the one already there), fbank cache and a tiny random
+    text encoder with its cache, each made only when missing → (manifest rows, text model dir)."""
+    manifest = Path(workdir) / "manifests" / "synthetic.csv"
+    if corpus is not None:
+        write_manifest(corpus, manifest)
+    df = read_manifest(manifest)
+    cache = Path(workdir) / "cache" / "synthetic" / "fbank.h5"
+    if not cache.is_file():
+        extract(utterance_records(df, manifest), load_backbone("fbank"), cache, manifest_sha256=manifest_sha256(df))
+    text_model = Path(workdir) / "tiny-text-model"
+    if not (text_model / "config.json").is_file():
+        save_tiny_text_model(text_model, list(df["text"]), hidden_size=hidden_size)  # 37 words: separable in 64 dims
+    run_text_extraction(workdir, str(text_model))
+    return df, str(text_model)
 
 
 def _row(system: str, seed: int, results: dict[str, dict], run_dir: Path) -> dict:

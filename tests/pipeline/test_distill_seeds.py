@@ -16,15 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser.features.backbones import load_backbone
-from ser.features.extract import extract
-from ser.features.text_backbones import save_tiny_text_model
 from ser.pipeline import run_dir as files
 from ser.pipeline.corpora.synthetic import prepare_synthetic
 from ser.pipeline.distill import CROSSFIT, DISTILL, DistillConfig
-from ser.pipeline.distill_ablation import ablation_runs, ablation_table
-from ser.pipeline.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
-from ser.pipeline.text_extraction import run_text_extraction
+from ser.pipeline.distill_ablation import ablation_runs, ablation_table, synthetic_text_workspace
 
 SEEDS = [0, 1, 2]
 
@@ -33,14 +28,9 @@ SEEDS = [0, 1, 2]
 def ablation(tmp_path_factory):
     work = tmp_path_factory.mktemp("distill")
     corpus = prepare_synthetic(work / "data", speakers=8, sessions=4, per_class=12, seed=0, rated_share=0.3)
-    manifest = write_manifest(corpus, work / "manifests" / "synthetic.csv")
-    df = read_manifest(manifest)
-    extract(utterance_records(df, manifest), load_backbone("fbank"), work / "cache" / "synthetic" / "fbank.h5",
-            manifest_sha256=manifest_sha256(df))
-    save_tiny_text_model(work / "tinybert", list(df["text"]), hidden_size=64)
-    run_text_extraction(work, str(work / "tinybert"))
+    _, text_model = synthetic_text_workspace(work, corpus, hidden_size=64)
     settings = DistillConfig(unlabelled=True)
-    runs = ablation_runs(work, str(work / "tinybert"), SEEDS, head="linear", which="all",
+    runs = ablation_runs(work, text_model, SEEDS, head="linear", which="all",
                          estimates=("none", "mc-dropout"), settings=settings, device="cpu", epochs=30, lr=2e-3,
                          standardize=True)
     return work, runs

@@ -3,21 +3,16 @@ enter a fold's protocol, and join a student's training part with the fold teache
 as targets, unless their speaker or session is in the fold's test part. Real caches and trainer."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ser.features.backbones import load_backbone
-from ser.features.extract import extract
-from ser.features.text_backbones import save_tiny_text_model
 from ser.pipeline import run_dir as files
 from ser.pipeline.corpora.synthetic import prepare_synthetic
 from ser.pipeline.distill import CROSSFIT, DISTILL, DistillConfig, run_distillation
-from ser.pipeline.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
+from ser.pipeline.distill_ablation import synthetic_text_workspace
 from ser.pipeline.teacher import TEACHER_HEAD, run_teacher_training
-from ser.pipeline.text_extraction import run_text_extraction
 from ser.pipeline.trainer import TrainConfig, protocol_folds
 from ser.pipeline.training_data import load_training_data
 
@@ -28,14 +23,9 @@ QUICK = dict(task="dimensional", epochs=2, batch_size=8, standardize=True)
 def workspace(tmp_path_factory):
     work = tmp_path_factory.mktemp("unlabelled")
     corpus = prepare_synthetic(work / "data", speakers=4, sessions=2, per_class=4, seed=1, rated_share=0.5)
-    manifest = write_manifest(corpus, work / "manifests" / "synthetic.csv")
-    df = read_manifest(manifest)
-    extract(utterance_records(df, manifest), load_backbone("fbank"), work / "cache" / "synthetic" / "fbank.h5",
-            manifest_sha256=manifest_sha256(df))
-    save_tiny_text_model(work / "tinybert", list(df["text"]), hidden_size=32)
-    run_text_extraction(work, str(work / "tinybert"))
-    teacher_dir, _ = run_teacher_training(work, TrainConfig.create(TEACHER_HEAD, seed=0, **QUICK),
-                                          str(work / "tinybert"), "1", device="cpu")
+    df, text_model = synthetic_text_workspace(work, corpus, hidden_size=32)
+    teacher_dir, _ = run_teacher_training(work, TrainConfig.create(TEACHER_HEAD, seed=0, **QUICK), text_model, "1",
+                                          device="cpu")
     return work, df, teacher_dir
 
 
@@ -83,15 +73,10 @@ def test_the_student_learns_the_teachers_labels_of_unrated_utterances_outside_th
 def test_categorical_students_learn_soft_labels_of_unlabelled_utterances(tmp_path):
     corpus = prepare_synthetic(tmp_path / "data", speakers=4, sessions=2, per_class=3, seed=2)
     corpus.loc[corpus.index % 3 == 0, "label"] = None  # a third of the utterances without a category
-    manifest = write_manifest(corpus, tmp_path / "manifests" / "synthetic.csv")
-    df = read_manifest(manifest)
-    extract(utterance_records(df, manifest), load_backbone("fbank"), tmp_path / "cache" / "synthetic" / "fbank.h5",
-            manifest_sha256=manifest_sha256(df))
-    save_tiny_text_model(tmp_path / "tinybert", list(df["text"]), hidden_size=32)
-    run_text_extraction(tmp_path, str(tmp_path / "tinybert"))
+    _, text_model = synthetic_text_workspace(tmp_path, corpus, hidden_size=32)
     quick = dict(QUICK, task="categorical")
-    teacher_dir, _ = run_teacher_training(tmp_path, TrainConfig.create(TEACHER_HEAD, seed=0, **quick),
-                                          str(tmp_path / "tinybert"), "1", device="cpu")
+    teacher_dir, _ = run_teacher_training(tmp_path, TrainConfig.create(TEACHER_HEAD, seed=0, **quick), text_model,
+                                          "1", device="cpu")
     settings = DistillConfig(quality="agreement", crossfit_parts=2, mc_samples=2, unlabelled=True)
     student_dir, results = run_distillation(tmp_path, teacher_dir, "linear", settings, "1", device="cpu", epochs=2)
     note = files.read_json(student_dir / "fold1" / DISTILL)
