@@ -56,10 +56,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare/extract rounds")
     args = parser.parse_args()
 
+    from ser.data.manifest import manifest_sha256, read_manifest, utterance_records
     from ser.features.audio import load_audio
     from ser.features.backbones import load_backbone
     from ser.features.extract import extract
-    from ser.pipeline.manifest import manifest_sha256, read_manifest, utterance_records
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

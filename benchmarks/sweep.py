@@ -52,13 +52,13 @@ def prepare_workspace(workdir: Path, args: argparse.Namespace) -> None:
 
 def startup_seconds(repeats: int = 3) -> float:
     """Interpreter + imports of a training process (median of a few)."""
-    return statistics.median(run([sys.executable, "-c", "import ser.cli, ser.pipeline.trainer"])[0]
+    return statistics.median(run([sys.executable, "-c", "import ser.cli, ser.training.run"])[0]
                              for _ in range(repeats))
 
 
 def cache_load_seconds(workdir: Path, device: str) -> float:
     """Manifest + labels + the whole cache into memory, once, in this process."""
-    from ser.pipeline.training_data import load_training_data
+    from ser.training.loading import load_training_data
 
     started = time.perf_counter()
     load_training_data(workdir / "manifests" / "synthetic.csv", workdir / "cache" / "synthetic" / "fbank.h5",

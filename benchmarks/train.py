@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ser.data.corpora import CORPORA, prepare_corpus
+from ser.data.extraction import extract_corpus
+from ser.data.manifest import read_manifest, utterance_records
 from ser.features.audio import load_audio
 from ser.features.backbones import load_backbone
 from ser.heads import create_head
-from ser.pipeline.batching import bucketed_batches
-from ser.pipeline.corpora import CORPORA, prepare_corpus
-from ser.pipeline.extraction import extract_corpus
-from ser.pipeline.manifest import read_manifest, utterance_records
-from ser.pipeline.recipes import build_optimizer, recipe_for
-from ser.pipeline.training_data import load_training_data
+from ser.training.batching import bucketed_batches
+from ser.training.loading import load_training_data
+from ser.training.recipes import build_optimizer, recipe_for
 
 
 def step(head, optimizer, task_loss, x, lengths, targets) -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ser.pipeline.corpora.synthetic import prepare_synthetic
-from ser.pipeline.distill import DistillConfig
-from ser.pipeline.distill_ablation import ABLATION_HEADING, ablation_runs, ablation_table, synthetic_text_workspace
-from ser.pipeline.report import ABLATION_TABLE_FILE
+from ser.data.corpora.synthetic import prepare_synthetic
+from ser.studies.distill_ablation import ABLATION_HEADING, ablation_runs, ablation_table, synthetic_text_workspace
+from ser.studies.report import ABLATION_TABLE_FILE
+from ser.training.distill import DistillConfig
 
 
 def prepare_synthetic_workspace(workdir: Path, speakers: int, per_class: int, rater_noise: float,

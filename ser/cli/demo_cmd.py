@@ -25,11 +25,12 @@ def demo(workdir: Workdir = Path("demo-workdir")) -> None:
     from rich.console import Console
 
     from ser.cli.train_cmd import print_results
-    from ser.pipeline.corpora import CORPORA, prepare_corpus
-    from ser.pipeline.extraction import extract_corpus
-    from ser.pipeline.report import write_report
-    from ser.pipeline.trainer import TrainConfig, run_training
-    from ser.pipeline.workspace import Workspace
+    from ser.data.corpora import CORPORA, prepare_corpus
+    from ser.data.extraction import extract_corpus
+    from ser.data.workspace import Workspace
+    from ser.studies.report import write_report
+    from ser.training.config import TrainConfig
+    from ser.training.run import run_training
 
     console = Console()
     workspace = Workspace(Path(workdir))

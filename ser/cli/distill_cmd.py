@@ -64,7 +64,7 @@ def distill(
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
     out: OutPath = None,
 ) -> None:
-    from ser.pipeline.distill import DistillConfig, run_distillation
+    from ser.training.distill import DistillConfig, run_distillation
 
     settings = DistillConfig(quality, alpha, temperature, soft_temperature, crossfit_parts, mc_samples, unlabelled)
     with _progress_bar() as progress:

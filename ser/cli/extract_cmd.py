@@ -48,13 +48,13 @@ def extract(
     text: Annotated[bool, typer.Option("--text", help="Encode the manifest's transcripts with a text model instead.")] = False,
 ) -> None:
     if text:
-        from ser.pipeline.text_extraction import run_text_extraction
+        from ser.data.text_extraction import run_text_extraction
 
         result = run_text_extraction(workdir, model, manifest=manifest, out=out, random_init=random_init,
                                      allow_download=allow_download, device=device, overwrite=overwrite)
         print(f"text cache: {result.path} ({result.utterances} utterances encoded)")
         return
-    from ser.pipeline.extraction import extract_corpus
+    from ser.data.extraction import extract_corpus
 
     summary = extract_corpus(
         workdir, model, manifest=manifest, out=out, device=device, precision=precision, random_init=random_init,

@@ -35,9 +35,9 @@ def folds(
     from rich.console import Console
     from rich.table import Table
 
-    from ser.pipeline.folds import SPEAKER_DEPENDENT_SCHEMES, default_scheme, describe_folds, make_folds
-    from ser.pipeline.manifest import read_manifest
-    from ser.pipeline.workspace import Workspace
+    from ser.data.folds import SPEAKER_DEPENDENT_SCHEMES, default_scheme, describe_folds, make_folds
+    from ser.data.manifest import read_manifest
+    from ser.data.workspace import Workspace
 
     path = Workspace(workdir).find_manifest(manifest)
     df = read_manifest(path)

@@ -24,7 +24,7 @@ def _registry(what: str):
 
         return HEADS
     if what == "corpora":
-        from ser.pipeline.corpora import CORPORA
+        from ser.data.corpora import CORPORA
 
         return CORPORA
     raise UserInputError(f"cannot list {what!r}", "choose one of: models, heads, corpora")

@@ -57,9 +57,9 @@ def prepare(
 ) -> None:
     from rich.console import Console
 
-    from ser.pipeline.corpora import CORPORA, prepare_corpus
-    from ser.pipeline.corpora.generic import parse_column_map
-    from ser.pipeline.workspace import Workspace
+    from ser.data.corpora import CORPORA, prepare_corpus
+    from ser.data.corpora.generic import parse_column_map
+    from ser.data.workspace import Workspace
 
     recipe = CORPORA.get(corpus)
     options = {

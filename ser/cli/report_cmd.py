@@ -30,8 +30,8 @@ def report(
     workdir: Workdir = Path("."),
     out: OutPath = None,
 ) -> None:
-    from ser.pipeline.report import write_report
-    from ser.pipeline.workspace import Workspace
+    from ser.data.workspace import Workspace
+    from ser.studies.report import write_report
 
     path = write_report(runs_dir if runs_dir is not None else Workspace(workdir).runs_dir, out)
     print(f"report: {path}")

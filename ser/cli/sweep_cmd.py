@@ -86,8 +86,8 @@ def sweep(
     label_map: LabelMap = None,
 ) -> None:
     from ser.cli.train_cmd import parse_label_map, parse_layers
-    from ser.pipeline.grid import build_grid
-    from ser.pipeline.sweep import SweepSettings, run_sweep
+    from ser.studies.grid import build_grid
+    from ser.studies.sweep import SweepSettings, run_sweep
 
     axes = {
         "head": head, "shift_proportion": shift_proportion, "shift_placement": shift_placement,

@@ -136,8 +136,9 @@ def train(
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
     out: OutPath = None,
 ) -> None:
-    from ser.pipeline.teacher import TEACHER_HEAD, run_teacher_training
-    from ser.pipeline.trainer import TrainConfig, run_training
+    from ser.training.config import TrainConfig
+    from ser.training.run import run_training
+    from ser.training.teacher import TEACHER_HEAD, run_teacher_training
 
     if teacher and not text_model:
         raise UserInputError("--teacher needs --text-model", "e.g. --teacher --text-model bert-base")

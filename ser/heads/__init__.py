@@ -1,4 +1,7 @@
-"""Downstream heads: (x (B, L, T, D), lengths (B,)) → logits (B, C), each owning its weighted layer sum."""
+"""Downstream heads: (x (B, L, T, D), lengths (B,)) → logits (B, C), each owning its weighted layer sum.
+
+Heads know nothing of caches, corpora or training. May import: `ser.errors`, `ser.registry` only.
+"""
 
 from ser.heads.base import Head
 from ser.heads.layer_sum import WeightedLayerSum

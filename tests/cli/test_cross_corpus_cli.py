@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ser.data.corpora.synthetic import prepare_synthetic
+from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
 from ser.features.backbones import load_backbone
 from ser.features.extract import extract
-from ser.pipeline.corpora.synthetic import prepare_synthetic
-from ser.pipeline.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
 
 
 def add_corpus(root: Path, corpus: str, seed: int, renamed: dict[str, str] | None = None) -> Path:

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from ser.pipeline.manifest import read_manifest
+from ser.data.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,86 @@
+"""Corpora without a published layout: a folder per label, or any table mapped onto the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ser.data.corpora.recipe import CorpusRecipe, audio_files, corpus_frame, require_audio, unexpected_name
+from ser.data.manifest import COLUMN_ORDER
+from ser.errors import CorpusError, UserInputError
+
+
+def prepare_folder(root: Path) -> pd.DataFrame:
+    """ROOT/<label>/…/<clip>.wav: the sub-folder name is the label; ids are `<label>/<relative stem>`."""
+    root = Path(root)
+    pattern = "ROOT/<label>/<clip>.wav"
+    if not root.is_dir():
+        raise CorpusError(f"folder: root {root} is not a folder", "pass a folder with one sub-folder per label")
+    files = require_audio(audio_files(root), root, pattern, "a label-folder corpus")
+    loose = [f for f in files if f.parent == root]
+    if loose:
+        raise unexpected_name("folder", loose[0], pattern, len(loose))
+    rows = []
+    for file in files:
+        relative = file.relative_to(root).with_suffix("")
+        rows.append({"id": relative.as_posix(), "path": str(file), "label": relative.parts[0]})
+    return corpus_frame(rows, "folder")
+
+
+def parse_column_map(text: str | None) -> dict[str, str]:
+    """`"path=File,label=Emotion"` → {"path": "File", "label": "Emotion"} (manifest column = table column)."""
+    if not text:
+        return {}
+    mapping = {}
+    for item in text.split(","):
+        if "=" not in item:
+            raise UserInputError(
+                f"--columns item {item!r} is not MANIFEST_COLUMN=TABLE_COLUMN", "e.g. path=File,label=Emotion"
+            )
+        target, source = (part.strip() for part in item.split("=", 1))
+        if target not in COLUMN_ORDER:
+            raise UserInputError(
+                f"--columns: {target!r} is not a manifest column", "choose from: " + ", ".join(COLUMN_ORDER)
+            )
+        mapping[target] = source
+    return mapping
+
+
+def prepare_csv(root: Path, columns: dict[str, str] | None = None) -> pd.DataFrame:
+    """Any CSV/TSV table (ROOT is the file): `columns` maps manifest columns to table columns.
+
+    Unmapped manifest columns are taken from table columns of the same name; `path` is required
+    (relative paths are relative to the table's folder); `id` defaults to the file name stem.
+    """
+    table_file = Path(root)
+    if not table_file.is_file():
+        raise CorpusError(f"csv: {table_file} is not a file", "pass the CSV/TSV table itself as ROOT")
+    separator = "\t" if table_file.suffix.lower() in (".tsv", ".tab") else ","
+    table = pd.read_csv(table_file, dtype=str, keep_default_na=False, na_values=[""], sep=separator)
+    mapping = {c: c for c in COLUMN_ORDER if c in table.columns} | dict(columns or {})
+    absent = sorted(source for source in mapping.values() if source not in table.columns)
+    if absent:
+        raise CorpusError(
+            f"csv: {table_file.name} has no column(s) {', '.join(absent)}",
+            "its columns are: " + ", ".join(map(str, table.columns)),
+        )
+    if "path" not in mapping:
+        raise CorpusError(f"csv: no `path` column in {table_file.name}", "map one with --columns path=<column>")
+    df = pd.DataFrame({target: table[source] for target, source in mapping.items()})
+    folder = table_file.resolve().parent
+    df["path"] = [None if pd.isna(p) else str((folder / p).resolve()) for p in df["path"]]
+    if "id" not in df.columns:
+        df.insert(0, "id", [None if p is None else Path(p).stem for p in df["path"]])
+    return corpus_frame(df.to_dict("records"), "csv")
+
+
+FOLDER = CorpusRecipe(
+    "folder", prepare_folder, None, (),
+    "Any corpus laid out as ROOT/<label>/<clip>.wav (labels from folder names); stratified k-fold",
+)  # fmt: skip
+CSV = CorpusRecipe(
+    "csv", prepare_csv, None, (),
+    "Any table (ROOT = CSV/TSV file) mapped onto the manifest with --columns path=File,label=Emotion,…",
+    options=("columns",),
+)  # fmt: skip

@@ -1,0 +1,92 @@
+"""Run a recipe, exclude (and list) unusable audio files, validate, write the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import soundfile as sf
+
+from ser.data.corpora.recipe import CorpusRecipe
+from ser.data.manifest import validate_manifest, write_manifest
+from ser.errors import CorpusError, UserInputError
+
+
+@dataclass(frozen=True)
+class ExcludedFile:
+    id: str
+    path: str
+    reason: str  # "missing on disk" | "empty" | "unreadable: …"
+
+
+@dataclass(frozen=True)
+class PreparedCorpus:
+    manifest: Path
+    table: pd.DataFrame  # the rows written, with absolute paths
+    excluded: list[ExcludedFile]  # label-table rows left out, also listed in `excluded_list`
+    excluded_list: Path | None
+
+
+def audio_duration(path: str) -> tuple[float | None, str | None]:
+    """(seconds, None) for a usable file, else (None, why it cannot be used)."""
+    if not Path(path).is_file():
+        return None, "missing on disk"
+    try:
+        info = sf.info(path)
+    except (RuntimeError, sf.LibsndfileError) as error:
+        return None, f"unreadable: {error}"
+    if info.frames == 0:
+        return None, "empty"
+    return info.frames / info.samplerate, None
+
+
+def check_audio(df: pd.DataFrame) -> tuple[pd.DataFrame, list[ExcludedFile]]:
+    """Split rows into usable ones (with a `duration` column) and excluded files with reasons."""
+    durations, excluded, keep = [], [], []
+    for utt_id, path in zip(df["id"], df["path"]):
+        seconds, problem = audio_duration(str(path))
+        keep.append(problem is None)
+        durations.append(seconds)
+        if problem:
+            excluded.append(ExcludedFile(str(utt_id), str(path), problem))
+    df = df.assign(duration=durations)
+    if "end" in df.columns:  # a segment lasts end - start, not the whole file
+        segment = df["end"] - df["start"].fillna(0.0) if "start" in df.columns else df["end"]
+        df["duration"] = segment.where(df["end"].notna(), df["duration"])
+    return df[keep].reset_index(drop=True), excluded
+
+
+def recipe_options(recipe: CorpusRecipe, options: dict[str, object]) -> dict[str, object]:
+    """The options that were set (not None/False), refusing those the recipe does not take."""
+    given = {name: value for name, value in options.items() if value is not None and value is not False}
+    for name in given:
+        if name not in recipe.options:
+            accepted = ", ".join("--" + o.replace("_", "-") for o in recipe.options) or "none"
+            raise UserInputError(
+                f"--{name.replace('_', '-')} does not apply to corpus {recipe.name!r}",
+                f"options it accepts: {accepted}",
+            )
+    return given
+
+
+def prepare_corpus(recipe: CorpusRecipe, root: Path, out: Path, options: dict[str, object]) -> PreparedCorpus:
+    """Prepare `recipe` from `root` into the manifest `out` (excluded files go to `<out>.missing.txt`)."""
+    root = Path(root)
+    if not recipe.generates_audio and not root.exists():
+        raise CorpusError(f"{recipe.name}: {root} does not exist", "pass the folder the corpus was unpacked into")
+    df = recipe.prepare(root, **recipe_options(recipe, options))
+    table, excluded = check_audio(validate_manifest(df, source=f"{recipe.name} recipe"))
+    if table.empty:
+        raise CorpusError(
+            f"{recipe.name}: none of the {len(df)} labelled files under {root} can be read",
+            f"e.g. {excluded[0].path}: {excluded[0].reason}" if excluded else None,
+        )
+    manifest = write_manifest(table, out)
+    excluded_list = manifest.with_suffix(".missing.txt")
+    if excluded:
+        lines = ["id\tpath\treason"] + [f"{e.id}\t{e.path}\t{e.reason}" for e in excluded]
+        excluded_list.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        excluded_list.unlink(missing_ok=True)  # a stale list from an earlier run
+    return PreparedCorpus(manifest, table, excluded, excluded_list if excluded else None)

@@ -1,0 +1,6 @@
+"""Studies over many runs: grids, the sweep (scheduler, workers, progress), result tables,
+reports and figures, and the distillation ablation.
+
+May import: `ser.training`, `ser.data`, `ser.features`, `ser.heads`, `ser.errors`,
+`ser.registry` — never `cli`.
+"""

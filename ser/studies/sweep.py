@@ -1,0 +1,306 @@
+"""`ser sweep`: train every configuration of a grid × fold on ONE loaded copy of the cache.
+
+The cache is loaded once (RAM, or GPU memory when it fits); `jobs` worker processes share it
+through torch's shared memory and train runs concurrently. Each run × fold writes its own run
+directory (the trainer's contract), so a finished run is skipped when the sweep is started again
+and an interrupted one resumes from its checkpoint; a failed run writes `error.txt` and the sweep
+goes on. After every finished run the sweep rewrites `sweep.csv` (one row per run × fold) and
+`sweep_summary.csv/.json` (mean ± std over folds and seeds per configuration) atomically.
+
+Determinism: every run seeds its own generators and runs with the same intra-op thread count
+(`threads`, default 1), so its numbers do not depend on `jobs` or on scheduling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+
+from ser.data.atomic_files import write_text
+from ser.data.workspace import Workspace
+from ser.errors import UserInputError
+from ser.heads import HEADS
+from ser.studies import results
+from ser.studies.grid import HEAD_OPTION_PREFIX, Grid
+from ser.studies.sweep_progress import SweepProgress
+from ser.studies.sweep_worker import ERROR_FILE, RunOutcome, RunTask, init_worker, run_in_worker, run_task
+from ser.training import run_dir as files
+from ser.training.cache_access import available_ram_bytes
+from ser.training.config import TrainConfig
+from ser.training.loading import load_training_data
+from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
+from ser.training.run import find_test_cache
+from ser.training.training_data import TrainingData
+
+HEAD_AXES = ("shift_proportion", "shift_placement", "shift_bidirectional", "shift_stride")
+RECIPE_AXES = ("epochs", "lr", "batch_size", "weight_decay")
+WORKER_RAM_BYTES = 1_500_000_000  # a worker process: torch + one small head's activations
+GPU_JOBS = 4  # concurrent heads on one GPU; a small head leaves most of it idle
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What is the same for every run of a sweep (the grid says what varies)."""
+
+    workdir: Path = Path(".")
+    manifest: Path | None = None
+    model: str | None = None
+    out: Path | None = None  # default: runs/<corpus>/<model>/sweep
+    device: str = "auto"
+    jobs: int | None = None  # None: from the device and the free memory
+    threads: int = 1  # intra-op threads per run
+    folds: str | None = None  # fold scheme (None: the corpus default)
+    k: int | None = None
+    dev: str = "random"
+    layers: list[int] | None = None
+    task: str = "categorical"
+    test_manifest: Path | None = None  # cross-corpus: test every run on this manifest's corpus
+    label_map: dict[str, str | None] | None = None  # its labels → the training corpus's
+
+
+@dataclass
+class PlannedRun:
+    """One run × fold: its grid values and the trainer's task."""
+
+    point: dict[str, Any]
+    task: RunTask
+
+
+@dataclass
+class SweepOutcome:
+    sweep_dir: Path
+    table_path: Path
+    summary_path: Path
+    planned: int
+    skipped: int
+    done: int
+    failed: int
+    jobs: int
+    # startup (process start → sweep), load (cache), runs (wall of the training phase, worker
+    # start-up included), train (sum of the runs' own durations), wall (all of it)
+    seconds: dict[str, float] = field(default_factory=dict)
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def train_config(point: dict[str, Any], settings: SweepSettings, corpus: str, model: str,
+                 test_corpus: str | None = None) -> TrainConfig:
+    """The trainer's config for one grid point (unset options keep the head's paper defaults)."""
+    head_kwargs = {name: point.get(name) for name in HEAD_AXES}
+    head_kwargs.update({k[len(HEAD_OPTION_PREFIX):]: v for k, v in point.items() if k.startswith(HEAD_OPTION_PREFIX)})
+    recipe = {name: point.get(name) for name in RECIPE_AXES}
+    return TrainConfig.create(
+        point["head"], head_kwargs, **recipe, seed=point.get("seed", 0), standardize=point.get("standardize"),
+        task=settings.task, layers=settings.layers, folds=settings.folds, k=settings.k, dev=settings.dev, model=model,
+        corpus=corpus, label_map=settings.label_map, test_corpus=test_corpus,
+        test_manifest=None if settings.test_manifest is None else str(Path(settings.test_manifest).resolve()),
+    )
+
+
+def plan_runs(grid: Grid, settings: SweepSettings, data: TrainingData, sweep_dir: Path, corpus: str,
+              model: str) -> list[PlannedRun]:
+    """Every grid point × selected fold, in grid order, with its run directory."""
+    points = grid.points()
+    test_corpus = data.cross.test_corpus if data.cross is not None else None
+    configs = [train_config(point, settings, corpus, model, test_corpus) for point in points]
+    names = [config.run_name() for config in configs]
+    if len(set(names)) != len(names):
+        raise UserInputError("two grid points give the same run name", "remove duplicate values from the grid")
+    folds = protocol_folds(configs[0], data)
+    chosen = [pair for which in (grid.folds or ("all",)) for pair in select_folds(folds, which)]
+    planned = []
+    for point, config, name in zip(points, configs, names):
+        for index, fold in chosen:
+            key = f"{name}/{fold_dir_name(index)}"
+            planned.append(PlannedRun(point, RunTask(key, config, fold, sweep_dir / key)))
+    return planned
+
+
+def default_jobs(data: TrainingData, runs: int) -> int:
+    """Concurrent runs: one per CPU core (bounded by free RAM), GPU_JOBS on a GPU, and one when the
+    cache is streamed from disk (concurrent runs would only compete for the disk)."""
+    if data.streamed:
+        jobs = 1
+    elif data.device.type == "cuda":
+        jobs = GPU_JOBS
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        jobs = min(cores, max(1, available_ram_bytes() // WORKER_RAM_BYTES))
+    return max(1, min(jobs, runs))
+
+
+class SweepTable:
+    """The rows of sweep.csv, kept in memory and rewritten after every finished run."""
+
+    def __init__(self, planned: list[PlannedRun], sweep_dir: Path):
+        self.planned, self.sweep_dir = planned, sweep_dir
+        self.rows = {run.task.key: self._row(run) for run in planned}
+
+    def _row(self, run: PlannedRun) -> dict[str, Any]:
+        row = results.read_run(run.task.out_dir)
+        row.update({name: None for name in results.CONFIG_COLUMNS})  # always present, even when unset
+        row.update(run.point)
+        row.update(seed=run.task.config.seed, fold_name=run.task.fold.name, run_dir=run.task.key)
+        return row
+
+    def refresh(self, run: PlannedRun) -> None:
+        self.rows[run.task.key] = self._row(run)
+
+    def frame(self) -> pd.DataFrame:
+        return results.order_columns(pd.DataFrame(list(self.rows.values())))
+
+    def write(self) -> tuple[Path, Path]:
+        return results.write_tables(self.frame(), self.sweep_dir)
+
+
+def _write_run_summaries(planned: list[PlannedRun], all_folds: bool) -> None:
+    """summary.json beside the fold directories of every run whose folds have all finished."""
+    if not all_folds:
+        return
+    by_run: dict[Path, dict[str, Path]] = {}
+    for run in planned:
+        by_run.setdefault(run.task.out_dir.parent, {})[run.task.out_dir.name] = run.task.out_dir
+    for run_dir, fold_dirs in by_run.items():
+        if all(files.is_finished(d) for d in fold_dirs.values()):
+            metrics = {name: files.read_json(d / files.METRICS) for name, d in fold_dirs.items()}
+            files.write_json(run_dir / files.SUMMARY, files.fold_summary(metrics))
+
+
+def _run_in_process(tasks: list[RunTask], data: TrainingData, threads: int, progress: SweepProgress,
+                    finished: Callable[[RunOutcome], None]) -> None:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for task in tasks:
+            progress.started(task.key)
+            finished(run_task(task, data, progress.epoch))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_in_pool(tasks: list[RunTask], data: TrainingData, jobs: int, threads: int, progress: SweepProgress,
+                 finished: Callable[[RunOutcome], None]) -> None:
+    """At most `jobs` runs in flight in worker processes that share `data`; a pool whose worker
+    died is replaced and the runs it held are recorded as failed."""
+    context = torch.multiprocessing.get_context("spawn")
+    pending = deque(tasks)
+    while pending:
+        events = context.Queue()
+        in_flight: dict[Future, RunTask] = {}
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
+                                 initargs=(data, threads, events)) as pool:
+            try:
+                while pending or in_flight:
+                    while pending and len(in_flight) < jobs:
+                        task = pending.popleft()
+                        in_flight[pool.submit(run_in_worker, task)] = task
+                        progress.started(task.key)
+                    ready, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                    _drain(events, progress)
+                    for future in ready:
+                        in_flight.pop(future)
+                        finished(future.result())
+            except BrokenProcessPool:
+                for task in in_flight.values():
+                    message = "the worker process running this run died (out of memory?)"
+                    task.out_dir.mkdir(parents=True, exist_ok=True)
+                    (task.out_dir / ERROR_FILE).write_text(message + "\n")
+                    finished(RunOutcome(task.key, "failed", 0.0, error=message))
+
+
+def _drain(events: Any, progress: SweepProgress) -> None:
+    while True:
+        try:
+            progress.epoch(events.get_nowait())
+        except Empty:
+            return
+
+
+def process_age_seconds() -> float:
+    """Seconds since this process started (interpreter + imports: the start-up cost), from /proc."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _resolve_inputs(settings: SweepSettings) -> tuple[Path, Path, str, str, Path, Path | None]:
+    """(manifest, cache, corpus, model, sweep dir, the test corpus's cache or None)."""
+    workspace = Workspace(settings.workdir)
+    inputs = workspace.training_inputs(settings.manifest, settings.model)
+    manifest, corpus, cache, model = inputs.manifest, inputs.corpus, inputs.cache, inputs.model
+    sweep_name, test_cache = "sweep", None
+    if settings.test_manifest is not None:
+        test_corpus, test_cache = find_test_cache(workspace, settings.test_manifest, model)
+        sweep_name = f"sweep-x{test_corpus}"
+    sweep_dir = settings.out or workspace.runs_root(corpus, model) / sweep_name
+    return manifest, cache, corpus, model, sweep_dir, test_cache
+
+
+def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
+    """Load the cache once, train every planned run × fold not yet finished, write the tables."""
+    startup = process_age_seconds()
+    started = time.perf_counter()
+    if settings.jobs is not None and settings.jobs < 1:
+        raise UserInputError("--jobs must be at least 1")
+    if settings.threads < 1:
+        raise UserInputError("--threads must be at least 1")
+    for head in grid.values("head"):
+        HEADS.get(head)  # a misspelt head fails now, with did-you-mean, not as N failed runs
+    manifest, cache, corpus, model, sweep_dir, test_cache = _resolve_inputs(settings)
+    data = load_training_data(manifest, cache, task=settings.task, layers=settings.layers, device=settings.device,
+                              test_manifest=settings.test_manifest, test_cache=test_cache, label_map=settings.label_map)
+    load_seconds = time.perf_counter() - started
+    planned = plan_runs(grid, settings, data, sweep_dir, corpus, model)
+    todo = [run for run in planned if not files.is_finished(run.task.out_dir)]
+    jobs = settings.jobs or default_jobs(data, len(todo))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_text(sweep_dir / "sweep.json", json.dumps(
+        {"grid": grid.to_dict(), "manifest": str(manifest), "cache": str(cache), "corpus": corpus, "model": model,
+         "folds": settings.folds, "k": settings.k, "dev": settings.dev, "layers": settings.layers,
+         "task": settings.task, "threads": settings.threads,
+         **({"test_manifest": str(settings.test_manifest), "label_map": settings.label_map}
+            if settings.test_manifest is not None else {})}, indent=2))
+    table = SweepTable(planned, sweep_dir)
+    table.write()
+    by_key = {run.task.key: run for run in planned}
+    train_seconds = 0.0
+    counts = {"done": 0, "failed": 0}
+
+    def finished(outcome: RunOutcome) -> None:
+        nonlocal train_seconds
+        train_seconds += outcome.seconds
+        counts[outcome.status] += 1
+        table.refresh(by_key[outcome.key])
+        table.write()
+        progress.finished(outcome)
+
+    tasks = [run.task for run in todo]
+    run_started = time.perf_counter()
+    with SweepProgress(len(todo), len(planned) - len(todo)) as progress:
+        if jobs == 1 or len(tasks) <= 1:
+            _run_in_process(tasks, data, settings.threads, progress, finished)
+        else:
+            _run_in_pool(tasks, data, min(jobs, len(tasks)), settings.threads, progress, finished)
+    run_seconds = time.perf_counter() - run_started
+    _write_run_summaries(planned, grid.folds is None)
+    table_path, summary_path = table.write()
+    return SweepOutcome(
+        sweep_dir=sweep_dir, table_path=table_path, summary_path=summary_path, planned=len(planned),
+        skipped=len(planned) - len(todo), done=counts["done"], failed=counts["failed"], jobs=jobs,
+        seconds={"startup": startup, "load": load_seconds, "runs": run_seconds, "train": train_seconds,
+                 "wall": startup + time.perf_counter() - started},
+        summary=results.summarize(table.frame()),
+    )

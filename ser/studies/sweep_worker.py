@@ -1,0 +1,95 @@
+"""The worker side of a sweep: train one run × fold on the shared, already-loaded TrainingData.
+
+Worker processes receive the TrainingData once, when they start (its tensors travel through
+torch's shared-memory pickling, so every worker reads the same copy of the cache), then train
+one `RunTask` after another. A failure never escapes: it is written to `error.txt` in the run
+directory and returned as a failed `RunOutcome`, so one bad run does not stop the sweep.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ser.data.folds import Fold
+from ser.errors import SerError
+from ser.training.config import TrainConfig
+from ser.training.loop import train_fold
+from ser.training.training_data import TrainingData
+
+ERROR_FILE = "error.txt"
+# (run key, finished epoch, total epochs) — how a worker reports progress to the sweep
+EpochEvent = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One run × fold of a sweep."""
+
+    key: str  # "<run-name>/fold<K>", unique within the sweep
+    config: TrainConfig
+    fold: Fold
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    key: str
+    status: str  # "done" | "failed"
+    seconds: float
+    metrics: dict | None = None
+    error: str | None = None
+
+
+class WorkerState:
+    """What a worker process keeps between tasks (set once by the pool's initializer)."""
+
+    data: TrainingData | None = None
+    events: Any = None  # a multiprocessing queue of EpochEvent, or None
+
+
+def init_worker(data: TrainingData, threads: int, events: Any) -> None:
+    """Pool initializer: pin the intra-op thread count and keep the shared data."""
+    torch.set_num_threads(threads)
+    WorkerState.data = data
+    WorkerState.events = events
+
+
+def describe_error(error: BaseException) -> str:
+    """First line: the error the way the CLI would print it; then the traceback."""
+    if isinstance(error, SerError):
+        first = error.message + (f" (hint: {error.hint})" if error.hint else "")
+    else:
+        first = f"{type(error).__name__}: {error}"
+    return first + "\n\n" + "".join(traceback.format_exception(error))
+
+
+def run_task(task: RunTask, data: TrainingData, on_epoch: Callable[[EpochEvent], None] | None = None) -> RunOutcome:
+    """Train `task` on `data`; failures are recorded in `<out_dir>/error.txt` and returned."""
+    started = time.perf_counter()
+    error_path = task.out_dir / ERROR_FILE
+    error_path.unlink(missing_ok=True)
+
+    def progress(_fold: str, epoch: int, total: int, _row: dict) -> None:
+        if on_epoch is not None:
+            on_epoch((task.key, epoch, total))
+
+    try:
+        metrics = train_fold(task.config, data, task.fold, task.out_dir, progress)
+    except Exception as error:  # noqa: BLE001 — any failure of one run is recorded, not raised
+        message = describe_error(error)
+        task.out_dir.mkdir(parents=True, exist_ok=True)
+        error_path.write_text(message)
+        return RunOutcome(task.key, "failed", time.perf_counter() - started, error=message.splitlines()[0])
+    return RunOutcome(task.key, "done", time.perf_counter() - started, metrics=metrics)
+
+
+def run_in_worker(task: RunTask) -> RunOutcome:
+    """Entry point executed inside a pool worker."""
+    events = WorkerState.events
+    return run_task(task, WorkerState.data, events.put if events is not None else None)

@@ -1,0 +1,84 @@
+"""Load a corpus's targets and features once (`load_training_data`): the manifest's usable rows,
+checked against the cache, in memory or streamed (automatic when the cache would not fit in RAM).
+
+With `unlabelled=True` the rows the task has no target for (e.g. utterances without ratings)
+are kept after the labelled ones, for a teacher to label (distillation); folds are only ever
+made from the labelled rows. With `test_manifest=` a second corpus is loaded for cross-corpus
+testing (cross_corpus.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ser.data.manifest import read_manifest
+from ser.errors import UserInputError
+from ser.features.cache import CacheReader
+from ser.training.cache_access import available_ram_bytes, cached_rows, feature_home, resolve_device
+from ser.training.cross_corpus import load_cross_corpus_data
+from ser.training.tasks import Task, build_task
+from ser.training.training_data import TrainingData
+
+
+def load_training_data(
+    manifest: Path,
+    cache: Path,
+    task: str = "categorical",
+    layers: list[int] | None = None,
+    device: str = "auto",
+    stream: bool | None = None,
+    workers: int = 2,
+    test_manifest: Path | None = None,
+    test_cache: Path | None = None,
+    label_map: dict[str, str | None] | None = None,
+    unlabelled: bool = False,
+) -> TrainingData:
+    """Read the manifest's targets and the cache's features once (`stream=None`: decide by size).
+
+    With `test_manifest` (and its `test_cache`) the test corpus is loaded too, labels mapped by
+    `label_map` (see `load_cross_corpus_data`). `unlabelled=True` also keeps the rows without
+    targets, after the labelled ones."""
+    if test_manifest is not None:
+        if test_cache is None:
+            raise UserInputError("a test manifest needs its cache")
+        if stream:
+            raise UserInputError("--stream is not available with --test-manifest",
+                                 "cross-corpus training keeps both caches in memory")
+        return load_cross_corpus_data(manifest, cache, test_manifest, test_cache, task, layers, device, label_map)
+    if label_map:
+        raise UserInputError("--label-map applies to the test corpus of --test-manifest only", "add --test-manifest")
+    df = read_manifest(manifest)
+    fitted = build_task(task, df)
+    target_device = resolve_device(device)
+    labelled_rows = fitted.usable(df)
+    rows = pd.concat([labelled_rows, df.drop(labelled_rows.index)]) if unlabelled else labelled_rows
+    with CacheReader(cache) as reader:
+        table = cached_rows(reader, cache, manifest, df, rows, layers)
+        labelled = int(table["id"].isin(labelled_rows["id"]).sum())
+        num_layers = len(layers) if layers else reader.num_layers
+        ids = list(table["id"])
+        lengths = np.array([reader.lengths[utt] for utt in ids], dtype=np.int64)
+        size_bytes = int(lengths.sum()) * num_layers * reader.dim * 2  # fp16
+        if stream is None:
+            stream = size_bytes > 0.8 * available_ram_bytes()
+        packed = None
+        if not stream:
+            packed = reader.load_all(ids=ids, layers=layers, device=feature_home(size_bytes, target_device))
+        dim = reader.dim
+    return TrainingData(
+        ids=ids, table=table, task=fitted, targets=_targets(fitted, table, labelled).to(target_device),
+        lengths=lengths, num_layers=num_layers, dim=dim, layers=layers, device=target_device,
+        cache_path=Path(cache), packed=packed, workers=workers, labelled=labelled if unlabelled else None,
+    )
+
+
+def _targets(task: Task, table: pd.DataFrame, labelled: int) -> torch.Tensor:
+    """Targets of the first `labelled` rows, then NaN (regression) or -1 (classes) for the rest."""
+    known = task.targets(table.iloc[:labelled])  # (labelled, …)
+    blank = torch.full((len(table) - labelled, *known.shape[1:]), -1 if not known.is_floating_point() else
+                       float("nan"), dtype=known.dtype)
+    return torch.cat([known, blank])

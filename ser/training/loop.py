@@ -1,0 +1,211 @@
+"""The training loop of one fold (`train_fold`): from loaded data and a fold to a finished run directory.
+
+The loop is task-agnostic: the task (tasks.py) supplies targets, loss and metrics. Model
+selection uses dev only (`task.selection_metric`, higher is better); test is scored every
+epoch just to log history and the labelled optimistic number, and the reported test metrics
+come from the dev-selected epoch. A checkpoint (model, optimiser, RNG states, history,
+best-dev state) replaces the previous one at most every 30 s, so rerunning an interrupted
+command continues where it stopped and ends with the same metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ser.data.folds import Fold
+from ser.errors import TrainingError
+from ser.heads import create_head
+from ser.training import run_dir as files
+from ser.training.batching import bucketed_batches, sorted_batches
+from ser.training.config import TrainConfig, head_constructor_options
+from ser.training.recipes import build_optimizer, lr_at
+from ser.training.training_data import FeatureScaler, TrainingData
+
+CHECKPOINT_EVERY_SECONDS = 30.0  # a resume checkpoint (weights + optimiser state) costs ~0.2 s at D=768
+
+# (fold name, finished epoch (1-based), total epochs, history row)
+ProgressCallback = Callable[[str, int, int, dict], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.no_grad()
+def predict(head: nn.Module, data: TrainingData, rows: np.ndarray, batch_size: int,
+            scaler: FeatureScaler | None = None) -> np.ndarray:
+    """Head outputs for `rows`, in the order of `rows` → (N, C) float32 numpy (inputs a batch carries
+    after its targets, e.g. a teacher's text features, go to the head too)."""
+    head.eval()
+    groups = sorted_batches(data.lengths[rows], batch_size)  # positions into `rows`, by length
+    pieces = [head(x, lengths, *extra).float().cpu()
+              for x, lengths, _, *extra in data.batches([rows[g] for g in groups], scaler)]
+    outputs = torch.cat(pieces)  # (N, C) in batch order
+    restored = torch.empty_like(outputs)
+    restored[torch.from_numpy(np.concatenate(groups))] = outputs
+    return restored.numpy()
+
+
+def _score(task, head, data: TrainingData, rows: np.ndarray, batch_size: int,
+           scaler: FeatureScaler | None) -> tuple[dict, float, np.ndarray]:
+    """(metrics, loss, outputs) of the head on `rows`."""
+    outputs = predict(head, data, rows, batch_size, scaler)
+    targets = data.targets[torch.from_numpy(rows).to(data.device)].cpu()
+    loss = float(task.loss(torch.from_numpy(outputs), targets))
+    return task.evaluate(outputs, targets.numpy()), loss, outputs
+
+
+def _check_same_run(fold_dir: Path, config: dict) -> None:
+    saved_path = fold_dir / files.CONFIG
+    if saved_path.is_file() and files.read_json(saved_path) != config:
+        raise TrainingError(
+            f"{fold_dir} holds a run with a different configuration",
+            "pass --run-name (or --out) to start a new run, or delete that directory",
+        )
+
+
+def train_fold(
+    config: TrainConfig,
+    data: TrainingData,
+    fold: Fold,
+    out_dir: Path,
+    progress: ProgressCallback | None = None,
+    checkpoint_seconds: float = CHECKPOINT_EVERY_SECONDS,
+) -> dict:
+    """Train one head on one fold and write the fold's run directory; returns metrics.json's dict.
+
+    A resume checkpoint is written after the first epoch and then after any epoch that ends at
+    least `checkpoint_seconds` after the previous checkpoint (0: after every epoch).
+
+    A fold whose metrics.json exists is not retrained; a checkpoint left by an interrupted run is
+    resumed from its last finished epoch.
+    """
+    out_dir = Path(out_dir)
+    if not fold.dev:
+        raise TrainingError(f"fold {fold.name} has no dev utterances", "model selection needs a dev set")
+    if data.layers != config.layers:
+        raise TrainingError(f"the data holds layers {data.layers}, the config asks for {config.layers}")
+    train_rows, dev_rows, test_rows = (data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
+    task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(train_rows)])
+    seed_everything(config.seed)
+    options = head_constructor_options(config.head_kwargs)
+    # Built before anything is written, so a bad head option leaves no run directory behind.
+    head = create_head(config.head, data.dim, data.num_layers, task.num_outputs, **options).to(data.device)
+    saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
+                    "head_resolved": head.constructor_kwargs,
+                    "sizes": {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows)}}
+    if files.is_finished(out_dir):
+        _check_same_run(out_dir, saved_config)
+        return files.read_json(out_dir / files.METRICS)
+    _check_same_run(out_dir, saved_config)
+    files.write_json(out_dir / files.CONFIG, saved_config)
+
+    recipe = config.recipe
+    scaler = data.feature_scaler(train_rows) if config.standardize else None
+    optimizer = build_optimizer(head, recipe)
+    steps_per_epoch = -(-len(train_rows) // recipe.batch_size)
+    eval_batch = 2 * recipe.batch_size
+    state = {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
+             "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
+    checkpoint_path = out_dir / files.CHECKPOINT
+    if checkpoint_path.is_file():
+        saved = files.load_torch(checkpoint_path)
+        head.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        _restore_rng(saved["rng"])
+        state = saved["state"]
+
+    last_checkpoint = -math.inf
+    for epoch in range(state["epoch"], recipe.epochs):
+        started = time.perf_counter()
+        head.train()
+        loss_sum = 0.0
+        batch_rows = [train_rows[b] for b in bucketed_batches(data.lengths[train_rows], recipe.batch_size,
+                                                               config.seed, epoch)]
+        for x, lengths, targets, *extra in data.batches(batch_rows, scaler):
+            lr = lr_at(state["step"], recipe, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = task.loss(head(x, lengths, *extra), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip is not None:
+                nn.utils.clip_grad_norm_(head.parameters(), recipe.grad_clip)
+            optimizer.step()
+            state["step"] += 1
+            loss_sum += float(loss.detach()) * len(targets)
+        dev_metrics, dev_loss, _ = _score(task, head, data, dev_rows, eval_batch, scaler)
+        test_metrics, _, _ = _score(task, head, data, test_rows, eval_batch, scaler)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / len(train_rows), "dev_loss": dev_loss}
+        row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
+        row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})
+        row.update({"lr": lr, "seconds": time.perf_counter() - started})
+        state["history"].append(row)
+        if dev_metrics[task.selection_metric] > state["best_score"]:
+            state.update(best_score=dev_metrics[task.selection_metric], best_epoch=epoch + 1, best_dev=dev_metrics,
+                         best_state={k: v.detach().cpu().clone() for k, v in head.state_dict().items()})
+        optimistic = state["optimistic"]
+        if optimistic is None or test_metrics[task.selection_metric] > optimistic[task.selection_metric]:
+            state["optimistic"] = {**test_metrics, "epoch": epoch + 1}
+        state["last_test"] = test_metrics
+        state["epoch"] = epoch + 1
+        if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
+            files.save_torch(checkpoint_path, {"model": head.state_dict(), "optimizer": optimizer.state_dict(),
+                                               "rng": _rng_state(), "state": state})
+            last_checkpoint = time.perf_counter()
+        if progress is not None:
+            progress(fold.name, epoch + 1, recipe.epochs, row)
+
+    head.load_state_dict(state["best_state"])
+    test_metrics, _, test_outputs = _score(task, head, data, test_rows, eval_batch, scaler)
+    targets = data.targets[torch.from_numpy(test_rows).to(data.device)].cpu().numpy()
+    metrics = {
+        "test": test_metrics,
+        "dev": state["best_dev"],
+        "best_epoch": state["best_epoch"],
+        "test_last": state["last_test"],
+        "test_best_epoch_optimistic": {**state["optimistic"], "note": "max over epochs of test "
+                                       f"{task.selection_metric}: optimistic, for comparison with papers only"},
+    }
+    files.write_csv(out_dir / files.HISTORY, pd.DataFrame(state["history"]))
+    files.write_csv(out_dir / files.PREDICTIONS, task.predictions([data.ids[r] for r in test_rows], test_outputs, targets))
+    layer_indices = config.layers if config.layers is not None else list(range(data.num_layers))
+    files.write_json(out_dir / files.LAYER_WEIGHTS,
+                     {"layers": layer_indices, "weights": head.layer_weights().detach().cpu().tolist()})
+    files.write_model(out_dir / files.MODEL, head, config.head, data.dim, data.num_layers, task.num_outputs,
+                      saved_config, scaler)
+    files.write_json(out_dir / files.METRICS, metrics)
+    checkpoint_path.unlink(missing_ok=True)
+    return metrics

@@ -1,0 +1,88 @@
+"""`ser train` top-down: resolve a run's inputs in the workspace once, load the data, choose the
+folds, train each with the loop, and write the run directory (and summary.json for all folds)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ser.data.workspace import Workspace
+from ser.errors import UserInputError
+from ser.training import run_dir as files
+from ser.training.config import TrainConfig
+from ser.training.loading import load_training_data
+from ser.training.loop import ProgressCallback, train_fold
+from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
+from ser.training.training_data import TrainingData
+
+
+def train_folds(
+    config: TrainConfig,
+    data: TrainingData,
+    run_dir: Path,
+    which: str = "all",
+    progress: ProgressCallback | None = None,
+) -> dict[str, dict]:
+    """Train the selected folds into run_dir/fold<K>/; `all` also writes summary.json.
+
+    Returns {fold directory name: metrics}.
+    """
+    chosen = select_folds(protocol_folds(config, data), which)
+    results = {}
+    for index, fold in chosen:
+        results[fold_dir_name(index)] = train_fold(config, data, fold, Path(run_dir) / fold_dir_name(index), progress)
+    if which == "all":
+        files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results))
+    return results
+
+
+def find_test_cache(workspace: Workspace, test_manifest: Path, model: str) -> tuple[str, Path]:
+    """(test corpus, its cache of `model`: cache/<test corpus>/<model>.h5) of a cross-corpus test manifest."""
+    test_manifest = Path(test_manifest)
+    if not test_manifest.is_file():
+        raise UserInputError(f"test manifest {test_manifest} does not exist", "check the --test-manifest path")
+    test_corpus = workspace.corpus_of(test_manifest)
+    test_cache = workspace.cache_path(test_corpus, model)
+    if not test_cache.is_file():
+        raise UserInputError(
+            f"no {model} cache for the test corpus {test_corpus!r} at {test_cache}",
+            f"run `ser extract --manifest {test_manifest} --model {model}` first",
+        )
+    return test_corpus, test_cache
+
+
+def with_test_corpus(workspace: Workspace, config: TrainConfig) -> tuple[TrainConfig, Path | None]:
+    """(config with the test manifest's absolute path and its corpus, the test corpus's cache of the
+    config's model) for a cross-corpus config; (config, None) otherwise."""
+    if config.test_manifest is None:
+        return config, None
+    test_corpus, test_cache = find_test_cache(workspace, Path(config.test_manifest), config.model)
+    config = dataclasses.replace(config, test_manifest=str(Path(config.test_manifest).resolve()),
+                                 test_corpus=test_corpus)
+    return config, test_cache
+
+
+def run_training(
+    workdir: Path,
+    config: TrainConfig,
+    which: str = "all",
+    manifest: Path | None = None,
+    model: str | None = None,
+    out: Path | None = None,
+    run_name: str | None = None,
+    device: str = "auto",
+    stream: bool | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[Path, dict[str, dict]]:
+    """`ser train`: resolve manifest and cache in the workspace, load them once, train the folds.
+
+    Returns (run directory, {fold directory name: metrics}).
+    """
+    workspace = Workspace(Path(workdir))
+    inputs = workspace.training_inputs(manifest, model)
+    config = dataclasses.replace(config, model=inputs.model, corpus=inputs.corpus)
+    config, test_cache = with_test_corpus(workspace, config)
+    data = load_training_data(inputs.manifest, inputs.cache, config.task, config.layers, device, stream,
+                              test_manifest=config.test_manifest, test_cache=test_cache, label_map=config.label_map)
+    run_dir = Path(out) if out is not None else workspace.runs_root(inputs.corpus, inputs.model) / (run_name or config.run_name())
+    return run_dir, train_folds(config, data, run_dir, which, progress)

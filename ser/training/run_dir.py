@@ -1,0 +1,87 @@
+"""The run directory contract: reading and writing its files, plus the resume checkpoint.
+
+    <run-name>/fold<K>/config.json, metrics.json, history.csv, predictions.csv,
+                       layer_weights.json, model.pt   (+ checkpoint.pt while training)
+    <run-name>/summary.json                           (mean ± std over folds)
+
+Every file is written to a temporary name and moved into place, so an interrupted run never
+leaves a half-written file; `metrics.json` is written last and marks a finished fold.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ser.data.atomic_files import read_json, write_json, write_via_temporary  # noqa: F401 (run-dir API)
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+PREDICTIONS = "predictions.csv"
+LAYER_WEIGHTS = "layer_weights.json"
+MODEL = "model.pt"
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"
+
+
+def write_csv(path: Path, table: pd.DataFrame) -> None:
+    write_via_temporary(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+def save_torch(path: Path, data: dict) -> None:
+    write_via_temporary(path, lambda tmp: torch.save(data, tmp))
+
+
+def load_torch(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def is_finished(fold_dir: Path) -> bool:
+    return (fold_dir / METRICS).is_file()
+
+
+def write_model(path: Path, head: nn.Module, head_name: str, in_dim: int, num_layers: int, num_classes: int,
+                config: dict, scaler=None) -> None:
+    """model.pt: the state dict, everything `create_head` needs to rebuild the head, the config and
+    the feature standardisation (mean/std per layer and channel, or None) its inputs need."""
+    save_torch(path, {
+        "head": head_name,
+        "in_dim": in_dim,
+        "num_layers": num_layers,
+        "num_classes": num_classes,
+        "constructor_kwargs": dict(head.constructor_kwargs),
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in head.state_dict().items()},
+        "config": config,
+        "feature_scaler": None if scaler is None else {"mean": scaler.mean.cpu(), "std": scaler.std.cpu()},
+    })
+
+
+def load_model(path: Path) -> nn.Module:
+    """Rebuild a trained head from model.pt (weights only, no pickled code)."""
+    from ser.heads import create_head
+
+    saved = load_torch(path)
+    head = create_head(**saved["constructor_kwargs"])
+    head.load_state_dict(saved["state_dict"])
+    return head.eval()
+
+
+def fold_summary(fold_metrics: dict[str, dict]) -> dict:
+    """summary.json: for every scalar metric of every section, {mean, std (population), per_fold}."""
+    folds = list(fold_metrics)
+    summary: dict = {"folds": folds}
+    for section in ("test", "dev", "test_last", "test_best_epoch_optimistic"):
+        first = fold_metrics[folds[0]].get(section, {})
+        names = [name for name, value in first.items() if isinstance(value, (int, float)) and name != "epoch"]
+        summary[section] = {}
+        for name in names:
+            values = [float(fold_metrics[fold][section][name]) for fold in folds]
+            summary[section][name] = {
+                "mean": float(np.mean(values)), "std": float(np.std(values)), "per_fold": values,
+            }
+    return summary

@@ -1,0 +1,157 @@
+"""The loaded training data of a corpus (`TrainingData`): ids, targets and features,
+row-aligned and shared by every run of a process (a sweep trains many heads on one in-memory
+copy), and the batches drawn from it.
+
+In memory: the whole cache as one `PackedFeatures` on the training device (GPU when it fits,
+else RAM); a batch is one gather. Streamed: a DataLoader with workers reads utterances from the
+HDF5 file, each worker with its own lazy handle. Loading lives in loading.py (one corpus) and
+cross_corpus.py (a training and a test corpus).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ser.errors import CacheError
+from ser.features.cache import CacheReader
+from ser.features.packed import PackedFeatures
+from ser.training.tasks import Task
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (B, L, T, D), lengths (B,), targets (B, …)
+
+
+class _CachedUtterances(Dataset):
+    """Utterance `row` of `ids` read from the cache (L, T, D); opens its reader lazily per worker."""
+
+    def __init__(self, cache_path: Path, ids: list[str], layers: list[int] | None):
+        self.cache_path, self.ids, self.layers = cache_path, ids, layers
+        self._reader: CacheReader | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, row: int) -> tuple[int, torch.Tensor]:
+        if self._reader is None:
+            self._reader = CacheReader(self.cache_path)
+        return row, torch.from_numpy(self._reader.read(self.ids[row], self.layers))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_reader": None}  # h5py handles cannot be pickled
+
+
+def _pad(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows = torch.tensor([row for row, _ in items], dtype=torch.long)
+    lengths = torch.tensor([frames.shape[1] for _, frames in items], dtype=torch.long)
+    num_layers, _, dim = items[0][1].shape
+    x = torch.zeros(len(items), num_layers, int(lengths.max()), dim)  # (B, L, T, D), zero padding
+    for i, (_, frames) in enumerate(items):
+        x[i, :, : frames.shape[1]] = frames
+    return rows, x, lengths
+
+
+@dataclass(frozen=True)
+class CrossCorpus:
+    """How a cross-corpus TrainingData is laid out: rows [0, train_rows) are the training corpus,
+    the rest the test corpus; ids are `<corpus>:<manifest id>` so that the two cannot collide."""
+
+    train_corpus: str
+    test_corpus: str
+    train_rows: int
+    label_map: dict[str, str | None]
+
+
+@dataclass
+class TrainingData:
+    """Every usable utterance of a corpus: ids, targets and features, row-aligned."""
+
+    ids: list[str]
+    table: pd.DataFrame  # the usable manifest rows, in `ids` order (folds are made from its labelled rows)
+    task: Task
+    targets: torch.Tensor  # (N, …) on `device`; unlabelled rows hold NaN (regression) or -1 (classes)
+    lengths: np.ndarray  # (N,) frames per utterance
+    num_layers: int
+    dim: int
+    layers: list[int] | None
+    device: torch.device
+    cache_path: Path
+    packed: PackedFeatures | None = None  # in memory; None when streamed
+    workers: int = 2
+    cross: CrossCorpus | None = None  # set when the test utterances come from another corpus
+    labelled: int | None = None  # rows [0, labelled) have targets, the rest not; None: every row
+
+    @property
+    def streamed(self) -> bool:
+        return self.packed is None
+
+    @property
+    def labelled_table(self) -> pd.DataFrame:
+        """The rows with targets (all of `table` unless unlabelled rows were loaded)."""
+        return self.table if self.labelled is None else self.table.iloc[: self.labelled]
+
+    @property
+    def unlabelled_ids(self) -> list[str]:
+        """The ids of the rows without targets (kept for a teacher to label)."""
+        return [] if self.labelled is None else self.ids[self.labelled :]
+
+    def positions(self, ids: list[str]) -> np.ndarray:
+        """Row positions of `ids` (a fold's members)."""
+        where = {utt: i for i, utt in enumerate(self.ids)}
+        missing = [utt for utt in ids if utt not in where]
+        if missing:
+            raise CacheError(f"{len(missing)} utterances are not in the training data, e.g. {missing[0]}")
+        return np.array([where[utt] for utt in ids], dtype=np.int64)
+
+    def batches(self, batch_rows: list[np.ndarray], scaler: "FeatureScaler | None" = None) -> Iterator[Batch]:
+        """(x, lengths, targets) on the device for each array of row positions, in order;
+        x standardised by `scaler` when one is given."""
+        for x, lengths, targets in self._raw_batches(batch_rows):
+            yield (x if scaler is None else scaler(x, lengths)), lengths, targets
+
+    def _raw_batches(self, batch_rows: list[np.ndarray]) -> Iterator[Batch]:
+        if self.packed is not None:
+            for rows in batch_rows:
+                index = torch.from_numpy(rows).to(self.device)
+                x, lengths = self.packed.batch(index)  # (B, L, T, D), (B,)
+                yield x.to(self.device, non_blocking=True), lengths.to(self.device), self.targets[index]
+            return
+        loader = DataLoader(
+            _CachedUtterances(self.cache_path, self.ids, self.layers),
+            batch_sampler=[rows.tolist() for rows in batch_rows],
+            num_workers=self.workers,
+            collate_fn=_pad,
+            pin_memory=self.device.type == "cuda",
+        )
+        for rows, x, lengths in loader:
+            yield x.to(self.device, non_blocking=True), lengths.to(self.device), self.targets[rows.to(self.device)]
+
+    def feature_scaler(self, rows: np.ndarray, batch_size: int = 64) -> "FeatureScaler":
+        """Per-layer, per-channel mean and std over every frame of `rows` (a fold's training part)."""
+        total = torch.zeros(self.num_layers, self.dim, dtype=torch.float64, device=self.device)
+        squares = torch.zeros_like(total)
+        for x, _, _ in self._raw_batches([rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]):
+            total += x.sum(dim=(0, 2), dtype=torch.float64)  # (L, D); padding is zero
+            squares += x.double().pow(2).sum(dim=(0, 2))
+        frames = float(self.lengths[rows].sum())
+        mean = total / frames
+        std = (squares / frames - mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-5)
+        return FeatureScaler(mean.float(), std.float())
+
+
+@dataclass(frozen=True)
+class FeatureScaler:
+    """Standardises batches (x - mean) / std per layer and channel; padding stays exactly zero."""
+
+    mean: torch.Tensor  # (L, D)
+    std: torch.Tensor  # (L, D)
+
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        valid = torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]  # (B, T)
+        x = (x - self.mean[None, :, None, :]) / self.std[None, :, None, :]  # (B, L, T, D)
+        return x * valid[:, None, :, None]

@@ -1,0 +1,126 @@
+"""`write_report` on run directories written by the real trainer (through a real sweep)."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ser.data.corpora.synthetic import prepare_synthetic
+from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
+from ser.errors import UserInputError
+from ser.features.backbones import load_backbone
+from ser.features.extract import extract
+from ser.studies.grid import Grid
+from ser.studies.report import write_report
+from ser.studies.sweep import SweepSettings, run_sweep
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_workspace(root: Path) -> Path:
+    """manifests/synthetic.csv (4 speakers, 2 sessions, 4 clips per class) + cache/synthetic/fbank.h5."""
+    manifest = root / "manifests" / "synthetic.csv"
+    write_manifest(prepare_synthetic(root / "data", speakers=4, sessions=2, per_class=4, seed=0), manifest)
+    rows = read_manifest(manifest)
+    extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / "synthetic" / "fbank.h5",
+            manifest_sha256=manifest_sha256(rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    workspace = make_workspace(root / "ws")
+    grid = Grid(
+        ({"head": ("shiftcnn",), "shift_proportion": ("1/2", "1/8"), "shift_placement": ("residual",),
+          "seed": (0, 1), "epochs": (2,)},
+         {"head": ("linear",), "shift_placement": ("residual",), "seed": (0,), "epochs": (2,)}),  # fails
+        folds=("1",),
+    )
+    outcome = run_sweep(grid, SweepSettings(workdir=workspace, out=root / "sweep", device="cpu", jobs=1))
+    assert (outcome.done, outcome.failed) == (4, 1)
+    return root / "sweep"
+
+
+@pytest.fixture(scope="module")
+def report(sweep_dir: Path) -> Path:
+    """report.md written into its own folder (figures/ beside it)."""
+    return write_report(sweep_dir, sweep_dir.parent / "report")
+
+
+def table_cells(markdown: str, title: str) -> dict[str, dict[str, str]]:
+    """{row label: {column: cell}} of the Markdown table under the heading `title`."""
+    block = markdown.split(title + "\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    header = [cell.strip() for cell in block[0].strip("|").split("|")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in block[2:]]
+    return {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
+
+
+def parse_cell(cell: str) -> tuple[float, float, int]:
+    mean, std, n = re.fullmatch(r"([\d.]+) ± ([\d.]+) \(n=(\d+)\)", cell).groups()
+    return float(mean), float(std), int(n)
+
+
+def test_tables_equal_the_per_run_metrics_files(sweep_dir: Path, report: Path):
+    markdown = report.read_text()
+    assert "dev split" in markdown and "Optimistic" in markdown
+    for metric in ("ua", "wa"):
+        cells = table_cells(markdown, f"### Test {metric.upper()} — shift_placement = residual")
+        for proportion in ("1/2", "1/8"):
+            run_dirs = sorted(sweep_dir.glob(f"shiftcnn-p{proportion.replace('/', '_')}-residual-*-s*/fold1"))
+            assert len(run_dirs) == 2  # two seeds
+            values = np.array([json.loads((d / "metrics.json").read_text())["test"][metric] for d in run_dirs])
+            mean, std, n = parse_cell(cells["shiftcnn"][proportion])
+            assert n == 2
+            assert mean == pytest.approx(100 * values.mean(), abs=0.006)
+            assert std == pytest.approx(100 * values.std(), abs=0.006)
+    assert list(table_cells(markdown, "### Test UA — shift_placement = residual")["shiftcnn"]) == ["1/2", "1/8"]
+
+
+def test_optimistic_numbers_sit_only_in_their_labelled_table(sweep_dir: Path, report: Path):
+    markdown = report.read_text()
+    honest, optimistic = markdown.split("## Optimistic numbers", 1)
+    assert "optimistic" not in honest.lower()
+    run_dirs = sorted(sweep_dir.glob("shiftcnn-p1_2-residual-*/fold1"))
+    best = [json.loads((d / "metrics.json").read_text())["test_best_epoch_optimistic"]["ua"] for d in run_dirs]
+    row = next(line for line in optimistic.splitlines() if line.startswith("| shiftcnn 1/2 residual"))
+    assert f"{100 * np.mean(best):.2f} ± {100 * np.std(best):.2f} (n=2)" in row
+
+
+def test_figures_are_written_and_failed_runs_listed(report: Path):
+    markdown = report.read_text()
+    figures = sorted(p.name for p in (report.parent / "figures").glob("*.png"))
+    assert "layer_weights.png" in figures and "training_curves.png" in figures
+    assert {"ua_vs_proportion.png", "wa_vs_proportion.png"} <= set(figures)
+    assert sum(name.startswith("confusion_") for name in figures) == 2  # one per finished configuration
+    for name in figures:
+        assert (report.parent / "figures" / name).read_bytes()[:8] == PNG_MAGIC
+        assert f"(figures/{name})" in markdown
+    failed = markdown.split("## Failed runs", 1)[1]
+    assert "linear-residual" in failed and "shift_placement" in failed
+
+
+def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(UserInputError, match="no run directories"):
+        write_report(tmp_path)
+    with pytest.raises(UserInputError, match="not a folder"):
+        write_report(tmp_path / "missing")
+
+
+def test_any_folder_above_the_run_directories_gives_the_same_tables(sweep_dir: Path, report: Path, tmp_path: Path):
+    title = "### Test UA — shift_placement = residual"
+    from_parent = table_cells(write_report(sweep_dir.parent, tmp_path).read_text(), title)
+    assert from_parent == table_cells(report.read_text(), title)
+    assert (tmp_path / "report.md").is_file()
+
+
+def test_tables_written_by_other_studies_are_included(sweep_dir: Path, tmp_path: Path):
+    table = sweep_dir / "distill_ablation.md"
+    table.write_text("## Distillation ablation\n\n| system | ccc_valence |\n|---|---|\n| teacher | 0.4 |\n")
+    try:
+        markdown = write_report(sweep_dir, tmp_path / "with_study").read_text()
+    finally:
+        table.unlink()
+    assert "## Distillation ablation" in markdown and "| teacher | 0.4 |" in markdown

@@ -1,0 +1,207 @@
+"""The trainer on a real fbank cache of the synthetic corpus, with the real heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ser.data.corpora import CORPORA, prepare_corpus
+from ser.data.extraction import extract_corpus
+from ser.data.workspace import Workspace
+from ser.errors import TrainingError, UserInputError
+from ser.training import run_dir as files
+from ser.training.config import TrainConfig
+from ser.training.loading import load_training_data
+from ser.training.loop import train_fold
+from ser.training.protocol import protocol_folds, select_folds
+from ser.training.run import train_folds
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny heads are fastest that way, and CI cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ws")
+    ws = Workspace(root)
+    options = {"speakers": 4, "sessions": 2, "per_class": 3}
+    prepare_corpus(CORPORA.get("synthetic"), root / "audio", ws.manifest_for("synthetic"), options)
+    extract_corpus(root, "fbank", device="cpu")
+    return ws
+
+
+@pytest.fixture(scope="module")
+def data(workspace):
+    return load_training_data(workspace.manifest_for("synthetic"), workspace.cache_path("synthetic", "fbank"), device="cpu")
+
+
+def small_config(**changes) -> TrainConfig:
+    options = dict(epochs=3, batch_size=8, lr=1e-3, warmup_epochs=1, seed=0, standardize=True)
+    options.update(changes)
+    return TrainConfig.create("shiftcnn", {"shift_proportion": "1/8"}, **options)
+
+
+def test_config_round_trips_and_names_the_run():
+    config = small_config(layers=[0])
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    flat = config.to_dict()
+    assert flat["epochs"] == 3 and flat["head_kwargs"] == {"shift_proportion": "1/8"}
+    assert config.run_name() == "shiftcnn-p1_8-e3-bs8-lr0.001-L0-std-s0"
+    assert TrainConfig.create("shiftcnn").run_name() == "shiftcnn-s0"
+
+
+def test_train_fold_writes_the_run_directory(data, tmp_path):
+    fold = protocol_folds(small_config(), data)[0]
+    metrics = train_fold(small_config(), data, fold, tmp_path)
+    for name in (files.CONFIG, files.METRICS, files.HISTORY, files.PREDICTIONS, files.LAYER_WEIGHTS, files.MODEL):
+        assert (tmp_path / name).is_file(), name
+    assert not (tmp_path / files.CHECKPOINT).exists()
+    assert set(metrics) == {"test", "dev", "best_epoch", "test_last", "test_best_epoch_optimistic"}
+    assert set(metrics["test"]) == {"ua", "wa", "macro_f1", "confusion", "labels"}
+    assert np.sum(metrics["test"]["confusion"]) == len(fold.test)
+
+    history = pd.read_csv(tmp_path / files.HISTORY)
+    assert list(history.columns) == ["epoch", "train_loss", "dev_loss", "dev_ua", "dev_wa", "test_ua", "test_wa", "lr", "seconds"]
+    assert list(history["epoch"]) == [1, 2, 3]
+    best = history[history["epoch"] == metrics["best_epoch"]].iloc[0]
+    assert best["dev_ua"] == pytest.approx(history["dev_ua"].max())  # chosen on dev
+    assert metrics["test"]["ua"] == pytest.approx(best["test_ua"])  # reported test = dev-selected epoch
+    assert metrics["test_best_epoch_optimistic"]["ua"] == pytest.approx(history["test_ua"].max())
+    assert metrics["test_last"]["ua"] == pytest.approx(history["test_ua"].iloc[-1])
+
+    predictions = pd.read_csv(tmp_path / files.PREDICTIONS)
+    assert sorted(predictions["id"]) == sorted(fold.test)
+    probability_columns = [c for c in predictions.columns if c.startswith("p_")]
+    assert len(probability_columns) == 4
+    assert np.allclose(predictions[probability_columns].sum(axis=1), 1.0, atol=1e-5)
+    accuracy = (predictions["label"] == predictions["prediction"]).mean()
+    assert accuracy == pytest.approx(metrics["test"]["wa"])
+
+    weights = files.read_json(tmp_path / files.LAYER_WEIGHTS)
+    assert weights["layers"] == [0] and sum(weights["weights"]) == pytest.approx(1.0)
+
+
+def test_model_file_rebuilds_the_head_with_weights_only(data, tmp_path):
+    fold = protocol_folds(small_config(), data)[0]
+    train_fold(small_config(epochs=2), data, fold, tmp_path)
+    saved = torch.load(tmp_path / files.MODEL, weights_only=True)
+    assert saved["head"] == "shiftcnn" and saved["config"]["fold"] == fold.name
+    head = files.load_model(tmp_path / files.MODEL)
+    assert head.constructor_kwargs["n_div"] == 8  # the 1/8 proportion reached the head
+    scaler_stats = saved["feature_scaler"]
+    rows = data.positions(fold.test[:4])
+    x, lengths, _ = next(data.batches([rows]))
+    x = (x - scaler_stats["mean"][None, :, None, :]) / scaler_stats["std"][None, :, None, :]
+    x = x * (torch.arange(x.shape[2])[None, :] < lengths[:, None])[:, None, :, None]
+    with torch.no_grad():
+        logits = head(x, lengths)
+    predictions = pd.read_csv(tmp_path / files.PREDICTIONS).set_index("id")
+    labels = saved["config"]["task_state"]["labels"]
+    assert [labels[i] for i in logits.argmax(1)] == list(predictions.loc[fold.test[:4], "prediction"])
+
+
+def test_same_seed_same_metrics_and_other_seed_differs(data, tmp_path):
+    fold = protocol_folds(small_config(), data)[1]
+    first = train_fold(small_config(), data, fold, tmp_path / "a")
+    again = train_fold(small_config(), data, fold, tmp_path / "b")
+    other = train_fold(small_config(seed=1), data, fold, tmp_path / "c")
+    assert (tmp_path / "a" / files.METRICS).read_text() == (tmp_path / "b" / files.METRICS).read_text()
+    history_a = pd.read_csv(tmp_path / "a" / files.HISTORY).drop(columns="seconds")
+    history_c = pd.read_csv(tmp_path / "c" / files.HISTORY).drop(columns="seconds")
+    assert first == again
+    assert not history_a.equals(history_c)
+    assert other["test"]["labels"] == first["test"]["labels"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_identical_metrics(data, tmp_path):
+    fold = protocol_folds(small_config(), data)[0]
+    config = small_config(epochs=4)
+    reference = train_fold(config, data, fold, tmp_path / "reference")
+
+    def stop_after_two(_fold, epoch, _total, _row):
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_fold(config, data, fold, tmp_path / "resumed", progress=stop_after_two, checkpoint_seconds=0)
+    assert (tmp_path / "resumed" / files.CHECKPOINT).is_file()
+    assert not files.is_finished(tmp_path / "resumed")
+    seen = []
+    resumed = train_fold(config, data, fold, tmp_path / "resumed", progress=lambda f, e, t, r: seen.append(e))
+    assert seen == [3, 4]  # continued after the last finished epoch
+    assert resumed == reference
+    history = pd.read_csv(tmp_path / "resumed" / files.HISTORY)
+    assert list(history["epoch"]) == [1, 2, 3, 4]
+
+
+def test_resume_from_an_older_checkpoint_replays_to_identical_metrics(data, tmp_path):
+    """With time-based checkpoints only the first epoch is saved here; the rerun replays epoch 2."""
+    fold = protocol_folds(small_config(), data)[0]
+    config = small_config(epochs=3)
+    reference = train_fold(config, data, fold, tmp_path / "reference")
+
+    def stop_after_two(_fold, epoch, _total, _row):
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_fold(config, data, fold, tmp_path / "resumed", progress=stop_after_two, checkpoint_seconds=3600)
+    seen = []
+    resumed = train_fold(config, data, fold, tmp_path / "resumed", progress=lambda f, e, t, r: seen.append(e))
+    assert seen == [2, 3]
+    assert resumed == reference
+
+
+def test_finished_fold_is_skipped_and_a_different_config_is_refused(data, tmp_path):
+    fold = protocol_folds(small_config(), data)[0]
+    first = train_fold(small_config(epochs=1), data, fold, tmp_path)
+    seen = []
+    assert train_fold(small_config(epochs=1), data, fold, tmp_path, progress=lambda *a: seen.append(a)) == first
+    assert seen == []
+    with pytest.raises(TrainingError, match="different configuration"):
+        train_fold(small_config(epochs=2), data, fold, tmp_path)
+
+
+def test_streamed_data_trains_like_in_memory(workspace, data, tmp_path):
+    streamed = load_training_data(
+        workspace.manifest_for("synthetic"), workspace.cache_path("synthetic", "fbank"), device="cpu",
+        stream=True, workers=1,
+    )
+    assert streamed.streamed and streamed.ids == data.ids
+    fold = protocol_folds(small_config(), data)[0]
+    in_memory = train_fold(small_config(epochs=2), data, fold, tmp_path / "memory")
+    from_disk = train_fold(small_config(epochs=2), streamed, fold, tmp_path / "stream")
+    assert from_disk["test"]["ua"] == pytest.approx(in_memory["test"]["ua"])
+    assert from_disk["dev"]["ua"] == pytest.approx(in_memory["dev"]["ua"])
+
+
+def test_train_folds_writes_summary_over_all_folds(data, tmp_path):
+    config = small_config(epochs=1)
+    results = train_folds(config, data, tmp_path)
+    assert list(results) == ["fold1", "fold2"]  # synthetic: leave-one-session-out, 2 sessions
+    summary = files.read_json(tmp_path / files.SUMMARY)
+    uas = [results[f]["test"]["ua"] for f in results]
+    assert summary["test"]["ua"]["per_fold"] == uas
+    assert summary["test"]["ua"]["mean"] == pytest.approx(np.mean(uas))
+    assert summary["test"]["ua"]["std"] == pytest.approx(np.std(uas))
+    assert set(summary["test"]) == {"ua", "wa", "macro_f1"}
+
+
+def test_select_folds_by_number_or_name(data):
+    folds = protocol_folds(small_config(), data)
+    assert select_folds(folds, "2") == [(1, folds[1])]
+    assert select_folds(folds, folds[0].name) == [(0, folds[0])]
+    with pytest.raises(UserInputError, match="no fold"):
+        select_folds(folds, "7")
