@@ -32,10 +32,10 @@ def module_name(path: Path, root: Path = PACKAGE) -> str:
     return ".".join(parts)
 
 
-def imported_modules(path: Path) -> list[tuple[int, str]]:
+def imported_modules(path: Path, root: Path = PACKAGE) -> list[tuple[int, str]]:
     """(line, module) of every `ser` import in the file, also those inside functions."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    package = module_name(path)
+    package = module_name(path, root)
     if path.name != "__init__.py":
         package = package.rpartition(".")[0]
     found = []
@@ -60,7 +60,7 @@ def violations(root: Path = PACKAGE) -> list[str]:
         lines = len(path.read_text().splitlines())
         if lines > MAX_LINES:
             problems.append(f"{path.relative_to(root.parent)}: {lines} lines (at most {MAX_LINES})")
-        for line, target in imported_modules(path):
+        for line, target in imported_modules(path, root):
             other = part_of(target)
             if other == own:
                 continue
