@@ -50,7 +50,10 @@ FoldsToRun = _values("--fold", "all (default), or fold numbers (1-based, as in f
 GridFile = Annotated[Optional[Path], typer.Option("--grid", help="YAML or TOML grid file.")]
 Model = Annotated[Optional[str], typer.Option("--model", help="Cache model (default: the only cache).")]
 Jobs = Annotated[Optional[int], typer.Option("--jobs", help="Concurrent runs (default: CPU cores, or 4 on a GPU).")]
-Threads = Annotated[int, typer.Option("--threads", help="Intra-op threads per run (results depend on it).")]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="Intra-op threads of a stacked model "
+                   "(default: the CPUs this process may use) or of each run trained alone (default 1).")]
+BatchRuns = Annotated[str, typer.Option("--batch-runs", help="on: runs of one head family that share a graph "
+                      "(seeds, folds, proportions, placements) train as one stacked model; off: one by one.")]
 DevSplit = Annotated[str, typer.Option("--dev", help="Dev split: random | speaker.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", help="Cache layers, e.g. 0,4,8-12 (default all).")]
 Task = Annotated[str, typer.Option("--task", help="What to learn: categorical (the manifest's label).")]
@@ -76,7 +79,8 @@ def sweep(
     out: OutPath = None,
     device: Device = "auto",
     jobs: Jobs = None,
-    threads: Threads = 1,
+    threads: Threads = None,
+    batch_runs: BatchRuns = "on",
     folds: FoldScheme = None,
     k: KFolds = None,
     dev: DevSplit = "random",
@@ -94,9 +98,12 @@ def sweep(
         "shift_bidirectional": shift_bidirectional, "shift_stride": shift_stride, "seed": seeds, "epochs": epochs,
         "lr": lr, "batch_size": batch_size, "standardize": standardize,
     }
+    if batch_runs not in ("on", "off"):
+        raise typer.BadParameter("use on or off", param_hint="--batch-runs")
     plan = build_grid(grid, {name: values or [] for name, values in axes.items()}, head_option or [], fold)
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
+        batch_runs=batch_runs == "on",
         folds=folds, k=k, dev=dev, layers=parse_layers(layers) if layers else None, task=task,
         test_manifest=test_manifest, label_map=parse_label_map(label_map),
     )

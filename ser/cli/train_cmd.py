@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, Workdir
+from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, Threads, Workdir
 from ser.errors import UserInputError
 from ser.features.layer_spec import read_layer_spec
 
@@ -135,10 +135,12 @@ def train(
     label_map: LabelMap = None,
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
     out: OutPath = None,
+    threads: Threads = None,
 ) -> None:
     from ser.training.config import TrainConfig
     from ser.training.run import run_training
     from ser.training.teacher import TEACHER_HEAD, run_teacher_training
+    from ser.training.threads import use_threads
 
     if teacher and not text_model:
         raise UserInputError("--teacher needs --text-model", "e.g. --teacher --text-model bert-base")
@@ -151,6 +153,7 @@ def train(
     if head is None and not teacher:
         raise UserInputError("missing option --head", "choose one with `ser list heads`, e.g. --head shiftcnn")
     head = head or TEACHER_HEAD
+    use_threads(threads)
     head_kwargs = {
         "shift_proportion": shift_proportion,
         "shift_placement": shift_placement,

@@ -32,6 +32,7 @@ from ser.data.workspace import Workspace
 from ser.errors import UserInputError
 from ser.heads import HEADS
 from ser.studies import results
+from ser.studies.batched_runs import train_stacked
 from ser.studies.grid import HEAD_OPTION_PREFIX, Grid
 from ser.studies.sweep_progress import SweepProgress
 from ser.studies.sweep_worker import ERROR_FILE, RunOutcome, RunTask, init_worker, run_in_worker, run_task
@@ -59,7 +60,8 @@ class SweepSettings:
     out: Path | None = None  # default: runs/<corpus>/<model>/sweep
     device: str = "auto"
     jobs: int | None = None  # None: from the device and the free memory
-    threads: int = 1  # intra-op threads per run
+    threads: int | None = None  # intra-op threads per solo run (None: 1) or stacked model (None: every CPU)
+    batch_runs: bool = True  # runs that share a graph train as one stacked model (batched_runs.py)
     folds: str | None = None  # fold scheme (None: the corpus default)
     k: int | None = None
     dev: str = "random"
@@ -255,7 +257,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     started = time.perf_counter()
     if settings.jobs is not None and settings.jobs < 1:
         raise UserInputError("--jobs must be at least 1")
-    if settings.threads < 1:
+    if settings.threads is not None and settings.threads < 1:
         raise UserInputError("--threads must be at least 1")
     for head in grid.values("head"):
         HEADS.get(head)  # a misspelt head fails now, with did-you-mean, not as N failed runs
@@ -270,7 +272,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     write_text(sweep_dir / "sweep.json", json.dumps(
         {"grid": grid.to_dict(), "manifest": str(manifest), "cache": str(cache), "corpus": corpus, "model": model,
          "folds": settings.folds, "k": settings.k, "dev": settings.dev, "layers": settings.layers,
-         "task": settings.task, "threads": settings.threads,
+         "task": settings.task, "threads": settings.threads, "batch_runs": settings.batch_runs,
          **({"test_manifest": str(settings.test_manifest), "label_map": settings.label_map}
             if settings.test_manifest is not None else {})}, indent=2))
     table = SweepTable(planned, sweep_dir)
@@ -289,11 +291,14 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
 
     tasks = [run.task for run in todo]
     run_started = time.perf_counter()
+    threads = settings.threads or 1
     with SweepProgress(len(todo), len(planned) - len(todo)) as progress:
+        if settings.batch_runs:
+            tasks = train_stacked(tasks, data, settings.threads, progress, finished)
         if jobs == 1 or len(tasks) <= 1:
-            _run_in_process(tasks, data, settings.threads, progress, finished)
+            _run_in_process(tasks, data, threads, progress, finished)
         else:
-            _run_in_pool(tasks, data, min(jobs, len(tasks)), settings.threads, progress, finished)
+            _run_in_pool(tasks, data, min(jobs, len(tasks)), threads, progress, finished)
     run_seconds = time.perf_counter() - run_started
     _write_run_summaries(planned, grid.folds is None)
     table_path, summary_path = table.write()

@@ -188,6 +188,15 @@ def train_fold(
         if progress is not None:
             progress(fold.name, epoch + 1, recipe.epochs, row)
 
+    return write_fold_results(config, data, task, head, state, saved_config, scaler, test_rows, out_dir)
+
+
+def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.Module, state: dict,
+                       saved_config: dict, scaler: FeatureScaler | None, test_rows: np.ndarray, out_dir: Path) -> dict:
+    """The finished fold's files from the training state (the dev-selected weights are loaded into
+    `head`); metrics.json last, and the resume checkpoint removed. Returns metrics.json's dict."""
+    eval_batch = 2 * config.recipe.batch_size
+    checkpoint_path = out_dir / files.CHECKPOINT
     head.load_state_dict(state["best_state"])
     test_metrics, _, test_outputs = _score(task, head, data, test_rows, eval_batch, scaler)
     targets = data.targets[torch.from_numpy(test_rows).to(data.device)].cpu().numpy()
