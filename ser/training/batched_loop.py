@@ -71,6 +71,7 @@ class _Member:
     loss_sum: float = 0.0
     lr: float = 0.0
     last_row: dict = field(default_factory=dict)
+    best_test_outputs: np.ndarray | None = None  # on test at the dev-selected epoch (not checkpointed)
 
     @property
     def epochs(self) -> int:
@@ -254,6 +255,7 @@ def _end_epoch(group: _Group, epoch: int, trained: list[int], started: float) ->
         if dev_metrics[task.selection_metric] > state["best_score"]:
             state.update(best_score=dev_metrics[task.selection_metric], best_epoch=epoch + 1, best_dev=dev_metrics,
                          best_state=group.member_state_dict(k))
+            m.best_test_outputs = test[k]
         optimistic = state["optimistic"]
         if optimistic is None or test_metrics[task.selection_metric] > optimistic[task.selection_metric]:
             state["optimistic"] = {**test_metrics, "epoch": epoch + 1}
@@ -312,7 +314,7 @@ def train_group(specs: list[MemberSpec], data: TrainingData, progress: MemberPro
         if not m.alive:
             results[indices[k]].error = m.error
             continue
-        group.member_state_dict(k)  # the head holds the member's final weights before the best are loaded
         results[indices[k]].metrics = write_fold_results(m.spec.config, data, m.task, m.head, m.state,
-                                                         m.saved_config, m.scaler, m.rows[2], Path(m.spec.out_dir))
+                                                         m.saved_config, m.scaler, m.rows[2], Path(m.spec.out_dir),
+                                                         m.best_test_outputs)
     return results

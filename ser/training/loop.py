@@ -192,14 +192,18 @@ def train_fold(
 
 
 def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.Module, state: dict,
-                       saved_config: dict, scaler: FeatureScaler | None, test_rows: np.ndarray, out_dir: Path) -> dict:
+                       saved_config: dict, scaler: FeatureScaler | None, test_rows: np.ndarray, out_dir: Path,
+                       test_outputs: np.ndarray | None = None) -> dict:
     """The finished fold's files from the training state (the dev-selected weights are loaded into
-    `head`); metrics.json last, and the resume checkpoint removed. Returns metrics.json's dict."""
-    eval_batch = 2 * config.recipe.batch_size
+    `head`; `test_outputs`: its outputs on test when already computed); metrics.json last, and the
+    resume checkpoint removed. Returns metrics.json's dict."""
     checkpoint_path = out_dir / files.CHECKPOINT
     head.load_state_dict(state["best_state"])
-    test_metrics, _, test_outputs = _score(task, head, data, test_rows, eval_batch, scaler)
     targets = data.targets[torch.from_numpy(test_rows).to(data.device)].cpu().numpy()
+    if test_outputs is None:
+        test_metrics, _, test_outputs = _score(task, head, data, test_rows, 2 * config.recipe.batch_size, scaler)
+    else:
+        test_metrics = task.evaluate(test_outputs, targets)
     metrics = {
         "test": test_metrics,
         "dev": state["best_dev"],

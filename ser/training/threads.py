@@ -35,10 +35,10 @@ def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
         return None
 
 
-def available_cpus() -> int:
+def available_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
     """CPUs this process may use: its affinity mask, capped by the cgroup quota (at least 1)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    limit = cgroup_cpu_limit()
+    limit = cgroup_cpu_limit(cgroup_root)
     if limit is not None:
         cpus = min(cpus, max(1, math.ceil(limit)))
     return max(1, cpus)
