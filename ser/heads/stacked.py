@@ -117,20 +117,20 @@ class StackedCNN:
         K, B, T, D = x.shape
         time = torch.zeros(K, B, T, dtype=torch.bool, device=x.device)
         channels = torch.zeros(K, B, D, dtype=torch.bool, device=x.device)
-        outside = _get_rng(x.device)
+        outside = rng_state(x.device)
         try:
             for k, member_lengths in enumerate(lengths):
                 n = len(member_lengths)
                 if n == 0:
                     continue
-                _set_rng(x.device, rng_states[k])
+                set_rng_state(x.device, rng_states[k])
                 time[k, :n] = span_masks(member_lengths, T, augment.time_prob, augment.time_span, augment.min_time_masks)
                 full = torch.full((n,), D, device=x.device)
                 channels[k, :n] = span_masks(full, D, augment.channel_prob, augment.channel_span,
                                              augment.min_channel_masks)
-                rng_states[k] = _get_rng(x.device)
+                rng_states[k] = rng_state(x.device)
         finally:
-            _set_rng(x.device, outside)
+            set_rng_state(x.device, outside)
         embedding = params["spec_augment.mask_embedding"].to(x.dtype)[:, None, None, :]  # (K, 1, 1, D)
         x = torch.where(time[..., None], embedding, x)
         return x.masked_fill(channels[:, :, None, :], 0.0)
@@ -195,11 +195,12 @@ class StackedCNN:
         return torch.baddbmm(bias[:, None, :], pooled, weight.transpose(1, 2))  # (K, B, C)
 
 
-def _get_rng(device: torch.device) -> torch.Tensor:
+def rng_state(device: torch.device) -> torch.Tensor:
+    """The state of the global generator that draws random numbers on `device`."""
     return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
 
 
-def _set_rng(device: torch.device, state: torch.Tensor) -> None:
+def set_rng_state(device: torch.device, state: torch.Tensor) -> None:
     if device.type == "cuda":
         torch.cuda.set_rng_state(state, device)
     else:

@@ -7,8 +7,11 @@ and an interrupted one resumes from its checkpoint; a failed run writes `error.t
 goes on. After every finished run the sweep rewrites `sweep.csv` (one row per run × fold) and
 `sweep_summary.csv/.json` (mean ± std over folds and seeds per configuration) atomically.
 
+Runs of one head family that share a graph first train together as stacked models in this
+process (batched_runs.py; `batch_runs=False` turns this off); the rest go through the workers.
+
 Determinism: every run seeds its own generators and runs with the same intra-op thread count
-(`threads`, default 1), so its numbers do not depend on `jobs` or on scheduling.
+(`threads`, default 1 per run trained alone), so its numbers do not depend on `jobs` or on scheduling.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import torch
 from ser.data.folds import Fold
 from ser.errors import TrainingError
 from ser.heads import create_head
-from ser.heads.stacked import MemberBatch, StackedCNN
+from ser.heads.stacked import MemberBatch, StackedCNN, rng_state
 from ser.training import run_dir as files
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig, head_constructor_options
@@ -108,7 +108,7 @@ def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict) -> _Membe
     optimizer = build_optimizer(head, config.recipe)
     state = {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
              "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
-    rng = torch.get_rng_state()
+    rng = rng_state(data.device)
     checkpoint_rng = _rng_state()
     checkpoint_path = out_dir / files.CHECKPOINT
     if checkpoint_path.is_file():
@@ -116,7 +116,7 @@ def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict) -> _Membe
         head.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state, checkpoint_rng = saved["state"], saved["rng"]
-        rng = checkpoint_rng["torch"]
+        rng = checkpoint_rng["torch"] if data.device.type != "cuda" else checkpoint_rng["cuda"][_cuda_index(data.device)]
     return _Member(spec, task, head, saved_config, rows, scaler, optimizer, state, rng, checkpoint_rng)
 
 
@@ -264,13 +264,23 @@ def _end_epoch(group: _Group, epoch: int, trained: list[int], started: float) ->
         m.last_row = row
 
 
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def _checkpoint(group: _Group, k: int) -> None:
+    """Member k's resume checkpoint, in a solo run's format (its RNG stream where a solo run keeps it)."""
     m = group.members[k]
     model = group.member_state_dict(k)
     optimizer = group.optimizer.member_state(k, m.optimizer, {p: n for n, p in m.head.named_parameters()}, m.lr)
+    rng = dict(m.checkpoint_rng)
+    if group.data.device.type == "cuda":
+        rng["cuda"] = list(rng["cuda"])
+        rng["cuda"][_cuda_index(group.data.device)] = m.rng
+    else:
+        rng["torch"] = m.rng
     files.save_torch(Path(m.spec.out_dir) / files.CHECKPOINT,
-                     {"model": model, "optimizer": optimizer, "rng": {**m.checkpoint_rng, "torch": m.rng},
-                      "state": m.state})
+                     {"model": model, "optimizer": optimizer, "rng": rng, "state": m.state})
 
 
 def train_group(specs: list[MemberSpec], data: TrainingData, progress: MemberProgress | None = None,

@@ -82,6 +82,7 @@ def sweep_command(workspace: Path, out: Path) -> list[str]:
             "--workdir", str(workspace), "--out", str(out)]
 
 
+@pytest.mark.slow
 def test_batched_runs_resume_after_sigkill_to_identical_results(workspace: Path, tmp_path: Path):
     grid = build_grid(None, {"head": ["shiftcnn"], "shift_proportion": ["1/2,1/8"], "seed": ["0"],
                              "epochs": ["3"]}, [], ["1"])
