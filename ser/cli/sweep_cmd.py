@@ -20,6 +20,9 @@ EXAMPLES = """Examples:
 
   ser sweep --head cnn --head-option num_blocks=1,2,3 --epochs 30 --fold 1
 
+  ser sweep --head shiftcnn --seeds 0,1,2 --batch-runs off --threads 1
+  (each run its own model, as before; by default runs that share a graph train stacked)
+
   ser sweep --head shiftcnn,cnn --seeds 0,1,2 --test-manifest manifests/emodb.csv --label-map happiness=happy
   (cross-corpus: one fold, runs under runs/<corpus>/<model>/sweep-x<test corpus>/)
 
