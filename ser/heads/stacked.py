@@ -177,17 +177,22 @@ class StackedCNN:
         sums = self._layer_sums(params, inputs)  # [(B_k, T_k, D)]
         rows = max(len(lengths) for _, lengths in inputs)
         frames = max(1, max(s.shape[1] for s in sums))
-        x = torch.stack([F.pad(s, (0, 0, 0, frames - s.shape[1], 0, rows - s.shape[0])) for s in sums])  # (K, B, T, D)
-        lengths = torch.stack([F.pad(l.to(x.device), (0, rows - len(l))) for _, l in inputs])  # (K, B)
+        x = sums[0].new_zeros(len(inputs), rows, frames, sums[0].shape[-1])  # (K, B, T, D)
+        lengths = torch.zeros(len(inputs), rows, dtype=torch.long, device=x.device)  # (K, B); 0 marks a padded row
+        for k, (summed, (_, member_lengths)) in enumerate(zip(sums, inputs)):
+            x[k, : summed.shape[0], : summed.shape[1]] = summed
+            lengths[k, : len(member_lengths)] = member_lengths
         valid = frame_mask(lengths.flatten(), frames).view(len(inputs), rows, frames)[..., None].to(x.dtype)
         x = x * valid  # (K, B, T, D)
         if training and self.spec_augment is not None:
             x = self._spec_augment(x, [l.to(x.device) for _, l in inputs], params, rng_states)
         for index, (delayed, advanced, shortcut_gate, branch_gate) in enumerate(self.block_masks):
             prefix = f"blocks.{index}"
-            shifted = self._shift(x, delayed, advanced) * valid
-            shortcut = torch.where(shortcut_gate, shifted, x)
-            branch_input = torch.where(branch_gate, shifted, x)
+            shortcut = branch_input = x
+            if shortcut_gate.any() or branch_gate.any():  # some member shifts in this block
+                shifted = self._shift(x, delayed, advanced) * valid
+                shortcut = torch.where(shortcut_gate, shifted, x)
+                branch_input = torch.where(branch_gate, shifted, x)
             x = shortcut + self._branch(branch_input, valid, params, prefix)  # (K, B, T, D)
         normed = self._norm(x, params, "norm") * valid
         pooled = normed.sum(dim=2) / lengths.clamp(min=1)[..., None].to(x.dtype)  # (K, B, D)
