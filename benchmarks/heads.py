@@ -20,7 +20,7 @@ Findings (2 shared cores, background load average 5-11, `--dims 80 --steps 1`, 2
   PASSIVE (timnet 13.6 s vs 1.3 s, lstm 59 s vs 5.6 s). PASSIVE is therefore the default.
 - PASSIVE with 2 threads and 1 thread were close. 1 thread was the steadiest under the extra
   load (busy/idle 0.7-1.2 for every head). The default stays min(affinity, cgroup quota).
-- Inter-op threads: a training step runs no inter-op work, so their count changes nothing.
+- Inter-op threads: not measured. A training step starts no inter-op work (no torch.jit.fork), so they stay at torch's default.
 - Masking: lstm/shiftlstm/ctarnn (packed sequences) were 4-13x their unmasked step. The other
   heads were within noise of 1.0.
 """
