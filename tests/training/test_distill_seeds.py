@@ -22,6 +22,8 @@ from ser.training import run_dir as files
 from ser.training.distill import CROSSFIT, DISTILL, DistillConfig
 
 SEEDS = [0, 1, 2]
+# The fixture trains 84 fold runs: 222 s on an idle core, past 300 s on a busy machine; 4× headroom.
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
