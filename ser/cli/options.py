@@ -24,7 +24,7 @@ OutPath = Annotated[Optional[Path], typer.Option("--out", help="Output path (def
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same numbers on CPU.")]
 FoldScheme = Annotated[
     Optional[str],
-    typer.Option("--folds", help="Protocol: session | speaker | kfold | split (default: the corpus's own)."),
+    typer.Option("--folds", help="Protocol: session | speaker | kfold | split | emobox:DIR (EmoBox folds; default: the corpus's own)."),
 ]
 KFolds = Annotated[Optional[int], typer.Option("--k", help="Number of folds for --folds kfold.")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the head's paper recipe).")]
