@@ -29,3 +29,16 @@ FoldScheme = Annotated[
 KFolds = Annotated[Optional[int], typer.Option("--k", help="Number of folds for --folds kfold.")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the head's paper recipe).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+
+
+def _check_log(value: Optional[str]) -> Optional[str]:
+    if value is not None and value not in ("tensorboard", "mlflow"):
+        raise typer.BadParameter(f"{value!r} is not a tracker: choose tensorboard or mlflow")
+    return value
+
+
+TrackingLog = Annotated[
+    Optional[str],
+    typer.Option("--log", callback=_check_log,
+                 help="Record each fold's epochs, config and final metrics: tensorboard | mlflow (ser[tracking]); off by default."),
+]

@@ -1,0 +1,81 @@
+"""Experiment tracking (--log tensorboard) and the Optuna search (--search optuna) on a real fbank
+cache of a small synthetic corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from ser.data.corpora import CORPORA, prepare_corpus
+from ser.data.extraction import extract_corpus
+from ser.data.workspace import Workspace
+from ser.training import run_dir as files
+from ser.training.config import TrainConfig
+from ser.training.run import run_training
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bridges-ws")
+    prepare_corpus(CORPORA.get("synthetic"), root / "audio", Workspace(root).manifest_for("synthetic"),
+                   {"speakers": 4, "sessions": 2, "per_class": 3})
+    extract_corpus(root, "fbank", device="cpu")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def scalars(log_dir: Path) -> dict[str, list]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_events_hold_every_epoch_and_the_final_metrics(workspace, tmp_path):
+    pytest.importorskip("tensorboard", reason="needs the tracking extra: pip install 'ser[tracking]'")
+    config = TrainConfig.create("linear", epochs=3, batch_size=8, standardize=True)
+    run_dir, results = run_training(workspace, config, "1", out=tmp_path / "run", device="cpu", log="tensorboard")
+    fold_dir = run_dir / "fold1"
+    logged = scalars(fold_dir / "tensorboard")
+    history = pd.read_csv(fold_dir / files.HISTORY)
+    assert [event.step for event in logged["train/loss"]] == [1, 2, 3]
+    assert [event.value for event in logged["train/loss"]] == pytest.approx(history["train_loss"].tolist(), rel=1e-6)
+    assert [event.value for event in logged["dev/ua"]] == pytest.approx(history["dev_ua"].tolist(), rel=1e-6)
+    (final,) = logged["final/test_ua"]
+    assert final.value == pytest.approx(results["fold1"]["test"]["ua"]) and final.step == results["fold1"]["best_epoch"]
+    assert {"dev/loss", "test/ua", "lr", "final/dev_ua"} <= set(logged)
+
+
+def test_optuna_search_samples_ranges_selects_on_dev_and_records_a_sweep(workspace, tmp_path):
+    pytest.importorskip("optuna", reason="needs the search extra: pip install 'ser[search]'")
+    from ser.studies.search import run_search
+    from ser.studies.sweep import SweepSettings
+
+    settings = SweepSettings(workdir=workspace, out=tmp_path / "search", device="cpu", log="tensorboard")
+    axes = {"head": ["linear"], "lr": ["1e-4:1e-2"], "epochs": ["2"], "batch_size": ["4,8"]}
+    outcome = run_search(axes, [], ["1"], settings, trials=3, seed=0)
+    table = pd.read_csv(outcome.table_path)
+    assert len(table) == 3 and (table["status"] == "done").all()
+    trials = pd.read_csv(tmp_path / "search" / "search.csv")
+    assert len(trials) == 3 and trials["lr"].between(1e-4, 1e-2).all() and trials["lr"].nunique() == 3
+    assert set(trials["batch_size"]) <= {4, 8}
+    dev = [files.read_json(tmp_path / "search" / run / "metrics.json")["dev"]["ua"] for run in table["run_dir"]]
+    assert sorted(trials["dev_ua"]) == pytest.approx(sorted(dev))  # the objective is the dev score, not test
+    assert outcome.best["dev_ua"] == pytest.approx(max(dev))
+    assert all(scalars(tmp_path / "search" / run / "tensorboard")["final/test_ua"] for run in table["run_dir"])
+
+    stamps = [(tmp_path / "search" / run / "metrics.json").stat().st_mtime_ns for run in table["run_dir"]]
+    again = run_search(axes, [], ["1"], settings, trials=3, seed=0)  # the seeded sampler replays: nothing retrains
+    assert again.trials["lr"].tolist() == trials["lr"].tolist()
+    assert [(tmp_path / "search" / run / "metrics.json").stat().st_mtime_ns for run in table["run_dir"]] == stamps
