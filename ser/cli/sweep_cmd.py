@@ -112,6 +112,9 @@ def sweep(
         raise typer.BadParameter(f"{search!r} is not a search: choose optuna", param_hint="--search")
     if trials is not None and search is None:
         raise typer.BadParameter("--trials needs --search optuna", param_hint="--trials")
+    ranged = [name for name, values in axes.items() if search is None and any(":" in v for v in values or [])]
+    if ranged:
+        raise typer.BadParameter("low:high ranges need --search optuna", param_hint=f"--{ranged[0].replace('_', '-')}")
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
         folds=folds, k=k, dev=dev, layers=parse_layers(layers) if layers else None, task=task,

@@ -16,6 +16,8 @@ Any training loop can use it (`ser train`, `ser sweep`, fine-tuning):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -121,28 +123,46 @@ class TensorBoardTracker(Tracker):
 
 
 class MlflowTracker(Tracker):
+    """One MLflow run. The sweep's worker processes share one sqlite store: every access holds an
+    exclusive lock on `<store>/mlflow.lock` (creating the tables concurrently fails otherwise)."""
+
     def __init__(self, store_dir: Path, run_name: str, experiment: str):
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise UserInputError("--log mlflow needs the mlflow-skinny package", "pip install 'ser[tracking]'") from None
         store_dir.mkdir(parents=True, exist_ok=True)
+        self.lock_path = store_dir / "mlflow.lock"
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_dir.resolve() / 'mlflow.db'}"
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
-        self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+        with self._locked():
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
+            self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with open(self.lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def log_config(self, config: dict) -> None:
-        for key, value in config.items():
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
-            self.client.log_param(self.run_id, key, text[:PARAM_CHARS])
+        from mlflow.entities import Param
+
+        params = [Param(key, (value if isinstance(value, str) else json.dumps(value, default=str))[:PARAM_CHARS])
+                  for key, value in config.items()]
+        with self._locked():
+            self.client.log_batch(self.run_id, params=params)
 
     def _log(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         stamp = int(1000 * time.time())
-        self.client.log_batch(self.run_id, metrics=[Metric(key, value, stamp, step) for key, value in values.items()])
+        with self._locked():
+            self.client.log_batch(self.run_id, metrics=[Metric(key, value, stamp, step) for key, value in values.items()])
 
     def log_epoch(self, epoch: int, row: dict) -> None:
         self._log({key: value for key, value in _numbers(row).items() if key != "epoch"}, epoch)
@@ -152,7 +172,8 @@ class MlflowTracker(Tracker):
                   int(metrics.get("best_epoch", 0)))
 
     def close(self) -> None:
-        self.client.set_terminated(self.run_id)
+        with self._locked():
+            self.client.set_terminated(self.run_id)
 
 
 def open_tracker(kind: str | None, fold_dir: Path, run_name: str, experiment: str,

@@ -57,6 +57,25 @@ def test_tensorboard_events_hold_every_epoch_and_the_final_metrics(workspace, tm
     assert {"dev/loss", "test/ua", "lr", "final/dev_ua"} <= set(logged)
 
 
+def test_mlflow_run_holds_the_config_every_epoch_and_the_final_metrics(workspace, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="needs the tracking extra: pip install 'ser[tracking]'")
+    from mlflow.tracking import MlflowClient
+
+    store = f"file:{tmp_path / 'mlruns'}"  # the file store: quick to create (the default is sqlite beside the runs)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    config = TrainConfig.create("linear", epochs=2, batch_size=8, standardize=True)
+    run_dir, results = run_training(workspace, config, "2", out=tmp_path / "run", device="cpu", log="mlflow")
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("ser/synthetic/fbank").experiment_id])
+    assert run.info.run_name == "run/fold2" and run.info.status == "FINISHED"
+    assert run.data.params["head"] == "linear" and run.data.params["epochs"] == "2"
+    history = pd.read_csv(run_dir / "fold2" / files.HISTORY)
+    logged = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.value for m in sorted(logged, key=lambda m: m.step)] == pytest.approx(history["train_loss"].tolist())
+    assert run.data.metrics["final_test_ua"] == pytest.approx(results["fold2"]["test"]["ua"])
+
+
 def test_optuna_search_samples_ranges_selects_on_dev_and_records_a_sweep(workspace, tmp_path):
     pytest.importorskip("optuna", reason="needs the search extra: pip install 'ser[search]'")
     from ser.studies.search import run_search
