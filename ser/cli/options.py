@@ -40,5 +40,5 @@ def _check_log(value: Optional[str]) -> Optional[str]:
 TrackingLog = Annotated[
     Optional[str],
     typer.Option("--log", callback=_check_log,
-                 help="Record each fold's epochs, config and final metrics: tensorboard | mlflow (ser[tracking]); off by default."),
+                 help="Record each fold's epochs, config and final metrics: tensorboard | mlflow (needs the tracking extra); off by default."),
 ]

@@ -25,7 +25,7 @@ EXAMPLES = """Examples:
 
   ser sweep --search optuna --trials 30 --head shiftcnn,shiftlstm --lr 1e-5:1e-2 --epochs 10:50 --fold 1
   (Optuna TPE samples the options instead of training every combination; chosen on dev only;
-  search.csv lists the trials. Needs ser[search].)
+  search.csv lists the trials. Needs the search extra.)
 
   ser sweep --head shiftcnn --seeds 0,1,2 --log tensorboard   (then: tensorboard --logdir runs/)
 

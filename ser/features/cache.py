@@ -187,6 +187,7 @@ class CacheReader:
             "total_frames": total_frames,
             "hours": total_frames / self.frame_rate / 3600.0,
             "file_bytes": self.path.stat().st_size,
+            **({"functionals": len(self.functional_names)} if self.functional_names else {}),
         }
 
     def close(self) -> None:

@@ -34,7 +34,8 @@ def train_folds(
     results = {}
     for index, fold in chosen:
         fold_dir, name = Path(run_dir) / fold_dir_name(index), f"{Path(run_dir).name}/{fold_dir_name(index)}"
-        with open_tracker(None if files.is_finished(fold_dir) else log, fold_dir, name, f"ser/{config.corpus}/{config.model}",
+        kind = None if files.is_finished(fold_dir) else log  # a finished fold is not logged again
+        with open_tracker(kind, fold_dir, name, f"ser/{config.corpus}/{config.model}",
                           {**config.to_dict(), "fold": fold.name}) as tracker:
             results[fold_dir_name(index)] = train_fold(config, data, fold, fold_dir, tracker.progress(progress))
             tracker.log_final(results[fold_dir_name(index)])

@@ -72,7 +72,7 @@ class Tracker:
     def log_final(self, metrics: dict) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         pass
 
     def progress(self, forward: ProgressCallback | None = None) -> ProgressCallback | None:
@@ -90,8 +90,8 @@ class Tracker:
     def __enter__(self) -> "Tracker":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, error_type, *exc) -> None:
+        self.close(failed=error_type is not None)
 
 
 class TensorBoardTracker(Tracker):
@@ -118,7 +118,7 @@ class TensorBoardTracker(Tracker):
             self.writer.add_scalar(f"final/{key}", value, step)
         self.writer.flush()
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.writer.close()
 
 
@@ -171,9 +171,9 @@ class MlflowTracker(Tracker):
         self._log({f"final_{key}": value for key, value in _final_numbers(metrics).items()},
                   int(metrics.get("best_epoch", 0)))
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         with self._locked():
-            self.client.set_terminated(self.run_id)
+            self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
 
 
 def open_tracker(kind: str | None, fold_dir: Path, run_name: str, experiment: str,

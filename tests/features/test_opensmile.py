@@ -31,6 +31,7 @@ def test_egemaps_cache_frames_dimensions_and_functionals(audio_files, tmp_path):
             functionals = cache.functionals(record.id)
             assert functionals.shape == (88,) and np.isfinite(functionals).all()
         assert len(cache.functional_names) == 88 and cache.functional_names[0].startswith("F0semitone")
+        assert cache.info()["functionals"] == 88
         # a louder, higher clip has other functionals: they are per utterance, not constant
         assert not np.allclose(cache.functionals(records[0].id), cache.functionals(records[2].id))
 
