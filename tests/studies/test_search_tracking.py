@@ -98,3 +98,30 @@ def test_optuna_search_samples_ranges_selects_on_dev_and_records_a_sweep(workspa
     again = run_search(axes, [], ["1"], settings, trials=3, seed=0)  # the seeded sampler replays: nothing retrains
     assert again.trials["lr"].tolist() == trials["lr"].tolist()
     assert [(tmp_path / "search" / run / "metrics.json").stat().st_mtime_ns for run in table["run_dir"]] == stamps
+
+
+def test_options_are_checked_at_the_command_line(workspace):
+    from typer.testing import CliRunner
+
+    from ser.cli import app
+
+    runner, where = CliRunner(), ["--workdir", str(workspace)]
+    ranged = runner.invoke(app, ["sweep", *where, "--head", "linear", "--lr", "1e-5:1e-2"], env={"COLUMNS": "200"})
+    assert ranged.exit_code == 2 and "low:high ranges need --search optuna" in ranged.output
+    trials = runner.invoke(app, ["sweep", *where, "--head", "linear", "--trials", "3"], env={"COLUMNS": "200"})
+    assert trials.exit_code == 2 and "--trials needs --search optuna" in trials.output
+    tracker = runner.invoke(app, ["train", *where, "--head", "linear", "--log", "wandb"], env={"COLUMNS": "200"})
+    assert tracker.exit_code == 2 and "choose tensorboard or mlflow" in tracker.output
+
+
+def test_ranges_are_read_with_their_scale_and_bad_ones_refused():
+    from ser.errors import UserInputError
+    from ser.studies.search import Range, split_ranges
+
+    values, ranges = split_ranges({"head": ["cnn,linear"], "lr": ["1e-5:1e-2"], "epochs": ["10:50"], "seed": ["0"]})
+    assert values == {"head": ["cnn,linear"], "seed": ["0"]}
+    assert ranges == {"lr": Range(1e-5, 1e-2, integer=False, log=True), "epochs": Range(10, 50, integer=True)}
+    for bad, message in (({"head": ["a:b"]}, "takes values, not a range"), ({"lr": ["1e-2:1e-5"]}, "is empty"),
+                         ({"lr": ["0:1"]}, "must be positive"), ({"epochs": ["5:9,12"]}, "mixes a range")):
+        with pytest.raises(UserInputError, match=message):
+            split_ranges(bad)
