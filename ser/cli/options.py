@@ -24,8 +24,21 @@ OutPath = Annotated[Optional[Path], typer.Option("--out", help="Output path (def
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same numbers on CPU.")]
 FoldScheme = Annotated[
     Optional[str],
-    typer.Option("--folds", help="Protocol: session | speaker | kfold | split (default: the corpus's own)."),
+    typer.Option("--folds", help="Protocol: session | speaker | kfold | split | emobox:DIR (EmoBox folds; default: the corpus's own)."),
 ]
 KFolds = Annotated[Optional[int], typer.Option("--k", help="Number of folds for --folds kfold.")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the head's paper recipe).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+
+
+def _check_log(value: Optional[str]) -> Optional[str]:
+    if value is not None and value not in ("tensorboard", "mlflow"):
+        raise typer.BadParameter(f"{value!r} is not a tracker: choose tensorboard or mlflow")
+    return value
+
+
+TrackingLog = Annotated[
+    Optional[str],
+    typer.Option("--log", callback=_check_log,
+                 help="Record each fold's epochs, config and final metrics: tensorboard | mlflow (needs the tracking extra); off by default."),
+]

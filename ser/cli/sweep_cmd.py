@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import Device, FoldScheme, KFolds, ManifestPath, OutPath, Workdir
+from ser.cli.options import Device, FoldScheme, KFolds, ManifestPath, OutPath, TrackingLog, Workdir
 from ser.cli.train_cmd import LabelMap, TestManifest
 
 HELP = "Train a grid of heads/options × folds × seeds concurrently on one loaded cache (restartable)."
@@ -22,6 +22,12 @@ EXAMPLES = """Examples:
 
   ser sweep --head shiftcnn,cnn --seeds 0,1,2 --test-manifest manifests/emodb.csv --label-map happiness=happy
   (cross-corpus: one fold, runs under runs/<corpus>/<model>/sweep-x<test corpus>/)
+
+  ser sweep --search optuna --trials 30 --head shiftcnn,shiftlstm --lr 1e-5:1e-2 --epochs 10:50 --fold 1
+  (Optuna TPE samples the options instead of training every combination; chosen on dev only;
+  search.csv lists the trials. Needs the search extra.)
+
+  ser sweep --head shiftcnn --seeds 0,1,2 --log tensorboard   (then: tensorboard --logdir runs/)
 
 Every option takes several values (comma-separated or repeated); the sweep trains every
 combination. A grid file (.yaml/.toml) uses the same names (head, shift_proportion, seeds, fold,
@@ -54,6 +60,10 @@ Threads = Annotated[int, typer.Option("--threads", help="Intra-op threads per ru
 DevSplit = Annotated[str, typer.Option("--dev", help="Dev split: random | speaker.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", help="Cache layers, e.g. 0,4,8-12 (default all).")]
 Task = Annotated[str, typer.Option("--task", help="What to learn: categorical (the manifest's label).")]
+Search = Annotated[Optional[str], typer.Option("--search", help="optuna: sample the options (low:high ranges "
+                                               "allowed) instead of the full grid.")]
+Trials = Annotated[Optional[int], typer.Option("--trials", min=1, help="Configurations --search trains (default 20).")]
+SearchSeed = Annotated[int, typer.Option("--search-seed", help="Seed of the --search sampler (reruns replay it).")]
 
 
 def sweep(
@@ -84,6 +94,10 @@ def sweep(
     task: Task = "categorical",
     test_manifest: TestManifest = None,
     label_map: LabelMap = None,
+    log: TrackingLog = None,
+    search: Search = None,
+    trials: Trials = None,
+    search_seed: SearchSeed = 0,
 ) -> None:
     from ser.cli.train_cmd import parse_label_map, parse_layers
     from ser.studies.grid import build_grid
@@ -94,12 +108,25 @@ def sweep(
         "shift_bidirectional": shift_bidirectional, "shift_stride": shift_stride, "seed": seeds, "epochs": epochs,
         "lr": lr, "batch_size": batch_size, "standardize": standardize,
     }
-    plan = build_grid(grid, {name: values or [] for name, values in axes.items()}, head_option or [], fold)
+    if search not in (None, "optuna"):
+        raise typer.BadParameter(f"{search!r} is not a search: choose optuna", param_hint="--search")
+    if trials is not None and search is None:
+        raise typer.BadParameter("--trials needs --search optuna", param_hint="--trials")
+    ranged = [name for name, values in axes.items() if search is None and any(":" in v for v in values or [])]
+    if ranged:
+        raise typer.BadParameter("low:high ranges need --search optuna", param_hint=f"--{ranged[0].replace('_', '-')}")
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
         folds=folds, k=k, dev=dev, layers=parse_layers(layers) if layers else None, task=task,
-        test_manifest=test_manifest, label_map=parse_label_map(label_map),
+        test_manifest=test_manifest, label_map=parse_label_map(label_map), log=log,
     )
+    if search is not None:
+        from ser.studies.search import run_search
+
+        print_search(run_search({name: values or [] for name, values in axes.items()}, head_option or [], fold,
+                                settings, grid, trials or 20, search_seed, search))
+        return
+    plan = build_grid(grid, {name: values or [] for name, values in axes.items()}, head_option or [], fold)
     outcome = run_sweep(plan, settings)
     print_outcome(outcome)
 
@@ -130,4 +157,17 @@ def print_outcome(outcome) -> None:
         console.print(table)
     print(f"sweep table: {outcome.table_path}")
     print(f"summary: {outcome.summary_path}")
+    print(f"next: ser report {outcome.sweep_dir}")
+
+
+def print_search(outcome) -> None:
+    """The trials (sampled values and dev score), the best one, and where the files are."""
+    from rich.console import Console
+
+    console = Console(width=max(100, Console().width))
+    console.print(outcome.trials.to_string(index=False), markup=False, highlight=False)
+    if outcome.best is not None:
+        console.print(f"best on dev: trial {outcome.best['trial']} {outcome.best['params']}", markup=False)
+    print(f"sweep table: {outcome.table_path}")
+    print(f"trials: {outcome.search_path.with_name('search.csv')}")
     print(f"next: ser report {outcome.sweep_dir}")

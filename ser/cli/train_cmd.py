@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, Workdir
+from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, TrackingLog, Workdir
 from ser.errors import UserInputError
 from ser.features.layer_spec import read_layer_spec
 
@@ -26,6 +26,8 @@ EXAMPLES = """Examples:
   ser train --head cnn --head-option num_blocks=3 --head-option kernel_size=5 --run-name cnn3
 
   ser train --head shiftcnn --task dimensional   (arousal/valence/dominance, 1 − CCC loss)
+
+  ser train --head shiftcnn --log tensorboard   (then: tensorboard --logdir runs/)
 
   ser train --teacher --text-model bert-base --task dimensional   (after `ser extract --text --model bert-base`)
 
@@ -135,6 +137,7 @@ def train(
     label_map: LabelMap = None,
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
     out: OutPath = None,
+    log: TrackingLog = None,
 ) -> None:
     from ser.training.config import TrainConfig
     from ser.training.run import run_training
@@ -146,6 +149,8 @@ def train(
         raise UserInputError("--text-model is only used by --teacher", "add --teacher, or drop --text-model")
     if teacher and stream:
         raise UserInputError("--stream is not available with --teacher", "the teacher keeps both caches in memory")
+    if teacher and log is not None:
+        raise UserInputError("--log is not available with --teacher yet", "track plain `ser train` or `ser sweep` runs")
     if teacher and test_manifest is not None:
         raise UserInputError("--test-manifest is not available with --teacher")
     if head is None and not teacher:
@@ -173,7 +178,7 @@ def train(
         else:
             run_dir, results = run_training(
                 workdir, config, fold, manifest=manifest, model=model, out=out, run_name=run_name, device=device,
-                stream=stream, progress=progress,
+                stream=stream, progress=progress, log=log,
             )
     print_results(results)
     print(f"run directory: {run_dir}")

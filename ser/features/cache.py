@@ -7,6 +7,7 @@ Layout of `<corpus>/<model>.h5`:
     ids      (N,)        utterance ids, str, in manifest order
     lengths  (N,)        frames per utterance, int64
     pooled   (N, L, 2, D) float32 per-layer mean and std over time
+    functionals (N, F), functional_names (F,)   utterance-level features (openSMILE caches only)
     features/<key>       (L, T, D) float16 (float32 for an utterance that overflows fp16), contiguous
     skipped/ids, skipped/reasons   utterances that could not be extracted, and why
 `<key>` is the id percent-encoded (ids may contain '/').
@@ -137,6 +138,20 @@ class CacheReader:
         index = self._layer_index(layers)
         return stats if index is None else stats[index]
 
+    @property
+    def functional_names(self) -> list[str]:
+        """Names of the utterance-level functionals (empty for caches that hold none)."""
+        names = self._h5().get("functional_names")
+        return read_strings(names) if names is not None else []
+
+    def functionals(self, utt_id: str) -> np.ndarray:
+        """The utterance-level functionals of an openSMILE cache: float32 (F,)."""
+        self._check_id(utt_id)
+        if "functionals" not in self._h5():
+            raise CacheError(f"{self.path} holds no functionals ({self.attrs.get('model')} is not an openSMILE model)",
+                             "extract with --model egemaps or --model compare")
+        return self._h5()["functionals"][self._row[utt_id]]  # (F,)
+
     def load_all(self, ids=None, layers=None, device="cpu"):
         """Every (or the given) utterance in one packed tensor (ΣT, L, D), float16 unless some
         utterance had to be stored in float32."""
@@ -172,6 +187,7 @@ class CacheReader:
             "total_frames": total_frames,
             "hours": total_frames / self.frame_rate / 3600.0,
             "file_bytes": self.path.stat().st_size,
+            **({"functionals": len(self.functional_names)} if self.functional_names else {}),
         }
 
     def close(self) -> None:

@@ -35,13 +35,14 @@ class UtteranceFeatures:
     id: str
     features: np.ndarray  # (L, T, D) float16, or float32 when fp16 would overflow
     pooled: np.ndarray  # (L, 2, D) float32
+    functionals: np.ndarray | None = None  # (F,) float32 utterance-level features (openSMILE), if any
 
     @classmethod
-    def from_float32(cls, utt_id: str, states: np.ndarray) -> "UtteranceFeatures":
+    def from_float32(cls, utt_id: str, states: np.ndarray, functionals: np.ndarray | None = None) -> "UtteranceFeatures":
         """Pool in float32, then store as float16 unless a value exceeds fp16's range."""
         pooled = np.stack([states.mean(axis=1), states.std(axis=1)], axis=1).astype(np.float32)  # (L, 2, D)
         overflow = np.abs(states).max() > FP16_MAX
-        return cls(utt_id, states if overflow else states.astype(np.float16), pooled)
+        return cls(utt_id, states if overflow else states.astype(np.float16), pooled, functionals)
 
 
 def _mismatch(existing: dict, wanted: dict, what: Path) -> CacheError | None:
@@ -136,14 +137,18 @@ class ShardedCacheWriter:
             f.create_dataset("ids", data=[item.id for item in items], dtype=h5py.string_dtype())
             f.create_dataset("lengths", data=np.array([item.features.shape[1] for item in items], dtype=np.int64))
             f.create_dataset("pooled", data=np.stack([item.pooled for item in items]))  # (n, L, 2, D)
+            if items[0].functionals is not None:
+                f.create_dataset("functionals", data=np.stack([item.functionals for item in items]))  # (n, F)
             group = f.create_group("features")
             for item in items:
                 group.create_dataset(utterance_key(item.id), data=item.features)
         os.replace(temporary, final)
         self._next_shard += 1
 
-    def finish(self, order: list[str], skipped: dict[str, str], extra_attrs: dict) -> Path:
-        """Merge the shards (utterances in `order`) into `<out>` and remove the partial folder."""
+    def finish(self, order: list[str], skipped: dict[str, str], extra_attrs: dict,
+               functional_names: tuple[str, ...] = ()) -> Path:
+        """Merge the shards (utterances in `order`) into `<out>` and remove the partial folder
+        (with `functional_names`, also the shards' utterance-level functionals, (N, F))."""
         temporary = self.out.with_name(self.out.name + ".tmp")
         where = {utt: row for row, utt in enumerate(order)}
         float32_count = 0
@@ -151,6 +156,11 @@ class ShardedCacheWriter:
             merged.attrs.update({**self.attrs, **extra_attrs, "complete": False})
             lengths = np.zeros(len(order), dtype=np.int64)
             pooled = None
+            functionals = None
+            if functional_names:
+                functionals = merged.create_dataset("functionals", shape=(len(order), len(functional_names)),
+                                                    dtype=np.float32)
+                merged.create_dataset("functional_names", data=list(functional_names), dtype=h5py.string_dtype())
             features = merged.create_group("features")
             for shard in self._shards():
                 with h5py.File(shard, "r") as f:
@@ -165,6 +175,8 @@ class ShardedCacheWriter:
                         float32_count += features[key].dtype == np.float32
                         lengths[where[utt]] = length
                         pooled[where[utt]] = shard_pooled[position]
+                        if functionals is not None:
+                            functionals[where[utt]] = f["functionals"][position]
             missing = [utt for utt in order if utterance_key(utt) not in features]
             if missing:
                 raise CacheError(f"internal: {len(missing)} utterances are missing from the shards, e.g. {missing[0]!r}")

@@ -111,7 +111,7 @@ class _BackgroundWriter:
         self.thread = threading.Thread(target=self._run, name="ser-cache-writer", daemon=True)
         self.thread.start()
 
-    def put(self, items: list[tuple[str, np.ndarray]]) -> None:
+    def put(self, items: list[tuple[str, np.ndarray, np.ndarray | None]]) -> None:
         if self.error is not None:
             raise self.error
         self.queue.put(items)
@@ -133,8 +133,8 @@ class _BackgroundWriter:
                 continue  # keep draining so the main thread never blocks
             try:
                 if items is not None:
-                    for utt_id, states in items:
-                        buffer.append(UtteranceFeatures.from_float32(utt_id, states))
+                    for utt_id, states, functionals in items:
+                        buffer.append(UtteranceFeatures.from_float32(utt_id, states, functionals))
                         size += buffer[-1].features.nbytes
                 due = time.monotonic() - last_flush >= self.flush_seconds or size >= FLUSH_BYTES
                 if buffer and (items is None or due):
@@ -276,7 +276,9 @@ def extract(
                     raise item
                 loaded, read_failures = item
                 results, model_failures = _forward_checked(backbone, loaded)
-                new = [(record.id, states[layer_index]) for record, _, states in results if record.id not in done]
+                waves = {record.id: wave for record, wave in loaded}
+                new = [(record.id, states[layer_index], backbone.utterance_functionals(waves[record.id]))
+                       for record, _, states in results if record.id not in done]
                 background.put(new)
                 seconds = sum(seconds for record, seconds, _ in results if record.id not in done)
                 extracted, audio_seconds = extracted + len(new), audio_seconds + seconds
@@ -293,7 +295,8 @@ def extract(
     if not order:
         first = next(iter(skipped.items()), ("", "nothing to extract"))
         raise CacheError(f"no utterance could be extracted (e.g. {first[0]}: {first[1]})", f"see {skipped_csv}")
-    writer.finish(order, skipped, {"num_utterances": len(order), "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    writer.finish(order, skipped, {"num_utterances": len(order), "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                  functional_names=backbone.functional_names)
     return ExtractionSummary(
         out, extracted, len(order) - extracted, skipped, audio_seconds, time.perf_counter() - started,
         out.stat().st_size, skipped_csv,

@@ -67,6 +67,7 @@ class SweepSettings:
     task: str = "categorical"
     test_manifest: Path | None = None  # cross-corpus: test every run on this manifest's corpus
     label_map: dict[str, str | None] | None = None  # its labels → the training corpus's
+    log: str | None = None  # tensorboard | mlflow: each run × fold's epochs and final metrics (tracking.py)
 
 
 @dataclass
@@ -122,7 +123,7 @@ def plan_runs(grid: Grid, settings: SweepSettings, data: TrainingData, sweep_dir
     for point, config, name in zip(points, configs, names):
         for index, fold in chosen:
             key = f"{name}/{fold_dir_name(index)}"
-            planned.append(PlannedRun(point, RunTask(key, config, fold, sweep_dir / key)))
+            planned.append(PlannedRun(point, RunTask(key, config, fold, sweep_dir / key, settings.log)))
     return planned
 
 

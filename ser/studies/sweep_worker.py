@@ -20,6 +20,7 @@ from ser.data.folds import Fold
 from ser.errors import SerError
 from ser.training.config import TrainConfig
 from ser.training.loop import train_fold
+from ser.training.tracking import open_tracker
 from ser.training.training_data import TrainingData
 
 ERROR_FILE = "error.txt"
@@ -35,6 +36,7 @@ class RunTask:
     config: TrainConfig
     fold: Fold
     out_dir: Path
+    log: str | None = None  # tensorboard | mlflow (ser.training.tracking)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,10 @@ def run_task(task: RunTask, data: TrainingData, on_epoch: Callable[[EpochEvent],
             on_epoch((task.key, epoch, total))
 
     try:
-        metrics = train_fold(task.config, data, task.fold, task.out_dir, progress)
+        with open_tracker(task.log, task.out_dir, task.key, f"ser/{task.config.corpus}/{task.config.model}",
+                          {**task.config.to_dict(), "fold": task.fold.name}) as tracker:
+            metrics = train_fold(task.config, data, task.fold, task.out_dir, tracker.progress(progress))
+            tracker.log_final(metrics)
     except Exception as error:  # noqa: BLE001 — any failure of one run is recorded, not raised
         message = describe_error(error)
         task.out_dir.mkdir(parents=True, exist_ok=True)

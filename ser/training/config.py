@@ -91,7 +91,7 @@ class TrainConfig:
         if self.layers is not None:
             parts.append("L" + "_".join(map(str, self.layers)))
         if self.folds is not None:
-            parts.append(self.folds + (str(self.k) if self.k else ""))
+            parts.append(self.folds.split(":")[0] + (str(self.k) if self.k else ""))  # emobox:DIR → emobox
         if self.dev != "random":
             parts.append(f"dev{self.dev}")
         if self.standardize:

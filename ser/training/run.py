@@ -13,6 +13,7 @@ from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
 from ser.training.loop import ProgressCallback, train_fold
 from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
+from ser.training.tracking import open_tracker
 from ser.training.training_data import TrainingData
 
 
@@ -22,15 +23,22 @@ def train_folds(
     run_dir: Path,
     which: str = "all",
     progress: ProgressCallback | None = None,
+    log: str | None = None,
 ) -> dict[str, dict]:
-    """Train the selected folds into run_dir/fold<K>/; `all` also writes summary.json.
+    """Train the selected folds into run_dir/fold<K>/; `all` also writes summary.json. `log`:
+    tensorboard | mlflow records each fold's epochs and final metrics (tracking.py).
 
     Returns {fold directory name: metrics}.
     """
     chosen = select_folds(protocol_folds(config, data), which)
     results = {}
     for index, fold in chosen:
-        results[fold_dir_name(index)] = train_fold(config, data, fold, Path(run_dir) / fold_dir_name(index), progress)
+        fold_dir, name = Path(run_dir) / fold_dir_name(index), f"{Path(run_dir).name}/{fold_dir_name(index)}"
+        kind = None if files.is_finished(fold_dir) else log  # a finished fold is not logged again
+        with open_tracker(kind, fold_dir, name, f"ser/{config.corpus}/{config.model}",
+                          {**config.to_dict(), "fold": fold.name}) as tracker:
+            results[fold_dir_name(index)] = train_fold(config, data, fold, fold_dir, tracker.progress(progress))
+            tracker.log_final(results[fold_dir_name(index)])
     if which == "all":
         files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results))
     return results
@@ -73,6 +81,7 @@ def run_training(
     device: str = "auto",
     stream: bool | None = None,
     progress: ProgressCallback | None = None,
+    log: str | None = None,
 ) -> tuple[Path, dict[str, dict]]:
     """`ser train`: resolve manifest and cache in the workspace, load them once, train the folds.
 
@@ -85,4 +94,4 @@ def run_training(
     data = load_training_data(inputs.manifest, inputs.cache, config.task, config.layers, device, stream,
                               test_manifest=config.test_manifest, test_cache=test_cache, label_map=config.label_map)
     run_dir = Path(out) if out is not None else workspace.runs_root(inputs.corpus, inputs.model) / (run_name or config.run_name())
-    return run_dir, train_folds(config, data, run_dir, which, progress)
+    return run_dir, train_folds(config, data, run_dir, which, progress, log)
