@@ -74,6 +74,9 @@ class FinetuneRecipe:
 
 
 PAPER_RECIPE = FinetuneRecipe()
+SHORT_NAMES = {"epochs": "e", "batch_size": "bs", "lr": "lr", "backbone_lr": "blr", "weight_decay": "wd",
+               "warmup_epochs": "wu", "max_seconds": "max", "layerdrop": "ld", "label_smoothing": "ls",
+               "grad_clip": "clip", "schedule": "sched-", "optimizer": ""}
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(FinetuneRecipe))
 
 
@@ -164,13 +167,16 @@ class FinetuneConfig:
         for name in RECIPE_FIELDS:
             value = getattr(self.recipe, name)
             if value != getattr(PAPER_RECIPE, name):
-                parts.append(f"{name}{value:g}" if isinstance(value, float) else f"{name}{value}")
+                prefix = SHORT_NAMES.get(name, name)
+                parts.append(f"{prefix}{value:g}" if isinstance(value, float) else f"{prefix}{value}")
         if self.freeze_layers:
             parts.append(f"freeze{self.freeze_layers}")
         if self.batching != "auto":
             parts.append(self.batching)
         if self.conv_cache:
             parts.append("conv")
+        if self.precision != "fp32":
+            parts.append(self.precision)
         if self.folds is not None:
             parts.append(self.folds + (str(self.k) if self.k else ""))
         if self.random_init:

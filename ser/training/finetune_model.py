@@ -146,5 +146,9 @@ def build_finetune_model(config, pristine: SpeechBackbone, num_outputs: int) -> 
     model = FinetuneModel(encoder_model, head, normalize_input=pristine.normalize_input,
                           freeze_layers=config.freeze_layers).to(pristine.device)
     if config.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model.backbone, "activation_checkpointing_enable", None)  # transformers ≥ 5.2x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
