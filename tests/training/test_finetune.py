@@ -159,6 +159,24 @@ def test_group_norm_models_never_see_padding(workspace, tmp_path, batching):
         resolve_batching("pad", False, model)
 
 
+@pytest.mark.parametrize("family", ["wavlm", "hubert", "wav2vec2"])
+def test_padding_the_cached_cnn_output_leaves_valid_frames_unchanged(workspace, family):
+    """Why --conv-cache may pad: the group norm already ran on each utterance alone, and the mask
+    keeps padded frames out of the transformer."""
+    pristine = load_speech_backbone(str(workspace.root / f"tiny-{family}"), False, False, "cpu", None)
+    model = build_finetune_model(config_for(workspace, family), pristine, 4).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        conv = model.conv_features(torch.randn(2, 16000))  # (2, T, C)
+        T, short = conv.shape[1], conv.shape[1] - 17
+        alone = model.hidden_states(conv[1:, :short].clone(), torch.tensor([short]))  # (1, L, short, D)
+        padded = conv.clone()
+        padded[1, short:] = 0
+        batched = model.hidden_states(padded, torch.tensor([T, short]))  # (2, L, T, D)
+    torch.testing.assert_close(batched[1, :, :short], alone[0], atol=1e-5, rtol=1e-5)
+    assert resolve_batching("auto", True, model) == "pad"
+
+
 def test_hidden_states_equal_extraction_and_layerdrop_keeps_their_count(workspace):
     pristine = load_speech_backbone(str(workspace.root / "tiny-wavlm"), False, False, "cpu", 0.5)
     config = config_for(workspace, "wavlm")
