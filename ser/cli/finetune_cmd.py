@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,8 +18,8 @@ EXAMPLES = """Examples:
 
   ser finetune --model ./wavlm-base --head shiftformer --fold 1 --conv-cache --precision bf16 --gradient-checkpointing
 
-  ser finetune --model wav2vec2-base --head shiftlstm --schedule reference --backbone-lr 5e-4
-  (parity with the reference: its schedule advanced once per epoch, one learning rate)
+  ser finetune --model wav2vec2-base --head shiftlstm --schedule reference --backbone-lr 5e-4 --head-option layers=-1
+  (parity with the reference: its schedule advanced once per epoch, one learning rate, last layer only)
 
   ser finetune --model hubert-base --head linear --freeze-layers 8 --lr 1e-3 --epochs 20
 
@@ -59,6 +60,8 @@ def finetune(
     allow_download: Annotated[bool, typer.Option("--allow-download", help="Allow fetching the model from the hub.")] = False,
     shift_proportion: Annotated[Optional[str], typer.Option("--shift-proportion", help="Shifted channels PER DIRECTION: 1/2, 1/4, 1/8, 1/16.")] = None,
     shift_placement: Annotated[Optional[str], typer.Option("--shift-placement", help="residual | tsm-residual | inplace | replacement | none.")] = None,
+    shift_bidirectional: Annotated[Optional[bool], typer.Option("--shift-bidirectional/--no-shift-bidirectional", help="Also advance a group.")] = None,
+    shift_stride: Annotated[Optional[int], typer.Option("--shift-stride", help="Frames per shift.")] = None,
     head_option: Annotated[Optional[list[str]], typer.Option("--head-option", help="key=value for any other head option (repeatable).")] = None,
     task: Annotated[str, typer.Option("--task", help="categorical | dimensional.")] = "categorical",
     device: Device = "auto",
@@ -73,6 +76,7 @@ def finetune(
     from ser.training.finetune_run import run_finetune
 
     head_kwargs = {"shift_proportion": shift_proportion, "shift_placement": shift_placement,
+                   "shift_bidirectional": shift_bidirectional, "shift_stride": shift_stride,
                    **parse_head_options(head_option or [])}
     config = FinetuneConfig.create(
         model, head, head_kwargs, epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr=backbone_lr,
@@ -83,6 +87,7 @@ def finetune(
     )
     with _progress_bar() as progress:
         run_dir, results = run_finetune(workdir, config, fold, manifest=manifest, out=out, run_name=run_name,
-                                        device=device, allow_download=allow_download, progress=progress)
+                                        device=device, allow_download=allow_download, progress=progress,
+                                        show_progress=sys.stdout.isatty())
     print_results(results)
     print(f"run directory: {run_dir}")

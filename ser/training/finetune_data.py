@@ -14,7 +14,7 @@ Batch order depends only on (seed, epoch) (training/batching.py), so resumed run
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -47,6 +47,7 @@ class FinetuneData:
     max_seconds: float | None
     conv_cache: Path | None = None  # read the CNN output from here instead of decoding audio
     skipped: dict[str, str] | None = None  # id → why it is left out
+    _conv_reader: CacheReader | None = field(default=None, repr=False)  # opened on first use
     cross = None  # protocol_folds' cross-corpus slot: fine-tuning has none
     labelled = None
 
@@ -59,9 +60,9 @@ class FinetuneData:
         return np.array([where[utt] for utt in ids], dtype=np.int64)
 
     def _reader(self) -> CacheReader:
-        if not hasattr(self, "_open_reader"):
-            self._open_reader = CacheReader(self.conv_cache)
-        return self._open_reader
+        if self._conv_reader is None:
+            self._conv_reader = CacheReader(self.conv_cache)
+        return self._conv_reader
 
     def inputs(self, rows: np.ndarray, model, crop: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, lengths) of `rows` for `model`, cut to the shortest member when `crop`,

@@ -32,9 +32,11 @@ def run_finetune(
     allow_download: bool = False,
     progress: ProgressCallback | None = None,
     checkpoint_seconds: float = CHECKPOINT_EVERY_SECONDS,
+    show_progress: bool = False,
 ) -> tuple[Path, dict[str, dict]]:
     """Fine-tune the selected folds into runs/<corpus>/<model>/<run-name>/fold<K>/ (or `out`);
-    `all` also writes summary.json. Returns (run directory, {fold directory name: metrics})."""
+    `all` also writes summary.json. Returns (run directory, {fold directory name: metrics}).
+    `show_progress`: a progress bar while the CNN cache is built."""
     workspace = Workspace(Path(workdir))
     manifest_path = workspace.find_manifest(manifest)
     corpus = workspace.corpus_of(manifest_path)
@@ -46,7 +48,8 @@ def run_finetune(
     if config.conv_cache:
         conv_cache = build_conv_cache(manifest_path, pristine,
                                       conv_cache_path(workspace, corpus, config.model, config.random_init,
-                                                      config.recipe.max_seconds), config.recipe.max_seconds)
+                                                      config.recipe.max_seconds), config.recipe.max_seconds,
+                                      show_progress=show_progress)
     data = load_finetune_data(manifest_path, config.task, pristine.num_frames, config.recipe.max_seconds, conv_cache)
     run_dir = Path(out) if out is not None else workspace.runs_root(corpus, config.model) / (run_name or config.run_name())
     results = {}
