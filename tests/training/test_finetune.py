@@ -190,8 +190,9 @@ def test_hidden_states_equal_extraction_and_layerdrop_keeps_their_count(workspac
         states = model.hidden_states(conv, torch.tensor([conv.shape[1]]))[0]
     np.testing.assert_allclose(states.numpy(), expected, atol=1e-5)
     model.train()  # LayerDrop 0.5: layers get skipped, the count stays L+1
-    counts = {model.hidden_states(conv, torch.tensor([conv.shape[1]])).shape[1] for _ in range(6)}
-    assert counts == {3}
+    runs = [model.hidden_states(conv, torch.tensor([conv.shape[1]])).detach() for _ in range(6)]
+    assert {run.shape[1] for run in runs} == {3}
+    assert not torch.equal(runs[0], runs[1])  # dropout / LayerDrop act in training only
 
 
 def test_load_finetuned_reproduces_the_runs_predictions(wavlm_run):
@@ -226,6 +227,15 @@ def test_conv_cache_run_matches_raw_audio(workspace):
     raw_history, conv_history = (pd.read_csv(d / "fold1" / files.HISTORY) for d in (raw_dir, conv_dir))
     np.testing.assert_allclose(conv_history["train_loss"], raw_history["train_loss"], rtol=1e-3)
     assert cached["fold1"]["test"] == raw["fold1"]["test"]
+
+
+def test_config_round_trips_and_names_the_run():
+    config = FinetuneConfig.create("wav2vec2-base", "shiftcnn", {"shift_proportion": "1/8"}, schedule="reference",
+                                   backbone_lr=5e-4, freeze_layers=2, conv_cache=True)
+    assert FinetuneConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config.run_name() == "ft-shiftcnn-shift_proportion1_8-blr0.0005-sched-reference-freeze2-conv-s0"
+    with pytest.raises(UserInputError, match="unknown schedule"):
+        FinetuneConfig.create("wav2vec2-base", "shiftcnn", schedule="cosine-ish")
 
 
 def test_schedules():
