@@ -12,7 +12,7 @@ import sys
 import typer
 
 from ser.cli import cache_cmd, demo_cmd, extract_cmd, folds_cmd, listing_cmd, prepare_cmd
-from ser.cli import distill_cmd, report_cmd, sweep_cmd, train_cmd
+from ser.cli import distill_cmd, finetune_cmd, report_cmd, sweep_cmd, train_cmd
 from ser.errors import SerError
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ Each command's --help has more examples. Errors print one line and a hint; SER_D
 app.command("prepare", help=prepare_cmd.HELP, epilog=prepare_cmd.EXAMPLES)(prepare_cmd.prepare)
 app.command("extract", help=extract_cmd.HELP, epilog=extract_cmd.EXAMPLES)(extract_cmd.extract)
 app.command("train", help=train_cmd.HELP, epilog=train_cmd.EXAMPLES)(train_cmd.train)
+app.command("finetune", help=finetune_cmd.HELP, epilog=finetune_cmd.EXAMPLES)(finetune_cmd.finetune)
 app.command("sweep", help=sweep_cmd.HELP, epilog=sweep_cmd.EXAMPLES)(sweep_cmd.sweep)
 app.command("report", help=report_cmd.HELP, epilog=report_cmd.EXAMPLES)(report_cmd.report)
 app.command("distill", help=distill_cmd.HELP, epilog=distill_cmd.EXAMPLES)(distill_cmd.distill)
