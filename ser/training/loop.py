@@ -206,6 +206,7 @@ def train_fold(
                      {"layers": layer_indices, "weights": head.layer_weights().detach().cpu().tolist()})
     files.write_model(out_dir / files.MODEL, head, config.head, data.dim, data.num_layers, task.num_outputs,
                       saved_config, scaler)
+    files.write_features_record(out_dir / files.FEATURES, data.cache_path)
     files.write_json(out_dir / files.METRICS, metrics)
     checkpoint_path.unlink(missing_ok=True)
     return metrics
