@@ -12,7 +12,7 @@ from ser.training import run_dir as files
 from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
 from ser.training.loop import ProgressCallback, train_fold
-from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
+from ser.training.protocol import NO_TEST, fold_dir_of, no_test_fold, protocol_folds, select_folds
 from ser.training.training_data import TrainingData
 
 
@@ -23,14 +23,15 @@ def train_folds(
     which: str = "all",
     progress: ProgressCallback | None = None,
 ) -> dict[str, dict]:
-    """Train the selected folds into run_dir/fold<K>/; `all` also writes summary.json.
+    """Train the selected folds into run_dir/fold<K>/ (`none`: run_dir/full/, no test); `all` also
+    writes summary.json.
 
     Returns {fold directory name: metrics}.
     """
-    chosen = select_folds(protocol_folds(config, data), which)
+    chosen = [(0, no_test_fold(config, data))] if which == NO_TEST else select_folds(protocol_folds(config, data), which)
     results = {}
     for index, fold in chosen:
-        results[fold_dir_name(index)] = train_fold(config, data, fold, Path(run_dir) / fold_dir_name(index), progress)
+        results[fold_dir_of(fold, index)] = train_fold(config, data, fold, Path(run_dir) / fold_dir_of(fold, index), progress)
     if which == "all":
         files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results))
     return results
