@@ -164,38 +164,48 @@ def test_long_files_are_cut_into_windows_with_segments(workspace, tmp_path):
     assert cropped["windows"].iloc[0] == 1
 
 
-def test_export_predicts_like_its_run_and_its_onnx_head_matches_torch(workspace, tmp_path):
+def test_export_predicts_like_its_run(workspace, tmp_path):
     from ser.training.export import export_model
 
     workdir, run = workspace["workdir"], workspace["w2v"]
-    expected = _test_manifest(workdir, run, "fold1", tmp_path / "test.csv")
-    summary = export_model(run, tmp_path / "exported", onnx=True)
-    folder = summary.folder
-    assert summary.onnx_max_error["fold1"] <= 1e-4
-    assert {"config.json", "model.safetensors", "labels.json", "backbone.json", "README.md", "fold1.onnx"} <= {
+    _test_manifest(workdir, run, "fold1", tmp_path / "test.csv")
+    folder = export_model(run, tmp_path / "exported").folder
+    assert {"config.json", "model.safetensors", "labels.json", "backbone.json", "README.md"} <= {
         p.name for p in folder.iterdir()}
     assert json.loads((folder / "backbone.json").read_text())["source"] == str(workspace["tiny"].resolve())
     card = (folder / "README.md").read_text()
     metrics = json.loads((run / "fold1" / "metrics.json").read_text())["test"]
     assert f"{metrics['ua']:.4f}" in card and "dev-selected" in card
-    exported = ser.load(folder, device="cpu")
-    table = exported.predict_many([tmp_path / "test.csv"])
+    table = ser.load(folder, device="cpu").predict_many([tmp_path / "test.csv"])
     run_table = ser.load(run, device="cpu").predict_many([tmp_path / "test.csv"])
     pd.testing.assert_frame_equal(table, run_table)
 
-    import onnxruntime
 
-    fold = exported.model.folds[0]
-    session = onnxruntime.InferenceSession(str(folder / "fold1.onnx"), providers=["CPUExecutionProvider"])
+def test_onnx_head_matches_torch_on_cached_features(workspace, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra (pip install '.[onnx]') is not installed")
     from ser.features.cache import CacheReader
-    from ser.training.trained_model import pad_batch
+    from ser.training.export import export_onnx
+    from ser.training.trained_model import load_run, pad_batch
 
-    with CacheReader(workdir / "cache" / "synthetic" / "tiny-wav2vec2.h5") as cache:
-        x, lengths = pad_batch([cache.read(utt, [1, 2]) for utt in expected["id"][:6]])
+    fold = load_run(workspace["fbank"], "1").folds[0]  # shiftcnn + feature scaler
+    error = export_onnx(fold, tmp_path / "fold1.onnx")
+    assert error <= 1e-4
+    session = onnxruntime.InferenceSession(str(tmp_path / "fold1.onnx"), providers=["CPUExecutionProvider"])
+    with CacheReader(workspace["workdir"] / "cache" / "synthetic" / "fbank.h5") as cache:
+        x, lengths = pad_batch([cache.read(utt) for utt in cache.ids[:7]])  # (7, 1, T, 80), unequal lengths
     got = session.run(None, {"features": x.numpy(), "lengths": lengths.numpy()})[0]
     with torch.no_grad():
-        want = fold.head(x, lengths).numpy()
+        want = fold.head(fold.scaler(x, lengths), lengths).numpy()
     assert np.abs(got - want).max() <= 1e-4
+
+
+def test_dimensional_run_predicts_its_arousal_valence_dominance(workspace, tmp_path):
+    workdir = workspace["workdir"]
+    run = _train(workdir, "fbank", "linear", "1", task="dimensional")
+    expected = _test_manifest(workdir, run, "fold1", tmp_path / "test.csv")
+    table = ser.load(run, device="cpu").predict_many([tmp_path / "test.csv"]).set_index("id").loc[expected["id"]]
+    for name in ("arousal", "valence", "dominance"):
+        np.testing.assert_array_equal(table[name].to_numpy(), expected[f"pred_{name}"].astype(float).to_numpy())
 
 
 def test_a_backbone_missing_offline_fails_at_once_with_the_how_to_line(workspace, tmp_path, monkeypatch, capsys):
