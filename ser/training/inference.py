@@ -32,7 +32,7 @@ from ser.training.recorded_backbone import load_recorded_backbone
 from ser.training.trained_model import FoldModel, TrainedModel, load_trained
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
-CHUNK_SECONDS = 600.0  # audio per temporary cache: bounds its size (≈ 1 MB per second for wavlm-base)
+CHUNK_SECONDS = 300.0  # audio per temporary cache: bounds its size and memory (≈ 1 MB/s for wavlm-base)
 DEFAULT_HOP_FRACTION = 0.5
 
 
@@ -54,7 +54,6 @@ class PredictionResult:
     table: pd.DataFrame
     segments: pd.DataFrame
     skipped: dict[str, str]
-    paths: dict[str, str]  # input id → path (for skipped inputs too)
 
 
 @dataclass(frozen=True)
@@ -212,8 +211,7 @@ class EmotionRecognizer:
                 scores.update(self._scores(chunk, skipped))
                 progress.advance(len(chunk), sum(window.end - window.start for window in chunk))
         kept = [window for window in windows if window.input_id not in skipped and window.record.id in scores]
-        return PredictionResult(self._table(kept, scores), self._segments(kept, scores), skipped,
-                                {record.id: record.path for record in records})
+        return PredictionResult(self._table(kept, scores), self._segments(kept, scores), skipped)
 
     def _labelled(self, table: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:
         if self.model.task.name == "categorical":
@@ -288,10 +286,10 @@ def _chunks(windows: list[_Window]) -> Iterable[list[_Window]]:
 
 def predict_inputs(model_path: Path, inputs: Sequence[str | Path], fold: str = "all", show_progress: bool = False,
                    **options) -> PredictionResult:
-    """`ser predict`: load the model and its backbone first (a missing backbone fails before any
-    audio is read), then predict the files, folders and manifests of `inputs`."""
-    recognizer = load(model_path, fold, **options)
-    return recognizer.predict_records(collect_inputs(inputs), show_progress=show_progress)
+    """`ser predict`: list the inputs, load the model and its backbone (a missing backbone fails
+    before any audio is read), then predict the files, folders and manifests of `inputs`."""
+    records = collect_inputs(inputs)
+    return load(model_path, fold, **options).predict_records(records, show_progress=show_progress)
 
 
 def save_result(result: PredictionResult, out: Path, segments: bool = False) -> list[Path]:

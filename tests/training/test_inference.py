@@ -95,20 +95,30 @@ def _bad_files(folder: Path) -> dict[str, Path]:
     return {"missing": folder / "missing.wav", "corrupt": corrupt, "empty": empty, "short": short}
 
 
-def test_cli_predict_reproduces_the_fbank_runs_predictions_and_skips_bad_files(workspace, tmp_path):
+def _ser(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the `ser` command line in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["ser", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_info:
+        code = exit_info.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_predict_reproduces_the_fbank_runs_predictions_and_skips_bad_files(workspace, tmp_path, monkeypatch, capsys):
     workdir, run = workspace["workdir"], workspace["fbank"]
     expected = _test_manifest(workdir, run, "fold1", tmp_path / "test.csv")
     bad = _bad_files(tmp_path / "bad")
     out = tmp_path / "predicted.csv"
-    result = subprocess.run(
-        [sys.executable, "-m", "ser.cli", "predict", str(tmp_path / "test.csv"), *map(str, bad.values()),
-         "--run", str(run), "--fold", "1", "--out", str(out)],
-        capture_output=True, text=True, env=_env(), timeout=240,
-    )
-    assert result.returncode == 0, result.stderr
+    code, stdout, stderr = _ser(monkeypatch, capsys, "predict", str(tmp_path / "test.csv"), *map(str, bad.values()),
+                                "--run", str(run), "--fold", "1", "--out", str(out))
+    assert code == 0, stderr
+    assert f"wrote {out}" in stdout
     _same_text(pd.read_csv(out, dtype=str), expected)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 4 and all(line.startswith("skipped ") for line in lines), result.stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("skipped ") for line in lines), stderr
     reasons = dict(line.removeprefix("skipped ").split(": ", 1) for line in lines)
     assert "file not found" in reasons[str(bad["missing"])]
     assert "cannot read" in reasons[str(bad["corrupt"])]
@@ -164,21 +174,25 @@ def test_long_files_are_cut_into_windows_with_segments(workspace, tmp_path):
     assert cropped["windows"].iloc[0] == 1
 
 
-def test_export_predicts_like_its_run(workspace, tmp_path):
-    from ser.training.export import export_model
-
+def test_export_predicts_like_its_run(workspace, tmp_path, monkeypatch, capsys):
     workdir, run = workspace["workdir"], workspace["w2v"]
     _test_manifest(workdir, run, "fold1", tmp_path / "test.csv")
-    folder = export_model(run, tmp_path / "exported").folder
+    folder = tmp_path / "exported"
+    code, stdout, stderr = _ser(monkeypatch, capsys, "export", str(run), "--out", str(folder))
+    assert code == 0 and f"exported 1 fold(s) (fold1) → {folder}" in stdout, stderr
     assert {"config.json", "model.safetensors", "labels.json", "backbone.json", "README.md"} <= {
         p.name for p in folder.iterdir()}
     assert json.loads((folder / "backbone.json").read_text())["source"] == str(workspace["tiny"].resolve())
     card = (folder / "README.md").read_text()
     metrics = json.loads((run / "fold1" / "metrics.json").read_text())["test"]
     assert f"{metrics['ua']:.4f}" in card and "dev-selected" in card
-    table = ser.load(folder, device="cpu").predict_many([tmp_path / "test.csv"])
-    run_table = ser.load(run, device="cpu").predict_many([tmp_path / "test.csv"])
-    pd.testing.assert_frame_equal(table, run_table)
+    for source, out in (("--model-dir", "exported.csv"), ("--run", "run.csv")):
+        code, _, stderr = _ser(monkeypatch, capsys, "predict", str(tmp_path / "test.csv"), source,
+                               str(folder if source == "--model-dir" else run), "--out", str(tmp_path / out))
+        assert code == 0, stderr
+    assert (tmp_path / "exported.csv").read_text() == (tmp_path / "run.csv").read_text()
+    code, _, stderr = _ser(monkeypatch, capsys, "export", str(run), "--out", str(folder))
+    assert code == 2 and "is not empty" in stderr  # an export is never overwritten by accident
 
 
 def test_onnx_head_matches_torch_on_cached_features(workspace, tmp_path):
@@ -215,12 +229,10 @@ def test_a_backbone_missing_offline_fails_at_once_with_the_how_to_line(workspace
     record = json.loads(record_path.read_text())
     record_path.write_text(json.dumps({**record, "source": "ser-tests/not-on-this-machine", "model": "x"}))
     clip = sorted((workspace["workdir"] / "audio" / "wav").rglob("*.wav"))[0]
-    monkeypatch.setattr(sys, "argv", ["ser", "predict", str(clip), "--run", str(copy)])
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exit_info.value.code == 2
+    code, _, stderr = _ser(monkeypatch, capsys, "predict", str(clip), "--run", str(copy))
+    err = stderr.strip().splitlines()
+    assert code == 2
     assert err[0] == ("error: the run's backbone ser-tests/not-on-this-machine is not on this machine and "
                       "downloads are off")
     assert err[1].startswith("hint: on a connected machine run `hf download ser-tests/not-on-this-machine")
