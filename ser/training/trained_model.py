@@ -161,14 +161,14 @@ def load_run(run: Path, which: str = "all") -> TrainedModel:
     fold_dirs = _fold_dirs(run)
     names = [(d.name, files.read_json(d / files.CONFIG).get("fold", d.name)) for d in fold_dirs]
     chosen = set(select_fold_names(names, which))
-    folds, configs, metrics = [], [], {}
+    folds, configs, records, metrics = [], [], [], {}
     for fold_dir in (d for d in fold_dirs if d.name in chosen):
         fold, config = _run_fold(fold_dir)
         folds.append(fold)
         configs.append(config)
+        records.append(read_features_record(fold_dir, config))
         if (fold_dir / files.METRICS).is_file():
             metrics[fold.name] = files.read_json(fold_dir / files.METRICS)
-    records = [read_features_record(d, c) for d, c in zip((d for d in fold_dirs if d.name in chosen), configs)]
     _check_compatible(folds, records, configs)
     return TrainedModel(folds, records[0], configs[0].get("layers"), configs[0], metrics, run)
 

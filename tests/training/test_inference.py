@@ -155,6 +155,16 @@ def test_fold_all_averages_the_fold_models(workspace, tmp_path):
     assert not np.allclose(each[0][columns].to_numpy(), each[1][columns].to_numpy())
 
 
+def test_a_run_without_features_record_finds_its_cache_in_the_workspace(workspace):
+    run = workspace["fbank"]
+    older = run.with_name("trained-before-features-json")
+    shutil.copytree(run / "fold1", older / "fold1")
+    (older / "fold1" / "features.json").unlink()
+    clip = sorted((workspace["workdir"] / "audio" / "wav").rglob("*.wav"))[0]
+    assert ser.load(older, device="cpu").predict(clip) == ser.load(run, "1", device="cpu").predict(clip)
+    assert not (older / "fold1" / "features.json").exists()  # predicting never writes into a run
+
+
 def test_long_files_are_cut_into_windows_with_segments(workspace, tmp_path):
     clf = ser.load(workspace["fbank"], "1", device="cpu")
     files = sorted((workspace["workdir"] / "audio" / "wav").rglob("*.wav"))[:4]
