@@ -19,7 +19,7 @@ EXAMPLES = """Examples:
 
   ser train --head shiftcnn --fold 1 --model wavlm-base --epochs 30 --seed 1
 
-  ser train --head shiftcnn --fold none   (every labelled utterance; runs/…/<run>/full/, no test metrics)
+  ser train --head shiftcnn --fold none   (every labelled utterance; runs/…/<run>-full/full/, no test metrics)
 
   ser train --head shiftlstm --shift-proportion 1/8 --shift-placement inplace --layers 8-12
 
