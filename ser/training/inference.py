@@ -133,7 +133,8 @@ class EmotionRecognizer:
 
     def __init__(self, model: TrainedModel, *, model_dir: Path | None = None, allow_download: bool = False,
                  device: str = "auto", precision: str = "auto", windows: bool = True, window: float | None = None,
-                 hop: float | None = None, batch_seconds: float | None = None):
+                 hop: float | None = None, batch_seconds: float | None = None, backbone: Backbone | None = None):
+        """`backbone`: an already loaded backbone for every fold (else loaded from the run's record)."""
         self.model = model
         self.window = (window or clip_seconds(model.features)) if windows else None
         if self.window is not None and self.window <= 0:
@@ -147,6 +148,8 @@ class EmotionRecognizer:
         self.max_seconds = model.features.get("max_seconds") or None
         # One backbone per distinct backbone folder (folds with a fine-tuned backbone have their own).
         self.backbones: dict[Path | None, Backbone] = {}
+        if backbone is not None:
+            self.backbones = {fold.backbone_dir: backbone for fold in model.folds}
         for fold in model.folds:
             if fold.backbone_dir not in self.backbones:
                 self.backbones[fold.backbone_dir] = load_recorded_backbone(
