@@ -165,7 +165,7 @@ def test_a_run_without_features_record_finds_its_cache_in_the_workspace(workspac
     assert not (older / "fold1" / "features.json").exists()  # predicting never writes into a run
 
 
-def test_long_files_are_cut_into_windows_with_segments(workspace, tmp_path):
+def test_long_files_are_cut_into_windows_with_segments(workspace, tmp_path, monkeypatch, capsys):
     clf = ser.load(workspace["fbank"], "1", device="cpu")
     files = sorted((workspace["workdir"] / "audio" / "wav").rglob("*.wav"))[:4]
     long = tmp_path / "long.wav"
@@ -182,6 +182,10 @@ def test_long_files_are_cut_into_windows_with_segments(workspace, tmp_path):
     np.testing.assert_allclose(row[columns].to_numpy(float), segments[columns].mean().to_numpy(), atol=1e-6)
     cropped = ser.load(workspace["fbank"], "1", device="cpu", windows=False).predict_many([long])
     assert cropped["windows"].iloc[0] == 1
+    code, stdout, stderr = _ser(monkeypatch, capsys, "predict", str(long), "--run", str(workspace["fbank"]),
+                                "--fold", "1", "--segments")
+    assert code == 0, stderr
+    assert "predictions" in stdout and "windows" in stdout and str(row["prediction"]) in stdout
 
 
 def test_export_predicts_like_its_run(workspace, tmp_path, monkeypatch, capsys):
