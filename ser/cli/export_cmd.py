@@ -25,10 +25,12 @@ def export(
     fold: Annotated[str, typer.Option("--fold", help="all | K (fold<K>) | a fold name.")] = "all",
     onnx: Annotated[bool, typer.Option("--onnx", help="Also write each fold's head as ONNX (checked with onnxruntime).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")] = False,
+    include_backbone: Annotated[bool, typer.Option("--include-backbone", help="Copy the run's local backbone folder "
+                                                   "in (hub backbones are referenced by id and revision).")] = False,
 ) -> None:
     from ser.training.export import ONNX_TOLERANCE, export_model
 
-    summary = export_model(run, out, fold, onnx=onnx, overwrite=overwrite)
+    summary = export_model(run, out, fold, onnx=onnx, overwrite=overwrite, include_backbone=include_backbone)
     print(f"exported {len(summary.folds)} fold(s) ({', '.join(summary.folds)}) → {summary.folder}")
     for name, error in summary.onnx_max_error.items():
         print(f"{name}.onnx: max |onnxruntime − torch| = {error:.2e} (≤ {ONNX_TOLERANCE:g})")

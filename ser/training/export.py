@@ -11,6 +11,7 @@
     README.md                   model card: protocol, metrics, backbone, usage
     <fold>.onnx                 with --onnx: standardisation + head, checked with onnxruntime
     backbone/<fold>/            a fold's own (fine-tuned) backbone, when the run saved one
+    backbone/                   with --include-backbone: a copy of the run's local backbone folder
 
 The folder is built beside DIR and renamed into place, so an interrupted export leaves nothing.
 """
@@ -45,19 +46,25 @@ class ExportSummary:
     onnx_max_error: dict[str, float] = field(default_factory=dict)  # fold → max |onnxruntime − torch|
 
 
-def export_model(run: Path, out: Path, fold: str = "all", onnx: bool = False, overwrite: bool = False) -> ExportSummary:
-    """Write the selected folds of a run directory as a self-contained model folder `out`."""
+def export_model(run: Path, out: Path, fold: str = "all", onnx: bool = False, overwrite: bool = False,
+                 include_backbone: bool = False) -> ExportSummary:
+    """Write the selected folds of a run directory as a self-contained model folder `out`
+    (`include_backbone`: copy the run's backbone folder in, for backbones that are not on the hub)."""
     run, out = Path(run), Path(out)
     if is_export(run):
         raise UserInputError(f"{run} is already an exported model folder", "copy the folder instead")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserInputError(f"{out} exists and is not empty", "pass --overwrite to replace it, or another --out")
     model = load_run(run, fold)
+    bundled = _backbone_to_bundle(model) if include_backbone else None
     staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         summary = _write_folder(model, run, staging, onnx)
+        if bundled is not None:
+            shutil.copytree(bundled, staging / FOLD_BACKBONE, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(".cache"))
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
@@ -66,6 +73,15 @@ def export_model(run: Path, out: Path, fold: str = "all", onnx: bool = False, ov
         raise
     summary.folder = out
     return summary
+
+
+def _backbone_to_bundle(model: TrainedModel) -> Path:
+    """The local backbone folder of the run's features record (what --include-backbone copies)."""
+    source = str(model.features.get("source", ""))
+    if not Path(source).is_dir():
+        raise UserInputError(f"--include-backbone copies a local backbone folder; this run's backbone is {source!r}",
+                             "hub models are referenced by id and revision in backbone.json: drop --include-backbone")
+    return Path(source)
 
 
 def _write_folder(model: TrainedModel, run: Path, folder: Path, onnx: bool) -> ExportSummary:

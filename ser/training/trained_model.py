@@ -4,7 +4,7 @@ their feature scalers and tasks, and the record of the features they were traine
     run directory     <run>/fold<K>/{model.pt, config.json, metrics.json, features.json[, backbone/]}
                       (or one fold directory itself)
     exported folder   config.json (format "ser-model"), model.safetensors, feature_scaler.safetensors,
-                      labels.json, backbone.json, README.md[, <fold>.onnx][, backbone/]   (export.py)
+                      labels.json, backbone.json, README.md[, <fold>.onnx][, backbone/[<fold>/]]   (export.py)
 
 A fold's head sees its inputs exactly as in training's evaluation: zero-padded batches of
 2 × the training batch size, longest first, standardised by the fold's scaler.
@@ -205,11 +205,14 @@ def load_export(folder: Path, which: str = "all") -> TrainedModel:
         scaler = None
         if prefix + "mean" in scalers:
             scaler = FeatureScaler(scalers[prefix + "mean"], scalers[prefix + "std"])
-        backbone_dir = folder / FOLD_BACKBONE / entry["name"]
+        backbone_dir = folder / FOLD_BACKBONE / entry["name"]  # the fold's own (fine-tuned) backbone
+        if not backbone_dir.is_dir():
+            backbone_dir = folder / FOLD_BACKBONE  # one bundled with --include-backbone
         folds.append(FoldModel(
             name=entry["name"], head=_build_head(entry["constructor_kwargs"], state), scaler=scaler,
             task=task_from_dict(entry["task_state"]), batch_size=int(entry["batch_size"]),
-            spec=dict(entry["constructor_kwargs"]), backbone_dir=backbone_dir if backbone_dir.is_dir() else None,
+            spec=dict(entry["constructor_kwargs"]),
+            backbone_dir=backbone_dir if (backbone_dir / "config.json").is_file() else None,
         ))
     metrics = {name: value for name, value in config.get("metrics", {}).items() if name in chosen}
     return TrainedModel(folds, config["features"], config.get("layers"), config["train_config"], metrics, folder)

@@ -192,8 +192,10 @@ def test_export_predicts_like_its_run(workspace, tmp_path, monkeypatch, capsys):
     workdir, run = workspace["workdir"], workspace["w2v"]
     _test_manifest(workdir, run, "fold1", tmp_path / "test.csv")
     folder = tmp_path / "exported"
-    code, stdout, stderr = _ser(monkeypatch, capsys, "export", str(run), "--out", str(folder))
+    code, stdout, stderr = _ser(monkeypatch, capsys, "export", str(run), "--out", str(folder), "--include-backbone")
     assert code == 0 and f"exported 1 fold(s) (fold1) → {folder}" in stdout, stderr
+    bundled = ser.load(folder, device="cpu").backbones
+    assert [backbone.source for backbone in bundled.values()] == [str((folder / "backbone").resolve())]
     assert {"config.json", "model.safetensors", "labels.json", "backbone.json", "README.md"} <= {
         p.name for p in folder.iterdir()}
     assert json.loads((folder / "backbone.json").read_text())["source"] == str(workspace["tiny"].resolve())
