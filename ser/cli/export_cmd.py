@@ -16,7 +16,7 @@ EXAMPLES = """Examples:
 
 Then: ser predict clip.wav --model-dir models/synthetic-shiftcnn, or ser.load("models/synthetic-shiftcnn").
 --onnx also writes <fold>.onnx (standardisation + head; inputs features (B, L, T, D) and lengths (B,)),
-checked with onnxruntime against torch (needs `pip install 'ser[onnx]'`)."""
+checked with onnxruntime against torch (needs `pip install 'ser\\[onnx]'`)."""
 
 
 def export(
