@@ -12,7 +12,7 @@ import sys
 import typer
 
 from ser.cli import cache_cmd, demo_cmd, extract_cmd, folds_cmd, listing_cmd, prepare_cmd
-from ser.cli import distill_cmd, finetune_cmd, report_cmd, sweep_cmd, train_cmd
+from ser.cli import distill_cmd, export_cmd, finetune_cmd, predict_cmd, report_cmd, sweep_cmd, train_cmd
 from ser.errors import SerError
 
 app = typer.Typer(
@@ -32,6 +32,8 @@ app = typer.Typer(
 
   ser report runs/
 
+  ser predict clip.wav --run runs/<corpus>/<model>/<run>   (apply a trained run to new audio)
+
 Each command's --help has more examples. Errors print one line and a hint; SER_DEBUG=1 shows tracebacks.""",
     no_args_is_help=True,
     add_completion=False,
@@ -45,6 +47,8 @@ app.command("train", help=train_cmd.HELP, epilog=train_cmd.EXAMPLES)(train_cmd.t
 app.command("finetune", help=finetune_cmd.HELP, epilog=finetune_cmd.EXAMPLES)(finetune_cmd.finetune)
 app.command("sweep", help=sweep_cmd.HELP, epilog=sweep_cmd.EXAMPLES)(sweep_cmd.sweep)
 app.command("report", help=report_cmd.HELP, epilog=report_cmd.EXAMPLES)(report_cmd.report)
+app.command("predict", help=predict_cmd.HELP, epilog=predict_cmd.EXAMPLES)(predict_cmd.predict)
+app.command("export", help=export_cmd.HELP, epilog=export_cmd.EXAMPLES)(export_cmd.export)
 app.command("distill", help=distill_cmd.HELP, epilog=distill_cmd.EXAMPLES)(distill_cmd.distill)
 app.command("folds", help=folds_cmd.HELP, epilog=folds_cmd.EXAMPLES)(folds_cmd.folds)
 app.command("list", help=listing_cmd.HELP, epilog=listing_cmd.EXAMPLES)(listing_cmd.list_names)

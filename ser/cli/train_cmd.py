@@ -19,6 +19,8 @@ EXAMPLES = """Examples:
 
   ser train --head shiftcnn --fold 1 --model wavlm-base --epochs 30 --seed 1
 
+  ser train --head shiftcnn --fold none   (every labelled utterance; runs/…/<run>-full/full/, no test metrics)
+
   ser train --head shiftlstm --shift-proportion 1/8 --shift-placement inplace --layers 8-12
 
   ser train --head shiftcnn --standardize --epochs 15   (fbank/mfcc caches)
@@ -89,7 +91,8 @@ def train(
     head: Annotated[
         Optional[str], typer.Option("--head", help="Head name (see `ser list heads`); with --teacher: multimodal.")
     ] = None,
-    fold: Annotated[str, typer.Option("--fold", help="all, a fold number K (as in fold<K>, from 1) or a fold name.")] = "all",
+    fold: Annotated[str, typer.Option("--fold", help="all, a fold number K (as in fold<K>, from 1), a fold name, or none "
+                                        "(train on every labelled utterance, dev for the epoch, no test: the model to deploy).")] = "all",
     model: Annotated[Optional[str], typer.Option("--model", help="Cache model (default: the only cache).")] = None,
     workdir: Workdir = Path("."),
     manifest: ManifestPath = None,
@@ -214,6 +217,11 @@ def print_results(results: dict[str, dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if all(metrics["test"] is None for metrics in results.values()):  # --fold none
+        for fold, metrics in results.items():
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics["dev"].items() if isinstance(v, float))
+            print(f"{fold}: no test set; dev at the selected epoch {metrics['best_epoch']}: {scores}")
+        return
     first = next(iter(results.values()))["test"]
     names = [name for name, value in first.items() if isinstance(value, (int, float))]
     table = Table(title="test metrics at the dev-selected epoch", header_style="bold")

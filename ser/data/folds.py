@@ -23,6 +23,7 @@ DEV_MODES = ("random", "speaker")
 DEFAULT_KFOLD_K = 10  # TIM-Net's protocol
 DEV_SPLIT_VALUES = ("dev",)
 EMOBOX_PREFIX = "emobox:"  # --folds emobox:DIR
+FULL_FOLD = "full"  # `--fold none`: every labelled utterance trains (dev held out), no test
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,16 @@ def make_folds(
     for fold in folds:
         check_fold(fold, rows, scheme)
     return folds
+
+
+def full_data_fold(
+    df: pd.DataFrame, seed: int = 0, dev: str = "random", dev_fraction: float = 0.2, label_column: str | None = "label"
+) -> Fold:
+    """The model one deploys: train on every usable row except a seeded dev share (for epoch
+    selection), with no test set. Named `full`."""
+    rows = usable_rows(df, label_column)
+    train_ids, dev_ids = _dev_split(rows, dev, seed, dev_fraction, label_column, FULL_FOLD)
+    return Fold(FULL_FOLD, train_ids, dev_ids, [])
 
 
 def apply_label_map(df: pd.DataFrame, label_map: dict[str, str | None], label_column: str = "label") -> pd.DataFrame:

@@ -97,7 +97,7 @@ def _confusion_figures(labelled: pd.DataFrame, root: Path, figure_dir: Path) -> 
         matrices: dict[str, np.ndarray] = {}
         labels: list[str] = []
         for _, row in group.iterrows():
-            test = read_json(root / row["run_dir"] / "metrics.json").get("test", {})
+            test = read_json(root / row["run_dir"] / "metrics.json").get("test") or {}  # None: --fold none
             if "confusion" not in test:
                 continue
             labels = [str(label) for label in test.get("labels", range(len(test["confusion"])))]

@@ -167,17 +167,17 @@ def train_fold(
             state["step"] += 1
             loss_sum += float(loss.detach()) * len(targets)
         dev_metrics, dev_loss, _ = _score(task, head, data, dev_rows, eval_batch, scaler)
-        test_metrics, _, _ = _score(task, head, data, test_rows, eval_batch, scaler)
+        test_metrics = _score(task, head, data, test_rows, eval_batch, scaler)[0] if len(test_rows) else None
         row = {"epoch": epoch + 1, "train_loss": loss_sum / len(train_rows), "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
-        row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})
+        row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics} if test_metrics else {})
         row.update({"lr": lr, "seconds": time.perf_counter() - started})
         state["history"].append(row)
         if dev_metrics[task.selection_metric] > state["best_score"]:
             state.update(best_score=dev_metrics[task.selection_metric], best_epoch=epoch + 1, best_dev=dev_metrics,
                          best_state={k: v.detach().cpu().clone() for k, v in head.state_dict().items()})
         optimistic = state["optimistic"]
-        if optimistic is None or test_metrics[task.selection_metric] > optimistic[task.selection_metric]:
+        if test_metrics and (optimistic is None or test_metrics[task.selection_metric] > optimistic[task.selection_metric]):
             state["optimistic"] = {**test_metrics, "epoch": epoch + 1}
         state["last_test"] = test_metrics
         state["epoch"] = epoch + 1
@@ -189,23 +189,27 @@ def train_fold(
             progress(fold.name, epoch + 1, recipe.epochs, row)
 
     head.load_state_dict(state["best_state"])
-    test_metrics, _, test_outputs = _score(task, head, data, test_rows, eval_batch, scaler)
-    targets = data.targets[torch.from_numpy(test_rows).to(data.device)].cpu().numpy()
-    metrics = {
-        "test": test_metrics,
-        "dev": state["best_dev"],
-        "best_epoch": state["best_epoch"],
-        "test_last": state["last_test"],
-        "test_best_epoch_optimistic": {**state["optimistic"], "note": "max over epochs of test "
-                                       f"{task.selection_metric}: optimistic, for comparison with papers only"},
-    }
+    metrics = {"test": None, "dev": state["best_dev"], "best_epoch": state["best_epoch"], "test_last": None,
+               "test_best_epoch_optimistic": None, "note": "no test set: trained on every labelled utterance"}
     files.write_csv(out_dir / files.HISTORY, pd.DataFrame(state["history"]))
-    files.write_csv(out_dir / files.PREDICTIONS, task.predictions([data.ids[r] for r in test_rows], test_outputs, targets))
+    if len(test_rows):  # a fold without test (`--fold none`) has neither test metrics nor predictions
+        test_metrics, _, test_outputs = _score(task, head, data, test_rows, eval_batch, scaler)
+        targets = data.targets[torch.from_numpy(test_rows).to(data.device)].cpu().numpy()
+        metrics = {
+            "test": test_metrics,
+            "dev": state["best_dev"],
+            "best_epoch": state["best_epoch"],
+            "test_last": state["last_test"],
+            "test_best_epoch_optimistic": {**state["optimistic"], "note": "max over epochs of test "
+                                           f"{task.selection_metric}: optimistic, for comparison with papers only"},
+        }
+        files.write_csv(out_dir / files.PREDICTIONS, task.predictions([data.ids[r] for r in test_rows], test_outputs, targets))
     layer_indices = config.layers if config.layers is not None else list(range(data.num_layers))
     files.write_json(out_dir / files.LAYER_WEIGHTS,
                      {"layers": layer_indices, "weights": head.layer_weights().detach().cpu().tolist()})
     files.write_model(out_dir / files.MODEL, head, config.head, data.dim, data.num_layers, task.num_outputs,
                       saved_config, scaler)
+    files.write_features_record(out_dir / files.FEATURES, data.cache_path)
     files.write_json(out_dir / files.METRICS, metrics)
     checkpoint_path.unlink(missing_ok=True)
     return metrics

@@ -12,7 +12,7 @@ from ser.training import run_dir as files
 from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
 from ser.training.loop import ProgressCallback, train_fold
-from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
+from ser.training.protocol import NO_TEST, fold_dir_of, no_test_fold, protocol_folds, select_folds
 from ser.training.tracking import open_tracker
 from ser.training.training_data import TrainingData
 
@@ -25,20 +25,22 @@ def train_folds(
     progress: ProgressCallback | None = None,
     log: str | None = None,
 ) -> dict[str, dict]:
-    """Train the selected folds into run_dir/fold<K>/; `all` also writes summary.json. `log`:
-    tensorboard | mlflow records each fold's epochs and final metrics (tracking.py).
+    """Train the selected folds into run_dir/fold<K>/ (`none`: run_dir/full/, no test); `all` also
+    writes summary.json. `log`: tensorboard | mlflow records each fold's epochs and final metrics
+    (tracking.py).
 
     Returns {fold directory name: metrics}.
     """
-    chosen = select_folds(protocol_folds(config, data), which)
+    chosen = [(0, no_test_fold(config, data))] if which == NO_TEST else select_folds(protocol_folds(config, data), which)
     results = {}
     for index, fold in chosen:
-        fold_dir, name = Path(run_dir) / fold_dir_name(index), f"{Path(run_dir).name}/{fold_dir_name(index)}"
+        fold_name = fold_dir_of(fold, index)
+        fold_dir, name = Path(run_dir) / fold_name, f"{Path(run_dir).name}/{fold_name}"
         kind = None if files.is_finished(fold_dir) else log  # a finished fold is not logged again
         with open_tracker(kind, fold_dir, name, f"ser/{config.corpus}/{config.model}",
                           {**config.to_dict(), "fold": fold.name}) as tracker:
-            results[fold_dir_name(index)] = train_fold(config, data, fold, fold_dir, tracker.progress(progress))
-            tracker.log_final(results[fold_dir_name(index)])
+            results[fold_name] = train_fold(config, data, fold, fold_dir, tracker.progress(progress))
+            tracker.log_final(results[fold_name])
     if which == "all":
         files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results))
     return results
@@ -93,5 +95,6 @@ def run_training(
     config, test_cache = with_test_corpus(workspace, config)
     data = load_training_data(inputs.manifest, inputs.cache, config.task, config.layers, device, stream,
                               test_manifest=config.test_manifest, test_cache=test_cache, label_map=config.label_map)
-    run_dir = Path(out) if out is not None else workspace.runs_root(inputs.corpus, inputs.model) / (run_name or config.run_name())
+    default_name = config.run_name() + ("-full" if which == NO_TEST else "")  # the deployable model: its own run
+    run_dir = Path(out) if out is not None else workspace.runs_root(inputs.corpus, inputs.model) / (run_name or default_name)
     return run_dir, train_folds(config, data, run_dir, which, progress, log)

@@ -1,7 +1,7 @@
 """The run directory contract: reading and writing its files, plus the resume checkpoint.
 
     <run-name>/fold<K>/config.json, metrics.json, history.csv, predictions.csv,
-                       layer_weights.json, model.pt   (+ checkpoint.pt while training)
+                       layer_weights.json, model.pt, features.json   (+ checkpoint.pt while training)
     <run-name>/summary.json                           (mean ± std over folds)
 
 Every file is written to a temporary name and moved into place, so an interrupted run never
@@ -27,6 +27,7 @@ LAYER_WEIGHTS = "layer_weights.json"
 MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
+FEATURES = "features.json"
 
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:
@@ -59,6 +60,24 @@ def write_model(path: Path, head: nn.Module, head_name: str, in_dim: int, num_la
         "config": config,
         "feature_scaler": None if scaler is None else {"mean": scaler.mean.cpu(), "std": scaler.std.cpu()},
     })
+
+
+def features_record(cache_path: Path) -> dict:
+    """The root attributes of the cache a head is trained from (backbone source, revision, stored
+    layers, max_seconds, frame rate, …) and its longest utterance in frames."""
+    from ser.features.cache import CacheReader
+
+    with CacheReader(cache_path) as reader:
+        record = dict(reader.attrs)
+        record["longest_frames"] = max(reader.lengths.values(), default=0)
+    record["cache"] = str(Path(cache_path).resolve())
+    return record
+
+
+def write_features_record(path: Path, cache_path: Path) -> None:
+    """features.json: `features_record` of the training cache, so that `ser predict` can compute
+    the same features for new audio."""
+    write_json(path, features_record(cache_path))
 
 
 def load_model(path: Path) -> nn.Module:
