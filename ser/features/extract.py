@@ -293,10 +293,12 @@ def extract(
     finally:
         stop.set()
         background.close()  # everything finished so far is stored, even when stopping on an error
-    reports = group.gather((skipped, extracted, audio_seconds))  # waits until every rank is done
-    skipped = {utt: reason for report, _, _ in reports for utt, reason in report.items()}
+    # every rank reports what it stored (its own shards are visible to it even on a lagging network
+    # filesystem); gathering waits until every rank is done
+    reports = group.gather((skipped, extracted, audio_seconds, writer.done_ids()))
+    skipped = {utt: reason for report in reports for utt, reason in report[0].items()}
     extracted, audio_seconds = sum(report[1] for report in reports), sum(report[2] for report in reports)
-    finished = group.from_leader(lambda: done | writer.done_ids())
+    finished = done.union(*(report[3] for report in reports))
     skipped = {utt: reason for utt, reason in skipped.items() if utt not in finished}
     skipped_csv = group.from_leader(lambda: write_skipped_csv(skipped_csv_path, records, skipped))
     order = [record.id for record in records if record.id in finished]

@@ -43,7 +43,7 @@ SLOW_RANK = textwrap.dedent(
         def __getattr__(self, name):
             return getattr(self.inner, name)
         def forward(self, waves, full_precision=False):
-            time.sleep(0.3)
+            time.sleep(0.5)
             return self.inner.forward(waves, full_precision)
 
     manifest, model, out = map(Path, sys.argv[1:4])

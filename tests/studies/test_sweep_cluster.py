@@ -2,6 +2,7 @@
 (`--shard I/N` + `--collect`) and a local Ray instance (num_cpus=2) give the tables of one local
 sweep, byte for byte."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,5 @@ def test_ray_sweep_equals_the_local_sweep_and_skips_finished_runs(workspace: Pat
     assert tables(outcome.sweep_dir) == tables(one_sweep)
     again = run_sweep(GRID, settings)
     assert (again.skipped, again.done) == (4, 0)
+    with pytest.raises(UserInputError, match="has 0 GPUs"):  # refused, not left waiting for a GPU forever
+        run_sweep(GRID, dataclasses.replace(settings, out=workspace / "ray-gpu", gpus_per_run=0.5))

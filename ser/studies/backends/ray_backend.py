@@ -71,9 +71,20 @@ def import_ray() -> Any:
     return ray
 
 
+def check_resources(totals: dict[str, float], threads: int, gpus_per_run: float) -> None:
+    """Refuse runs the cluster could never place (Ray would wait for them forever)."""
+    if gpus_per_run > totals.get("GPU", 0.0):
+        raise UserInputError(f"--gpus-per-run {gpus_per_run} but the Ray cluster has {totals.get('GPU', 0.0):g} GPUs",
+                             "use --gpus-per-run 0 for CPU runs, or join a cluster with GPUs (--address)")
+    if threads > totals.get("CPU", 0.0):
+        raise UserInputError(f"--threads {threads} but the Ray cluster has {totals.get('CPU', 0.0):g} CPUs",
+                             "lower --threads")
+
+
 def _lost(task: RunTask, error: BaseException) -> RunOutcome:
     """A task whose worker died (killed, out of memory): recorded as a failed run."""
-    message = f"the Ray task running this run died: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}"
+    first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+    message = f"the Ray task running this run died: {first_line}"
     task.out_dir.mkdir(parents=True, exist_ok=True)
     (task.out_dir / ERROR_FILE).write_text(message + "\n")
     return RunOutcome(task.key, "failed", 0.0, error=message)
@@ -91,6 +102,7 @@ def run_on_ray(tasks: list[RunTask], data: TrainingData, finished: Callable[[Run
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="warning")
     try:
+        check_resources(ray.cluster_resources(), threads, gpus_per_run)
         shared = ray.put(PortableData.of(data))  # once; each node fetches it once
         remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=1)(train_on_node)
         pending = {remote.remote(shared, task, threads, gpus_per_run > 0): task for task in tasks}
