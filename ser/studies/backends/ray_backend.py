@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -40,7 +41,8 @@ class PortableData:
     @classmethod
     def of(cls, data: TrainingData) -> "PortableData":
         packed = data.packed
-        light = dataclasses.replace(data, packed=None, targets=data.targets.cpu(), device=torch.device("cpu"))
+        light = dataclasses.replace(data, packed=None, targets=data.targets.cpu(), device=torch.device("cpu"),
+                                    cache_path=Path(data.cache_path).resolve())  # workers start elsewhere
         if packed is None:  # streamed: every task reads the cache file itself
             return cls(light, None, None, None)
         return cls(light, packed.ids, packed.frames.cpu().numpy(), packed.offsets.cpu().numpy())
@@ -105,6 +107,8 @@ def run_on_ray(tasks: list[RunTask], data: TrainingData, finished: Callable[[Run
         check_resources(ray.cluster_resources(), threads, gpus_per_run)
         shared = ray.put(PortableData.of(data))  # once; each node fetches it once
         remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=1)(train_on_node)
+        # absolute run directories: Ray workers may start in another folder than this process
+        tasks = [dataclasses.replace(task, out_dir=task.out_dir.resolve()) for task in tasks]
         pending = {remote.remote(shared, task, threads, gpus_per_run > 0): task for task in tasks}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
