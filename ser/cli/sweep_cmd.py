@@ -68,7 +68,7 @@ Collect = Annotated[bool, typer.Option("--collect", help="Train nothing; write s
 
 
 def check_cluster_options(backend: str, address: str | None, gpus_per_run: float, jobs: int | None,
-                          shard: str | None, collect: bool):
+                          device: str, shard: str | None, collect: bool):
     """Option combinations that cannot work, refused before anything loads; returns the parsed shard."""
     from ser.errors import UserInputError
     from ser.studies.shards import parse_shard
@@ -81,6 +81,8 @@ def check_cluster_options(backend: str, address: str | None, gpus_per_run: float
     if backend == "ray" and jobs is not None:
         raise typer.BadParameter("Ray runs as many runs at once as the cluster has CPUs/GPUs for; "
                                  "use --threads / --gpus-per-run", param_hint="--jobs")
+    if backend == "ray" and device not in ("auto", "cpu"):
+        raise typer.BadParameter("with --backend ray each run's device follows --gpus-per-run", param_hint="--device")
     if gpus_per_run < 0:
         raise typer.BadParameter("must be 0 or more", param_hint="--gpus-per-run")
     if collect and shard is not None:
@@ -129,7 +131,7 @@ def sweep(
     from ser.studies.grid import build_grid
     from ser.studies.sweep import SweepSettings, run_sweep
 
-    share = check_cluster_options(backend, address, gpus_per_run, jobs, shard, collect)
+    share = check_cluster_options(backend, address, gpus_per_run, jobs, device, shard, collect)
     axes = {
         "head": head, "shift_proportion": shift_proportion, "shift_placement": shift_placement,
         "shift_bidirectional": shift_bidirectional, "shift_stride": shift_stride, "seed": seeds, "epochs": epochs,

@@ -75,11 +75,12 @@ def test_two_shards_and_collect_equal_one_sweep(workspace: Path, one_sweep: Path
     assert len([name for name in tables(out) if name.endswith("summary.json")]) == 3  # 2 runs + the table's
 
 
-def test_cluster_options_are_checked_at_the_edge(workspace: Path):
+def test_cluster_options_are_checked_at_the_edge(tmp_path: Path):
     runner = CliRunner()
     for args, message in ((["--shard", "3/2"], "between 1 and N"), (["--gpus-per-run", "0.5"], "need --backend ray"),
-                          (["--backend", "slurm"], "not one of"), (["--shard", "1/2", "--collect"], "without --shard")):
-        result = runner.invoke(app, ["sweep", "--head", "linear", "--workdir", str(workspace), *args])
+                          (["--backend", "slurm"], "not one of"), (["--shard", "1/2", "--collect"], "without --shard"),
+                          (["--backend", "ray", "--device", "cuda"], "follows --gpus-per-run")):
+        result = runner.invoke(app, ["sweep", "--head", "linear", "--workdir", str(tmp_path), *args])
         text = " ".join(result.output.replace("│", " ").split())  # rich wraps the message in a box
         assert result.exit_code == 2 and message in text, result.output
 

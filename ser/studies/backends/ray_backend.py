@@ -100,6 +100,8 @@ def run_on_ray(tasks: list[RunTask], data: TrainingData, finished: Callable[[Run
     (stopped again at the end); a Ray instance this process already started is used as it is.
     """
     ray = import_ray()
+    if not tasks:
+        return
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="warning")
