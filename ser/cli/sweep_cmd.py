@@ -150,7 +150,7 @@ def sweep(
         print_collected(collect_sweep(plan, settings))
         return
     outcome = run_sweep(plan, settings)
-    print_outcome(outcome)
+    print_outcome(outcome, sharded=share is not None)
 
 
 def _console():
@@ -159,7 +159,7 @@ def _console():
     return Console(width=max(100, Console().width))
 
 
-def print_outcome(outcome) -> None:
+def print_outcome(outcome, sharded: bool = False) -> None:
     """Counts, timings, the per-configuration mean ± std table and where the files are."""
     console = _console()
     seconds = outcome.seconds
@@ -174,7 +174,10 @@ def print_outcome(outcome) -> None:
     print_summary(console, outcome.summary)
     print(f"sweep table: {outcome.table_path}")
     print(f"summary: {outcome.summary_path}")
-    print(f"next: ser report {outcome.sweep_dir}")
+    if sharded:
+        print("next, once every share is done: the same command with --collect instead of --shard")
+    else:
+        print(f"next: ser report {outcome.sweep_dir}")
 
 
 def print_collected(collected) -> None:
