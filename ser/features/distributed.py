@@ -8,7 +8,8 @@ shared partial folder; once all ranks are done the leader merges every shard int
 
 Because the shards of every rank live side by side and a rerun reads them all, a killed run
 resumes with any number of processes (one included), and every utterance is computed in the
-same batch as a single process would use, so the cache is the same bit for bit.
+same batch as a single process would use, so the cache is the same bit for bit (on CPU, at the
+same intra-op thread count: kernels round differently with more threads).
 """
 
 from __future__ import annotations
