@@ -18,7 +18,8 @@ EXAMPLES = (
     "  ser extract --model wavlm-base --device cuda\n\n"
     "  ser extract --model ./models/wavlm-large --layers 0,12-24 --max-seconds 20\n\n"
     "  ser extract --model wavlm-base --random-init   # real architecture, random weights\n\n"
-    "Interrupted runs resume: run the same command again."
+    "  torchrun --standalone --nproc-per-node 4 -m ser.cli extract --model wavlm-base --device cuda\n\n"
+    "Interrupted runs resume: run the same command again (with any number of torchrun processes)."
 )
 SKIPPED_ROWS_SHOWN = 20
 
@@ -47,9 +48,12 @@ def extract(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing cache (kept until the new one is complete).")] = False,
     text: Annotated[bool, typer.Option("--text", help="Encode the manifest's transcripts with a text model instead.")] = False,
 ) -> None:
+    from ser.features.distributed import is_follower_rank, require_single_process
+
     if text:
         from ser.data.text_extraction import run_text_extraction
 
+        require_single_process("ser extract --text")
         result = run_text_extraction(workdir, model, manifest=manifest, out=out, random_init=random_init,
                                      allow_download=allow_download, device=device, overwrite=overwrite)
         print(f"text cache: {result.path} ({result.utterances} utterances encoded)")
@@ -61,6 +65,8 @@ def extract(
         allow_download=allow_download, max_seconds=max_seconds, layers=layers, batch_seconds=batch_seconds,
         on_error=on_error, overwrite=overwrite, show_progress=True,
     )
+    if is_follower_rank():
+        return  # under torchrun, rank 0 reports for every rank
     console = Console()
     if summary.skipped:
         table = Table(title=f"skipped {len(summary.skipped)} utterance(s)", show_header=True, header_style="bold")

@@ -29,6 +29,12 @@ EXAMPLES = """Examples:
 
   ser sweep --head shiftcnn --seeds 0,1,2 --log tensorboard   (then: tensorboard --logdir runs/)
 
+  ser sweep --grid grid.yaml --backend ray --address auto --gpus-per-run 0.25
+  (one Ray task per run × fold on a running Ray cluster; see docs/cluster.md)
+
+  ser sweep --grid grid.yaml --shard $((SLURM_ARRAY_TASK_ID + 1))/8   then   ser sweep --grid grid.yaml --collect
+  (8 array jobs train disjoint shares; --collect writes sweep.csv from their run directories)
+
 Every option takes several values (comma-separated or repeated); the sweep trains every
 combination. A grid file (.yaml/.toml) uses the same names (head, shift_proportion, seeds, fold,
 head_options: {...}); command-line values replace the file's. Runs go to
@@ -64,6 +70,37 @@ Search = Annotated[Optional[str], typer.Option("--search", help="optuna: sample 
                                                "allowed) instead of the full grid.")]
 Trials = Annotated[Optional[int], typer.Option("--trials", min=1, help="Configurations --search trains (default 20).")]
 SearchSeed = Annotated[int, typer.Option("--search-seed", help="Seed of the --search sampler (reruns replay it).")]
+Backend = Annotated[str, typer.Option("--backend", help="local (processes on this machine) | ray (tasks on a Ray cluster).")]
+Address = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join, e.g. auto (default: start Ray here).")]
+GpusPerRun = Annotated[float, typer.Option("--gpus-per-run", help="Ray: GPUs per run; fractions share a GPU (0: CPU).")]
+ShardOption = Annotated[Optional[str], typer.Option("--shard", help="I/N: train only the I-th of N disjoint shares (array jobs).")]
+Collect = Annotated[bool, typer.Option("--collect", help="Train nothing; write sweep.csv from the shares' run directories.")]
+
+
+def check_cluster_options(backend: str, address: str | None, gpus_per_run: float, jobs: int | None,
+                          device: str, shard: str | None, collect: bool):
+    """Option combinations that cannot work, refused before anything loads; returns the parsed shard."""
+    from ser.errors import UserInputError
+    from ser.studies.shards import parse_shard
+    from ser.studies.sweep import BACKENDS
+
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"{backend!r} is not one of {', '.join(BACKENDS)}", param_hint="--backend")
+    if backend != "ray" and (address is not None or gpus_per_run):
+        raise typer.BadParameter("--address and --gpus-per-run need --backend ray", param_hint="--backend")
+    if backend == "ray" and jobs is not None:
+        raise typer.BadParameter("Ray runs as many runs at once as the cluster has CPUs/GPUs for; "
+                                 "use --threads / --gpus-per-run", param_hint="--jobs")
+    if backend == "ray" and device not in ("auto", "cpu"):
+        raise typer.BadParameter("with --backend ray each run's device follows --gpus-per-run", param_hint="--device")
+    if gpus_per_run < 0:
+        raise typer.BadParameter("must be 0 or more", param_hint="--gpus-per-run")
+    if collect and shard is not None:
+        raise typer.BadParameter("--collect merges every share; run it without --shard", param_hint="--collect")
+    try:
+        return parse_shard(shard) if shard is not None else None
+    except UserInputError as error:
+        raise typer.BadParameter(f"{error.message} ({error.hint})", param_hint="--shard") from None
 
 
 def sweep(
@@ -98,16 +135,24 @@ def sweep(
     search: Search = None,
     trials: Trials = None,
     search_seed: SearchSeed = 0,
+    backend: Backend = "local",
+    address: Address = None,
+    gpus_per_run: GpusPerRun = 0.0,
+    shard: ShardOption = None,
+    collect: Collect = False,
 ) -> None:
     from ser.cli.train_cmd import parse_label_map, parse_layers
     from ser.studies.grid import build_grid
     from ser.studies.sweep import SweepSettings, run_sweep
 
+    share = check_cluster_options(backend, address, gpus_per_run, jobs, device, shard, collect)
     axes = {
         "head": head, "shift_proportion": shift_proportion, "shift_placement": shift_placement,
         "shift_bidirectional": shift_bidirectional, "shift_stride": shift_stride, "seed": seeds, "epochs": epochs,
         "lr": lr, "batch_size": batch_size, "standardize": standardize,
     }
+    if search is not None and (backend != "local" or share is not None or collect):
+        raise typer.BadParameter("--search runs its trials one after another on this machine", param_hint="--search")
     if search not in (None, "optuna"):
         raise typer.BadParameter(f"{search!r} is not a search: choose optuna", param_hint="--search")
     if trials is not None and search is None:
@@ -118,7 +163,8 @@ def sweep(
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
         folds=folds, k=k, dev=dev, layers=parse_layers(layers) if layers else None, task=task,
-        test_manifest=test_manifest, label_map=parse_label_map(label_map), log=log,
+        test_manifest=test_manifest, label_map=parse_label_map(label_map), log=log, backend=backend,
+        address=address, gpus_per_run=gpus_per_run, shard=share,
     )
     if search is not None:
         from ser.studies.search import run_search
@@ -127,25 +173,58 @@ def sweep(
                                 settings, grid, trials or 20, search_seed, search))
         return
     plan = build_grid(grid, {name: values or [] for name, values in axes.items()}, head_option or [], fold)
+    if collect:
+        from ser.studies.shards import collect_sweep
+
+        print_collected(collect_sweep(plan, settings))
+        return
     outcome = run_sweep(plan, settings)
-    print_outcome(outcome)
+    print_outcome(outcome, sharded=share is not None)
 
 
-def print_outcome(outcome) -> None:
-    """Counts, timings, the per-configuration mean ± std table and where the files are."""
+def _console():
     from rich.console import Console
-    from rich.table import Table
 
-    console = Console(width=max(100, Console().width))
+    return Console(width=max(100, Console().width))
+
+
+def print_outcome(outcome, sharded: bool = False) -> None:
+    """Counts, timings, the per-configuration mean ± std table and where the files are."""
+    console = _console()
     seconds = outcome.seconds
+    where = "on Ray" if outcome.backend == "ray" else f"{outcome.jobs} jobs"
     console.print(
         f"sweep: {outcome.planned} run × fold: {outcome.done} trained, {outcome.skipped} already finished, "
-        f"{outcome.failed} failed — {outcome.jobs} jobs; seconds: start-up {seconds['startup']:.2f}, "
+        f"{outcome.failed} failed — {where}; seconds: start-up {seconds['startup']:.2f}, "
         f"cache load {seconds['load']:.2f}, training phase {seconds['runs']:.2f} "
         f"(runs' own time summed: {seconds['train']:.2f}), wall {seconds['wall']:.2f}",
         markup=False, highlight=False, soft_wrap=True,
     )
-    summary = outcome.summary
+    print_summary(console, outcome.summary)
+    print(f"sweep table: {outcome.table_path}")
+    print(f"summary: {outcome.summary_path}")
+    if sharded:
+        print("next, once every share is done: the same command with --collect instead of --shard")
+    else:
+        print(f"next: ser report {outcome.sweep_dir}")
+
+
+def print_collected(collected) -> None:
+    """What --collect found, the table over every share, and the runs still missing."""
+    console = _console()
+    console.print(f"collected: {collected.planned} run × fold: {collected.done} done, {collected.failed} failed, "
+                  f"{collected.pending} not run yet", markup=False, highlight=False, soft_wrap=True)
+    print_summary(console, collected.summary)
+    if collected.pending:
+        print("rerun the shares that did not finish (same --shard I/N), then --collect again")
+    print(f"sweep table: {collected.table_path}")
+    print(f"summary: {collected.summary_path}")
+
+
+def print_summary(console, summary) -> None:
+    """The per-configuration mean ± std table."""
+    from rich.table import Table
+
     if not summary.empty:
         metrics = [m for m in ("ua", "wa", "macro_f1", "ccc_mean") if f"{m}_mean" in summary.columns]
         table = Table(title="test metrics at the dev-selected epoch (mean ± std over folds and seeds)")
@@ -155,16 +234,11 @@ def print_outcome(outcome) -> None:
             cells = [f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}" for m in metrics]
             table.add_row(str(row["config"]), str(row["n"]), *cells)
         console.print(table)
-    print(f"sweep table: {outcome.table_path}")
-    print(f"summary: {outcome.summary_path}")
-    print(f"next: ser report {outcome.sweep_dir}")
 
 
 def print_search(outcome) -> None:
     """The trials (sampled values and dev score), the best one, and where the files are."""
-    from rich.console import Console
-
-    console = Console(width=max(100, Console().width))
+    console = _console()
     console.print(outcome.trials.to_string(index=False), markup=False, highlight=False)
     if outcome.best is not None:
         console.print(f"best on dev: trial {outcome.best['trial']} {outcome.best['params']}", markup=False)

@@ -5,7 +5,8 @@ written under a temporary name and renamed atomically, so a killed run (SIGKILL 
 only whole shards. A rerun reads the shard ids and skips them. When every utterance is done the
 shards are merged into `<out>.tmp`, marked complete and renamed over `<out>`: a finished cache is
 replaced only by another finished cache. `overwrite` discards an unfinished run only when it was
-made with other settings; the same request always resumes.
+made with other settings; the same request always resumes. Under torchrun every rank writes
+its own shards (`shard-NNNNNN-rank<R>.h5`, see distributed.py) and the leader merges them all.
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ def existing_cache_is_complete(out: Path, wanted: dict, overwrite: bool) -> bool
 class ShardedCacheWriter:
     """Writes shards into `<out>.partial/` and merges them into `<out>` at the end."""
 
-    def __init__(self, out: Path, attrs: dict, overwrite: bool = False):
+    def __init__(self, out: Path, attrs: dict, overwrite: bool = False, shard_suffix: str = ""):
         self.out = Path(out)
+        self.shard_suffix = shard_suffix  # "-rank<R>" under torchrun: ranks never share a file name
         self.attrs = dict(attrs, format=FORMAT, format_version=FORMAT_VERSION)
         self.partial = partial_dir(self.out)
         header = self.partial / "header.json"
@@ -112,7 +114,7 @@ class ShardedCacheWriter:
             temporary = header.with_suffix(".tmp")
             temporary.write_text(json.dumps(self.attrs, indent=1))
             os.replace(temporary, header)
-        for stale in self.partial.glob("*.tmp"):
+        for stale in self.partial.glob(f"*{shard_suffix}.tmp"):  # a rank leaves the others' files alone
             stale.unlink()
         self._next_shard = 1 + max((int(p.stem.split("-")[1]) for p in self._shards()), default=0)
 
@@ -131,7 +133,7 @@ class ShardedCacheWriter:
         """Store finished utterances atomically (a temporary file renamed into place)."""
         if not items:
             return
-        final = self.partial / f"shard-{self._next_shard:06d}.h5"
+        final = self.partial / f"shard-{self._next_shard:06d}{self.shard_suffix}.h5"
         temporary = final.with_suffix(".tmp")
         with h5py.File(temporary, "w") as f:
             f.create_dataset("ids", data=[item.id for item in items], dtype=h5py.string_dtype())

@@ -3,7 +3,8 @@ thread), resumable through `ShardedCacheWriter`.
 
 Problems with single utterances never stop the run with `on_error="skip"`: they are collected
 with their reasons (and written to `<cache>.skipped.csv`); with `on_error="fail"` the first one
-stops it after everything already finished has been stored.
+stops it after everything already finished has been stored. With a `group` of torchrun ranks
+(distributed.py) each rank runs its share of the batches and the leader merges.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ser.features.backbone import Backbone
 from ser.features.batching import plan_batches
 from ser.features.cache import FORMAT_VERSION, CacheReader
 from ser.features.cache_writer import ShardedCacheWriter, UtteranceFeatures, existing_cache_is_complete
+from ser.features.distributed import SingleProcess
 from ser.features.layer_spec import read_layer_spec
 from ser.features.progress import ExtractionProgress
 from ser.features.records import UtteranceRecord
@@ -209,13 +211,16 @@ def extract(
     overwrite: bool = False,
     show_progress: bool = False,
     flush_seconds: float = 10.0,
+    group: SingleProcess | None = None,
 ) -> ExtractionSummary:
     """Extract every layer of every record into the HDF5 cache `out` (resuming unfinished work).
 
     `layers`: indices of the backbone's hidden states to keep (default all). `batch_seconds`:
     padded audio per forward pass for batchable families (default 20 s on CPU, 200 s on GPU).
+    `group`: the torchrun ranks sharing the work (default: this process alone).
     """
     started = time.perf_counter()
+    group = group or SingleProcess()
     out = Path(out)
     if on_error not in ("skip", "fail"):
         raise UserInputError(f"--on-error must be skip or fail, not {on_error!r}")
@@ -240,8 +245,8 @@ def extract(
         dtype="float16", model_num_layers=backbone.num_layers, batching=backbone.batching,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = ShardedCacheWriter(out, attrs, overwrite=overwrite)
-    done = writer.done_ids()
+    writer = group.leader_first(lambda: ShardedCacheWriter(out, attrs, overwrite, group.shard_suffix))
+    done = group.from_leader(writer.done_ids)  # every rank plans from the same finished set
     skipped: dict[str, str] = {}
 
     def failed(error: AudioError) -> None:
@@ -262,6 +267,8 @@ def extract(
         batch for batch in plan_batches(planned, backbone.batching, int(batch_seconds * SAMPLE_RATE))
         if any(record.id not in done for record in batch)
     ]
+    samples = {record.id: num_samples for record, num_samples in planned}
+    batches = [batches[i] for i in group.share([len(b) * max(samples[r.id] for r in b) for b in batches])]
     todo = sum(record.id not in done for batch in batches for record in batch)
     decoded: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     stop = threading.Event()
@@ -288,15 +295,22 @@ def extract(
     finally:
         stop.set()
         background.close()  # everything finished so far is stored, even when stopping on an error
-    finished = done | writer.done_ids()
+    # every rank reports what it stored (its own shards are visible to it even on a lagging network
+    # filesystem); gathering waits until every rank is done
+    reports = group.gather((skipped, extracted, audio_seconds, writer.done_ids()))
+    skipped = {utt: reason for report in reports for utt, reason in report[0].items()}
+    extracted, audio_seconds = sum(report[1] for report in reports), sum(report[2] for report in reports)
+    finished = done.union(*(report[3] for report in reports))
     skipped = {utt: reason for utt, reason in skipped.items() if utt not in finished}
-    skipped_csv = write_skipped_csv(skipped_csv_path, records, skipped)
+    skipped_csv = group.from_leader(lambda: write_skipped_csv(skipped_csv_path, records, skipped))
     order = [record.id for record in records if record.id in finished]
     if not order:
         first = next(iter(skipped.items()), ("", "nothing to extract"))
         raise CacheError(f"no utterance could be extracted (e.g. {first[0]}: {first[1]})", f"see {skipped_csv}")
-    writer.finish(order, skipped, {"num_utterances": len(order), "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
-                  functional_names=backbone.functional_names)
+    if group.is_leader:
+        writer.finish(order, skipped, {"num_utterances": len(order), "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                      functional_names=backbone.functional_names)
+    group.barrier()  # the other ranks return once the merged cache exists
     return ExtractionSummary(
         out, extracted, len(order) - extracted, skipped, audio_seconds, time.perf_counter() - started,
         out.stat().st_size, skipped_csv,

@@ -28,7 +28,7 @@ from ser.data.atomic_files import write_text
 from ser.errors import UserInputError
 from ser.heads import HEADS
 from ser.studies.grid import AXIS_TYPES, Grid, build_grid, canonical_name
-from ser.studies.sweep import SweepSettings, SweepTable, _resolve_inputs, plan_runs, train_config
+from ser.studies.sweep import SweepSettings, SweepTable, resolve_inputs, plan_runs, train_config
 from ser.studies.sweep_progress import SweepProgress
 from ser.studies.sweep_worker import run_task
 from ser.training import run_dir as files
@@ -154,7 +154,7 @@ def run_search(
     space = search_space(grid, ranges)
     for head in grid.values("head"):
         HEADS.get(head)
-    manifest, cache, corpus, model, sweep_dir, test_cache = _resolve_inputs(settings)
+    manifest, cache, corpus, model, sweep_dir, test_cache = resolve_inputs(settings)
     data = load_training_data(manifest, cache, task=settings.task, layers=settings.layers, device=settings.device,
                               test_manifest=settings.test_manifest, test_cache=test_cache, label_map=settings.label_map)
     selection = data.task.selection_metric
