@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, Workdir
+from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, TrackingLog, Workdir
 from ser.cli.train_cmd import _progress_bar, parse_head_options, print_results
 
 HELP = "Fine-tune a speech model (CNN frozen, transformer trained) with a head on top, from the manifest's audio."
@@ -71,6 +71,7 @@ def finetune(
     dev_fraction: Annotated[float, typer.Option("--dev-fraction", help="Share of the training part held out for dev.")] = 0.2,
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
     out: OutPath = None,
+    log: TrackingLog = None,
 ) -> None:
     from ser.training.finetune_config import FinetuneConfig
     from ser.training.finetune_run import run_finetune
@@ -88,6 +89,6 @@ def finetune(
     with _progress_bar() as progress:
         run_dir, results = run_finetune(workdir, config, fold, manifest=manifest, out=out, run_name=run_name,
                                         device=device, allow_download=allow_download, progress=progress,
-                                        show_progress=sys.stdout.isatty())
+                                        show_progress=sys.stdout.isatty(), log=log)
     print_results(results)
     print(f"run directory: {run_dir}")

@@ -28,6 +28,7 @@ from torch import nn
 
 from ser.data.folds import Fold
 from ser.errors import TrainingError, UserInputError
+from ser.features.audio import SAMPLE_RATE
 from ser.training import run_dir as files
 from ser.training.finetune_config import FinetuneConfig, lr_factor
 from ser.training.finetune_data import FinetuneData, iterate, resolve_batching
@@ -86,6 +87,17 @@ def _save_backbone(model: FinetuneModel, fold_dir: Path) -> None:
     model.backbone.save_pretrained(temporary)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(temporary, final)
+
+
+def _features_record(config: FinetuneConfig, model: FinetuneModel, data: FinetuneData, fold_dir: Path) -> dict:
+    """features.json of a fine-tuned fold: its features are the tuned backbone's (saved in the fold,
+    where `ser predict` loads it) from audio cut to `max_seconds`, every hidden state."""
+    backbone_config = model.backbone.config
+    return {"model": config.model, "source": str((fold_dir / BACKBONE_DIR).resolve()), "revision": "local",
+            "random_init": config.random_init, "setting": "finetune", "sample_rate": SAMPLE_RATE,
+            "frame_rate": SAMPLE_RATE / math.prod(backbone_config.conv_stride),
+            "num_layers": model.head.layer_sum.num_layers, "dim": backbone_config.hidden_size,
+            "max_seconds": config.recipe.max_seconds, "longest_frames": int(data.frames.max(initial=0))}
 
 
 def finetune_fold(
@@ -192,6 +204,7 @@ def finetune_fold(
     files.write_model(out_dir / files.MODEL, head, config.head, model.backbone.config.hidden_size,
                       head.layer_sum.num_layers, task.num_outputs, saved_config)
     _save_backbone(model, out_dir)
+    files.write_json(out_dir / files.FEATURES, _features_record(config, model, data, out_dir))
     files.write_json(out_dir / files.METRICS, metrics)
     checkpoint_path.unlink(missing_ok=True)
     return metrics

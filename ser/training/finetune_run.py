@@ -19,6 +19,7 @@ from ser.training.finetune_loop import finetune_fold
 from ser.training.finetune_model import build_finetune_model, load_speech_backbone
 from ser.training.loop import CHECKPOINT_EVERY_SECONDS, ProgressCallback
 from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
+from ser.training.tracking import open_tracker
 
 
 def run_finetune(
@@ -33,10 +34,12 @@ def run_finetune(
     progress: ProgressCallback | None = None,
     checkpoint_seconds: float = CHECKPOINT_EVERY_SECONDS,
     show_progress: bool = False,
+    log: str | None = None,
 ) -> tuple[Path, dict[str, dict]]:
     """Fine-tune the selected folds into runs/<corpus>/<model>/<run-name>/fold<K>/ (or `out`);
     `all` also writes summary.json. Returns (run directory, {fold directory name: metrics}).
-    `show_progress`: a progress bar while the CNN cache is built."""
+    `show_progress`: a progress bar while the CNN cache is built. `log`: tensorboard | mlflow records each
+    fold's epochs and final metrics (tracking.py)."""
     workspace = Workspace(Path(workdir))
     manifest_path = workspace.find_manifest(manifest)
     corpus = workspace.corpus_of(manifest_path)
@@ -55,8 +58,14 @@ def run_finetune(
     results = {}
     for index, fold in select_folds(protocol_folds(config, data), which):
         model = build_finetune_model(config, pristine, data.task.num_outputs)
-        results[fold_dir_name(index)] = finetune_fold(config, data, fold, run_dir / fold_dir_name(index), model, target,
-                                                      progress, checkpoint_seconds)
+        fold_name = fold_dir_name(index)
+        fold_dir = run_dir / fold_name
+        kind = None if files.is_finished(fold_dir) else log  # a finished fold is not logged again
+        with open_tracker(kind, fold_dir, f"{run_dir.name}/{fold_name}", f"ser/{corpus}/{config.model}",
+                          {**config.to_dict(), "fold": fold.name}) as tracker:
+            results[fold_name] = finetune_fold(config, data, fold, fold_dir, model, target,
+                                               tracker.progress(progress), checkpoint_seconds)
+            tracker.log_final(results[fold_name])
     if which == "all":
         files.write_json(run_dir / files.SUMMARY, files.fold_summary(results))
     return run_dir, results

@@ -278,3 +278,37 @@ def test_resume_after_sigkill_equals_uninterrupted_and_report_reads_it(workspace
 
     report = write_report(fold_dir.parent, tmp_path / "report")
     assert "linear" in report.read_text()
+
+
+def test_ser_load_on_a_finetuned_run_reproduces_its_predictions(workspace, wavlm_run):
+    """`ser predict`'s path (ser.load → extraction with the tuned backbone saved in the fold → head)
+    gives the run's own test predictions; the features pass through the cache's float16."""
+    import ser
+
+    fold_dir, _ = wavlm_run
+    predictions = pd.read_csv(fold_dir / files.PREDICTIONS, dtype={"id": str})
+    manifest = pd.read_csv(workspace.manifest_for("synthetic"), dtype={"id": str}).set_index("id")
+    paths = [str((workspace.manifest_for("synthetic").parent / manifest.loc[utt, "path"]).resolve())
+             for utt in predictions["id"]]
+    recognizer = ser.load(fold_dir, windows=False, device="cpu")
+    table = recognizer.predict_many(paths)
+    assert list(table["path"]) == paths and not table.attrs["skipped"]
+    probabilities = [column for column in predictions.columns if column.startswith("p_")]
+    np.testing.assert_allclose(table[probabilities].to_numpy(), predictions[probabilities].to_numpy(), atol=2e-3)
+    assert list(table["prediction"]) == list(predictions["prediction"])
+
+
+def test_finetune_log_tensorboard_records_every_epoch(workspace, tmp_path):
+    pytest.importorskip("tensorboard", reason="needs the tracking extra: pip install 'ser[tracking]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, results = run_finetune(workspace.root, config_for(workspace, "wavlm", epochs=2), "1", out=tmp_path / "run",
+                                    device="cpu", log="tensorboard")
+    events = EventAccumulator(str(run_dir / "fold1" / "tensorboard"))
+    events.Reload()
+    history = pd.read_csv(run_dir / "fold1" / files.HISTORY)
+    losses = events.Scalars("train/loss")
+    assert [event.step for event in losses] == [1, 2]
+    assert [event.value for event in losses] == pytest.approx(history["train_loss"].tolist(), rel=1e-6)
+    (final,) = events.Scalars("final/test_ua")
+    assert final.value == pytest.approx(results["fold1"]["test"]["ua"])
