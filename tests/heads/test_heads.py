@@ -140,10 +140,12 @@ def test_same_seed_same_initial_weights():
 
 @pytest.mark.parametrize(
     "names, expected",
-    [(("cnn", "shiftcnn"), 9_465_604), (("lstm", "shiftlstm"), 9_459_460), (("shiftformer",), 9_451_780)],
+    [(("cnn", "shiftcnn"), 9_465_604), (("lstm", "shiftlstm"), 9_459_460), (("shiftformer",), 9_451_780),
+     (("transformer",), 13_094_020)],
 )
 def test_reference_parameter_counts_at_768(names, expected):
-    """reference.md §2: everything but the layer weights (incl. the 768-d SpecAugment mask vector)."""
+    """reference.md §2: everything but the layer weights (incl. the 768-d SpecAugment mask vector),
+    for all six ShiftSER presets; the transformer's is ShiftSER's relative_key_query Transformer."""
     for name in names:
         head = create_head(name, 768, 13, 4)
         count = sum(p.numel() for n, p in head.named_parameters() if not n.startswith("layer_sum."))
