@@ -85,9 +85,10 @@ def sweep(
     test_manifest: TestManifest = None,
     label_map: LabelMap = None,
 ) -> None:
-    from ser.cli.train_cmd import parse_label_map, parse_layers
+    from ser.cli.train_cmd import parse_label_map, parse_layers, warn_schedule
     from ser.studies.grid import build_grid
     from ser.studies.sweep import SweepSettings, run_sweep
+    from ser.training.recipes import recipe_for
 
     axes = {
         "head": head, "shift_proportion": shift_proportion, "shift_placement": shift_placement,
@@ -95,6 +96,9 @@ def sweep(
         "lr": lr, "batch_size": batch_size, "standardize": standardize,
     }
     plan = build_grid(grid, {name: values or [] for name, values in axes.items()}, head_option or [], fold)
+    for head_name, epoch_count in dict.fromkeys((p.get("head"), p.get("epochs")) for p in plan.points()):
+        if head_name is not None:
+            warn_schedule(recipe_for(head_name).with_overrides(epochs=epoch_count))
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
         folds=folds, k=k, dev=dev, layers=parse_layers(layers) if layers else None, task=task,

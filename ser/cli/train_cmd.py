@@ -38,6 +38,13 @@ predictions.csv, layer_weights.json, model.pt); --fold all adds summary.json (me
 Rerunning the same command resumes an interrupted run and skips finished folds."""
 
 
+def warn_schedule(recipe) -> None:
+    """Print the recipe's schedule warning (e.g. --epochs inside the warm-up) to stderr."""
+    message = recipe.schedule_warning()
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
+
+
 def parse_layers(text: str) -> list[int]:
     """`0,4,8-12` → [0, 4, 8, 9, 10, 11, 12]; each cache layer at most once."""
     layers = read_layer_spec(text)
@@ -164,6 +171,7 @@ def train(
         standardize=standardize, test_manifest=None if test_manifest is None else str(test_manifest),
         label_map=parse_label_map(label_map),
     )
+    warn_schedule(config.recipe)
     with _progress_bar() as progress:
         if teacher:
             run_dir, results = run_teacher_training(
