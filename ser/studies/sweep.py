@@ -159,8 +159,8 @@ class SweepTable:
     def frame(self) -> pd.DataFrame:
         return results.order_columns(pd.DataFrame(list(self.rows.values())))
 
-    def write(self) -> tuple[Path, Path]:
-        return results.write_tables(self.frame(), self.sweep_dir)
+    def write(self, intervals: bool = False) -> tuple[Path, Path]:
+        return results.write_tables(self.frame(), self.sweep_dir, intervals=intervals)
 
 
 def _write_run_summaries(planned: list[PlannedRun], all_folds: bool) -> None:
@@ -173,7 +173,7 @@ def _write_run_summaries(planned: list[PlannedRun], all_folds: bool) -> None:
     for run_dir, fold_dirs in by_run.items():
         if all(files.is_finished(d) for d in fold_dirs.values()):
             metrics = {name: files.read_json(d / files.METRICS) for name, d in fold_dirs.items()}
-            files.write_json(run_dir / files.SUMMARY, files.fold_summary(metrics))
+            files.write_json(run_dir / files.SUMMARY, files.fold_summary(metrics, run_dir))
 
 
 def _run_in_process(tasks: list[RunTask], data: TrainingData, threads: int, progress: SweepProgress,
@@ -296,7 +296,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
             _run_in_pool(tasks, data, min(jobs, len(tasks)), settings.threads, progress, finished)
     run_seconds = time.perf_counter() - run_started
     _write_run_summaries(planned, grid.folds is None)
-    table_path, summary_path = table.write()
+    table_path, summary_path = table.write(intervals=True)  # bootstrap intervals once, at the end
     return SweepOutcome(
         sweep_dir=sweep_dir, table_path=table_path, summary_path=summary_path, planned=len(planned),
         skipped=len(planned) - len(todo), done=counts["done"], failed=counts["failed"], jobs=jobs,

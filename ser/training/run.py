@@ -32,7 +32,7 @@ def train_folds(
     for index, fold in chosen:
         results[fold_dir_name(index)] = train_fold(config, data, fold, Path(run_dir) / fold_dir_name(index), progress)
     if which == "all":
-        files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results))
+        files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results, run_dir))
     return results
 
 

@@ -75,7 +75,7 @@ def test_tables_equal_the_per_run_metrics_files(sweep_dir: Path, report: Path):
             mean, std, n = parse_cell(cells["shiftcnn"][proportion])
             assert n == 2
             assert mean == pytest.approx(100 * values.mean(), abs=0.006)
-            assert std == pytest.approx(100 * values.std(), abs=0.006)
+            assert std == pytest.approx(100 * values.std(ddof=1), abs=0.006)
     assert list(table_cells(markdown, "### Test UA — shift_placement = residual")["shiftcnn"]) == ["1/2", "1/8"]
 
 
@@ -86,7 +86,7 @@ def test_optimistic_numbers_sit_only_in_their_labelled_table(sweep_dir: Path, re
     run_dirs = sorted(sweep_dir.glob("shiftcnn-p1_2-residual-*/fold1"))
     best = [json.loads((d / "metrics.json").read_text())["test_best_epoch_optimistic"]["ua"] for d in run_dirs]
     row = next(line for line in optimistic.splitlines() if line.startswith("| shiftcnn 1/2 residual"))
-    assert f"{100 * np.mean(best):.2f} ± {100 * np.std(best):.2f} (n=2)" in row
+    assert f"{100 * np.mean(best):.2f} ± {100 * np.std(best, ddof=1):.2f} (n=2)" in row
 
 
 def test_figures_are_written_and_failed_runs_listed(report: Path):

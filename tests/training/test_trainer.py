@@ -195,8 +195,14 @@ def test_train_folds_writes_summary_over_all_folds(data, tmp_path):
     uas = [results[f]["test"]["ua"] for f in results]
     assert summary["test"]["ua"]["per_fold"] == uas
     assert summary["test"]["ua"]["mean"] == pytest.approx(np.mean(uas))
-    assert summary["test"]["ua"]["std"] == pytest.approx(np.std(uas))
+    assert summary["test"]["ua"]["std"] == pytest.approx(np.std(uas, ddof=1))
     assert set(summary["test"]) == {"ua", "wa", "macro_f1"}
+    pooled = pd.concat([pd.read_csv(tmp_path / f / files.PREDICTIONS) for f in results])  # every test utterance once
+    assert summary["test"]["wa"]["pooled"] == pytest.approx((pooled["label"] == pooled["prediction"]).mean())
+    for name in ("ua", "wa", "macro_f1"):
+        low, high = summary["test"][name]["ci95"]
+        assert low <= summary["test"][name]["pooled"] <= high and high > low
+    assert summary["bootstrap"]["confidence"] == 0.95
 
 
 def test_select_folds_by_number_or_name(data):
