@@ -107,7 +107,7 @@ shiftformer = preset(
 )
 timnet = preset(
     "timnet", TIMNetHead,
-    "TIM-Net: 1×1 conv to 39 ch, 8 bidirectional temporal-aware blocks, dynamic fusion → Linear",
+    "TIM-Net: 1×1 conv to 39 ch, 8 bidirectional temporal-aware blocks (10 on IEMOCAP), dynamic fusion → Linear",
 )
 ctarnn = preset(
     "ctarnn", CTARNNHead,
