@@ -13,6 +13,7 @@ from ser.errors import UserInputError
 from ser.heads.base import Head
 from ser.heads.cnn import shifted_block_indices
 from ser.heads.masking import frame_mask, masked_mean, zero_padding
+from ser.heads.spec_augment import REFERENCE_CLIP_FRAMES  # the reference's 374-frame clips
 from ser.heads.temporal_shift import SHIFT_PLACEMENTS, TemporalShift, check_placement
 
 
@@ -21,7 +22,6 @@ def default_attention_heads(dim: int, preferred: int = 12) -> int:
     return max(h for h in range(1, preferred + 1) if dim % h == 0)
 
 
-REFERENCE_CLIP_FRAMES = 374  # ShiftSER's 7.5-s clips at 50 frames/s (its config.py, `length`)
 ATTENTIONS = ("relative-key-query", "relative-bias")
 
 

@@ -83,7 +83,8 @@ def layer_weights_figure(weights: dict[str, np.ndarray], path: Path) -> Path:
     if width * len(names) <= 400:
         for (i, j), value in np.ndenumerate(relative):
             if np.isfinite(value):
-                axis.text(j, i, f"{value / len(weights[names[i]]):.3f}", ha="center", va="center", fontsize=6)
+                axis.text(j, i, f"{value / len(weights[names[i]]):.3f}", ha="center", va="center", fontsize=6,
+                          color="white" if value > 0.85 * top or value < 0.3 else "black")
     axis.set_yticks(range(len(names)), names, fontsize=8)
     axis.set_xticks(range(width))
     axis.set_xlabel("layer (0 = model input)")
@@ -148,6 +149,6 @@ def curves_figure(histories: dict[str, list[pd.DataFrame]], path: Path) -> Path:
     for axis in (loss_axis, dev_axis):
         axis.grid(alpha=0.3)
     if len(histories) <= 12:
-        dev_axis.legend(fontsize=7)
+        dev_axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     figure.suptitle("training curves (mean over folds and seeds)", fontsize=10)
     return _save(figure, path, "Lines share a colour per configuration in both panels.")

@@ -124,3 +124,15 @@ def test_tables_written_by_other_studies_are_included(sweep_dir: Path, tmp_path:
     finally:
         table.unlink()
     assert "## Distillation ablation" in markdown and "| teacher | 0.4 |" in markdown
+
+
+def test_figures_in_vector_formats_and_unknown_formats_refused(tmp_path: Path):
+    from ser.studies import figures
+
+    weights = {"peaked": np.array([0.1, 0.2, 0.7]), "uniform": np.full(3, 1 / 3)}
+    assert figures.layer_weights_figure(weights, tmp_path / "w.pdf").read_bytes()[:4] == b"%PDF"
+    matrices = {"fold 1": np.array([[3, 1], [0, 4]]), "fold 2": np.array([[2, 2], [1, 3]])}
+    svg = figures.confusion_figure(matrices, ["a", "b"], "x", tmp_path / "c.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "75%" in svg  # row-normalised: 3 of the 4 true a's
+    with pytest.raises(UserInputError, match="figure format"):
+        write_report(tmp_path, figure_format="eps")
