@@ -141,9 +141,10 @@ def sweep(
     shard: ShardOption = None,
     collect: Collect = False,
 ) -> None:
-    from ser.cli.train_cmd import parse_label_map, parse_layers
+    from ser.cli.train_cmd import parse_label_map, parse_layers, warn_schedule
     from ser.studies.grid import build_grid
     from ser.studies.sweep import SweepSettings, run_sweep
+    from ser.training.recipes import recipe_for
 
     share = check_cluster_options(backend, address, gpus_per_run, jobs, device, shard, collect)
     axes = {
@@ -173,6 +174,9 @@ def sweep(
                                 settings, grid, trials or 20, search_seed, search))
         return
     plan = build_grid(grid, {name: values or [] for name, values in axes.items()}, head_option or [], fold)
+    for head_name, epoch_count in dict.fromkeys((p.get("head"), p.get("epochs")) for p in plan.points()):
+        if head_name is not None:
+            warn_schedule(recipe_for(head_name).with_overrides(epochs=epoch_count))
     if collect:
         from ser.studies.shards import collect_sweep
 

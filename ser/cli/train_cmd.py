@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -40,6 +41,13 @@ EXAMPLES = """Examples:
 Results go to <workdir>/runs/<corpus>/<model>/<run-name>/fold<K>/ (metrics.json, history.csv,
 predictions.csv, layer_weights.json, model.pt); --fold all adds summary.json (mean ± std).
 Rerunning the same command resumes an interrupted run and skips finished folds."""
+
+
+def warn_schedule(recipe) -> None:
+    """Print the recipe's schedule warning (e.g. --epochs inside the warm-up) to stderr."""
+    message = recipe.schedule_warning()
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def parse_layers(text: str) -> list[int]:
@@ -172,6 +180,7 @@ def train(
         standardize=standardize, test_manifest=None if test_manifest is None else str(test_manifest),
         label_map=parse_label_map(label_map),
     )
+    warn_schedule(config.recipe)
     with _progress_bar() as progress:
         if teacher:
             run_dir, results = run_teacher_training(
@@ -187,12 +196,17 @@ def train(
     print(f"run directory: {run_dir}")
 
 
+PLAIN_PROGRESS_SECONDS = 10.0
+
+
 class _progress_bar:
-    """A rich progress bar over epochs when stdout is a terminal; silent otherwise."""
+    """A rich progress bar over epochs when stdout is a terminal; otherwise (a log file, a pipe, a
+    batch job) one plain line per epoch, at most one every 10 s besides each fold's last epoch."""
 
     def __enter__(self):
         if not sys.stdout.isatty():
-            return None
+            self.last_line = -float("inf")
+            return self.plain_line
         from rich.progress import Progress
 
         self.bar = Progress(*Progress.get_default_columns(), "{task.fields[status]}", transient=True)
@@ -206,13 +220,22 @@ class _progress_bar:
         scores = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k.startswith("dev_") and k != "dev_loss")
         self.bar.update(self.tasks[fold], completed=epoch, status=scores)
 
+    def plain_line(self, fold: str, epoch: int, total: int, row: dict) -> None:
+        now = time.monotonic()
+        if now - self.last_line < PLAIN_PROGRESS_SECONDS and epoch < total:
+            return
+        self.last_line = now
+        scores = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k == "train_loss" or
+                           (k.startswith("dev_") and k != "dev_loss"))
+        print(f"fold {fold}  epoch {epoch}/{total}  {scores}  ({row.get('seconds', 0.0):.1f} s/epoch)", flush=True)
+
     def __exit__(self, *exc) -> None:
         if hasattr(self, "bar"):
             self.bar.__exit__(*exc)
 
 
 def print_results(results: dict[str, dict]) -> None:
-    """A table of the per-fold test metrics (at the dev-selected epoch) and their mean ± std."""
+    """A table of the per-fold test metrics (at the dev-selected epoch) and their mean ± sample std."""
     import numpy as np
     from rich.console import Console
     from rich.table import Table
@@ -231,5 +254,5 @@ def print_results(results: dict[str, dict]) -> None:
         table.add_row(fold, str(metrics["best_epoch"]), *(f"{metrics['test'][name]:.4f}" for name in names))
     if len(results) > 1:
         values = {name: np.array([m["test"][name] for m in results.values()]) for name in names}
-        table.add_row("mean ± std", "", *(f"{values[n].mean():.4f} ± {values[n].std():.4f}" for n in names))
+        table.add_row("mean ± std", "", *(f"{values[n].mean():.4f} ± {values[n].std(ddof=1):.4f}" for n in names))
     Console(width=max(100, Console().width)).print(table)

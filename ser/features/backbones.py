@@ -74,7 +74,7 @@ def _frontend(name: str, help: str) -> None:
     BACKBONES.register(name, help=help)(BackboneSpec("frontend", build_frontend=build))
 
 
-_frontend("fbank", "80 log-mel filterbanks, 25 ms / 10 ms, 1 layer (no weights)")
+_frontend("fbank", "80 log-mel filterbanks (transformers-style log-mel, not Kaldi fbank), 25 ms / 10 ms, 1 layer")
 _frontend("mfcc", "39 MFCCs with TIM-Net's window/hop, 1 layer (no weights)")
 
 

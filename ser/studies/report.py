@@ -1,9 +1,11 @@
-"""`ser report`: a Markdown ablation report with PNG figures from a folder of run directories.
+"""`ser report`: a Markdown ablation report with figures (PNG, PDF or SVG) from a folder of run
+directories.
 
 Works on a sweep directory or on any folder: every run directory below it (a folder with
 metrics.json or error.txt) is one row. Tables show test metrics at the dev-selected epoch as
-mean ± std over folds and seeds with the count n; the optimistic best-test-epoch numbers appear
-only in their own, labelled table.
+mean ± sample std over folds and seeds with the count n, and 95% bootstrap intervals over the
+test utterances pooled across folds; a configuration's seed and fold count once however many run
+directories repeat them. The optimistic best-test-epoch numbers appear only in their own table.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ser.studies.results import (
     collect_runs,
     configuration_columns,
     proportion_value,
+    repeated_runs,
     summarize,
     summary_metrics,
     with_config_labels,
@@ -86,11 +89,28 @@ def configuration_table(summary: pd.DataFrame, metrics: list[str]) -> str:
     return markdown_table(header, rows)
 
 
+def interval_table(summary: pd.DataFrame, metrics: list[str]) -> str | None:
+    """Per configuration: each metric over the test utterances pooled across folds (averaged over
+    seeds) with its 95% bootstrap interval; None when no interval was computed."""
+    shown = [m for m in metrics if f"{m}_ci_low" in summary.columns]
+    if not shown:
+        return None
+
+    def cell(r, m: str) -> str:
+        if np.isnan(r[f"{m}_pooled"]):
+            return "—"
+        scale, digits = (100, 2) if m in PERCENT_METRICS else (1, 3)
+        return f"{scale * r[f'{m}_pooled']:.{digits}f} [{scale * r[f'{m}_ci_low']:.{digits}f}, {scale * r[f'{m}_ci_high']:.{digits}f}]"
+
+    rows = [[r["config"], r["seeds"], *(cell(r, m) for m in shown)] for _, r in summary.iterrows()]
+    return markdown_table(["configuration", "seeds", *shown], rows)
+
+
 def _runs_of(labelled: pd.DataFrame, root: Path) -> dict[str, list[Path]]:
     return {name: [root / d for d in group["run_dir"]] for name, group in labelled.groupby("config", sort=False)}
 
 
-def _confusion_figures(labelled: pd.DataFrame, root: Path, figure_dir: Path) -> list[Path]:
+def _confusion_figures(labelled: pd.DataFrame, root: Path, figure_dir: Path, suffix: str) -> list[Path]:
     """Per configuration: confusion counts per fold (summed over seeds) and over all folds."""
     written = []
     for name, group in labelled.groupby("config", sort=False):
@@ -104,7 +124,7 @@ def _confusion_figures(labelled: pd.DataFrame, root: Path, figure_dir: Path) -> 
             fold = f"fold {row['fold']}"
             matrices[fold] = matrices.get(fold, 0) + np.asarray(test["confusion"])
         if matrices:
-            path = figure_dir / f"confusion_{slug(name)}.png"
+            path = figure_dir / f"confusion_{slug(name)}.{suffix}"
             written.append(figures.confusion_figure(dict(sorted(matrices.items())), labels, name, path))
     return written
 
@@ -118,7 +138,7 @@ def _layer_weights(run_dir: Path) -> np.ndarray | None:
     return None if weights is None else np.asarray(weights, dtype=np.float64)
 
 
-def _layer_weight_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path) -> tuple[list[Path], dict]:
+def _layer_weight_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path, suffix: str) -> tuple[list[Path], dict]:
     means = {}
     for name, run_dirs in _runs_of(labelled, root).items():
         found = [w for w in map(_layer_weights, run_dirs) if w is not None]
@@ -126,22 +146,22 @@ def _layer_weight_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path) -
             means[name] = np.mean(found, axis=0)  # (L,)
     if not means:
         return [], {}
-    return [figures.layer_weights_figure(means, figure_dir / "layer_weights.png")], means
+    return [figures.layer_weights_figure(means, figure_dir / f"layer_weights.{suffix}")], means
 
 
-def _curves_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path) -> list[Path]:
+def _curves_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path, suffix: str) -> list[Path]:
     histories = {}
     for name, run_dirs in _runs_of(labelled, root).items():
         runs = [pd.read_csv(d / "history.csv") for d in run_dirs if (d / "history.csv").is_file()]
         if runs:
             histories[name] = runs
-    return [figures.curves_figure(histories, figure_dir / "training_curves.png")] if histories else []
+    return [figures.curves_figure(histories, figure_dir / f"training_curves.{suffix}")] if histories else []
 
 
-def _proportion_figures(summary: pd.DataFrame, figure_dir: Path) -> list[Path]:
+def _proportion_figures(summary: pd.DataFrame, figure_dir: Path, suffix: str) -> list[Path]:
     if summary["shift_proportion"].astype(str).replace("", np.nan).dropna().nunique() < 2:
         return []
-    return [figures.proportion_figure(summary, m, figure_dir / f"{m}_vs_proportion.png") for m in ("ua", "wa")]
+    return [figures.proportion_figure(summary, m, figure_dir / f"{m}_vs_proportion.{suffix}") for m in ("ua", "wa")]
 
 
 def protocol_text(done: pd.DataFrame) -> str:
@@ -151,14 +171,18 @@ def protocol_text(done: pd.DataFrame) -> str:
     return (
         f"**Protocol.** {held_out}Every number is a test-set metric at the epoch chosen on the dev split "
         "alone (UA; CCC mean for dimensional runs): test scores of other epochs never influence the choice. "
-        "Cells show mean ± std (population std) over folds and seeds; n counts the run × fold results. "
+        "Cells show mean ± sample std (ddof=1) over folds and seeds; n counts the run × fold results, each "
+        "configuration, seed and fold once. Intervals are 95% percentile bootstraps over the test utterances "
+        "pooled across folds (each utterance once; several seeds are averaged per resample). "
         "UA = unweighted (balanced) accuracy, WA = accuracy, both in %."
     )
 
 
-def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
-    """Write `report.md` and `figures/*.png` for every run directory under `runs_dir`; returns the
-    path of report.md (default folder: `runs_dir` itself)."""
+def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str = "png") -> Path:
+    """Write `report.md` and `figures/*.<figure_format>` (png, pdf or svg) for every run directory
+    under `runs_dir`; returns the path of report.md (default folder: `runs_dir` itself)."""
+    if figure_format not in figures.FORMATS:
+        raise UserInputError(f"unknown figure format {figure_format!r}", f"choose one of: {', '.join(figures.FORMATS)}")
     if not runs_dir.is_dir():
         raise UserInputError(f"{runs_dir} is not a folder", "pass a sweep directory or a folder of run directories")
     runs = collect_runs(runs_dir)
@@ -173,14 +197,17 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
     failed = runs[runs["status"] == STATUS_FAILED]
     if done.empty:
         raise UserInputError(f"none of the {len(runs)} runs under {runs_dir} has finished", "see their error.txt")
-    summary = summarize(runs)
+    summary = summarize(runs, runs_dir)
     metrics = summary_metrics(done)
     honest = [m for m in metrics if not m.startswith("optimistic_")]
-    labelled = with_config_labels(done, configuration_columns(done))
+    repeated = repeated_runs(done)
+    labelled = with_config_labels(done[~repeated], configuration_columns(done))
 
-    written = _confusion_figures(labelled, runs_dir, figure_dir)
-    layer_paths, layer_means = _layer_weight_figure(labelled, runs_dir, figure_dir)
-    written += layer_paths + _proportion_figures(summary, figure_dir) + _curves_figure(labelled, runs_dir, figure_dir)
+    suffix = figure_format
+    written = _confusion_figures(labelled, runs_dir, figure_dir, suffix)
+    layer_paths, layer_means = _layer_weight_figure(labelled, runs_dir, figure_dir, suffix)
+    written += (layer_paths + _proportion_figures(summary, figure_dir, suffix)
+                + _curves_figure(labelled, runs_dir, figure_dir, suffix))
 
     parts = [
         "# Ablation report",
@@ -191,6 +218,13 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
         "## All configurations",
         configuration_table(summary, honest),
     ]
+    intervals = interval_table(summary, honest)
+    if intervals:
+        parts += ["## Pooled over utterances, with 95% bootstrap intervals", intervals]
+    if repeated.any():
+        left_out = ", ".join(f"`{d}`" for d in done[repeated]["run_dir"])
+        parts += [f"**Repeated runs.** {int(repeated.sum())} run directories repeat a configuration, seed and fold "
+                  f"that another one already gives and are left out of every table and figure: {left_out}."]
     optimistic = [m for m in metrics if m.startswith("optimistic_")]
     if optimistic:
         parts += [

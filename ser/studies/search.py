@@ -194,7 +194,7 @@ def run_search(
     if finished:
         winner = max(finished, key=lambda t: t.value)
         best = {"trial": winner.number, "params": winner.params, f"dev_{selection}": winner.value}
-    table_path, _ = SweepTable(list(planned_by_key.values()), sweep_dir).write()
+    table_path, _ = SweepTable(list(planned_by_key.values()), sweep_dir).write(intervals=True)
     search_path = sweep_dir / "search.json"
     write_text(search_path, json.dumps(
         {"search": search, "sampler": "TPE", "trials": trials, "seed": seed, "selection": f"dev {selection}",

@@ -80,7 +80,7 @@ def collect_sweep(grid: Grid, settings: SweepSettings) -> CollectedSweep:
     planned = plan_runs(grid, settings, data, sweep_dir, corpus, model)
     table = SweepTable(planned, sweep_dir)
     write_run_summaries(planned, grid.folds is None)
-    table_path, summary_path = table.write()
+    table_path, summary_path = table.write(intervals=True)  # as a local sweep writes it
     frame = table.frame()
     status = frame["status"].value_counts()
     return CollectedSweep(

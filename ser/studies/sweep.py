@@ -173,8 +173,8 @@ class SweepTable:
     def frame(self) -> pd.DataFrame:
         return results.order_columns(pd.DataFrame(list(self.rows.values())))
 
-    def write(self) -> tuple[Path, Path]:
-        return results.write_tables(self.frame(), self.sweep_dir, self.stem)
+    def write(self, intervals: bool = False) -> tuple[Path, Path]:
+        return results.write_tables(self.frame(), self.sweep_dir, self.stem, intervals=intervals)
 
 
 def write_run_summaries(planned: list[PlannedRun], all_folds: bool) -> None:
@@ -187,7 +187,7 @@ def write_run_summaries(planned: list[PlannedRun], all_folds: bool) -> None:
     for run_dir, fold_dirs in by_run.items():
         if all(files.is_finished(d) for d in fold_dirs.values()):
             metrics = {name: files.read_json(d / files.METRICS) for name, d in fold_dirs.items()}
-            files.write_json(run_dir / files.SUMMARY, files.fold_summary(metrics))
+            files.write_json(run_dir / files.SUMMARY, files.fold_summary(metrics, run_dir))
 
 
 def _run_in_process(tasks: list[RunTask], data: TrainingData, threads: int, progress: SweepProgress,
@@ -317,7 +317,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
             _run_in_pool(tasks, data, min(jobs, len(tasks)), settings.threads, progress, finished)
     run_seconds = time.perf_counter() - run_started
     write_run_summaries(planned, grid.folds is None)
-    table_path, summary_path = table.write()
+    table_path, summary_path = table.write(intervals=True)  # bootstrap intervals once, at the end
     return SweepOutcome(
         sweep_dir=sweep_dir, table_path=table_path, summary_path=summary_path, planned=len(share),
         skipped=len(share) - len(todo), done=counts["done"], failed=counts["failed"], jobs=jobs,

@@ -66,7 +66,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         own = {f.name for f in dataclasses.fields(cls)} - {"recipe"}
-        recipe = Recipe.from_dict({name: data[name] for name in RECIPE_FIELDS})
+        recipe = Recipe.from_dict({name: data[name] for name in RECIPE_FIELDS if name in data})
         return cls(recipe=recipe, **{name: data[name] for name in own if name in data})
 
     def run_name(self) -> str:

@@ -27,7 +27,7 @@ from ser.heads import create_head
 from ser.training import run_dir as files
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig, head_constructor_options
-from ser.training.recipes import build_optimizer, lr_at
+from ser.training.recipes import build_optimizer, corpus_head_defaults, lr_at
 from ser.training.training_data import FeatureScaler, TrainingData
 
 CHECKPOINT_EVERY_SECONDS = 30.0  # a resume checkpoint (weights + optimiser state) costs ~0.2 s at D=768
@@ -120,7 +120,7 @@ def train_fold(
     train_rows, dev_rows, test_rows = (data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
     task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(train_rows)])
     seed_everything(config.seed)
-    options = head_constructor_options(config.head_kwargs)
+    options = {**corpus_head_defaults(config.head, config.corpus), **head_constructor_options(config.head_kwargs)}
     # Built before anything is written, so a bad head option leaves no run directory behind.
     head = create_head(config.head, data.dim, data.num_layers, task.num_outputs, **options).to(data.device)
     saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
@@ -136,6 +136,7 @@ def train_fold(
     scaler = data.feature_scaler(train_rows) if config.standardize else None
     optimizer = build_optimizer(head, recipe)
     steps_per_epoch = -(-len(train_rows) // recipe.batch_size)
+    total_epochs = recipe.total_epochs(steps_per_epoch)  # a step budget ends inside its last epoch
     eval_batch = 2 * recipe.batch_size
     state = {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
              "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
@@ -148,12 +149,14 @@ def train_fold(
         state = saved["state"]
 
     last_checkpoint = -math.inf
-    for epoch in range(state["epoch"], recipe.epochs):
+    for epoch in range(state["epoch"], total_epochs):
         started = time.perf_counter()
         head.train()
-        loss_sum = 0.0
+        loss_sum, seen = 0.0, 0
         batch_rows = [train_rows[b] for b in bucketed_batches(data.lengths[train_rows], recipe.batch_size,
                                                                config.seed, epoch)]
+        if recipe.max_steps is not None:
+            batch_rows = batch_rows[: recipe.max_steps - state["step"]]
         for x, lengths, targets, *extra in data.batches(batch_rows, scaler):
             lr = lr_at(state["step"], recipe, steps_per_epoch)
             for group in optimizer.param_groups:
@@ -166,9 +169,10 @@ def train_fold(
             optimizer.step()
             state["step"] += 1
             loss_sum += float(loss.detach()) * len(targets)
+            seen += len(targets)
         dev_metrics, dev_loss, _ = _score(task, head, data, dev_rows, eval_batch, scaler)
         test_metrics = _score(task, head, data, test_rows, eval_batch, scaler)[0] if len(test_rows) else None
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / len(train_rows), "dev_loss": dev_loss}
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
         row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics} if test_metrics else {})
         row.update({"lr": lr, "seconds": time.perf_counter() - started})
@@ -186,7 +190,7 @@ def train_fold(
                                                "rng": _rng_state(), "state": state})
             last_checkpoint = time.perf_counter()
         if progress is not None:
-            progress(fold.name, epoch + 1, recipe.epochs, row)
+            progress(fold.name, epoch + 1, total_epochs, row)
 
     head.load_state_dict(state["best_state"])
     metrics = {"test": None, "dev": state["best_dev"], "best_epoch": state["best_epoch"], "test_last": None,

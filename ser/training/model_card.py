@@ -24,7 +24,7 @@ def _metrics_table(metrics: dict[str, dict], section: str) -> list[str]:
                      + " | ".join(f"{values[name]:.4f}" for name in names) + " |")
     if len(folds) > 1:
         means = [np.array([metrics[fold][section][name] for fold in folds]) for name in names]
-        lines.append("| mean ± std | | " + " | ".join(f"{m.mean():.4f} ± {m.std():.4f}" for m in means) + " |")
+        lines.append("| mean ± sample std | | " + " | ".join(f"{m.mean():.4f} ± {m.std(ddof=1):.4f}" for m in means) + " |")
     return lines + [""]
 
 

@@ -42,7 +42,7 @@ def train_folds(
             results[fold_name] = train_fold(config, data, fold, fold_dir, tracker.progress(progress))
             tracker.log_final(results[fold_name])
     if which == "all":
-        files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results))
+        files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results, run_dir))
     return results
 
 

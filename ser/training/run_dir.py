@@ -2,7 +2,7 @@
 
     <run-name>/fold<K>/config.json, metrics.json, history.csv, predictions.csv,
                        layer_weights.json, model.pt, features.json   (+ checkpoint.pt while training)
-    <run-name>/summary.json                           (mean ± std over folds)
+    <run-name>/summary.json      (mean ± sample std over folds, bootstrap intervals over utterances)
 
 Every file is written to a temporary name and moved into place, so an interrupted run never
 leaves a half-written file; `metrics.json` is written last and marks a finished fold.
@@ -90,8 +90,12 @@ def load_model(path: Path) -> nn.Module:
     return head.eval()
 
 
-def fold_summary(fold_metrics: dict[str, dict]) -> dict:
-    """summary.json: for every scalar metric of every section, {mean, std (population), per_fold}."""
+def fold_summary(fold_metrics: dict[str, dict], run_dir: Path | None = None) -> dict:
+    """summary.json: for every scalar metric of every section, {mean, std (sample, ddof=1),
+    per_fold}; with `run_dir` (holding the fold directories) the test metrics also get `pooled`
+    and `ci95`, a 95% bootstrap interval over the test utterances pooled across the folds."""
+    from ser.training.statistics import interval_settings, pooled_intervals, read_pooled_predictions, sample_std
+
     folds = list(fold_metrics)
     summary: dict = {"folds": folds}
     for section in ("test", "dev", "test_last", "test_best_epoch_optimistic"):
@@ -101,6 +105,13 @@ def fold_summary(fold_metrics: dict[str, dict]) -> dict:
         for name in names:
             values = [float(fold_metrics[fold][section][name]) for fold in folds]
             summary[section][name] = {
-                "mean": float(np.mean(values)), "std": float(np.std(values)), "per_fold": values,
+                "mean": float(np.mean(values)), "std": sample_std(values), "per_fold": values,
             }
+    pooled = read_pooled_predictions(Path(run_dir) / fold for fold in folds) if run_dir is not None else None
+    intervals = pooled_intervals([pooled]) if pooled is not None else {}
+    for name, interval in intervals.items():
+        if name in summary["test"]:
+            summary["test"][name].update(interval)
+    if intervals:
+        summary["bootstrap"] = interval_settings()
     return summary

@@ -83,7 +83,7 @@ def test_sweep_survives_a_kill_and_report_matches_the_run_files(tmp_path: Path):
             mean, std, n = re.fullmatch(r"([\d.]+) ± ([\d.]+) \(n=(\d+)\)", cell).groups()
             assert int(n) == len(values) == 2
             assert float(mean) == pytest.approx(100 * values.mean(), abs=0.006)
-            assert float(std) == pytest.approx(100 * values.std(), abs=0.006)
+            assert float(std) == pytest.approx(100 * values.std(ddof=1), abs=0.006)
 
 
 def test_a_misspelt_head_fails_at_once_with_a_suggestion(tmp_path: Path):

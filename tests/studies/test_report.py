@@ -75,7 +75,7 @@ def test_tables_equal_the_per_run_metrics_files(sweep_dir: Path, report: Path):
             mean, std, n = parse_cell(cells["shiftcnn"][proportion])
             assert n == 2
             assert mean == pytest.approx(100 * values.mean(), abs=0.006)
-            assert std == pytest.approx(100 * values.std(), abs=0.006)
+            assert std == pytest.approx(100 * values.std(ddof=1), abs=0.006)
     assert list(table_cells(markdown, "### Test UA — shift_placement = residual")["shiftcnn"]) == ["1/2", "1/8"]
 
 
@@ -86,7 +86,7 @@ def test_optimistic_numbers_sit_only_in_their_labelled_table(sweep_dir: Path, re
     run_dirs = sorted(sweep_dir.glob("shiftcnn-p1_2-residual-*/fold1"))
     best = [json.loads((d / "metrics.json").read_text())["test_best_epoch_optimistic"]["ua"] for d in run_dirs]
     row = next(line for line in optimistic.splitlines() if line.startswith("| shiftcnn 1/2 residual"))
-    assert f"{100 * np.mean(best):.2f} ± {100 * np.std(best):.2f} (n=2)" in row
+    assert f"{100 * np.mean(best):.2f} ± {100 * np.std(best, ddof=1):.2f} (n=2)" in row
 
 
 def test_figures_are_written_and_failed_runs_listed(report: Path):
@@ -124,3 +124,15 @@ def test_tables_written_by_other_studies_are_included(sweep_dir: Path, tmp_path:
     finally:
         table.unlink()
     assert "## Distillation ablation" in markdown and "| teacher | 0.4 |" in markdown
+
+
+def test_figures_in_vector_formats_and_unknown_formats_refused(tmp_path: Path):
+    from ser.studies import figures
+
+    weights = {"peaked": np.array([0.1, 0.2, 0.7]), "uniform": np.full(3, 1 / 3)}
+    assert figures.layer_weights_figure(weights, tmp_path / "w.pdf").read_bytes()[:4] == b"%PDF"
+    matrices = {"fold 1": np.array([[3, 1], [0, 4]]), "fold 2": np.array([[2, 2], [1, 3]])}
+    svg = figures.confusion_figure(matrices, ["a", "b"], "x", tmp_path / "c.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "75%" in svg  # row-normalised: 3 of the 4 true a's
+    with pytest.raises(UserInputError, match="figure format"):
+        write_report(tmp_path, figure_format="eps")
