@@ -65,6 +65,25 @@ def _mismatch(existing: dict, wanted: dict, what: Path) -> CacheError | None:
     return None
 
 
+def _temporary(final: Path) -> Path:
+    """A per-process temporary name beside `final`: `<name>.<pid>.tmp`."""
+    return final.with_name(f"{final.name}.{os.getpid()}.tmp")
+
+
+def _written_by_live_process(temporary: Path) -> bool:
+    """Whether the process named in `<name>.<pid>.tmp` is still running (never delete its files)."""
+    pid = temporary.suffixes[-2][1:] if len(temporary.suffixes) >= 2 else ""
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def partial_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
@@ -108,11 +127,12 @@ class ShardedCacheWriter:
                 shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True, exist_ok=True)
         if not header.is_file():
-            temporary = header.with_suffix(".tmp")
+            temporary = _temporary(header)
             temporary.write_text(json.dumps(self.attrs, indent=1))
             os.replace(temporary, header)
         for stale in self.partial.glob("*.tmp"):
-            stale.unlink()
+            if not _written_by_live_process(stale):
+                stale.unlink(missing_ok=True)
         self._next_shard = 1 + max((int(p.stem.split("-")[1]) for p in self._shards()), default=0)
 
     def _shards(self) -> list[Path]:
@@ -131,7 +151,7 @@ class ShardedCacheWriter:
         if not items:
             return
         final = self.partial / f"shard-{self._next_shard:06d}.h5"
-        temporary = final.with_suffix(".tmp")
+        temporary = _temporary(final)
         with h5py.File(temporary, "w") as f:
             f.create_dataset("ids", data=[item.id for item in items], dtype=h5py.string_dtype())
             f.create_dataset("lengths", data=np.array([item.features.shape[1] for item in items], dtype=np.int64))
@@ -144,7 +164,10 @@ class ShardedCacheWriter:
 
     def finish(self, order: list[str], skipped: dict[str, str], extra_attrs: dict) -> Path:
         """Merge the shards (utterances in `order`) into `<out>` and remove the partial folder."""
-        temporary = self.out.with_name(self.out.name + ".tmp")
+        for stale in self.out.parent.glob(f"{self.out.name}.*tmp"):  # a merge killed midway
+            if not _written_by_live_process(stale):
+                stale.unlink(missing_ok=True)
+        temporary = _temporary(self.out)
         where = {utt: row for row, utt in enumerate(order)}
         float32_count = 0
         with h5py.File(temporary, "w") as merged:

@@ -25,6 +25,7 @@ from ser.features.batching import plan_batches
 from ser.features.cache import FORMAT_VERSION, CacheReader
 from ser.features.cache_writer import ShardedCacheWriter, UtteranceFeatures, existing_cache_is_complete
 from ser.features.layer_spec import read_layer_spec
+from ser.features.output_lock import exclusive_output
 from ser.features.progress import ExtractionProgress
 from ser.features.records import UtteranceRecord
 
@@ -196,7 +197,18 @@ def write_skipped_csv(path: Path, records: Sequence[UtteranceRecord], skipped: d
     return path
 
 
-def extract(
+def extract(records: Sequence[UtteranceRecord], backbone: Backbone, out: str | Path, **options) -> ExtractionSummary:
+    """Extract every layer of every record into the HDF5 cache `out` (resuming unfinished work),
+    holding the exclusive lock on `out`: a second process writing the same output fails at once.
+
+    Options (see `_extract_holding_lock`): manifest_sha256, layers, max_seconds, batch_seconds,
+    on_error, overwrite, show_progress, flush_seconds.
+    """
+    with exclusive_output(out):
+        return _extract_holding_lock(records, backbone, out, **options)
+
+
+def _extract_holding_lock(
     records: Sequence[UtteranceRecord],
     backbone: Backbone,
     out: str | Path,
@@ -210,7 +222,7 @@ def extract(
     show_progress: bool = False,
     flush_seconds: float = 10.0,
 ) -> ExtractionSummary:
-    """Extract every layer of every record into the HDF5 cache `out` (resuming unfinished work).
+    """The extraction itself; only the holder of `out`'s lock may call it.
 
     `layers`: indices of the backbone's hidden states to keep (default all). `batch_seconds`:
     padded audio per forward pass for batchable families (default 20 s on CPU, 200 s on GPU).
