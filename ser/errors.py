@@ -52,3 +52,7 @@ class FoldError(SerError):
 
 class TrainingError(SerError):
     """A training run that cannot start or continue."""
+
+
+class DivergedError(TrainingError):
+    """Training produced a non-finite loss or output; nothing of the run is scored."""

@@ -19,8 +19,10 @@ from ser.data.atomic_files import read_json, write_text
 from ser.errors import UserInputError
 from ser.studies import figures
 from ser.studies.results import (
+    STATUS_DIVERGED,
     STATUS_DONE,
     STATUS_FAILED,
+    STATUS_PENDING,
     collect_runs,
     configuration_columns,
     proportion_value,
@@ -170,7 +172,8 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
         if column not in runs.columns:
             runs[column] = None
     done = runs[runs["status"] == STATUS_DONE]
-    failed = runs[runs["status"] == STATUS_FAILED]
+    failed = runs[runs["status"].isin([STATUS_FAILED, STATUS_DIVERGED, STATUS_PENDING])]
+    counts = runs["status"].value_counts()
     if done.empty:
         raise UserInputError(f"none of the {len(runs)} runs under {runs_dir} has finished", "see their error.txt")
     summary = summarize(runs)
@@ -184,7 +187,9 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
 
     parts = [
         "# Ablation report",
-        f"Source: `{runs_dir}` — {len(runs)} run directories ({len(done)} finished, {len(failed)} failed).",
+        f"Source: `{runs_dir}` — {len(runs)} run directories ({len(done)} finished, "
+        f"{counts.get(STATUS_FAILED, 0)} failed, {counts.get(STATUS_DIVERGED, 0)} diverged, "
+        f"{counts.get(STATUS_PENDING, 0)} unfinished).",
         protocol_text(done),
         "## Ablation tables",
         *(block for m in ("ua", "wa", "ccc_mean") if m in honest for block in ablation_tables(summary, m)),
@@ -207,8 +212,9 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
         parts += ["## Learned layer weights", markdown_table(header, rows)]
     parts += [path.read_text().strip() for path in sorted(runs_dir.rglob(ABLATION_TABLE_FILE))]
     if not failed.empty:
-        rows = [[r["run_dir"], str(r.get("error", "")).replace("|", "/")] for _, r in failed.iterrows()]
-        parts += ["## Failed runs", markdown_table(["run", "error"], rows)]
+        rows = [[r["run_dir"], r["status"], str(r.get("error", "") if isinstance(r.get("error"), str) else "")
+                 .replace("|", "/")] for _, r in failed.iterrows()]
+        parts += ["## Failed runs (failed, diverged or unfinished: no metrics)", markdown_table(["run", "status", "error"], rows)]
     if written:
         parts += ["## Figures", *(f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in written)]
     report_path = out_dir / "report.md"

@@ -20,12 +20,14 @@ import pandas as pd
 
 from ser.data.atomic_files import read_json, write_text
 from ser.studies.grid import HEAD_OPTION_PREFIX
+from ser.training.divergence import DIVERGED_PREFIX
 
 # Columns that identify a configuration in every table (others are added when they vary).
 CONFIG_COLUMNS = ("head", "shift_proportion", "shift_placement")
 REPLICATE_COLUMNS = ("seed", "fold")
 BASE_METRICS = ("ua", "wa", "macro_f1")
 STATUS_DONE, STATUS_FAILED, STATUS_PENDING = "done", "failed", "pending"
+STATUS_DIVERGED = "diverged"  # a non-finite loss or output stopped it: no metrics
 
 
 def scalar_metrics(block: dict | None, prefix: str = "") -> dict[str, float]:
@@ -89,8 +91,9 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         row["status"] = STATUS_DONE
         row.update(metric_columns(read_json(run_dir / "metrics.json")))
     elif (run_dir / "error.txt").is_file():
-        row["status"] = STATUS_FAILED
-        row["error"] = (run_dir / "error.txt").read_text().strip().splitlines()[0][:300]
+        first_line = ((run_dir / "error.txt").read_text().strip().splitlines() or [""])[0]
+        row["status"] = STATUS_DIVERGED if first_line.startswith(DIVERGED_PREFIX) else STATUS_FAILED
+        row["error"] = first_line[:300]
     else:
         row["status"] = STATUS_PENDING
     row["fold_name"] = row.get("fold")

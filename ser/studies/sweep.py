@@ -87,6 +87,7 @@ class SweepOutcome:
     done: int
     failed: int
     jobs: int
+    diverged: int = 0
     # startup (process start → sweep), load (cache), runs (wall of the training phase, worker
     # start-up included), train (sum of the runs' own durations), wall (all of it)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -277,7 +278,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     table.write()
     by_key = {run.task.key: run for run in planned}
     train_seconds = 0.0
-    counts = {"done": 0, "failed": 0}
+    counts = {"done": 0, "failed": 0, "diverged": 0}
 
     def finished(outcome: RunOutcome) -> None:
         nonlocal train_seconds
@@ -300,6 +301,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     return SweepOutcome(
         sweep_dir=sweep_dir, table_path=table_path, summary_path=summary_path, planned=len(planned),
         skipped=len(planned) - len(todo), done=counts["done"], failed=counts["failed"], jobs=jobs,
+        diverged=counts["diverged"],
         seconds={"startup": startup, "load": load_seconds, "runs": run_seconds, "train": train_seconds,
                  "wall": startup + time.perf_counter() - started},
         summary=results.summarize(table.frame()),

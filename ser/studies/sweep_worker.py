@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from ser.data.folds import Fold
-from ser.errors import SerError
+from ser.errors import DivergedError, SerError
 from ser.training.config import TrainConfig
 from ser.training.loop import train_fold
 from ser.training.training_data import TrainingData
@@ -40,7 +40,7 @@ class RunTask:
 @dataclass(frozen=True)
 class RunOutcome:
     key: str
-    status: str  # "done" | "failed"
+    status: str  # "done" | "failed" | "diverged"
     seconds: float
     metrics: dict | None = None
     error: str | None = None
@@ -85,7 +85,8 @@ def run_task(task: RunTask, data: TrainingData, on_epoch: Callable[[EpochEvent],
         message = describe_error(error)
         task.out_dir.mkdir(parents=True, exist_ok=True)
         error_path.write_text(message)
-        return RunOutcome(task.key, "failed", time.perf_counter() - started, error=message.splitlines()[0])
+        status = "diverged" if isinstance(error, DivergedError) else "failed"
+        return RunOutcome(task.key, status, time.perf_counter() - started, error=message.splitlines()[0])
     return RunOutcome(task.key, "done", time.perf_counter() - started, metrics=metrics)
 
 

@@ -27,6 +27,7 @@ from ser.heads import create_head
 from ser.training import run_dir as files
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig, head_constructor_options
+from ser.training.divergence import check_loss, check_outputs
 from ser.training.recipes import build_optimizer, lr_at
 from ser.training.training_data import FeatureScaler, TrainingData
 
@@ -79,9 +80,10 @@ def predict(head: nn.Module, data: TrainingData, rows: np.ndarray, batch_size: i
 
 
 def _score(task, head, data: TrainingData, rows: np.ndarray, batch_size: int,
-           scaler: FeatureScaler | None) -> tuple[dict, float, np.ndarray]:
-    """(metrics, loss, outputs) of the head on `rows`."""
+           scaler: FeatureScaler | None, split: str = "", epoch: int = 0) -> tuple[dict, float, np.ndarray]:
+    """(metrics, loss, outputs) of the head on `rows`; DivergedError if an output is not finite."""
     outputs = predict(head, data, rows, batch_size, scaler)
+    check_outputs(outputs, split, epoch)
     targets = data.targets[torch.from_numpy(rows).to(data.device)].cpu()
     loss = float(task.loss(torch.from_numpy(outputs), targets))
     return task.evaluate(outputs, targets.numpy()), loss, outputs
@@ -165,9 +167,11 @@ def train_fold(
                 nn.utils.clip_grad_norm_(head.parameters(), recipe.grad_clip)
             optimizer.step()
             state["step"] += 1
-            loss_sum += float(loss.detach()) * len(targets)
-        dev_metrics, dev_loss, _ = _score(task, head, data, dev_rows, eval_batch, scaler)
-        test_metrics, _, _ = _score(task, head, data, test_rows, eval_batch, scaler)
+            step_loss = float(loss.detach())
+            check_loss(step_loss, epoch + 1, state["step"], lr)
+            loss_sum += step_loss * len(targets)
+        dev_metrics, dev_loss, _ = _score(task, head, data, dev_rows, eval_batch, scaler, "dev", epoch + 1)
+        test_metrics, _, _ = _score(task, head, data, test_rows, eval_batch, scaler, "test", epoch + 1)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / len(train_rows), "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
         row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})
@@ -189,7 +193,7 @@ def train_fold(
             progress(fold.name, epoch + 1, recipe.epochs, row)
 
     head.load_state_dict(state["best_state"])
-    test_metrics, _, test_outputs = _score(task, head, data, test_rows, eval_batch, scaler)
+    test_metrics, _, test_outputs = _score(task, head, data, test_rows, eval_batch, scaler, "test", state["best_epoch"])
     targets = data.targets[torch.from_numpy(test_rows).to(data.device)].cpu().numpy()
     metrics = {
         "test": test_metrics,
