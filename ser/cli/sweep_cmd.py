@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ser.cli import validation
 from ser.cli.options import Device, FoldScheme, KFolds, ManifestPath, OutPath, Workdir
 from ser.cli.train_cmd import LabelMap, TestManifest
 
@@ -30,9 +31,9 @@ head_options: {...}); command-line values replace the file's. Runs go to
 run × fold and sweep_summary.csv the mean ± std per configuration. Rerun the same command after
 an interruption: finished runs are skipped, interrupted ones resume. Then: ser report <sweep dir>."""
 
-def _values(flag: str, text: str):
+def _values(flag: str, text: str, callback=None):
     """A repeatable option whose values may also be comma-separated (each value one grid axis point)."""
-    return Annotated[Optional[list[str]], typer.Option(flag, help=text)]
+    return Annotated[Optional[list[str]], typer.Option(flag, help=text, callback=callback)]
 
 
 Heads = _values("--head", "Head names, e.g. shiftcnn,shiftlstm (see `ser list heads`).")
@@ -40,9 +41,9 @@ Proportions = _values("--shift-proportion", "Shifted channels PER DIRECTION: 1/2
 Placements = _values("--shift-placement", "residual, tsm-residual, inplace, replacement, none.")
 Bidirectional = _values("--shift-bidirectional", "true,false.")
 Strides = _values("--shift-stride", "Frames per shift.")
-Seeds = _values("--seeds", "Training seeds, e.g. 0,1,2 (default 0).")
+Seeds = _values("--seeds", "Training seeds, e.g. 0,1,2 (default 0).", validation.seeds)
 EpochValues = _values("--epochs", "Training epochs (default: each head's paper recipe).")
-Rates = _values("--lr", "Peak learning rates (default: recipe).")
+Rates = _values("--lr", "Peak learning rates (default: recipe).", validation.learning_rates)
 BatchSizes = _values("--batch-size", "Batch sizes (default: recipe).")
 Standardize = _values("--standardize", "true,false: z-score features with each fold's training statistics.")
 HeadOptions = _values("--head-option", "key=v1,v2 for any other head option (repeatable).")
@@ -86,7 +87,7 @@ def sweep(
     label_map: LabelMap = None,
 ) -> None:
     from ser.cli.train_cmd import parse_label_map, parse_layers
-    from ser.studies.grid import build_grid
+    from ser.studies.grid import HEAD_OPTION_PREFIX, build_grid
     from ser.studies.sweep import SweepSettings, run_sweep
 
     axes = {
@@ -95,6 +96,9 @@ def sweep(
         "lr": lr, "batch_size": batch_size, "standardize": standardize,
     }
     plan = build_grid(grid, {name: values or [] for name, values in axes.items()}, head_option or [], fold)
+    for name in {name for part in plan.parts for name in part if name.startswith(HEAD_OPTION_PREFIX)}:
+        for value in plan.values(name):
+            validation.head_option_value(name[len(HEAD_OPTION_PREFIX):], value)
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
         folds=folds, k=k, dev=dev, layers=parse_layers(layers) if layers else None, task=task,
