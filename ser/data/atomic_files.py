@@ -8,18 +8,22 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from ser.errors import write_failure
+
 
 def write_via_temporary(path: Path, write: Callable[[Path], object]) -> None:
     """Call write(temporary) beside `path`, then os.replace it onto `path`; a failed write leaves
     neither a half file nor the temporary behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: writers never collide
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno:  # disk full, read-only, a folder in the way, …
+            raise write_failure(path, error) from None
         raise
 
 

@@ -10,6 +10,7 @@ made with other settings; the same request always resumes.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -19,8 +20,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ser.errors import CacheError
+from ser.errors import CacheError, write_failure
 from ser.features.cache import FORMAT, FORMAT_VERSION, read_attrs, read_strings, utterance_key
+from ser.features.write_room import check_room, write_bytes
 
 FP16_MAX = float(np.finfo(np.float16).max)
 # Attributes that decide what the features are: a cache or partial run that differs in one of
@@ -94,6 +96,8 @@ def existing_cache_is_complete(out: Path, wanted: dict, overwrite: bool) -> bool
     Raises CacheError when `out` or an unfinished run belongs to another model or manifest
     (unless `overwrite`); `wanted` may hold only the identity keys known so far.
     """
+    if out.is_dir():
+        raise write_failure(out, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
     if overwrite:
         return False
     if out.exists():
@@ -125,11 +129,12 @@ class ShardedCacheWriter:
                 raise error
             if error:  # an unfinished run of other settings: start afresh
                 shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True, exist_ok=True)
+        try:
+            self.partial.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise write_failure(self.partial, error) from None
         if not header.is_file():
-            temporary = _temporary(header)
-            temporary.write_text(json.dumps(self.attrs, indent=1))
-            os.replace(temporary, header)
+            write_bytes(header, _temporary(header), json.dumps(self.attrs, indent=1).encode())
         for stale in self.partial.glob("*.tmp"):
             if not _written_by_live_process(stale):
                 stale.unlink(missing_ok=True)
@@ -151,15 +156,19 @@ class ShardedCacheWriter:
         if not items:
             return
         final = self.partial / f"shard-{self._next_shard:06d}.h5"
-        temporary = _temporary(final)
-        with h5py.File(temporary, "w") as f:
+        # Built in memory, then written with plain file I/O: a full disk or a file-size limit is one
+        # clean OSError here, never HDF5 failing inside its own buffers (tracebacks, then a crash).
+        with h5py.File(final.name, "w", driver="core", backing_store=False) as f:
             f.create_dataset("ids", data=[item.id for item in items], dtype=h5py.string_dtype())
             f.create_dataset("lengths", data=np.array([item.features.shape[1] for item in items], dtype=np.int64))
             f.create_dataset("pooled", data=np.stack([item.pooled for item in items]))  # (n, L, 2, D)
             group = f.create_group("features")
-            for item in items:
-                group.create_dataset(utterance_key(item.id), data=item.features)
-        os.replace(temporary, final)
+            for item in items:  # one checksummed chunk per utterance: still one contiguous read
+                group.create_dataset(utterance_key(item.id), data=item.features, chunks=item.features.shape,
+                                     fletcher32=True)
+            f.flush()
+            image = f.id.get_file_image()
+        write_bytes(final, _temporary(final), image)
         self._next_shard += 1
 
     def finish(self, order: list[str], skipped: dict[str, str], extra_attrs: dict) -> Path:
@@ -168,6 +177,21 @@ class ShardedCacheWriter:
             if not _written_by_live_process(stale):
                 stale.unlink(missing_ok=True)
         temporary = _temporary(self.out)
+        check_room(self.out, sum(shard.stat().st_size for shard in self._shards()))
+        try:
+            self._merge(temporary, order, skipped, extra_attrs)
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.out)
+        except BaseException as error:
+            temporary.unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise write_failure(self.out, error) from None
+            raise
+        shutil.rmtree(self.partial)
+        return self.out
+
+    def _merge(self, temporary: Path, order: list[str], skipped: dict[str, str], extra_attrs: dict) -> None:
         where = {utt: row for row, utt in enumerate(order)}
         float32_count = 0
         with h5py.File(temporary, "w") as merged:
@@ -179,7 +203,9 @@ class ShardedCacheWriter:
                 with h5py.File(shard, "r") as f:
                     shard_pooled = f["pooled"][()]  # (n, L, 2, D)
                     if pooled is None:
-                        pooled = merged.create_dataset("pooled", shape=(len(order), *shard_pooled.shape[1:]), dtype=np.float32)
+                        pooled = merged.create_dataset("pooled", shape=(len(order), *shard_pooled.shape[1:]),
+                                                       dtype=np.float32, chunks=(1, *shard_pooled.shape[1:]),
+                                                       fletcher32=True)
                     for position, (utt, length) in enumerate(zip(read_strings(f["ids"]), f["lengths"][()])):
                         if utt not in where or utterance_key(utt) in features:
                             continue
@@ -197,9 +223,5 @@ class ShardedCacheWriter:
             skipped_group.create_dataset("ids", data=list(skipped), dtype=h5py.string_dtype())
             skipped_group.create_dataset("reasons", data=list(skipped.values()), dtype=h5py.string_dtype())
             merged.attrs["float32_utterances"] = int(float32_count)
+            merged.attrs["checksums"] = "fletcher32"
             merged.attrs["complete"] = True
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.out)
-        shutil.rmtree(self.partial)
-        return self.out

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ser.errors import CacheError
+from ser.errors import CacheError, write_failure
 
 
 def lock_path(out: Path) -> Path:
@@ -60,9 +60,15 @@ def _acquire(path: Path) -> int:
 @contextmanager
 def exclusive_output(out: str | os.PathLike) -> Iterator[Path]:
     """Hold the exclusive lock on `out` for the duration of the block (see module docstring)."""
-    path = lock_path(Path(out))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = _acquire(path)
+    out = Path(out)
+    path = lock_path(out)
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(out))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = _acquire(path)
+    except OSError as error:  # a read-only place, a file where a folder should be, …
+        raise write_failure(out, error) from None
     try:
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"{os.getpid()}\n".encode())

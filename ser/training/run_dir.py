@@ -10,6 +10,7 @@ leaves a half-written file; `metrics.json` is written last and marks a finished 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,11 @@ def write_csv(path: Path, table: pd.DataFrame) -> None:
 
 
 def save_torch(path: Path, data: dict) -> None:
-    write_via_temporary(path, lambda tmp: torch.save(data, tmp))
+    """Serialised in memory first: a failed write is then a plain OSError (→ WriteError), not
+    torch's RuntimeError from inside its zip writer."""
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    write_via_temporary(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def load_torch(path: Path) -> dict:
