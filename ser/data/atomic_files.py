@@ -37,3 +37,12 @@ def write_json(path: Path, data: dict | list) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def read_json_or_none(path: Path) -> dict | None:
+    """A JSON object from `path`, or None when the file is missing, empty, truncated or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ser.data.atomic_files import read_json, write_text
+from ser.data.atomic_files import read_json, read_json_or_none, write_text
 from ser.errors import UserInputError
 from ser.studies import figures
 from ser.studies.results import (
+    STATUS_DAMAGED,
     STATUS_DIVERGED,
     STATUS_DONE,
     STATUS_FAILED,
@@ -113,9 +114,9 @@ def _confusion_figures(labelled: pd.DataFrame, root: Path, figure_dir: Path) -> 
 
 def _layer_weights(run_dir: Path) -> np.ndarray | None:
     path = run_dir / "layer_weights.json"
-    if not path.is_file():
+    data = read_json_or_none(path) if path.is_file() else None
+    if data is None:
         return None
-    data = read_json(path)
     weights = data.get("weights") if isinstance(data, dict) else data
     return None if weights is None else np.asarray(weights, dtype=np.float64)
 
@@ -131,10 +132,17 @@ def _layer_weight_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path) -
     return [figures.layer_weights_figure(means, figure_dir / "layer_weights.png")], means
 
 
+def _history(run_dir: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(run_dir / "history.csv")
+    except (OSError, ValueError):  # missing, empty or truncated: the figure leaves it out
+        return None
+
+
 def _curves_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path) -> list[Path]:
     histories = {}
     for name, run_dirs in _runs_of(labelled, root).items():
-        runs = [pd.read_csv(d / "history.csv") for d in run_dirs if (d / "history.csv").is_file()]
+        runs = [table for table in map(_history, run_dirs) if table is not None]
         if runs:
             histories[name] = runs
     return [figures.curves_figure(histories, figure_dir / "training_curves.png")] if histories else []
@@ -172,7 +180,7 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
         if column not in runs.columns:
             runs[column] = None
     done = runs[runs["status"] == STATUS_DONE]
-    failed = runs[runs["status"].isin([STATUS_FAILED, STATUS_DIVERGED, STATUS_PENDING])]
+    failed = runs[runs["status"].isin([STATUS_FAILED, STATUS_DIVERGED, STATUS_DAMAGED, STATUS_PENDING])]
     counts = runs["status"].value_counts()
     if done.empty:
         raise UserInputError(f"none of the {len(runs)} runs under {runs_dir} has finished", "see their error.txt")
@@ -189,7 +197,7 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
         "# Ablation report",
         f"Source: `{runs_dir}` — {len(runs)} run directories ({len(done)} finished, "
         f"{counts.get(STATUS_FAILED, 0)} failed, {counts.get(STATUS_DIVERGED, 0)} diverged, "
-        f"{counts.get(STATUS_PENDING, 0)} unfinished).",
+        f"{counts.get(STATUS_DAMAGED, 0)} damaged, {counts.get(STATUS_PENDING, 0)} unfinished).",
         protocol_text(done),
         "## Ablation tables",
         *(block for m in ("ua", "wa", "ccc_mean") if m in honest for block in ablation_tables(summary, m)),

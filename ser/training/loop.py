@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -128,6 +129,8 @@ def train_fold(
     saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
                     "head_resolved": head.constructor_kwargs,
                     "sizes": {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows)}}
+    for note in files.set_aside_damaged(out_dir):
+        print(f"note: {note}", file=sys.stderr)
     if files.is_finished(out_dir):
         _check_same_run(out_dir, saved_config)
         return files.read_json(out_dir / files.METRICS)

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ser.data.atomic_files import read_json, write_json, write_via_temporary  # noqa: F401 (run-dir API)
+from ser.data.atomic_files import read_json, read_json_or_none, write_json, write_via_temporary  # noqa: F401 (run-dir API)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -47,7 +47,27 @@ def load_torch(path: Path) -> dict:
 
 
 def is_finished(fold_dir: Path) -> bool:
-    return (fold_dir / METRICS).is_file()
+    """A readable metrics.json marks a finished fold (a damaged one does not)."""
+    return read_json_or_none(fold_dir / METRICS) is not None
+
+
+def _loads(path: Path) -> bool:
+    try:
+        return isinstance(load_torch(path), dict)
+    except Exception:  # noqa: BLE001 — any failure to load means the file is damaged
+        return False
+
+
+def set_aside_damaged(fold_dir: Path) -> list[str]:
+    """Move an unreadable config.json, metrics.json or checkpoint.pt aside (to `<name>.damaged`), so
+    the fold is trained again instead of failing; returns one note per file moved."""
+    notes = []
+    for name, readable in ((CONFIG, read_json_or_none), (METRICS, read_json_or_none), (CHECKPOINT, _loads)):
+        path = Path(fold_dir) / name
+        if path.is_file() and not readable(path):
+            path.replace(path.with_name(name + ".damaged"))
+            notes.append(f"{path} was damaged (kept as {name}.damaged): this fold is trained again")
+    return notes
 
 
 def write_model(path: Path, head: nn.Module, head_name: str, in_dim: int, num_layers: int, num_classes: int,

@@ -71,3 +71,32 @@ def test_a_sweep_marks_a_diverged_run_and_the_report_lists_it(workspace, tmp_pat
     report = write_report(tmp_path / "sweep").read_text()
     assert "1 diverged" in report
     assert f"| {diverged.iloc[0]['run_dir']} | diverged |" in report
+
+
+def test_damaged_run_files_are_listed_by_report_and_redone_by_train_and_sweep(workspace, data, tmp_path, capsys):
+    grid = Grid(({"head": ("linear",), "seed": (0, 1), "epochs": (1,)},), folds=("1",))
+    settings = SweepSettings(workdir=workspace, out=tmp_path / "sweep", device="cpu", jobs=1)
+    first = run_sweep(grid, settings)
+    run = tmp_path / "sweep" / pd.read_csv(first.table_path).loc[0, "run_dir"]
+    metrics = (run / "metrics.json").read_text()
+
+    (run / "metrics.json").write_text(metrics[: len(metrics) // 2])  # truncated
+    (run / "checkpoint.pt").write_bytes(b"")  # a 0-byte checkpoint
+    report = write_report(tmp_path / "sweep").read_text()
+    assert "1 damaged" in report and "metrics.json cannot be read" in report
+
+    again = run_sweep(grid, settings)  # treated as unfinished: trained again, saying so
+    assert (again.skipped, again.done, again.failed) == (1, 1, 0)
+    assert "metrics.json was damaged" in capsys.readouterr().err
+    assert (run / "metrics.json").read_text() == metrics  # the same seed: the same result
+    assert (run / "metrics.json.damaged").is_file() and not (run / "checkpoint.pt").exists()
+
+    config = linear(1e-3, epochs=1)
+    fold_dir = tmp_path / "train" / "fold1"
+    fold_dir.mkdir(parents=True)
+    (fold_dir / "config.json").write_text("{\"head\": ")
+    (fold_dir / "checkpoint.pt").write_bytes(b"")
+    train_fold(config, data, first_fold(config, data), fold_dir)
+    notes = capsys.readouterr().err
+    assert "config.json was damaged" in notes and "checkpoint.pt was damaged" in notes
+    assert (fold_dir / "metrics.json").is_file()
