@@ -106,6 +106,11 @@ def sweep(
     )
     outcome = run_sweep(plan, settings)
     print_outcome(outcome)
+    if outcome.planned and outcome.done + outcome.skipped == 0:
+        from ser.errors import TrainingError
+
+        raise TrainingError(f"every run of the sweep failed ({outcome.failed} failed, {outcome.diverged} diverged)",
+                            f"see error.txt in the run directories under {outcome.sweep_dir}")
 
 
 def print_outcome(outcome) -> None:
@@ -117,7 +122,7 @@ def print_outcome(outcome) -> None:
     seconds = outcome.seconds
     console.print(
         f"sweep: {outcome.planned} run × fold: {outcome.done} trained, {outcome.skipped} already finished, "
-        f"{outcome.failed} failed — {outcome.jobs} jobs; seconds: start-up {seconds['startup']:.2f}, "
+        f"{outcome.failed} failed, {outcome.diverged} diverged — {outcome.jobs} jobs; seconds: start-up {seconds['startup']:.2f}, "
         f"cache load {seconds['load']:.2f}, training phase {seconds['runs']:.2f} "
         f"(runs' own time summed: {seconds['train']:.2f}), wall {seconds['wall']:.2f}",
         markup=False, highlight=False, soft_wrap=True,

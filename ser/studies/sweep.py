@@ -33,6 +33,7 @@ from ser.errors import UserInputError
 from ser.heads import HEADS
 from ser.studies import results
 from ser.studies.grid import HEAD_OPTION_PREFIX, Grid
+from ser.studies.stopping import SweepStopped, kill_processes, stop_on_signals
 from ser.studies.sweep_progress import SweepProgress
 from ser.studies.sweep_worker import ERROR_FILE, RunOutcome, RunTask, init_worker, run_in_worker, run_task
 from ser.training import run_dir as files
@@ -199,7 +200,7 @@ def _run_in_pool(tasks: list[RunTask], data: TrainingData, jobs: int, threads: i
         events = context.Queue()
         in_flight: dict[Future, RunTask] = {}
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
-                                 initargs=(data, threads, events)) as pool:
+                                 initargs=(data, threads, events, os.getpid())) as pool:
             try:
                 while pending or in_flight:
                     while pending and len(in_flight) < jobs:
@@ -217,6 +218,10 @@ def _run_in_pool(tasks: list[RunTask], data: TrainingData, jobs: int, threads: i
                     task.out_dir.mkdir(parents=True, exist_ok=True)
                     (task.out_dir / ERROR_FILE).write_text(message + "\n")
                     finished(RunOutcome(task.key, "failed", 0.0, error=message))
+            except SweepStopped:
+                kill_processes(list((pool._processes or {}).values()))  # do not wait for their runs
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
 
 
 def _drain(events: Any, progress: SweepProgress) -> None:
@@ -290,7 +295,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
 
     tasks = [run.task for run in todo]
     run_started = time.perf_counter()
-    with SweepProgress(len(todo), len(planned) - len(todo)) as progress:
+    with stop_on_signals(), SweepProgress(len(todo), len(planned) - len(todo)) as progress:
         if jobs == 1 or len(tasks) <= 1:
             _run_in_process(tasks, data, settings.threads, progress, finished)
         else:

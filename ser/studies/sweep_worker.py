@@ -18,6 +18,7 @@ import torch
 
 from ser.data.folds import Fold
 from ser.errors import DivergedError, SerError
+from ser.studies.stopping import SweepStopped, die_with_parent
 from ser.training.config import TrainConfig
 from ser.training.loop import train_fold
 from ser.training.training_data import TrainingData
@@ -53,8 +54,9 @@ class WorkerState:
     events: Any = None  # a multiprocessing queue of EpochEvent, or None
 
 
-def init_worker(data: TrainingData, threads: int, events: Any) -> None:
-    """Pool initializer: pin the intra-op thread count and keep the shared data."""
+def init_worker(data: TrainingData, threads: int, events: Any, parent_pid: int | None = None) -> None:
+    """Pool initializer: die with the parent, pin the intra-op thread count and keep the shared data."""
+    die_with_parent(parent_pid)
     torch.set_num_threads(threads)
     WorkerState.data = data
     WorkerState.events = events
@@ -81,6 +83,8 @@ def run_task(task: RunTask, data: TrainingData, on_epoch: Callable[[EpochEvent],
 
     try:
         metrics = train_fold(task.config, data, task.fold, task.out_dir, progress)
+    except SweepStopped:
+        raise
     except Exception as error:  # noqa: BLE001 — any failure of one run is recorded, not raised
         message = describe_error(error)
         task.out_dir.mkdir(parents=True, exist_ok=True)
