@@ -11,7 +11,8 @@ import torch
 
 from ser.data.corpora.synthetic import prepare_synthetic
 from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
-from ser.errors import DivergedError
+from ser.data.extraction import extract_corpus
+from ser.errors import CacheError, DivergedError
 from ser.features.backbones import load_backbone
 from ser.features.extract import extract
 from ser.studies.grid import Grid
@@ -21,6 +22,7 @@ from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
 from ser.training.loop import train_fold
 from ser.training.protocol import protocol_folds, select_folds
+from ser.training.run import run_training
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +102,14 @@ def test_damaged_run_files_are_listed_by_report_and_redone_by_train_and_sweep(wo
     notes = capsys.readouterr().err
     assert "config.json was damaged" in notes and "checkpoint.pt was damaged" in notes
     assert (fold_dir / "metrics.json").is_file()
+
+
+def test_a_cache_of_another_model_is_refused_by_train(workspace, tmp_path):
+    (tmp_path / "manifests").mkdir()
+    text = (workspace / "manifests" / "synthetic.csv").read_text().replace("../data/", f"{workspace}/data/")
+    (tmp_path / "manifests" / "synthetic.csv").write_text(text)
+    extract_corpus(tmp_path, "mfcc", out=tmp_path / "cache" / "synthetic" / "fbank.h5", device="cpu")  # misfiled
+    for model in ("fbank", None):  # asked for by name, or the only cache
+        with pytest.raises(CacheError, match=r"fbank\.h5 holds features of model 'mfcc' .*, not 'fbank'"):
+            run_training(tmp_path, linear(1e-3, epochs=1), "1", model=model, device="cpu")
+    assert not (tmp_path / "runs").exists()
