@@ -147,6 +147,15 @@ class _BackgroundWriter:
                 return
 
 
+def model_failure(utt_id: str, seconds: float, error: BaseException) -> AudioError:
+    """Why the model failed on one utterance; running out of memory says what to do about it."""
+    text = str(error)
+    if isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
+        return AudioError(utt_id, f"the model ran out of memory on this {seconds:.0f}-s clip: crop long clips "
+                                  "with --max-seconds (e.g. --max-seconds 30)")
+    return AudioError(utt_id, f"the model failed on it: {text.splitlines()[0] if text else type(error).__name__}")
+
+
 def _forward_checked(backbone: Backbone, loaded: list[tuple[UtteranceRecord, np.ndarray]]):
     """Forward a batch; returns [(record, seconds, states)] and a list of AudioErrors.
 
@@ -164,14 +173,14 @@ def _forward_checked(backbone: Backbone, loaded: list[tuple[UtteranceRecord, np.
     for group in groups:
         try:
             outputs = backbone.forward([wave for _, wave in group])
-        except (RuntimeError, ValueError) as error:
+        except (RuntimeError, ValueError, MemoryError) as error:
             if len(group) > 1:
                 for single in group:
                     more_results, more_failures = _forward_checked(backbone, [single])
                     results += more_results
                     failures += more_failures
                 continue
-            failures.append(AudioError(group[0][0].id, f"the model failed on it: {error}"))
+            failures.append(model_failure(group[0][0].id, len(group[0][1]) / SAMPLE_RATE, error))
             continue
         for (record, wave), states in zip(group, outputs):
             if not np.isfinite(states).all():
