@@ -5,6 +5,7 @@ Layout of `<corpus>/<model>.h5`:
                          transformers_version, sample_rate, frame_rate, num_layers, dim, dtype,
                          manifest_sha256, complete, layers, max_seconds, …
     ids      (N,)        utterance ids, str, in manifest order
+    fingerprints (N,)    "<size>:<mtime_ns>:<hash of the first and last decoded second>" of each source
     lengths  (N,)        frames per utterance, int64
     pooled   (N, L, 2, D) float32 per-layer mean and std over time
     features/<key>       (L, T, D) float16 (float32 for an utterance that overflows fp16), contiguous
@@ -104,6 +105,16 @@ class CacheReader:
         self._row = {utt: row for row, utt in enumerate(self.ids)}
         self._file: h5py.File | None = None
         self._pid: int | None = None
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        """Id → fingerprint of its source audio when extracted ({} for caches made before them)."""
+        try:
+            group = self._h5()
+            prints = read_strings(group["fingerprints"]) if "fingerprints" in group else []
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise damaged(self.path, "its source fingerprints", error) from None
+        return dict(zip(self.ids, prints))
 
     @property
     def num_layers(self) -> int:

@@ -37,13 +37,14 @@ class UtteranceFeatures:
     id: str
     features: np.ndarray  # (L, T, D) float16, or float32 when fp16 would overflow
     pooled: np.ndarray  # (L, 2, D) float32
+    fingerprint: str = ""  # of its source audio (see features.fingerprint)
 
     @classmethod
-    def from_float32(cls, utt_id: str, states: np.ndarray) -> "UtteranceFeatures":
+    def from_float32(cls, utt_id: str, states: np.ndarray, fingerprint: str = "") -> "UtteranceFeatures":
         """Pool in float32, then store as float16 unless a value exceeds fp16's range."""
         pooled = np.stack([states.mean(axis=1), states.std(axis=1)], axis=1).astype(np.float32)  # (L, 2, D)
         overflow = np.abs(states).max() > FP16_MAX
-        return cls(utt_id, states if overflow else states.astype(np.float16), pooled)
+        return cls(utt_id, states if overflow else states.astype(np.float16), pooled, fingerprint)
 
 
 def _mismatch(existing: dict, wanted: dict, what: Path) -> CacheError | None:
@@ -145,11 +146,30 @@ class ShardedCacheWriter:
 
     def done_ids(self) -> set[str]:
         """Ids already stored in whole shards."""
-        done: set[str] = set()
+        return set(self.done_fingerprints())
+
+    def done_fingerprints(self) -> dict[str, str]:
+        """Id → source fingerprint ("" when not recorded) of every stored utterance, newest shard last."""
+        done: dict[str, str] = {}
         for shard in self._shards():
             with h5py.File(shard, "r") as f:
-                done.update(read_strings(f["ids"]))
+                ids = read_strings(f["ids"])
+                prints = read_strings(f["fingerprints"]) if "fingerprints" in f else [""] * len(ids)
+                done.update(zip(ids, prints))
         return done
+
+    def adopt(self, cache: Path) -> None:
+        """Start from a finished cache (its layout is a shard's): its utterances count as done, and
+        the ones extracted again go to newer shards, which win at the merge."""
+        if self._shards():
+            return  # adopted already by an interrupted run
+        first = self.partial / f"shard-{0:06d}.h5"
+        try:
+            os.link(cache, first)
+        except OSError:
+            shutil.copyfile(cache, _temporary(first))
+            os.replace(_temporary(first), first)
+        self._next_shard = 1
 
     def write_shard(self, items: list[UtteranceFeatures]) -> None:
         """Store finished utterances atomically (a temporary file renamed into place)."""
@@ -162,6 +182,7 @@ class ShardedCacheWriter:
             f.create_dataset("ids", data=[item.id for item in items], dtype=h5py.string_dtype())
             f.create_dataset("lengths", data=np.array([item.features.shape[1] for item in items], dtype=np.int64))
             f.create_dataset("pooled", data=np.stack([item.pooled for item in items]))  # (n, L, 2, D)
+            f.create_dataset("fingerprints", data=[item.fingerprint for item in items], dtype=h5py.string_dtype())
             group = f.create_group("features")
             for item in items:  # one checksummed chunk per utterance: still one contiguous read
                 group.create_dataset(utterance_key(item.id), data=item.features, chunks=item.features.shape,
@@ -197,11 +218,13 @@ class ShardedCacheWriter:
         with h5py.File(temporary, "w") as merged:
             merged.attrs.update({**self.attrs, **extra_attrs, "complete": False})
             lengths = np.zeros(len(order), dtype=np.int64)
+            fingerprints = [""] * len(order)
             pooled = None
             features = merged.create_group("features")
-            for shard in self._shards():
+            for shard in reversed(self._shards()):  # newest first: a re-extracted utterance wins
                 with h5py.File(shard, "r") as f:
                     shard_pooled = f["pooled"][()]  # (n, L, 2, D)
+                    shard_prints = read_strings(f["fingerprints"]) if "fingerprints" in f else None
                     if pooled is None:
                         pooled = merged.create_dataset("pooled", shape=(len(order), *shard_pooled.shape[1:]),
                                                        dtype=np.float32, chunks=(1, *shard_pooled.shape[1:]),
@@ -214,11 +237,13 @@ class ShardedCacheWriter:
                         float32_count += features[key].dtype == np.float32
                         lengths[where[utt]] = length
                         pooled[where[utt]] = shard_pooled[position]
+                        fingerprints[where[utt]] = shard_prints[position] if shard_prints else ""
             missing = [utt for utt in order if utterance_key(utt) not in features]
             if missing:
                 raise CacheError(f"internal: {len(missing)} utterances are missing from the shards, e.g. {missing[0]!r}")
             merged.create_dataset("ids", data=order, dtype=h5py.string_dtype())
             merged.create_dataset("lengths", data=lengths)
+            merged.create_dataset("fingerprints", data=fingerprints, dtype=h5py.string_dtype())
             skipped_group = merged.create_group("skipped")
             skipped_group.create_dataset("ids", data=list(skipped), dtype=h5py.string_dtype())
             skipped_group.create_dataset("reasons", data=list(skipped.values()), dtype=h5py.string_dtype())

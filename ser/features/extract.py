@@ -24,6 +24,7 @@ from ser.features.backbone import Backbone
 from ser.features.batching import plan_batches
 from ser.features.cache import FORMAT_VERSION, CacheReader
 from ser.features.cache_writer import ShardedCacheWriter, UtteranceFeatures, existing_cache_is_complete
+from ser.features.fingerprint import changed_sources, fingerprint
 from ser.features.layer_spec import read_layer_spec
 from ser.features.output_lock import exclusive_output
 from ser.features.progress import ExtractionProgress
@@ -112,7 +113,7 @@ class _BackgroundWriter:
         self.thread = threading.Thread(target=self._run, name="ser-cache-writer", daemon=True)
         self.thread.start()
 
-    def put(self, items: list[tuple[str, np.ndarray]]) -> None:
+    def put(self, items: list[tuple[str, np.ndarray, str]]) -> None:
         if self.error is not None:
             raise self.error
         self.queue.put(items)
@@ -134,8 +135,8 @@ class _BackgroundWriter:
                 continue  # keep draining so the main thread never blocks
             try:
                 if items is not None:
-                    for utt_id, states in items:
-                        buffer.append(UtteranceFeatures.from_float32(utt_id, states))
+                    for utt_id, states, source_print in items:
+                        buffer.append(UtteranceFeatures.from_float32(utt_id, states, source_print))
                         size += buffer[-1].features.nbytes
                 due = time.monotonic() - last_flush >= self.flush_seconds or size >= FLUSH_BYTES
                 if buffer and (items is None or due):
@@ -249,10 +250,14 @@ def _extract_holding_lock(
     layer_index = list(range(backbone.num_layers)) if layers is None else [int(layer) for layer in layers]
     identity = cache_identity(backbone.source, backbone.random_init, layer_index, max_seconds, manifest_sha256)
     skipped_csv_path = out.with_name(out.stem + ".skipped.csv")
+    rebuild_from = None  # a finished cache some of whose sources changed: reuse the rest of it
     if existing_cache_is_complete(out, identity, overwrite):
         with CacheReader(out) as cache:
-            return ExtractionSummary(out, 0, len(cache.ids), dict(cache.skipped), cache_bytes=out.stat().st_size,
-                                     skipped_csv=skipped_csv_path if cache.skipped else None, already_complete=True)
+            if not changed_sources([r for r in records if r.id in cache.lengths], cache.fingerprints, max_seconds):
+                return ExtractionSummary(out, 0, len(cache.ids), dict(cache.skipped), cache_bytes=out.stat().st_size,
+                                         skipped_csv=skipped_csv_path if cache.skipped else None,
+                                         already_complete=True)
+        rebuild_from = out
     import transformers
 
     attrs = dict(
@@ -262,7 +267,11 @@ def _extract_holding_lock(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = ShardedCacheWriter(out, attrs, overwrite=overwrite)
-    done = writer.done_ids()
+    if rebuild_from is not None:
+        writer.adopt(rebuild_from)
+    stored = writer.done_fingerprints()
+    done = set(stored) - set(changed_sources([r for r in records if r.id in stored], stored, max_seconds))
+    written: set[str] = set()  # extracted by this call
     skipped: dict[str, str] = {}
 
     def failed(error: AudioError) -> None:
@@ -297,8 +306,11 @@ def _extract_holding_lock(
                     raise item
                 loaded, read_failures = item
                 results, model_failures = _forward_checked(backbone, loaded)
-                new = [(record.id, states[layer_index]) for record, _, states in results if record.id not in done]
+                waves = {record.id: wave for record, wave in loaded}
+                new = [(record.id, states[layer_index], fingerprint(record, waves[record.id]))
+                       for record, _, states in results if record.id not in done]
                 background.put(new)
+                written.update(utt for utt, _, _ in new)
                 seconds = sum(seconds for record, seconds, _ in results if record.id not in done)
                 extracted, audio_seconds = extracted + len(new), audio_seconds + seconds
                 progress.advance(len(new) + len(read_failures) + len(model_failures), seconds)
@@ -307,7 +319,7 @@ def _extract_holding_lock(
     finally:
         stop.set()
         background.close()  # everything finished so far is stored, even when stopping on an error
-    finished = done | writer.done_ids()
+    finished = done | written
     skipped = {utt: reason for utt, reason in skipped.items() if utt not in finished}
     skipped_csv = write_skipped_csv(skipped_csv_path, records, skipped)
     order = [record.id for record in records if record.id in finished]
