@@ -13,6 +13,7 @@ from ser.data.workspace import Workspace
 from ser.features.backbones import load_backbone, resolve_source
 from ser.features.cache_writer import existing_cache_is_complete
 from ser.features.extract import ExtractionSummary, cache_identity, extract, parse_layers
+from ser.features.output_lock import exclusive_output
 
 
 def extract_corpus(
@@ -40,11 +41,12 @@ def extract_corpus(
     out = Path(out) if out is not None else workspace.cache_path(workspace.corpus_of(manifest_path), model)
     early = cache_identity(resolve_source(model), random_init, None, max_seconds, digest)
     existing_cache_is_complete(out, early, overwrite)  # refuses a mismatching cache before loading anything
-    backbone = load_backbone(
-        model, random_init=random_init, allow_download=allow_download, device=device, precision=precision
-    )
-    return extract(
-        utterance_records(df, manifest_path), backbone, out,
-        manifest_sha256=digest, layers=parse_layers(layers, backbone.num_layers), max_seconds=max_seconds,
-        batch_seconds=batch_seconds, on_error=on_error, overwrite=overwrite, show_progress=show_progress,
-    )
+    with exclusive_output(out):  # taken before loading the model: a second run on `out` fails at once
+        backbone = load_backbone(
+            model, random_init=random_init, allow_download=allow_download, device=device, precision=precision
+        )
+        return extract(
+            utterance_records(df, manifest_path), backbone, out,
+            manifest_sha256=digest, layers=parse_layers(layers, backbone.num_layers), max_seconds=max_seconds,
+            batch_seconds=batch_seconds, on_error=on_error, overwrite=overwrite, show_progress=show_progress,
+        )

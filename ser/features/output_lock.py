@@ -57,11 +57,24 @@ def _acquire(path: Path) -> int:
         os.close(descriptor)
 
 
+_HELD: dict[Path, int] = {}  # lock files this process holds → nesting depth
+
+
 @contextmanager
 def exclusive_output(out: str | os.PathLike) -> Iterator[Path]:
-    """Hold the exclusive lock on `out` for the duration of the block (see module docstring)."""
+    """Hold the exclusive lock on `out` for the duration of the block (see module docstring).
+
+    Re-entrant within a process: a block nested in one that holds the lock (e.g. the extraction
+    loop inside `ser extract`'s driver, which locks before loading the model) just continues."""
     out = Path(out)
-    path = lock_path(out)
+    path = lock_path(out).absolute()
+    if path in _HELD:
+        _HELD[path] += 1
+        try:
+            yield path
+        finally:
+            _HELD[path] -= 1
+        return
     try:
         if out.is_dir():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(out))
@@ -69,10 +82,12 @@ def exclusive_output(out: str | os.PathLike) -> Iterator[Path]:
         descriptor = _acquire(path)
     except OSError as error:  # a read-only place, a file where a folder should be, …
         raise write_failure(out, error) from None
+    _HELD[path] = 1
     try:
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"{os.getpid()}\n".encode())
         yield path
     finally:
+        del _HELD[path]
         path.unlink(missing_ok=True)  # while still held: the next process locks a fresh file
         os.close(descriptor)
