@@ -222,7 +222,7 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
     if not failed.empty:
         rows = [[r["run_dir"], r["status"], str(r.get("error", "") if isinstance(r.get("error"), str) else "")
                  .replace("|", "/")] for _, r in failed.iterrows()]
-        parts += ["## Failed runs (failed, diverged or unfinished: no metrics)", markdown_table(["run", "status", "error"], rows)]
+        parts += ["## Failed runs (failed, diverged, damaged or unfinished: no metrics)", markdown_table(["run", "status", "error"], rows)]
     if written:
         parts += ["## Figures", *(f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in written)]
     report_path = out_dir / "report.md"

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from ser.data.workspace import Workspace
-from ser.errors import UserInputError
+from ser.errors import DivergedError, UserInputError
 from ser.training import run_dir as files
 from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
@@ -30,7 +30,12 @@ def train_folds(
     chosen = select_folds(protocol_folds(config, data), which)
     results = {}
     for index, fold in chosen:
-        results[fold_dir_name(index)] = train_fold(config, data, fold, Path(run_dir) / fold_dir_name(index), progress)
+        fold_dir = Path(run_dir) / fold_dir_name(index)
+        try:
+            results[fold_dir_name(index)] = train_fold(config, data, fold, fold_dir, progress)
+        except DivergedError as error:  # recorded, so that `ser report` lists the fold as diverged
+            files.write_text(fold_dir / files.ERROR, f"{error}\n")
+            raise
     if which == "all":
         files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results))
     return results

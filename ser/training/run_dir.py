@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ser.data.atomic_files import read_json, read_json_or_none, write_json, write_via_temporary  # noqa: F401 (run-dir API)
+from ser.data.atomic_files import read_json, read_json_or_none, write_json, write_text, write_via_temporary  # noqa: F401 (run-dir API)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -28,6 +28,7 @@ LAYER_WEIGHTS = "layer_weights.json"
 MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
+ERROR = "error.txt"  # why a fold stopped (its first line as the CLI printed it); read by run tables
 
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:

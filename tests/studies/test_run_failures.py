@@ -17,12 +17,13 @@ from ser.features.backbones import load_backbone
 from ser.features.extract import extract
 from ser.studies.grid import Grid
 from ser.studies.report import write_report
+from ser.studies.results import read_run
 from ser.studies.sweep import SweepSettings, run_sweep
 from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
 from ser.training.loop import train_fold
 from ser.training.protocol import protocol_folds, select_folds
-from ser.training.run import run_training
+from ser.training.run import run_training, train_folds
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,9 @@ def test_a_diverging_run_stops_with_a_clear_error_and_writes_no_metrics(data, tm
     torch.set_num_threads(1)
     config = linear(1e30)
     with pytest.raises(DivergedError, match="training diverged: .* not finite|training diverged: the training loss"):
-        train_fold(config, data, first_fold(config, data), tmp_path / "fold1")
-    assert not (tmp_path / "fold1" / "metrics.json").exists()
+        train_folds(config, data, tmp_path / "run", "1")
+    assert not (tmp_path / "run" / "fold1" / "metrics.json").exists()
+    assert read_run(tmp_path / "run" / "fold1")["status"] == "diverged"  # as `ser report` will list it
 
 
 def test_a_sweep_marks_a_diverged_run_and_the_report_lists_it(workspace, tmp_path):
