@@ -176,20 +176,27 @@ class ShardedCacheWriter:
         if not items:
             return
         final = self.partial / f"shard-{self._next_shard:06d}.h5"
-        # Built in memory, then written with plain file I/O: a full disk or a file-size limit is one
-        # clean OSError here, never HDF5 failing inside its own buffers (tracebacks, then a crash).
-        with h5py.File(final.name, "w", driver="core", backing_store=False) as f:
-            f.create_dataset("ids", data=[item.id for item in items], dtype=h5py.string_dtype())
-            f.create_dataset("lengths", data=np.array([item.features.shape[1] for item in items], dtype=np.int64))
-            f.create_dataset("pooled", data=np.stack([item.pooled for item in items]))  # (n, L, 2, D)
-            f.create_dataset("fingerprints", data=[item.fingerprint for item in items], dtype=h5py.string_dtype())
-            group = f.create_group("features")
-            for item in items:  # one checksummed chunk per utterance: still one contiguous read
-                group.create_dataset(utterance_key(item.id), data=item.features, chunks=item.features.shape,
-                                     fletcher32=True)
-            f.flush()
-            image = f.id.get_file_image()
-        write_bytes(final, _temporary(final), image)
+        temporary = _temporary(final)
+        # Room is checked first: HDF5 reports a full disk or a file-size limit from inside its
+        # buffers (a traceback per object, then possibly a crash), so it must not meet one.
+        check_room(final, sum(item.features.nbytes + item.pooled.nbytes for item in items), len(items))
+        try:
+            with h5py.File(temporary, "w") as f:
+                f.create_dataset("ids", data=[item.id for item in items], dtype=h5py.string_dtype())
+                f.create_dataset("lengths", data=np.array([item.features.shape[1] for item in items], dtype=np.int64))
+                f.create_dataset("pooled", data=np.stack([item.pooled for item in items]))  # (n, L, 2, D)
+                f.create_dataset("fingerprints", data=[item.fingerprint for item in items],
+                                 dtype=h5py.string_dtype())
+                group = f.create_group("features")
+                for item in items:  # one checksummed chunk per utterance: still one contiguous read
+                    group.create_dataset(utterance_key(item.id), data=item.features, chunks=item.features.shape,
+                                         fletcher32=True)
+            os.replace(temporary, final)
+        except BaseException as error:
+            temporary.unlink(missing_ok=True)
+            if isinstance(error, OSError) and error.errno:
+                raise write_failure(final, error) from None
+            raise
         self._next_shard += 1
 
     def finish(self, order: list[str], skipped: dict[str, str], extra_attrs: dict) -> Path:
@@ -198,7 +205,7 @@ class ShardedCacheWriter:
             if not _written_by_live_process(stale):
                 stale.unlink(missing_ok=True)
         temporary = _temporary(self.out)
-        check_room(self.out, sum(shard.stat().st_size for shard in self._shards()))
+        check_room(self.out, sum(shard.stat().st_size for shard in self._shards()), len(order))
         try:
             self._merge(temporary, order, skipped, extra_attrs)
             with open(temporary, "rb+") as handle:
