@@ -61,8 +61,8 @@ OUT_OF_MEMORY = textwrap.dedent(
     model, out, records = sys.argv[1], sys.argv[2], [UtteranceRecord(**r) for r in json.loads(sys.argv[3])]
     backbone = load_backbone(model)
     in_use = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
-    # 512 MB more address space: enough for a short clip, while 150 s of attention scores need ~900 MB
-    resource.setrlimit(resource.RLIMIT_AS, (in_use + 512 * 2**20, resource.RLIM_INFINITY))
+    # 192 MB more address space: enough for a short clip, while 80 s of attention scores need ~400 MB
+    resource.setrlimit(resource.RLIMIT_AS, (in_use + 192 * 2**20, resource.RLIM_INFINITY))
     summary = extract(records, backbone, out, on_error="skip")
     print(json.dumps({"extracted": summary.extracted, "skipped": summary.skipped}))
     """
@@ -71,12 +71,12 @@ OUT_OF_MEMORY = textwrap.dedent(
 
 def test_a_clip_that_runs_the_model_out_of_memory_is_skipped_with_advice(tiny_model_dir, wave_file, tmp_path):
     records = [UtteranceRecord("short", str(wave_file(tmp_path / "short.wav", 0.5))),
-               UtteranceRecord("long", str(wave_file(tmp_path / "long.wav", 150.0, seed=1)))]
+               UtteranceRecord("long", str(wave_file(tmp_path / "long.wav", 80.0, seed=1)))]
     done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, str(tiny_model_dir("wavlm")), str(tmp_path / "c.h5"),
                            json.dumps([r.__dict__ for r in records])], capture_output=True, text=True, timeout=240,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["extracted"] == 1
-    assert "ran out of memory on this 150-s clip" in result["skipped"]["long"]
+    assert "ran out of memory on this 80-s clip" in result["skipped"]["long"]
     assert "--max-seconds" in result["skipped"]["long"]
