@@ -13,7 +13,7 @@ import typer
 
 from ser.cli import cache_cmd, demo_cmd, extract_cmd, folds_cmd, listing_cmd, prepare_cmd
 from ser.cli import distill_cmd, export_cmd, finetune_cmd, predict_cmd, report_cmd, sweep_cmd, train_cmd
-from ser.errors import SerError
+from ser.errors import SerError, os_failure
 
 app = typer.Typer(
     name="ser",
@@ -60,13 +60,14 @@ def main() -> None:
     """Console-script entry point: usage errors the click way, `SerError`s as one line + hint."""
     try:
         app()  # standalone mode: click prints usage errors itself and exits with code 2
-    except SerError as error:
-        if os.environ.get("SER_DEBUG") == "1":
+    except (SerError, OSError) as caught:
+        error = caught if isinstance(caught, SerError) else os_failure(caught)
+        if os.environ.get("SER_DEBUG") == "1" or error is None:
             raise
         print(f"error: {error.message}", file=sys.stderr)
         if error.hint:
             print(f"hint: {error.hint}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(error, "exit_code", 2))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ser.cli import validation
 from ser.cli.options import Device, ManifestPath, OutPath, Workdir
 
 HELP = "Extract all hidden layers of a speech model (or fbank/mfcc) into cache/<corpus>/<model>.h5."
@@ -38,12 +39,12 @@ def extract(
     manifest: ManifestPath = None,
     out: OutPath = None,
     device: Device = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto (fp16 autocast on GPU) | fp32 | fp16 | bf16.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto (fp16 autocast on GPU) | fp32 | fp16 | bf16.", callback=validation.precision)] = "auto",
     random_init: Annotated[bool, typer.Option("--random-init", help="Real architecture, random weights (benchmarks/tests).")] = False,
     allow_download: Annotated[bool, typer.Option("--allow-download", help="Allow fetching the model from the hub.")] = False,
-    max_seconds: Annotated[Optional[float], typer.Option("--max-seconds", help="Crop each utterance to this length.")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option("--max-seconds", help="Crop each utterance to this length.", callback=validation.positive_seconds)] = None,
     layers: Annotated[Optional[str], typer.Option("--layers", help="Keep only these hidden states, e.g. 0,4,8-12.")] = None,
-    batch_seconds: Annotated[Optional[float], typer.Option("--batch-seconds", help="Padded audio per forward pass (default 20 CPU / 200 GPU).")] = None,
+    batch_seconds: Annotated[Optional[float], typer.Option("--batch-seconds", help="Padded audio per forward pass (default 20 CPU / 200 GPU).", callback=validation.positive_seconds)] = None,
     on_error: Annotated[str, typer.Option("--on-error", help="skip (default: list them in <cache>.skipped.csv) | fail.")] = "skip",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing cache (kept until the new one is complete).")] = False,
     text: Annotated[bool, typer.Option("--text", help="Encode the manifest's transcripts with a text model instead.")] = False,

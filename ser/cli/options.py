@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ser.cli import validation
+
 Workdir = Annotated[
     Path,
     typer.Option(
@@ -21,7 +23,8 @@ ManifestPath = Annotated[
     typer.Option("--manifest", help="Manifest CSV (default: the only one in <workdir>/manifests)."),
 ]
 OutPath = Annotated[Optional[Path], typer.Option("--out", help="Output path (default: workspace convention).")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same numbers on CPU.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same numbers on CPU.",
+                                    callback=validation.seed)]
 FoldScheme = Annotated[
     Optional[str],
     typer.Option("--folds", help="Protocol: session | speaker | kfold | split | emobox:DIR (EmoBox folds; default: the corpus's own)."),

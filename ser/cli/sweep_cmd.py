@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ser.cli import validation
 from ser.cli.options import Device, FoldScheme, KFolds, ManifestPath, OutPath, TrackingLog, Workdir
 from ser.cli.train_cmd import LabelMap, TestManifest
 
@@ -42,9 +43,9 @@ head_options: {...}); command-line values replace the file's. Runs go to
 run × fold and sweep_summary.csv the mean ± std per configuration. Rerun the same command after
 an interruption: finished runs are skipped, interrupted ones resume. Then: ser report <sweep dir>."""
 
-def _values(flag: str, text: str):
+def _values(flag: str, text: str, callback=None):
     """A repeatable option whose values may also be comma-separated (each value one grid axis point)."""
-    return Annotated[Optional[list[str]], typer.Option(flag, help=text)]
+    return Annotated[Optional[list[str]], typer.Option(flag, help=text, callback=callback)]
 
 
 Heads = _values("--head", "Head names, e.g. shiftcnn,shiftlstm (see `ser list heads`).")
@@ -52,9 +53,9 @@ Proportions = _values("--shift-proportion", "Shifted channels PER DIRECTION: 1/2
 Placements = _values("--shift-placement", "residual, tsm-residual, inplace, replacement, none.")
 Bidirectional = _values("--shift-bidirectional", "true,false.")
 Strides = _values("--shift-stride", "Frames per shift.")
-Seeds = _values("--seeds", "Training seeds, e.g. 0,1,2 (default 0).")
+Seeds = _values("--seeds", "Training seeds, e.g. 0,1,2 (default 0).", validation.seeds)
 EpochValues = _values("--epochs", "Training epochs (default: each head's paper recipe).")
-Rates = _values("--lr", "Peak learning rates (default: recipe).")
+Rates = _values("--lr", "Peak learning rates (default: recipe).", validation.learning_rates)
 BatchSizes = _values("--batch-size", "Batch sizes (default: recipe).")
 Standardize = _values("--standardize", "true,false: z-score features with each fold's training statistics.")
 HeadOptions = _values("--head-option", "key=v1,v2 for any other head option (repeatable).")
@@ -142,7 +143,7 @@ def sweep(
     collect: Collect = False,
 ) -> None:
     from ser.cli.train_cmd import parse_label_map, parse_layers, warn_schedule
-    from ser.studies.grid import build_grid
+    from ser.studies.grid import HEAD_OPTION_PREFIX, build_grid
     from ser.studies.sweep import SweepSettings, run_sweep
     from ser.training.recipes import recipe_for
 
@@ -174,6 +175,9 @@ def sweep(
                                 settings, grid, trials or 20, search_seed, search))
         return
     plan = build_grid(grid, {name: values or [] for name, values in axes.items()}, head_option or [], fold)
+    for name in {name for part in plan.parts for name in part if name.startswith(HEAD_OPTION_PREFIX)}:
+        for value in plan.values(name):
+            validation.head_option_value(name[len(HEAD_OPTION_PREFIX):], value)
     for head_name, epoch_count in dict.fromkeys((p.get("head"), p.get("epochs")) for p in plan.points()):
         if head_name is not None:
             warn_schedule(recipe_for(head_name).with_overrides(epochs=epoch_count))
@@ -184,6 +188,11 @@ def sweep(
         return
     outcome = run_sweep(plan, settings)
     print_outcome(outcome, sharded=share is not None)
+    if outcome.planned and outcome.done + outcome.skipped == 0:
+        from ser.errors import TrainingError
+
+        raise TrainingError(f"every run of the sweep failed ({outcome.failed} failed, {outcome.diverged} diverged)",
+                            f"see error.txt in the run directories under {outcome.sweep_dir}")
 
 
 def _console():
@@ -199,7 +208,7 @@ def print_outcome(outcome, sharded: bool = False) -> None:
     where = "on Ray" if outcome.backend == "ray" else f"{outcome.jobs} jobs"
     console.print(
         f"sweep: {outcome.planned} run × fold: {outcome.done} trained, {outcome.skipped} already finished, "
-        f"{outcome.failed} failed — {where}; seconds: start-up {seconds['startup']:.2f}, "
+        f"{outcome.failed} failed, {outcome.diverged} diverged — {where}; seconds: start-up {seconds['startup']:.2f}, "
         f"cache load {seconds['load']:.2f}, training phase {seconds['runs']:.2f} "
         f"(runs' own time summed: {seconds['train']:.2f}), wall {seconds['wall']:.2f}",
         markup=False, highlight=False, soft_wrap=True,

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ser.cli import validation
 from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, TrackingLog, Workdir
 from ser.errors import UserInputError
 from ser.features.layer_spec import read_layer_spec
@@ -68,6 +69,7 @@ def parse_head_options(texts: list[str]) -> dict:
         if not sep or not key.strip():
             raise UserInputError(f"bad --head-option {text!r}", "write it as key=value, e.g. num_blocks=3")
         options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+        validation.head_option_value(key.strip().replace("-", "_"), options[key.strip().replace("-", "_")])
     return options
 
 
@@ -107,7 +109,7 @@ def train(
     seed: Seed = 0,
     epochs: Epochs = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default: recipe).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: recipe).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: recipe).", callback=validation.learning_rate)] = None,
     device: Device = "auto",
     folds: FoldScheme = None,
     k: KFolds = None,

@@ -13,7 +13,7 @@ from ser.data.manifest import manifest_sha256, read_manifest, utterance_records
 from ser.data.workspace import Workspace
 from ser.features.backbones import load_backbone, resolve_source
 from ser.features.cache_writer import existing_cache_is_complete
-from ser.features.distributed import join_extraction_group, local_device
+from ser.features.distributed import join_extraction_group, leader_holds_output, local_device
 from ser.features.extract import ExtractionSummary, cache_identity, extract, parse_layers
 
 
@@ -45,14 +45,15 @@ def extract_corpus(
     device = local_device(device)  # cuda:<LOCAL_RANK> for each rank of a torchrun launch
     group = join_extraction_group(device)
     try:
-        backbone = load_backbone(
-            model, random_init=random_init, allow_download=allow_download, device=device, precision=precision
-        )
-        return extract(
-            utterance_records(df, manifest_path), backbone, out,
-            manifest_sha256=digest, layers=parse_layers(layers, backbone.num_layers), max_seconds=max_seconds,
-            batch_seconds=batch_seconds, on_error=on_error, overwrite=overwrite,
-            show_progress=show_progress and group.is_leader, group=group,
-        )
+        with leader_holds_output(group, out):  # before loading the model: a second run on `out` fails at once
+            backbone = load_backbone(
+                model, random_init=random_init, allow_download=allow_download, device=device, precision=precision
+            )
+            return extract(
+                utterance_records(df, manifest_path), backbone, out,
+                manifest_sha256=digest, layers=parse_layers(layers, backbone.num_layers), max_seconds=max_seconds,
+                batch_seconds=batch_seconds, on_error=on_error, overwrite=overwrite,
+                show_progress=show_progress and group.is_leader, group=group,
+            )
     finally:
         group.close()

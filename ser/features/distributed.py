@@ -14,12 +14,15 @@ same intra-op thread count: kernels round differently with more threads).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import heapq
 import os
+from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from ser.errors import UserInputError
+from ser.features.output_lock import exclusive_output
 
 T = TypeVar("T")
 # Ranks wait for one another at the end of the extraction; torchrun stops the others when one dies.
@@ -102,6 +105,12 @@ class TorchrunGroup(SingleProcess):
 
     def close(self) -> None:
         self.dist.destroy_process_group()
+
+
+def leader_holds_output(group: SingleProcess, out: str | os.PathLike) -> contextlib.AbstractContextManager:
+    """The exclusive lock on `out` (output_lock.py), held by the leader for the whole launch; the
+    other ranks write only inside the leader's `<out>.partial/` and take no lock of their own."""
+    return exclusive_output(Path(out)) if group.is_leader else contextlib.nullcontext()
 
 
 def launched_by_torchrun() -> bool:

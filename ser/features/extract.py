@@ -25,7 +25,8 @@ from ser.features.backbone import Backbone
 from ser.features.batching import plan_batches
 from ser.features.cache import FORMAT_VERSION, CacheReader
 from ser.features.cache_writer import ShardedCacheWriter, UtteranceFeatures, existing_cache_is_complete
-from ser.features.distributed import SingleProcess
+from ser.features.distributed import SingleProcess, leader_holds_output
+from ser.features.fingerprint import changed_sources, fingerprint
 from ser.features.layer_spec import read_layer_spec
 from ser.features.progress import ExtractionProgress
 from ser.features.records import UtteranceRecord
@@ -113,7 +114,7 @@ class _BackgroundWriter:
         self.thread = threading.Thread(target=self._run, name="ser-cache-writer", daemon=True)
         self.thread.start()
 
-    def put(self, items: list[tuple[str, np.ndarray, np.ndarray | None]]) -> None:
+    def put(self, items: list[tuple[str, np.ndarray, np.ndarray | None, str]]) -> None:
         if self.error is not None:
             raise self.error
         self.queue.put(items)
@@ -135,8 +136,8 @@ class _BackgroundWriter:
                 continue  # keep draining so the main thread never blocks
             try:
                 if items is not None:
-                    for utt_id, states, functionals in items:
-                        buffer.append(UtteranceFeatures.from_float32(utt_id, states, functionals))
+                    for utt_id, states, functionals, source_print in items:
+                        buffer.append(UtteranceFeatures.from_float32(utt_id, states, functionals, source_print))
                         size += buffer[-1].features.nbytes
                 due = time.monotonic() - last_flush >= self.flush_seconds or size >= FLUSH_BYTES
                 if buffer and (items is None or due):
@@ -146,6 +147,15 @@ class _BackgroundWriter:
                 self.error = error
             if items is None:
                 return
+
+
+def model_failure(utt_id: str, seconds: float, error: BaseException) -> AudioError:
+    """Why the model failed on one utterance; running out of memory says what to do about it."""
+    text = str(error)
+    if isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
+        return AudioError(utt_id, f"the model ran out of memory on this {seconds:.0f}-s clip: crop long clips "
+                                  "with --max-seconds (e.g. --max-seconds 30)")
+    return AudioError(utt_id, f"the model failed on it: {text.splitlines()[0] if text else type(error).__name__}")
 
 
 def _forward_checked(backbone: Backbone, loaded: list[tuple[UtteranceRecord, np.ndarray]]):
@@ -165,14 +175,14 @@ def _forward_checked(backbone: Backbone, loaded: list[tuple[UtteranceRecord, np.
     for group in groups:
         try:
             outputs = backbone.forward([wave for _, wave in group])
-        except (RuntimeError, ValueError) as error:
+        except (RuntimeError, ValueError, MemoryError) as error:
             if len(group) > 1:
                 for single in group:
                     more_results, more_failures = _forward_checked(backbone, [single])
                     results += more_results
                     failures += more_failures
                 continue
-            failures.append(AudioError(group[0][0].id, f"the model failed on it: {error}"))
+            failures.append(model_failure(group[0][0].id, len(group[0][1]) / SAMPLE_RATE, error))
             continue
         for (record, wave), states in zip(group, outputs):
             if not np.isfinite(states).all():
@@ -198,7 +208,18 @@ def write_skipped_csv(path: Path, records: Sequence[UtteranceRecord], skipped: d
     return path
 
 
-def extract(
+def extract(records: Sequence[UtteranceRecord], backbone: Backbone, out: str | Path, **options) -> ExtractionSummary:
+    """Extract every layer of every record into the HDF5 cache `out` (resuming unfinished work),
+    holding the exclusive lock on `out`: a second process writing the same output fails at once.
+
+    Options (see `_extract_holding_lock`): manifest_sha256, layers, max_seconds, batch_seconds,
+    on_error, overwrite, show_progress, flush_seconds, group (torchrun ranks: only the leader locks).
+    """
+    with leader_holds_output(options.get("group") or SingleProcess(), out):
+        return _extract_holding_lock(records, backbone, out, **options)
+
+
+def _extract_holding_lock(
     records: Sequence[UtteranceRecord],
     backbone: Backbone,
     out: str | Path,
@@ -213,7 +234,7 @@ def extract(
     flush_seconds: float = 10.0,
     group: SingleProcess | None = None,
 ) -> ExtractionSummary:
-    """Extract every layer of every record into the HDF5 cache `out` (resuming unfinished work).
+    """The extraction itself; only the holder of `out`'s lock may call it.
 
     `layers`: indices of the backbone's hidden states to keep (default all). `batch_seconds`:
     padded audio per forward pass for batchable families (default 20 s on CPU, 200 s on GPU).
@@ -233,10 +254,14 @@ def extract(
     layer_index = list(range(backbone.num_layers)) if layers is None else [int(layer) for layer in layers]
     identity = cache_identity(backbone.source, backbone.random_init, layer_index, max_seconds, manifest_sha256)
     skipped_csv_path = out.with_name(out.stem + ".skipped.csv")
+    rebuild_from = None  # a finished cache some of whose sources changed: reuse the rest of it
     if existing_cache_is_complete(out, identity, overwrite):
         with CacheReader(out) as cache:
-            return ExtractionSummary(out, 0, len(cache.ids), dict(cache.skipped), cache_bytes=out.stat().st_size,
-                                     skipped_csv=skipped_csv_path if cache.skipped else None, already_complete=True)
+            if not changed_sources([r for r in records if r.id in cache.lengths], cache.fingerprints, max_seconds):
+                return ExtractionSummary(out, 0, len(cache.ids), dict(cache.skipped), cache_bytes=out.stat().st_size,
+                                         skipped_csv=skipped_csv_path if cache.skipped else None,
+                                         already_complete=True)
+        rebuild_from = out
     import transformers
 
     attrs = dict(
@@ -245,8 +270,20 @@ def extract(
         dtype="float16", model_num_layers=backbone.num_layers, batching=backbone.batching,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = group.leader_first(lambda: ShardedCacheWriter(out, attrs, overwrite, group.shard_suffix))
-    done = group.from_leader(writer.done_ids)  # every rank plans from the same finished set
+    def prepare_writer() -> ShardedCacheWriter:
+        made = ShardedCacheWriter(out, attrs, overwrite, group.shard_suffix)
+        if rebuild_from is not None and group.is_leader:
+            made.adopt(rebuild_from)
+        return made
+
+    writer = group.leader_first(prepare_writer)
+
+    def unchanged_done() -> set[str]:
+        stored = writer.done_fingerprints()
+        return set(stored) - set(changed_sources([r for r in records if r.id in stored], stored, max_seconds))
+
+    done = group.from_leader(unchanged_done)  # every rank plans from the same finished set
+    written: set[str] = set()  # extracted by this rank in this call
     skipped: dict[str, str] = {}
 
     def failed(error: AudioError) -> None:
@@ -284,9 +321,11 @@ def extract(
                 loaded, read_failures = item
                 results, model_failures = _forward_checked(backbone, loaded)
                 waves = {record.id: wave for record, wave in loaded}
-                new = [(record.id, states[layer_index], backbone.utterance_functionals(waves[record.id]))
+                new = [(record.id, states[layer_index], backbone.utterance_functionals(waves[record.id]),
+                        fingerprint(record, waves[record.id]))
                        for record, _, states in results if record.id not in done]
                 background.put(new)
+                written.update(item[0] for item in new)
                 seconds = sum(seconds for record, seconds, _ in results if record.id not in done)
                 extracted, audio_seconds = extracted + len(new), audio_seconds + seconds
                 progress.advance(len(new) + len(read_failures) + len(model_failures), seconds)
@@ -295,9 +334,8 @@ def extract(
     finally:
         stop.set()
         background.close()  # everything finished so far is stored, even when stopping on an error
-    # every rank reports what it stored (its own shards are visible to it even on a lagging network
-    # filesystem); gathering waits until every rank is done
-    reports = group.gather((skipped, extracted, audio_seconds, writer.done_ids()))
+    # every rank reports what it stored; gathering waits until every rank is done
+    reports = group.gather((skipped, extracted, audio_seconds, written))
     skipped = {utt: reason for report in reports for utt, reason in report[0].items()}
     extracted, audio_seconds = sum(report[1] for report in reports), sum(report[2] for report in reports)
     finished = done.union(*(report[3] for report in reports))

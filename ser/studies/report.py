@@ -17,12 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ser.data.atomic_files import read_json, write_text
+from ser.data.atomic_files import read_json, read_json_or_none, write_text
 from ser.errors import UserInputError
 from ser.studies import figures
 from ser.studies.results import (
+    STATUS_DAMAGED,
+    STATUS_DIVERGED,
     STATUS_DONE,
     STATUS_FAILED,
+    STATUS_PENDING,
     collect_runs,
     configuration_columns,
     proportion_value,
@@ -131,9 +134,9 @@ def _confusion_figures(labelled: pd.DataFrame, root: Path, figure_dir: Path, suf
 
 def _layer_weights(run_dir: Path) -> np.ndarray | None:
     path = run_dir / "layer_weights.json"
-    if not path.is_file():
+    data = read_json_or_none(path) if path.is_file() else None
+    if data is None:
         return None
-    data = read_json(path)
     weights = data.get("weights") if isinstance(data, dict) else data
     return None if weights is None else np.asarray(weights, dtype=np.float64)
 
@@ -149,10 +152,17 @@ def _layer_weight_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path, s
     return [figures.layer_weights_figure(means, figure_dir / f"layer_weights.{suffix}")], means
 
 
+def _history(run_dir: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(run_dir / "history.csv")
+    except (OSError, ValueError):  # missing, empty or truncated: the figure leaves it out
+        return None
+
+
 def _curves_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path, suffix: str) -> list[Path]:
     histories = {}
     for name, run_dirs in _runs_of(labelled, root).items():
-        runs = [pd.read_csv(d / "history.csv") for d in run_dirs if (d / "history.csv").is_file()]
+        runs = [table for table in map(_history, run_dirs) if table is not None]
         if runs:
             histories[name] = runs
     return [figures.curves_figure(histories, figure_dir / f"training_curves.{suffix}")] if histories else []
@@ -194,7 +204,8 @@ def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str
         if column not in runs.columns:
             runs[column] = None
     done = runs[runs["status"] == STATUS_DONE]
-    failed = runs[runs["status"] == STATUS_FAILED]
+    failed = runs[runs["status"].isin([STATUS_FAILED, STATUS_DIVERGED, STATUS_DAMAGED, STATUS_PENDING])]
+    counts = runs["status"].value_counts()
     if done.empty:
         raise UserInputError(f"none of the {len(runs)} runs under {runs_dir} has finished", "see their error.txt")
     summary = summarize(runs, runs_dir)
@@ -211,7 +222,9 @@ def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str
 
     parts = [
         "# Ablation report",
-        f"Source: `{runs_dir}` — {len(runs)} run directories ({len(done)} finished, {len(failed)} failed).",
+        f"Source: `{runs_dir}` — {len(runs)} run directories ({len(done)} finished, "
+        f"{counts.get(STATUS_FAILED, 0)} failed, {counts.get(STATUS_DIVERGED, 0)} diverged, "
+        f"{counts.get(STATUS_DAMAGED, 0)} damaged, {counts.get(STATUS_PENDING, 0)} unfinished).",
         protocol_text(done),
         "## Ablation tables",
         *(block for m in ("ua", "wa", "ccc_mean") if m in honest for block in ablation_tables(summary, m)),
@@ -241,8 +254,9 @@ def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str
         parts += ["## Learned layer weights", markdown_table(header, rows)]
     parts += [path.read_text().strip() for path in sorted(runs_dir.rglob(ABLATION_TABLE_FILE))]
     if not failed.empty:
-        rows = [[r["run_dir"], str(r.get("error", "")).replace("|", "/")] for _, r in failed.iterrows()]
-        parts += ["## Failed runs", markdown_table(["run", "error"], rows)]
+        rows = [[r["run_dir"], r["status"], str(r.get("error", "") if isinstance(r.get("error"), str) else "")
+                 .replace("|", "/")] for _, r in failed.iterrows()]
+        parts += ["## Failed runs (failed, diverged, damaged or unfinished: no metrics)", markdown_table(["run", "status", "error"], rows)]
     if written:
         parts += ["## Figures", *(f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in written)]
     report_path = out_dir / "report.md"

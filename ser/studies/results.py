@@ -20,15 +20,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ser.data.atomic_files import read_json, write_text
+from ser.data.atomic_files import read_json_or_none, write_text
 from ser.studies.grid import HEAD_OPTION_PREFIX
 from ser.training.statistics import pooled_intervals, read_pooled_predictions, sample_std
+from ser.training.divergence import DIVERGED_PREFIX
 
 # Columns that identify a configuration in every table (others are added when they vary).
 CONFIG_COLUMNS = ("head", "shift_proportion", "shift_placement")
 REPLICATE_COLUMNS = ("seed", "fold")
 BASE_METRICS = ("ua", "wa", "macro_f1")
 STATUS_DONE, STATUS_FAILED, STATUS_PENDING = "done", "failed", "pending"
+STATUS_DIVERGED = "diverged"  # a non-finite loss or output stopped it: no metrics
+STATUS_DAMAGED = "damaged"  # its config.json or metrics.json cannot be read
 
 
 def scalar_metrics(block: dict | None, prefix: str = "") -> dict[str, float]:
@@ -86,14 +89,21 @@ def config_columns(config: dict) -> dict[str, Any]:
 def read_run(run_dir: Path) -> dict[str, Any]:
     """One row for one run directory (a fold of a run): configuration, status and test metrics."""
     row: dict[str, Any] = {}
-    if (run_dir / "config.json").is_file():
-        row.update(config_columns(read_json(run_dir / "config.json")))
-    if (run_dir / "metrics.json").is_file():
+    config, metrics = (read_json_or_none(run_dir / name) for name in ("config.json", "metrics.json"))
+    if config is not None:
+        row.update(config_columns(config))
+    unreadable = [name for name, data in (("config.json", config), ("metrics.json", metrics))
+                  if data is None and (run_dir / name).is_file()]
+    if unreadable:
+        row["status"] = STATUS_DAMAGED
+        row["error"] = f"{' and '.join(unreadable)} cannot be read (empty or truncated): rerun to redo it"
+    elif metrics is not None:
         row["status"] = STATUS_DONE
-        row.update(metric_columns(read_json(run_dir / "metrics.json")))
+        row.update(metric_columns(metrics))
     elif (run_dir / "error.txt").is_file():
-        row["status"] = STATUS_FAILED
-        row["error"] = (run_dir / "error.txt").read_text().strip().splitlines()[0][:300]
+        first_line = ((run_dir / "error.txt").read_text().strip().splitlines() or [""])[0]
+        row["status"] = STATUS_DIVERGED if first_line.startswith(DIVERGED_PREFIX) else STATUS_FAILED
+        row["error"] = first_line[:300]
     else:
         row["status"] = STATUS_PENDING
     row["fold_name"] = row.get("fold")
@@ -103,8 +113,13 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every folder under `root` (itself included) holding metrics.json or error.txt, sorted."""
+    """Every folder under `root` (itself included) holding metrics.json or error.txt, or the
+    config.json of a run (an unfinished or damaged one), sorted."""
     found = {path.parent for name in ("metrics.json", "error.txt") for path in root.rglob(name)}
+    for path in root.rglob("config.json"):
+        config = read_json_or_none(path)
+        if config is None or "head" in config:
+            found.add(path.parent)
     return sorted(found)
 
 

@@ -37,6 +37,7 @@ from ser.heads import HEADS
 from ser.studies import results
 from ser.studies.backends.ray_backend import run_on_ray
 from ser.studies.grid import HEAD_OPTION_PREFIX, Grid
+from ser.studies.stopping import SweepStopped, kill_processes, stop_on_signals
 from ser.studies.sweep_progress import SweepProgress
 from ser.studies.sweep_worker import ERROR_FILE, RunOutcome, RunTask, init_worker, run_in_worker, run_task
 from ser.training import run_dir as files
@@ -100,6 +101,7 @@ class SweepOutcome:
     done: int
     failed: int
     jobs: int  # concurrent runs (local backend)
+    diverged: int = 0
     # startup (process start → sweep), load (cache), runs (wall of the training phase, worker
     # start-up included), train (sum of the runs' own durations), wall (all of it)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -212,7 +214,7 @@ def _run_in_pool(tasks: list[RunTask], data: TrainingData, jobs: int, threads: i
         events = context.Queue()
         in_flight: dict[Future, RunTask] = {}
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
-                                 initargs=(data, threads, events)) as pool:
+                                 initargs=(data, threads, events, os.getpid())) as pool:
             try:
                 while pending or in_flight:
                     while pending and len(in_flight) < jobs:
@@ -230,6 +232,10 @@ def _run_in_pool(tasks: list[RunTask], data: TrainingData, jobs: int, threads: i
                     task.out_dir.mkdir(parents=True, exist_ok=True)
                     (task.out_dir / ERROR_FILE).write_text(message + "\n")
                     finished(RunOutcome(task.key, "failed", 0.0, error=message))
+            except SweepStopped:
+                kill_processes(list((pool._processes or {}).values()))  # do not wait for their runs
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
 
 
 def _drain(events: Any, progress: SweepProgress) -> None:
@@ -295,7 +301,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     table.write()
     by_key = {run.task.key: run for run in planned}
     train_seconds = 0.0
-    counts = {"done": 0, "failed": 0}
+    counts = {"done": 0, "failed": 0, "diverged": 0}
 
     def finished(outcome: RunOutcome) -> None:
         nonlocal train_seconds
@@ -307,7 +313,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
 
     tasks = [run.task for run in todo]
     run_started = time.perf_counter()
-    with SweepProgress(len(todo), len(share) - len(todo)) as progress:
+    with stop_on_signals(), SweepProgress(len(todo), len(share) - len(todo)) as progress:
         if settings.backend == "ray":
             run_on_ray(tasks, data, finished, address=settings.address, threads=settings.threads,
                        gpus_per_run=settings.gpus_per_run)
@@ -321,6 +327,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     return SweepOutcome(
         sweep_dir=sweep_dir, table_path=table_path, summary_path=summary_path, planned=len(share),
         skipped=len(share) - len(todo), done=counts["done"], failed=counts["failed"], jobs=jobs,
+        diverged=counts["diverged"],
         seconds={"startup": startup, "load": load_seconds, "runs": run_seconds, "train": train_seconds,
                  "wall": startup + time.perf_counter() - started},
         summary=results.summarize(table.frame()), backend=settings.backend,

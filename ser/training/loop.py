@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ from ser.heads import create_head
 from ser.training import run_dir as files
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig, head_constructor_options
+from ser.training.divergence import check_loss, check_outputs
 from ser.training.recipes import build_optimizer, corpus_head_defaults, lr_at
 from ser.training.training_data import FeatureScaler, TrainingData
 
@@ -79,9 +81,10 @@ def predict(head: nn.Module, data: TrainingData, rows: np.ndarray, batch_size: i
 
 
 def _score(task, head, data: TrainingData, rows: np.ndarray, batch_size: int,
-           scaler: FeatureScaler | None) -> tuple[dict, float, np.ndarray]:
-    """(metrics, loss, outputs) of the head on `rows`."""
+           scaler: FeatureScaler | None, split: str = "", epoch: int = 0) -> tuple[dict, float, np.ndarray]:
+    """(metrics, loss, outputs) of the head on `rows`; DivergedError if an output is not finite."""
     outputs = predict(head, data, rows, batch_size, scaler)
+    check_outputs(outputs, split, epoch)
     targets = data.targets[torch.from_numpy(rows).to(data.device)].cpu()
     loss = float(task.loss(torch.from_numpy(outputs), targets))
     return task.evaluate(outputs, targets.numpy()), loss, outputs
@@ -126,6 +129,8 @@ def train_fold(
     saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
                     "head_resolved": head.constructor_kwargs,
                     "sizes": {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows)}}
+    for note in files.set_aside_damaged(out_dir):
+        print(f"note: {note}", file=sys.stderr)
     if files.is_finished(out_dir):
         _check_same_run(out_dir, saved_config)
         return files.read_json(out_dir / files.METRICS)
@@ -168,10 +173,13 @@ def train_fold(
                 nn.utils.clip_grad_norm_(head.parameters(), recipe.grad_clip)
             optimizer.step()
             state["step"] += 1
-            loss_sum += float(loss.detach()) * len(targets)
+            step_loss = float(loss.detach())
+            check_loss(step_loss, epoch + 1, state["step"], lr)
+            loss_sum += step_loss * len(targets)
             seen += len(targets)
-        dev_metrics, dev_loss, _ = _score(task, head, data, dev_rows, eval_batch, scaler)
-        test_metrics = _score(task, head, data, test_rows, eval_batch, scaler)[0] if len(test_rows) else None
+        dev_metrics, dev_loss, _ = _score(task, head, data, dev_rows, eval_batch, scaler, "dev", epoch + 1)
+        test_metrics = (_score(task, head, data, test_rows, eval_batch, scaler, "test", epoch + 1)[0]
+                        if len(test_rows) else None)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
         row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics} if test_metrics else {})
@@ -197,7 +205,8 @@ def train_fold(
                "test_best_epoch_optimistic": None, "note": "no test set: trained on every labelled utterance"}
     files.write_csv(out_dir / files.HISTORY, pd.DataFrame(state["history"]))
     if len(test_rows):  # a fold without test (`--fold none`) has neither test metrics nor predictions
-        test_metrics, _, test_outputs = _score(task, head, data, test_rows, eval_batch, scaler)
+        test_metrics, _, test_outputs = _score(task, head, data, test_rows, eval_batch, scaler, "test",
+                                               state["best_epoch"])
         targets = data.targets[torch.from_numpy(test_rows).to(data.device)].cpu().numpy()
         metrics = {
             "test": test_metrics,

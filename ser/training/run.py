@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from ser.data.workspace import Workspace
-from ser.errors import UserInputError
+from ser.errors import DivergedError, UserInputError
 from ser.training import run_dir as files
 from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
@@ -39,7 +39,11 @@ def train_folds(
         kind = None if files.is_finished(fold_dir) else log  # a finished fold is not logged again
         with open_tracker(kind, fold_dir, name, f"ser/{config.corpus}/{config.model}",
                           {**config.to_dict(), "fold": fold.name}) as tracker:
-            results[fold_name] = train_fold(config, data, fold, fold_dir, tracker.progress(progress))
+            try:
+                results[fold_name] = train_fold(config, data, fold, fold_dir, tracker.progress(progress))
+            except DivergedError as error:  # recorded, so that `ser report` lists the fold as diverged
+                files.write_text(fold_dir / files.ERROR, f"{error}\n")
+                raise
             tracker.log_final(results[fold_name])
     if which == "all":
         files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results, run_dir))

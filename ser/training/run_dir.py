@@ -10,6 +10,7 @@ leaves a half-written file; `metrics.json` is written last and marks a finished 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ser.data.atomic_files import read_json, write_json, write_via_temporary  # noqa: F401 (run-dir API)
+from ser.data.atomic_files import read_json, read_json_or_none, write_json, write_text, write_via_temporary  # noqa: F401 (run-dir API)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -28,6 +29,7 @@ MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 FEATURES = "features.json"
+ERROR = "error.txt"  # why a fold stopped (its first line as the CLI printed it); read by run tables
 
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:
@@ -35,7 +37,11 @@ def write_csv(path: Path, table: pd.DataFrame) -> None:
 
 
 def save_torch(path: Path, data: dict) -> None:
-    write_via_temporary(path, lambda tmp: torch.save(data, tmp))
+    """Serialised in memory first: a failed write is then a plain OSError (→ WriteError), not
+    torch's RuntimeError from inside its zip writer."""
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    write_via_temporary(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def load_torch(path: Path) -> dict:
@@ -43,7 +49,27 @@ def load_torch(path: Path) -> dict:
 
 
 def is_finished(fold_dir: Path) -> bool:
-    return (fold_dir / METRICS).is_file()
+    """A readable metrics.json marks a finished fold (a damaged one does not)."""
+    return read_json_or_none(fold_dir / METRICS) is not None
+
+
+def _loads(path: Path) -> bool:
+    try:
+        return isinstance(load_torch(path), dict)
+    except Exception:  # noqa: BLE001 — any failure to load means the file is damaged
+        return False
+
+
+def set_aside_damaged(fold_dir: Path) -> list[str]:
+    """Move an unreadable config.json, metrics.json or checkpoint.pt aside (to `<name>.damaged`), so
+    the fold is trained again instead of failing; returns one note per file moved."""
+    notes = []
+    for name, readable in ((CONFIG, read_json_or_none), (METRICS, read_json_or_none), (CHECKPOINT, _loads)):
+        path = Path(fold_dir) / name
+        if path.is_file() and not readable(path):
+            path.replace(path.with_name(name + ".damaged"))
+            notes.append(f"{path} was damaged (kept as {name}.damaged): this fold is trained again")
+    return notes
 
 
 def write_model(path: Path, head: nn.Module, head_name: str, in_dim: int, num_layers: int, num_classes: int,
