@@ -51,19 +51,26 @@ def learning_rate(value: float | None) -> float | None:
     return value
 
 
+def _bounds(text: str) -> list[str]:
+    """A value, or both ends of a `low:high` range (`ser sweep --search optuna` samples those)."""
+    return [part.strip() for part in text.split(":")] if ":" in text else [text]
+
+
 def learning_rates(values: list[str] | None) -> list[str] | None:
-    """`ser sweep --lr 1e-3,3e-4`: every value a finite number above 0."""
+    """`ser sweep --lr 1e-3,3e-4` (or a range, 1e-5:1e-2): every value a finite number above 0."""
     for text in (v for value in values or [] for v in value.split(",") if v.strip()):
-        learning_rate(_number(text.strip()))
+        for bound in _bounds(text.strip()):
+            learning_rate(_number(bound))
     return values
 
 
 def seeds(values: list[str] | None) -> list[str] | None:
-    """`ser sweep --seeds 0,1,2`: every value a whole number in 0 … 2**32 − 1."""
+    """`ser sweep --seeds 0,1,2` (or a range, 0:9): every value a whole number in 0 … 2**32 − 1."""
     for text in (v.strip() for value in values or [] for v in value.split(",") if v.strip()):
-        if not re.fullmatch(r"-?\d+", text):
-            raise typer.BadParameter(f"{text!r} is not a whole number")
-        seed(int(text))
+        for bound in _bounds(text):
+            if not re.fullmatch(r"-?\d+", bound):
+                raise typer.BadParameter(f"{bound!r} is not a whole number")
+            seed(int(bound))
     return values
 
 

@@ -67,7 +67,7 @@ def run_finetune(
                                                tracker.progress(progress), checkpoint_seconds)
             tracker.log_final(results[fold_name])
     if which == "all":
-        files.write_json(run_dir / files.SUMMARY, files.fold_summary(results))
+        files.write_json(run_dir / files.SUMMARY, files.fold_summary(results, run_dir))
     return run_dir, results
 
 
