@@ -12,7 +12,7 @@ import sys
 import typer
 
 from ser.cli import cache_cmd, demo_cmd, extract_cmd, folds_cmd, listing_cmd, prepare_cmd
-from ser.cli import distill_cmd, report_cmd, sweep_cmd, train_cmd
+from ser.cli import distill_cmd, probe_cmd, report_cmd, sweep_cmd, train_cmd
 from ser.errors import SerError
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ app.command("prepare", help=prepare_cmd.HELP, epilog=prepare_cmd.EXAMPLES)(prepa
 app.command("extract", help=extract_cmd.HELP, epilog=extract_cmd.EXAMPLES)(extract_cmd.extract)
 app.command("train", help=train_cmd.HELP, epilog=train_cmd.EXAMPLES)(train_cmd.train)
 app.command("sweep", help=sweep_cmd.HELP, epilog=sweep_cmd.EXAMPLES)(sweep_cmd.sweep)
+app.command("probe", help=probe_cmd.HELP, epilog=probe_cmd.EXAMPLES)(probe_cmd.probe)
 app.command("report", help=report_cmd.HELP, epilog=report_cmd.EXAMPLES)(report_cmd.report)
 app.command("distill", help=distill_cmd.HELP, epilog=distill_cmd.EXAMPLES)(distill_cmd.distill)
 app.command("folds", help=folds_cmd.HELP, epilog=folds_cmd.EXAMPLES)(folds_cmd.folds)

@@ -33,6 +33,6 @@ def report(
     from ser.data.workspace import Workspace
     from ser.studies.report import write_report
 
-    path = write_report(runs_dir if runs_dir is not None else Workspace(workdir).runs_dir, out)
+    path = write_report(runs_dir if runs_dir is not None else Workspace(workdir).runs_dir, out, workdir)
     print(f"report: {path}")
     print(f"figures: {path.parent / 'figures'}")

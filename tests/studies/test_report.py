@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from ser.features.extract import extract
 from ser.studies.grid import Grid
 from ser.studies.report import write_report
 from ser.studies.sweep import SweepSettings, run_sweep
+from ser.training.probe import cached_probe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -59,7 +61,7 @@ def table_cells(markdown: str, title: str) -> dict[str, dict[str, str]]:
 
 
 def parse_cell(cell: str) -> tuple[float, float, int]:
-    mean, std, n = re.fullmatch(r"([\d.]+) ± ([\d.]+) \(n=(\d+)\)", cell).groups()
+    mean, std, n = re.fullmatch(r"([\d.]+) ± ([\d.]+) \(n=(\d+)\)(?: ▽)?", cell).groups()
     return float(mean), float(std), int(n)
 
 
@@ -124,3 +126,26 @@ def test_tables_written_by_other_studies_are_included(sweep_dir: Path, tmp_path:
     finally:
         table.unlink()
     assert "## Distillation ablation" in markdown and "| teacher | 0.4 |" in markdown
+
+
+def test_ablation_tables_start_with_the_probe_floor_and_mark_what_does_not_beat_it(sweep_dir: Path, report: Path):
+    workspace = sweep_dir.parent / "ws"
+    probe = cached_probe(workspace / "manifests" / "synthetic.csv", workspace / "cache" / "synthetic" / "fbank.h5")
+    fold = json.loads(next(sweep_dir.glob("shiftcnn-*/fold1/config.json")).read_text())["fold"]
+    for metric in ("ua", "wa"):
+        cells = table_cells(report.read_text(), f"### Test {metric.upper()} — shift_placement = residual")
+        label = list(cells)[0]
+        assert label == "probe floor: layer 0 (best on dev)"  # fbank: one layer, so no all-layer row
+        floor, _, n = parse_cell(cells[label]["1/2"])
+        assert n == 1 and floor == pytest.approx(100 * probe.loc[probe["fold"] == fold, metric].mean(), abs=0.006)
+        for cell in cells["shiftcnn"].values():
+            assert cell.endswith("▽") == (parse_cell(cell)[0] <= floor)
+
+
+def test_the_floor_needs_the_cache_and_says_so(sweep_dir: Path, tmp_path: Path):
+    runs = shutil.copytree(sweep_dir, tmp_path / "copied", ignore=shutil.ignore_patterns("sweep.json", "*.png"))
+    markdown = write_report(runs, tmp_path / "without").read_text()
+    assert "probe floor" not in markdown.split("**Floor.**")[0]
+    assert "no floor for synthetic/fbank: no manifest and cache found" in markdown
+    markdown = write_report(runs, tmp_path / "with", workdir=sweep_dir.parent / "ws").read_text()
+    assert "| probe floor: layer 0 (best on dev) |" in markdown
