@@ -33,8 +33,8 @@ def probe_metric(table: pd.DataFrame) -> str:
 
 
 def probe_figure(summary: pd.DataFrame, metric: str, title: str, path: Path) -> Path:
-    """Test `metric` per layer: mean over folds with a ± std bar and the per-fold range as a band;
-    the all-layer probe as a horizontal line with its ± std band."""
+    """Test `metric` per layer: mean over folds with a ± std bar, the best layer annotated; the
+    all-layer probe as a dashed line with its ± std band."""
     import matplotlib.pyplot as plt
 
     from ser.studies.figures import _save as save_figure  # the report's PNG settings

@@ -91,9 +91,15 @@ def recipe_for(head: str) -> Recipe:
     return HEAD_RECIPES.get(head, SHIFT_RECIPE)
 
 
+MAX_WARMUP_SHARE = 0.25  # of a run's steps: a run shortened below its warm-up still reaches the peak
+
+
 def lr_at(step: int, recipe: Recipe, steps_per_epoch: int) -> float:
-    """Learning rate at optimiser step `step` (0-based): linear warm-up, then cosine to 0 or constant."""
-    warmup = recipe.warmup_epochs * steps_per_epoch
+    """Learning rate at optimiser step `step` (0-based): linear warm-up, then cosine to 0 or constant.
+
+    The warm-up lasts the recipe's epochs but at most MAX_WARMUP_SHARE of the run (the papers' 5 of
+    100 epochs are untouched; `--epochs 4` warms up for 1, instead of ending at 4/5 of the peak)."""
+    warmup = min(recipe.warmup_epochs * steps_per_epoch, int(MAX_WARMUP_SHARE * recipe.epochs * steps_per_epoch))
     if step < warmup:
         return recipe.lr * (step + 1) / warmup
     if recipe.schedule == "constant":

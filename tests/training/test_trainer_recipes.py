@@ -37,6 +37,17 @@ def test_warmup_then_cosine_per_step():
     assert lr_at(10, recipe, steps) == pytest.approx(1.0)  # cosine starts at the peak
     assert lr_at(30, recipe, steps) == pytest.approx(0.5)  # half-way through the cosine
     assert lr_at(49, recipe, steps) < 0.01
+
+
+def test_a_run_shorter_than_its_warmup_still_reaches_the_peak_and_decays():
+    recipe = recipe_for("shiftcnn").with_overrides(epochs=4, lr=1.0)  # the paper's warm-up is 5 epochs
+    steps = 10
+    assert lr_at(9, recipe, steps) == pytest.approx(1.0)  # warm-up capped at a quarter of the run
+    assert lr_at(25, recipe, steps) == pytest.approx(0.5)  # half-way through the cosine
+    assert lr_at(39, recipe, steps) < 0.01
+    paper = recipe_for("shiftcnn")  # 5 of 100 epochs: unchanged
+    assert lr_at(5 * steps - 1, paper, steps) == pytest.approx(paper.lr)
+    assert lr_at(5 * steps - 2, paper, steps) == pytest.approx(paper.lr * (5 * steps - 1) / (5 * steps))
     constant = recipe_for("timnet")
     assert lr_at(0, constant, 3) == lr_at(999, constant, 3) == 1e-3
 
