@@ -22,6 +22,7 @@ from ser.errors import UserInputError
 from ser.features.backbones import load_backbone
 from ser.features.cache import CacheReader
 from ser.features.extract import extract
+from ser.studies.floor import floor_of
 from ser.training import metrics
 from ser.training.probe import ProbeProtocol, cached_probe, layer_summary, probe_cache_path, run_probe
 
@@ -79,6 +80,9 @@ def test_dimensional_probe_scores_ccc_with_ridge(workspace: Path):
     assert {"ccc_arousal_mean", "ccc_valence_mean", "ccc_dominance_mean", "ccc_mean_mean", "dev_ccc_mean_mean"} <= set(
         summary.columns)
     assert summary["ccc_arousal_mean"].iloc[0] > 0.3  # loudness and rate carry arousal in the synthetic corpus
+    floor = floor_of(summary)  # the report's floor row of a dimensional table
+    assert floor.threshold["ccc_mean"] == pytest.approx(table["ccc_mean"].mean())
+    assert not floor.beaten("ccc_mean", table["ccc_mean"].mean()) and floor.beaten("ccc_mean", 1.0)
 
 
 def test_cached_probe_is_computed_once_per_cache_file_and_protocol(workspace: Path):
