@@ -95,6 +95,8 @@ class ProbeFloors:
                     self._probes[key] = cached_probe(*inputs, protocol)
                 except SerError as error:
                     self._note(f"{corpus}/{model}: {error.message}")
+                except (OSError, ValueError) as error:  # e.g. a fold whose training part has one class
+                    self._note(f"{corpus}/{model}: the probe failed ({error})")
         return self._probes[key]
 
     def _find_inputs(self, corpus: str, model: str) -> tuple[Path, Path] | None:
