@@ -14,7 +14,9 @@ from ser.errors import UserInputError
 from ser.features.backbones import load_backbone
 from ser.features.extract import extract
 from ser.studies.grid import Grid
+from ser.studies.floor import ProbeFloors
 from ser.studies.report import write_report
+from ser.studies.results import collect_runs, configuration_columns, with_config_labels
 from ser.studies.sweep import SweepSettings, run_sweep
 from ser.training.probe import cached_probe
 
@@ -143,9 +145,12 @@ def test_ablation_tables_start_with_the_probe_floor_and_mark_what_does_not_beat_
 
 
 def test_the_floor_needs_the_cache_and_says_so(sweep_dir: Path, tmp_path: Path):
-    runs = shutil.copytree(sweep_dir, tmp_path / "copied", ignore=shutil.ignore_patterns("sweep.json", "*.png"))
-    markdown = write_report(runs, tmp_path / "without").read_text()
-    assert "probe floor" not in markdown.split("**Floor.**")[0]
-    assert "no floor for synthetic/fbank: no manifest and cache found" in markdown
-    markdown = write_report(runs, tmp_path / "with", workdir=sweep_dir.parent / "ws").read_text()
-    assert "| probe floor: layer 0 (best on dev) |" in markdown
+    runs_dir = shutil.copytree(sweep_dir, tmp_path / "copied", ignore=shutil.ignore_patterns("sweep.json", "*.png"))
+    done = collect_runs(runs_dir).query("status == 'done'")
+    labelled = with_config_labels(done, configuration_columns(done))
+    configs = list(dict.fromkeys(labelled["config"]))
+    lost = ProbeFloors(labelled, runs_dir)  # no sweep.json, no workspace above the runs
+    assert lost.floor(configs) is None
+    assert lost.notes == [f"synthetic/fbank: no manifest and cache found near {runs_dir}; pass --workdir"]
+    found = ProbeFloors(labelled, runs_dir, workdir=sweep_dir.parent / "ws").floor(configs)
+    assert [row.label for row in found.rows] == ["probe floor: layer 0 (best on dev)"]
