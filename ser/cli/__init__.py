@@ -12,7 +12,7 @@ import sys
 import typer
 
 from ser.cli import cache_cmd, demo_cmd, extract_cmd, folds_cmd, listing_cmd, prepare_cmd
-from ser.cli import distill_cmd, export_cmd, finetune_cmd, predict_cmd, report_cmd, sweep_cmd, train_cmd
+from ser.cli import distill_cmd, export_cmd, finetune_cmd, predict_cmd, probe_cmd, report_cmd, sweep_cmd, train_cmd
 from ser.errors import SerError, os_failure
 
 app = typer.Typer(
@@ -46,6 +46,7 @@ app.command("extract", help=extract_cmd.HELP, epilog=extract_cmd.EXAMPLES)(extra
 app.command("train", help=train_cmd.HELP, epilog=train_cmd.EXAMPLES)(train_cmd.train)
 app.command("finetune", help=finetune_cmd.HELP, epilog=finetune_cmd.EXAMPLES)(finetune_cmd.finetune)
 app.command("sweep", help=sweep_cmd.HELP, epilog=sweep_cmd.EXAMPLES)(sweep_cmd.sweep)
+app.command("probe", help=probe_cmd.HELP, epilog=probe_cmd.EXAMPLES)(probe_cmd.probe)
 app.command("report", help=report_cmd.HELP, epilog=report_cmd.EXAMPLES)(report_cmd.report)
 app.command("predict", help=predict_cmd.HELP, epilog=predict_cmd.EXAMPLES)(predict_cmd.predict)
 app.command("export", help=export_cmd.HELP, epilog=export_cmd.EXAMPLES)(export_cmd.export)

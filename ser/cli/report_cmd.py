@@ -45,6 +45,7 @@ def report(
     from ser.data.workspace import Workspace
     from ser.studies.report import write_report
 
-    path = write_report(runs_dir if runs_dir is not None else Workspace(workdir).runs_dir, out, figure_format)
+    path = write_report(runs_dir if runs_dir is not None else Workspace(workdir).runs_dir, out, figure_format,
+                        workdir)
     print(f"report: {path}")
     print(f"figures: {path.parent / 'figures'}")

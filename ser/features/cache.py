@@ -191,6 +191,16 @@ class CacheReader:
                              "extract with --model egemaps or --model compare")
         return self._h5()["functionals"][self._row[utt_id]]  # (F,)
 
+    def pooled_rows(self, ids, layer: int | None = None) -> np.ndarray:
+        """Pooled statistics of many utterances in one read: float32 (N, L, 2, D), or (N, 2, D) for
+        one `layer`. Never touches the frames."""
+        ids = list(ids)
+        for utt in ids:
+            self._check_id(utt)
+        stats = self._h5()["pooled"]
+        block = stats[()] if layer is None else stats[:, self._layer_index([layer])[0]]  # (N_all, L, 2, D) | (N_all, 2, D)
+        return block[[self._row[utt] for utt in ids]]
+
     def load_all(self, ids=None, layers=None, device="cpu"):
         """Every (or the given) utterance in one packed tensor (ΣT, L, D), float16 unless some
         utterance had to be stored in float32."""

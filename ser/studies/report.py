@@ -20,6 +20,7 @@ import pandas as pd
 from ser.data.atomic_files import read_json, read_json_or_none, write_text
 from ser.errors import UserInputError
 from ser.studies import figures
+from ser.studies.floor import BELOW_FLOOR, ProbeFloors
 from ser.studies.results import (
     STATUS_DAMAGED,
     STATUS_DIVERGED,
@@ -62,9 +63,10 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
 
 
-def ablation_tables(summary: pd.DataFrame, metric: str) -> list[str]:
+def ablation_tables(summary: pd.DataFrame, metric: str, floors: ProbeFloors | None = None) -> list[str]:
     """Rows = heads, columns = shift proportions; one table per value of the other varied options
-    (the shift placement first)."""
+    (the shift placement first). With `floors`, the probe floor comes first and cells that do not
+    beat it are marked."""
     sections = [c for c in configuration_columns(summary) if c not in TABLE_AXES]
     groups = summary.groupby(sections, sort=False) if sections else [((), summary)]
     blocks = []
@@ -72,9 +74,13 @@ def ablation_tables(summary: pd.DataFrame, metric: str) -> list[str]:
         values = values if isinstance(values, tuple) else (values,)
         where = ", ".join(f"{k} = {v if v != '' else '—'}" for k, v in zip(sections, values))
         proportions = sorted(dict.fromkeys(part["shift_proportion"].astype(str)), key=proportion_value, reverse=True)
-        rows = []
+        floor = floors.floor(list(part["config"])) if floors is not None else None
+        floor = floor if floor is not None and metric in floor.threshold else None
+        rows = [[row.label, *([format_cell(*row.scores[metric], metric)] * len(proportions))]
+                for row in (floor.rows if floor is not None else [])]
         for head, head_rows in part.groupby("head", sort=False):
             cells = {str(r["shift_proportion"]): format_cell(r[f"{metric}_mean"], r[f"{metric}_std"], r["n"], metric)
+                     + ("" if floor is None or floor.beaten(metric, r[f"{metric}_mean"]) else f" {BELOW_FLOOR}")
                      for _, r in head_rows.iterrows()}
             rows.append([str(head), *(cells.get(p, "") for p in proportions)])
         header = ["head \\ proportion", *(p or "—" for p in proportions)]
@@ -188,9 +194,20 @@ def protocol_text(done: pd.DataFrame) -> str:
     )
 
 
-def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str = "png") -> Path:
+def floor_text(floors: ProbeFloors) -> str:
+    """What the floor rows are, and why a table has none."""
+    text = (f"**Floor.** Rows `probe floor` are logistic regression (ridge for CCC) on the cache's pooled per-layer "
+            f"mean+std (`ser probe`), same folds and dev split, C chosen on dev; {BELOW_FLOOR} marks a configuration "
+            "whose mean does not beat the better of them on dev.")
+    return text + "".join(f"\n- no floor for {note}" for note in floors.notes)
+
+
+def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str = "png",
+                 workdir: Path | None = None) -> Path:
     """Write `report.md` and `figures/*.<figure_format>` (png, pdf or svg) for every run directory
-    under `runs_dir`; returns the path of report.md (default folder: `runs_dir` itself)."""
+    under `runs_dir`; returns the path of report.md (default folder: `runs_dir` itself). The probe
+    floor's cache is looked for through the runs' sweep.json, in `workdir` and in the folders above
+    `runs_dir`."""
     if figure_format not in figures.FORMATS:
         raise UserInputError(f"unknown figure format {figure_format!r}", f"choose one of: {', '.join(figures.FORMATS)}")
     if not runs_dir.is_dir():
@@ -213,6 +230,7 @@ def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str
     honest = [m for m in metrics if not m.startswith("optimistic_")]
     repeated = repeated_runs(done)
     labelled = with_config_labels(done[~repeated], configuration_columns(done))
+    floors = ProbeFloors(labelled, runs_dir, workdir)
 
     suffix = figure_format
     written = _confusion_figures(labelled, runs_dir, figure_dir, suffix)
@@ -227,7 +245,8 @@ def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str
         f"{counts.get(STATUS_DAMAGED, 0)} damaged, {counts.get(STATUS_PENDING, 0)} unfinished).",
         protocol_text(done),
         "## Ablation tables",
-        *(block for m in ("ua", "wa", "ccc_mean") if m in honest for block in ablation_tables(summary, m)),
+        *(block for m in ("ua", "wa", "ccc_mean") if m in honest for block in ablation_tables(summary, m, floors)),
+        floor_text(floors),
         "## All configurations",
         configuration_table(summary, honest),
     ]
