@@ -42,8 +42,8 @@ class UtteranceFeatures:
     fingerprint: str = ""  # of its source audio (see features.fingerprint)
 
     @classmethod
-    def from_float32(cls, utt_id: str, states: np.ndarray, functionals: np.ndarray | None = None,
-                     fingerprint: str = "") -> "UtteranceFeatures":
+    def from_float32(cls, utt_id: str, states: np.ndarray, fingerprint: str = "",
+                     functionals: np.ndarray | None = None) -> "UtteranceFeatures":
         """Pool in float32, then store as float16 unless a value exceeds fp16's range."""
         pooled = np.stack([states.mean(axis=1), states.std(axis=1)], axis=1).astype(np.float32)  # (L, 2, D)
         overflow = np.abs(states).max() > FP16_MAX

@@ -137,7 +137,7 @@ class _BackgroundWriter:
             try:
                 if items is not None:
                     for utt_id, states, functionals, source_print in items:
-                        buffer.append(UtteranceFeatures.from_float32(utt_id, states, functionals, source_print))
+                        buffer.append(UtteranceFeatures.from_float32(utt_id, states, source_print, functionals))
                         size += buffer[-1].features.nbytes
                 due = time.monotonic() - last_flush >= self.flush_seconds or size >= FLUSH_BYTES
                 if buffer and (items is None or due):
