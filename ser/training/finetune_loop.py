@@ -33,7 +33,7 @@ from ser.training import run_dir as files
 from ser.training.finetune_config import FinetuneConfig, lr_factor
 from ser.training.finetune_data import FinetuneData, iterate, resolve_batching
 from ser.training.finetune_model import FinetuneModel
-from ser.training.loop import CHECKPOINT_EVERY_SECONDS, ProgressCallback, _restore_rng, _rng_state
+from ser.training.loop import CHECKPOINT_EVERY_SECONDS, ProgressCallback, _rng_state, resume_state
 from ser.training.recipes import OPTIMIZERS
 
 BACKBONE_DIR = "backbone"
@@ -137,15 +137,8 @@ def finetune_fold(
                                              lr=recipe.lr, betas=recipe.betas)
     steps_per_epoch = -(-len(train_rows) // recipe.batch_size)
     eval_batch = recipe.batch_size
-    state = {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
-             "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
     checkpoint_path = out_dir / files.CHECKPOINT
-    if checkpoint_path.is_file():
-        saved = files.load_torch(checkpoint_path)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        _restore_rng(saved["rng"])
-        state = saved["state"]
+    state = resume_state(checkpoint_path, model, optimizer)
 
     last_checkpoint = -math.inf
     for epoch in range(state["epoch"], recipe.epochs):

@@ -65,6 +65,19 @@ def _restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def resume_state(checkpoint_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The loop's state to continue from: restored, with the model's, optimiser's and RNG states,
+    from the checkpoint an interrupted run left at `checkpoint_path`; else a fresh one."""
+    if not checkpoint_path.is_file():
+        return {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
+                "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
+    saved = files.load_torch(checkpoint_path)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    _restore_rng(saved["rng"])
+    return saved["state"]
+
+
 @torch.no_grad()
 def predict(head: nn.Module, data: TrainingData, rows: np.ndarray, batch_size: int,
             scaler: FeatureScaler | None = None) -> np.ndarray:
@@ -143,15 +156,8 @@ def train_fold(
     steps_per_epoch = -(-len(train_rows) // recipe.batch_size)
     total_epochs = recipe.total_epochs(steps_per_epoch)  # a step budget ends inside its last epoch
     eval_batch = 2 * recipe.batch_size
-    state = {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
-             "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
     checkpoint_path = out_dir / files.CHECKPOINT
-    if checkpoint_path.is_file():
-        saved = files.load_torch(checkpoint_path)
-        head.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        _restore_rng(saved["rng"])
-        state = saved["state"]
+    state = resume_state(checkpoint_path, head, optimizer)
 
     last_checkpoint = -math.inf
     for epoch in range(state["epoch"], total_epochs):
