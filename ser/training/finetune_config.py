@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ser.errors import UserInputError
-from ser.training.recipes import OPTIMIZERS
+from ser.training.recipes import OPTIMIZERS, with_set_options
 
 SCHEDULES = ("step", "reference", "constant")
 BATCHING_MODES = ("auto", "crop", "accumulate", "pad")
@@ -45,13 +45,7 @@ class FinetuneRecipe:
 
     def with_overrides(self, **overrides) -> "FinetuneRecipe":
         """A copy with the non-None overrides applied."""
-        given = {key: value for key, value in overrides.items() if value is not None}
-        unknown = set(given) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise UserInputError(f"unknown recipe option(s): {', '.join(sorted(unknown))}")
-        recipe = dataclasses.replace(self, **given)
-        recipe.validate()
-        return recipe
+        return with_set_options(self, overrides)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:

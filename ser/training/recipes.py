@@ -26,6 +26,18 @@ from torch import nn
 from ser.errors import UserInputError
 
 
+
+def with_set_options(recipe, overrides: dict):
+    """A copy of a recipe dataclass with every non-None override applied, then validated; refuses
+    names the recipe does not have."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    unknown = set(given) - {field.name for field in dataclasses.fields(recipe)}
+    if unknown:
+        raise UserInputError(f"unknown recipe option(s): {', '.join(sorted(unknown))}")
+    replaced = dataclasses.replace(recipe, **given)
+    replaced.validate()
+    return replaced
+
 @dataclass(frozen=True)
 class Recipe:
     """Optimiser, schedule and batch settings for one training run."""
@@ -47,15 +59,10 @@ class Recipe:
     def with_overrides(self, **overrides) -> "Recipe":
         """A copy with the non-None overrides applied (unset options keep the recipe's value).
         Setting `epochs` alone drops a step budget: the run then lasts that many epochs."""
-        given = {key: value for key, value in overrides.items() if value is not None}
-        unknown = set(given) - {field.name for field in dataclasses.fields(self)}
-        if unknown:
-            raise UserInputError(f"unknown recipe option(s): {', '.join(sorted(unknown))}")
-        if "epochs" in given and "max_steps" not in given:
-            given["max_steps"] = None
-        recipe = dataclasses.replace(self, **given)
-        recipe.validate()
-        return recipe
+        recipe = self
+        if overrides.get("epochs") is not None and overrides.get("max_steps") is None:
+            recipe = dataclasses.replace(self, max_steps=None)
+        return with_set_options(recipe, overrides)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
