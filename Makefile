@@ -11,8 +11,10 @@ install:
 demo: install
 	$(PYTHON) -m ser.cli demo --workdir $(WORKDIR)
 
+# One worker per core (tests run single-threaded), whole files per worker so that module fixtures
+# are built once.
 test: install
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto --dist loadfile
 
 bench: install
 	$(PYTHON) benchmarks/extract.py

@@ -52,3 +52,47 @@ class FoldError(SerError):
 
 class TrainingError(SerError):
     """A training run that cannot start or continue."""
+
+
+class DivergedError(TrainingError):
+    """Training produced a non-finite loss or output; nothing of the run is scored."""
+
+
+class WriteError(SerError):
+    """A file that cannot be written (disk full, file-size limit, read-only, a path in the way)."""
+
+
+# errno → what to do about it
+_WRITE_HINTS = {
+    "ENOSPC": "free some disk space (or write elsewhere with --out/--workdir), then rerun: finished work is kept",
+    "EDQUOT": "your disk quota is used up: free some space, then rerun: finished work is kept",
+    "EFBIG": "the file-size limit (`ulimit -f`) is too small for it: raise it, then rerun: finished work is kept",
+    "EROFS": "the file system is read-only: use --workdir/--out on a writable one",
+    "EACCES": "you may not write there: use --workdir/--out elsewhere, or fix its permissions",
+    "EPERM": "you may not write there: use --workdir/--out elsewhere, or fix its permissions",
+    "EISDIR": "a folder is in the way: remove it, or choose another path",
+    "ENOTDIR": "a file is in the way where a folder should be: remove it, or choose another path",
+    "EEXIST": "a file is in the way where a folder should be: remove it, or choose another path",
+}
+
+
+def os_failure(error: OSError) -> SerError | None:
+    """The one-line form of an OSError that names a file (None for one without an errno)."""
+    import errno as errno_names
+
+    if not error.errno:
+        return None
+    if errno_names.errorcode.get(error.errno) in _WRITE_HINTS:
+        return write_failure(error.filename, error)
+    return SerError(f"{error.filename or 'a file'}: {error.strerror}", "check the path and rerun")
+
+
+def write_failure(path, error: OSError) -> WriteError:
+    """One line naming the path and the cause of a failed write (an OSError with an errno)."""
+    import errno as errno_names
+    import os
+
+    name = errno_names.errorcode.get(error.errno or 0, "")
+    cause = os.strerror(error.errno) if error.errno else str(error)
+    where = path or getattr(error, "filename", None)
+    return WriteError(f"cannot write {where}: {cause}", _WRITE_HINTS.get(name, "check the path and rerun"))

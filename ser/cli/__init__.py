@@ -12,8 +12,8 @@ import sys
 import typer
 
 from ser.cli import cache_cmd, demo_cmd, extract_cmd, folds_cmd, listing_cmd, prepare_cmd
-from ser.cli import distill_cmd, report_cmd, sweep_cmd, train_cmd
-from ser.errors import SerError
+from ser.cli import distill_cmd, export_cmd, finetune_cmd, predict_cmd, probe_cmd, report_cmd, sweep_cmd, train_cmd
+from ser.errors import SerError, os_failure
 
 app = typer.Typer(
     name="ser",
@@ -32,6 +32,8 @@ app = typer.Typer(
 
   ser report runs/
 
+  ser predict clip.wav --run runs/<corpus>/<model>/<run>   (apply a trained run to new audio)
+
 Each command's --help has more examples. Errors print one line and a hint; SER_DEBUG=1 shows tracebacks.""",
     no_args_is_help=True,
     add_completion=False,
@@ -42,8 +44,12 @@ Each command's --help has more examples. Errors print one line and a hint; SER_D
 app.command("prepare", help=prepare_cmd.HELP, epilog=prepare_cmd.EXAMPLES)(prepare_cmd.prepare)
 app.command("extract", help=extract_cmd.HELP, epilog=extract_cmd.EXAMPLES)(extract_cmd.extract)
 app.command("train", help=train_cmd.HELP, epilog=train_cmd.EXAMPLES)(train_cmd.train)
+app.command("finetune", help=finetune_cmd.HELP, epilog=finetune_cmd.EXAMPLES)(finetune_cmd.finetune)
 app.command("sweep", help=sweep_cmd.HELP, epilog=sweep_cmd.EXAMPLES)(sweep_cmd.sweep)
+app.command("probe", help=probe_cmd.HELP, epilog=probe_cmd.EXAMPLES)(probe_cmd.probe)
 app.command("report", help=report_cmd.HELP, epilog=report_cmd.EXAMPLES)(report_cmd.report)
+app.command("predict", help=predict_cmd.HELP, epilog=predict_cmd.EXAMPLES)(predict_cmd.predict)
+app.command("export", help=export_cmd.HELP, epilog=export_cmd.EXAMPLES)(export_cmd.export)
 app.command("distill", help=distill_cmd.HELP, epilog=distill_cmd.EXAMPLES)(distill_cmd.distill)
 app.command("folds", help=folds_cmd.HELP, epilog=folds_cmd.EXAMPLES)(folds_cmd.folds)
 app.command("list", help=listing_cmd.HELP, epilog=listing_cmd.EXAMPLES)(listing_cmd.list_names)
@@ -58,13 +64,14 @@ def main() -> None:
     prefer_passive_wait()  # before any command imports torch (OpenMP reads it once)
     try:
         app()  # standalone mode: click prints usage errors itself and exits with code 2
-    except SerError as error:
-        if os.environ.get("SER_DEBUG") == "1":
+    except (SerError, OSError) as caught:
+        error = caught if isinstance(caught, SerError) else os_failure(caught)
+        if os.environ.get("SER_DEBUG") == "1" or error is None:
             raise
         print(f"error: {error.message}", file=sys.stderr)
         if error.hint:
             print(f"hint: {error.hint}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(error, "exit_code", 2))
 
 
 if __name__ == "__main__":

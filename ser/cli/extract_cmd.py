@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ser.cli.options import Device, Threads, ManifestPath, OutPath, Workdir
+from ser.cli import validation
+from ser.cli.options import Device, ManifestPath, OutPath, Threads, Workdir
 
 HELP = "Extract all hidden layers of a speech model (or fbank/mfcc) into cache/<corpus>/<model>.h5."
 EXAMPLES = (
@@ -18,7 +19,8 @@ EXAMPLES = (
     "  ser extract --model wavlm-base --device cuda\n\n"
     "  ser extract --model ./models/wavlm-large --layers 0,12-24 --max-seconds 20\n\n"
     "  ser extract --model wavlm-base --random-init   # real architecture, random weights\n\n"
-    "Interrupted runs resume: run the same command again."
+    "  torchrun --standalone --nproc-per-node 4 -m ser.cli extract --model wavlm-base --device cuda\n\n"
+    "Interrupted runs resume: run the same command again (with any number of torchrun processes)."
 )
 SKIPPED_ROWS_SHOWN = 20
 
@@ -37,23 +39,25 @@ def extract(
     manifest: ManifestPath = None,
     out: OutPath = None,
     device: Device = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto (fp16 autocast on GPU) | fp32 | fp16 | bf16.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto (fp16 autocast on GPU) | fp32 | fp16 | bf16.", callback=validation.precision)] = "auto",
     random_init: Annotated[bool, typer.Option("--random-init", help="Real architecture, random weights (benchmarks/tests).")] = False,
     allow_download: Annotated[bool, typer.Option("--allow-download", help="Allow fetching the model from the hub.")] = False,
-    max_seconds: Annotated[Optional[float], typer.Option("--max-seconds", help="Crop each utterance to this length.")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option("--max-seconds", help="Crop each utterance to this length.", callback=validation.positive_seconds)] = None,
     layers: Annotated[Optional[str], typer.Option("--layers", help="Keep only these hidden states, e.g. 0,4,8-12.")] = None,
-    batch_seconds: Annotated[Optional[float], typer.Option("--batch-seconds", help="Padded audio per forward pass (default 20 CPU / 200 GPU).")] = None,
+    batch_seconds: Annotated[Optional[float], typer.Option("--batch-seconds", help="Padded audio per forward pass (default 20 CPU / 200 GPU).", callback=validation.positive_seconds)] = None,
     on_error: Annotated[str, typer.Option("--on-error", help="skip (default: list them in <cache>.skipped.csv) | fail.")] = "skip",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing cache (kept until the new one is complete).")] = False,
     text: Annotated[bool, typer.Option("--text", help="Encode the manifest's transcripts with a text model instead.")] = False,
     threads: Threads = None,
 ) -> None:
+    from ser.features.distributed import is_follower_rank, require_single_process
     from ser.training.threads import use_threads
 
     use_threads(threads)
     if text:
         from ser.data.text_extraction import run_text_extraction
 
+        require_single_process("ser extract --text")
         result = run_text_extraction(workdir, model, manifest=manifest, out=out, random_init=random_init,
                                      allow_download=allow_download, device=device, overwrite=overwrite)
         print(f"text cache: {result.path} ({result.utterances} utterances encoded)")
@@ -65,6 +69,8 @@ def extract(
         allow_download=allow_download, max_seconds=max_seconds, layers=layers, batch_seconds=batch_seconds,
         on_error=on_error, overwrite=overwrite, show_progress=True,
     )
+    if is_follower_rank():
+        return  # under torchrun, rank 0 reports for every rank
     console = Console()
     if summary.skipped:
         table = Table(title=f"skipped {len(summary.skipped)} utterance(s)", show_header=True, header_style="bold")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,8 +18,13 @@ EXAMPLES = """Examples:
 
   ser folds --folds kfold --k 10 --seed 1     (speaker-dependent: for paper comparison only)
 
+  ser folds --import EmoBox/data/iemocap      (EmoBox's published folds; lists what does not match)
+  then: ser train --head shiftcnn --folds emobox:EmoBox/data/iemocap
+
 Schemes: session (leave-one-session-out), speaker (leave-one-speaker-out; --k N for N speaker
-groups), kfold (stratified random, speaker-dependent), split (the corpus's predefined split)."""
+groups), kfold (stratified random, speaker-dependent), split (the corpus's predefined split),
+emobox:DIR (EmoBox's fold_<k>/*.jsonl files: DIR is EmoBox's data/<corpus> or data/ folder)."""
+MISMATCHES_SHOWN = 10
 
 
 def folds(
@@ -31,6 +36,9 @@ def folds(
     dev: Annotated[
         str, typer.Option("--dev", help="Dev split: random (20% of training utterances) | speaker.")
     ] = "random",
+    import_dir: Annotated[
+        Optional[Path], typer.Option("--import", help="EmoBox folder (data/<corpus>): use its folds, list mismatches.")
+    ] = None,
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -41,10 +49,19 @@ def folds(
 
     path = Workspace(workdir).find_manifest(manifest)
     df = read_manifest(path)
-    scheme = folds or default_scheme(df)
-    summary = describe_folds(df, make_folds(df, scheme=folds, k=k, seed=seed, dev=dev))
     console = Console(width=max(100, Console().width))
-    console.print(f"{path}: {len(summary)} folds, scheme {scheme}, dev {dev}, seed {seed}")
+    if import_dir is not None:
+        from ser.data.emobox import emobox_folds
+
+        if folds is not None or k is not None:
+            raise typer.BadParameter("--import replaces --folds/--k", param_hint="--import")
+        protocol = emobox_folds(df, import_dir.resolve(), seed=seed, dev=dev)
+        scheme, fold_list = f"emobox:{protocol.source}", protocol.folds
+        _print_mismatches(console, protocol)
+    else:
+        scheme, fold_list = folds or default_scheme(df), make_folds(df, scheme=folds, k=k, seed=seed, dev=dev)
+    summary = describe_folds(df, fold_list)
+    console.print(f"{path}: {len(summary)} folds, scheme {scheme}, dev {dev}, seed {seed}", soft_wrap=True)
     if scheme in SPEAKER_DEPENDENT_SCHEMES:
         console.print("note: kfold is speaker-dependent (the same speakers train and test); use it only for comparison")
     table = Table(show_header=True, header_style="bold")
@@ -53,3 +70,15 @@ def folds(
     for row in summary.itertuples(index=False):
         table.add_row(*(str(value) for value in row))
     console.print(table)
+
+
+def _print_mismatches(console, protocol) -> None:
+    """EmoBox entries without a manifest row, and manifest rows no EmoBox fold tests."""
+    for what, ids in (("EmoBox entries match no usable manifest row", protocol.unmatched),
+                      ("usable manifest rows are in no EmoBox test fold", protocol.untested)):
+        if ids:
+            shown = ", ".join(ids[:MISMATCHES_SHOWN]) + (", …" if len(ids) > MISMATCHES_SHOWN else "")
+            console.print(f"mismatch: {len(ids)} {what}: {shown}", markup=False, soft_wrap=True)
+    if not protocol.unmatched and not protocol.untested:
+        console.print("every EmoBox entry matches a manifest row, and every manifest row is tested once")
+    console.print(f"train and sweep with: --folds emobox:{protocol.source}", soft_wrap=True)

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ser.cli import validation
+
 Workdir = Annotated[
     Path,
     typer.Option(
@@ -21,10 +23,11 @@ ManifestPath = Annotated[
     typer.Option("--manifest", help="Manifest CSV (default: the only one in <workdir>/manifests)."),
 ]
 OutPath = Annotated[Optional[Path], typer.Option("--out", help="Output path (default: workspace convention).")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same numbers on CPU.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same numbers on CPU.",
+                                    callback=validation.seed)]
 FoldScheme = Annotated[
     Optional[str],
-    typer.Option("--folds", help="Protocol: session | speaker | kfold | split (default: the corpus's own)."),
+    typer.Option("--folds", help="Protocol: session | speaker | kfold | split | emobox:DIR (EmoBox folds; default: the corpus's own)."),
 ]
 KFolds = Annotated[Optional[int], typer.Option("--k", help="Number of folds for --folds kfold.")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the head's paper recipe).")]
@@ -33,4 +36,17 @@ Threads = Annotated[
     Optional[int],
     typer.Option("--threads", min=1, help="CPU threads (default: the CPUs this process may use — affinity and "
                  "cgroup quota; OpenMP threads sleep rather than spin while they wait)."),
+]
+
+
+def _check_log(value: Optional[str]) -> Optional[str]:
+    if value is not None and value not in ("tensorboard", "mlflow"):
+        raise typer.BadParameter(f"{value!r} is not a tracker: choose tensorboard or mlflow")
+    return value
+
+
+TrackingLog = Annotated[
+    Optional[str],
+    typer.Option("--log", callback=_check_log,
+                 help="Record each fold's epochs, config and final metrics: tensorboard | mlflow (needs the tracking extra); off by default."),
 ]

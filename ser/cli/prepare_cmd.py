@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,10 +20,18 @@ EXAMPLES = """Examples:
 
   ser prepare emodb /data/emodb --workdir ./work
 
-  ser prepare csv /data/labels.csv --columns path=File,label=Emotion,speaker=Actor --out manifests/mine.csv
+  ser prepare csv /data/labels.csv --columns path=File,label=Emotion,speaker=Actor --name mine
+
+  ser prepare folder ./my-recordings --name clinic   (→ manifests/clinic.csv; ROOT may be relative)
 
 Files listed in a corpus's label table but missing (or empty) on disk are left out, counted
 and listed in <manifest>.missing.txt."""
+
+
+def _check_name(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        raise typer.BadParameter(f"{value!r} is not a corpus name: use letters, digits, '.', '_' or '-'")
+    return value
 
 
 def prepare(
@@ -30,6 +39,11 @@ def prepare(
     root: Annotated[Path, typer.Argument(help="Corpus folder (synthetic: where to generate it; csv: the table).")],
     workdir: Workdir = Path("."),
     out: OutPath = None,
+    name: Annotated[
+        Optional[str],
+        typer.Option("--name", help="Corpus name: manifests/<name>.csv and the corpus column (default: the "
+                     "recipe's, e.g. folder or csv).", callback=_check_name),
+    ] = None,
     classes: Annotated[
         Optional[str], typer.Option("--classes", help="Class set: 4 | 5 | all (iemocap, msp-*).")
     ] = None,
@@ -73,7 +87,7 @@ def prepare(
         "rater_noise": rater_noise,
         "rated_share": rated_share,
     }
-    result = prepare_corpus(recipe, root, out or Workspace(workdir).manifest_for(recipe.name), options)
+    result = prepare_corpus(recipe, root, out or Workspace(workdir).manifest_for(name or recipe.name), options, name)
     print_summary(result, Console())
 
 

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import Device, FoldScheme, KFolds, ManifestPath, OutPath, Workdir
+from ser.cli import validation
+from ser.cli.options import Device, FoldScheme, KFolds, ManifestPath, OutPath, TrackingLog, Workdir
 from ser.cli.train_cmd import LabelMap, TestManifest
 
 HELP = "Train a grid of heads/options × folds × seeds concurrently on one loaded cache (restartable)."
@@ -26,6 +27,18 @@ EXAMPLES = """Examples:
   ser sweep --head shiftcnn,cnn --seeds 0,1,2 --test-manifest manifests/emodb.csv --label-map happiness=happy
   (cross-corpus: one fold, runs under runs/<corpus>/<model>/sweep-x<test corpus>/)
 
+  ser sweep --search optuna --trials 30 --head shiftcnn,shiftlstm --lr 1e-5:1e-2 --epochs 10:50 --fold 1
+  (Optuna TPE samples the options instead of training every combination; chosen on dev only;
+  search.csv lists the trials. Needs the search extra.)
+
+  ser sweep --head shiftcnn --seeds 0,1,2 --log tensorboard   (then: tensorboard --logdir runs/)
+
+  ser sweep --grid grid.yaml --backend ray --address auto --gpus-per-run 0.25
+  (one Ray task per run × fold on a running Ray cluster; see docs/cluster.md)
+
+  ser sweep --grid grid.yaml --shard $((SLURM_ARRAY_TASK_ID + 1))/8   then   ser sweep --grid grid.yaml --collect
+  (8 array jobs train disjoint shares; --collect writes sweep.csv from their run directories)
+
 Every option takes several values (comma-separated or repeated); the sweep trains every
 combination. A grid file (.yaml/.toml) uses the same names (head, shift_proportion, seeds, fold,
 head_options: {...}); command-line values replace the file's. Runs go to
@@ -33,9 +46,9 @@ head_options: {...}); command-line values replace the file's. Runs go to
 run × fold and sweep_summary.csv the mean ± std per configuration. Rerun the same command after
 an interruption: finished runs are skipped, interrupted ones resume. Then: ser report <sweep dir>."""
 
-def _values(flag: str, text: str):
+def _values(flag: str, text: str, callback=None):
     """A repeatable option whose values may also be comma-separated (each value one grid axis point)."""
-    return Annotated[Optional[list[str]], typer.Option(flag, help=text)]
+    return Annotated[Optional[list[str]], typer.Option(flag, help=text, callback=callback)]
 
 
 Heads = _values("--head", "Head names, e.g. shiftcnn,shiftlstm (see `ser list heads`).")
@@ -43,9 +56,9 @@ Proportions = _values("--shift-proportion", "Shifted channels PER DIRECTION: 1/2
 Placements = _values("--shift-placement", "residual, tsm-residual, inplace, replacement, none.")
 Bidirectional = _values("--shift-bidirectional", "true,false.")
 Strides = _values("--shift-stride", "Frames per shift.")
-Seeds = _values("--seeds", "Training seeds, e.g. 0,1,2 (default 0).")
+Seeds = _values("--seeds", "Training seeds, e.g. 0,1,2 (default 0).", validation.seeds)
 EpochValues = _values("--epochs", "Training epochs (default: each head's paper recipe).")
-Rates = _values("--lr", "Peak learning rates (default: recipe).")
+Rates = _values("--lr", "Peak learning rates (default: recipe).", validation.learning_rates)
 BatchSizes = _values("--batch-size", "Batch sizes (default: recipe).")
 Standardize = _values("--standardize", "true,false: z-score features with each fold's training statistics.")
 HeadOptions = _values("--head-option", "key=v1,v2 for any other head option (repeatable).")
@@ -60,6 +73,41 @@ BatchRuns = Annotated[str, typer.Option("--batch-runs", help="on: runs of one he
 DevSplit = Annotated[str, typer.Option("--dev", help="Dev split: random | speaker.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", help="Cache layers, e.g. 0,4,8-12 (default all).")]
 Task = Annotated[str, typer.Option("--task", help="What to learn: categorical (the manifest's label).")]
+Search = Annotated[Optional[str], typer.Option("--search", help="optuna: sample the options (low:high ranges "
+                                               "allowed) instead of the full grid.")]
+Trials = Annotated[Optional[int], typer.Option("--trials", min=1, help="Configurations --search trains (default 20).")]
+SearchSeed = Annotated[int, typer.Option("--search-seed", help="Seed of the --search sampler (reruns replay it).")]
+Backend = Annotated[str, typer.Option("--backend", help="local (processes on this machine) | ray (tasks on a Ray cluster).")]
+Address = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join, e.g. auto (default: start Ray here).")]
+GpusPerRun = Annotated[float, typer.Option("--gpus-per-run", help="Ray: GPUs per run; fractions share a GPU (0: CPU).")]
+ShardOption = Annotated[Optional[str], typer.Option("--shard", help="I/N: train only the I-th of N disjoint shares (array jobs).")]
+Collect = Annotated[bool, typer.Option("--collect", help="Train nothing; write sweep.csv from the shares' run directories.")]
+
+
+def check_cluster_options(backend: str, address: str | None, gpus_per_run: float, jobs: int | None,
+                          device: str, shard: str | None, collect: bool):
+    """Option combinations that cannot work, refused before anything loads; returns the parsed shard."""
+    from ser.errors import UserInputError
+    from ser.studies.shards import parse_shard
+    from ser.studies.sweep import BACKENDS
+
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"{backend!r} is not one of {', '.join(BACKENDS)}", param_hint="--backend")
+    if backend != "ray" and (address is not None or gpus_per_run):
+        raise typer.BadParameter("--address and --gpus-per-run need --backend ray", param_hint="--backend")
+    if backend == "ray" and jobs is not None:
+        raise typer.BadParameter("Ray runs as many runs at once as the cluster has CPUs/GPUs for; "
+                                 "use --threads / --gpus-per-run", param_hint="--jobs")
+    if backend == "ray" and device not in ("auto", "cpu"):
+        raise typer.BadParameter("with --backend ray each run's device follows --gpus-per-run", param_hint="--device")
+    if gpus_per_run < 0:
+        raise typer.BadParameter("must be 0 or more", param_hint="--gpus-per-run")
+    if collect and shard is not None:
+        raise typer.BadParameter("--collect merges every share; run it without --shard", param_hint="--collect")
+    try:
+        return parse_shard(shard) if shard is not None else None
+    except UserInputError as error:
+        raise typer.BadParameter(f"{error.message} ({error.hint})", param_hint="--shard") from None
 
 
 def sweep(
@@ -91,11 +139,22 @@ def sweep(
     task: Task = "categorical",
     test_manifest: TestManifest = None,
     label_map: LabelMap = None,
+    log: TrackingLog = None,
+    search: Search = None,
+    trials: Trials = None,
+    search_seed: SearchSeed = 0,
+    backend: Backend = "local",
+    address: Address = None,
+    gpus_per_run: GpusPerRun = 0.0,
+    shard: ShardOption = None,
+    collect: Collect = False,
 ) -> None:
-    from ser.cli.train_cmd import parse_label_map, parse_layers
-    from ser.studies.grid import build_grid
+    from ser.cli.train_cmd import parse_label_map, parse_layers, warn_schedule
+    from ser.studies.grid import HEAD_OPTION_PREFIX, build_grid
     from ser.studies.sweep import SweepSettings, run_sweep
+    from ser.training.recipes import recipe_for
 
+    share = check_cluster_options(backend, address, gpus_per_run, jobs, device, shard, collect)
     axes = {
         "head": head, "shift_proportion": shift_proportion, "shift_placement": shift_placement,
         "shift_bidirectional": shift_bidirectional, "shift_stride": shift_stride, "seed": seeds, "epochs": epochs,
@@ -103,32 +162,92 @@ def sweep(
     }
     if batch_runs not in ("on", "off"):
         raise typer.BadParameter("use on or off", param_hint="--batch-runs")
-    plan = build_grid(grid, {name: values or [] for name, values in axes.items()}, head_option or [], fold)
+    if search is not None and (backend != "local" or share is not None or collect):
+        raise typer.BadParameter("--search runs its trials one after another on this machine", param_hint="--search")
+    if search not in (None, "optuna"):
+        raise typer.BadParameter(f"{search!r} is not a search: choose optuna", param_hint="--search")
+    if trials is not None and search is None:
+        raise typer.BadParameter("--trials needs --search optuna", param_hint="--trials")
+    ranged = [name for name, values in axes.items() if search is None and any(":" in v for v in values or [])]
+    if ranged:
+        raise typer.BadParameter("low:high ranges need --search optuna", param_hint=f"--{ranged[0].replace('_', '-')}")
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
         batch_runs=batch_runs == "on",
         folds=folds, k=k, dev=dev, layers=parse_layers(layers) if layers else None, task=task,
-        test_manifest=test_manifest, label_map=parse_label_map(label_map),
+        test_manifest=test_manifest, label_map=parse_label_map(label_map), log=log, backend=backend,
+        address=address, gpus_per_run=gpus_per_run, shard=share,
     )
+    if search is not None:
+        from ser.studies.search import run_search
+
+        print_search(run_search({name: values or [] for name, values in axes.items()}, head_option or [], fold,
+                                settings, grid, trials or 20, search_seed, search))
+        return
+    plan = build_grid(grid, {name: values or [] for name, values in axes.items()}, head_option or [], fold)
+    for name in {name for part in plan.parts for name in part if name.startswith(HEAD_OPTION_PREFIX)}:
+        for value in plan.values(name):
+            validation.head_option_value(name[len(HEAD_OPTION_PREFIX):], value)
+    for head_name, epoch_count in dict.fromkeys((p.get("head"), p.get("epochs")) for p in plan.points()):
+        if head_name is not None:
+            warn_schedule(recipe_for(head_name).with_overrides(epochs=epoch_count))
+    if collect:
+        from ser.studies.shards import collect_sweep
+
+        print_collected(collect_sweep(plan, settings))
+        return
     outcome = run_sweep(plan, settings)
-    print_outcome(outcome)
+    print_outcome(outcome, sharded=share is not None)
+    if outcome.planned and outcome.done + outcome.skipped == 0:
+        from ser.errors import TrainingError
+
+        raise TrainingError(f"every run of the sweep failed ({outcome.failed} failed, {outcome.diverged} diverged)",
+                            f"see error.txt in the run directories under {outcome.sweep_dir}")
 
 
-def print_outcome(outcome) -> None:
-    """Counts, timings, the per-configuration mean ± std table and where the files are."""
+def _console():
     from rich.console import Console
-    from rich.table import Table
 
-    console = Console(width=max(100, Console().width))
+    return Console(width=max(100, Console().width))
+
+
+def print_outcome(outcome, sharded: bool = False) -> None:
+    """Counts, timings, the per-configuration mean ± std table and where the files are."""
+    console = _console()
     seconds = outcome.seconds
+    where = "on Ray" if outcome.backend == "ray" else f"{outcome.jobs} jobs"
     console.print(
         f"sweep: {outcome.planned} run × fold: {outcome.done} trained, {outcome.skipped} already finished, "
-        f"{outcome.failed} failed — {outcome.jobs} jobs; seconds: start-up {seconds['startup']:.2f}, "
+        f"{outcome.failed} failed, {outcome.diverged} diverged — {where}; seconds: start-up {seconds['startup']:.2f}, "
         f"cache load {seconds['load']:.2f}, training phase {seconds['runs']:.2f} "
         f"(runs' own time summed: {seconds['train']:.2f}), wall {seconds['wall']:.2f}",
         markup=False, highlight=False, soft_wrap=True,
     )
-    summary = outcome.summary
+    print_summary(console, outcome.summary)
+    print(f"sweep table: {outcome.table_path}")
+    print(f"summary: {outcome.summary_path}")
+    if sharded:
+        print("next, once every share is done: the same command with --collect instead of --shard")
+    else:
+        print(f"next: ser report {outcome.sweep_dir}")
+
+
+def print_collected(collected) -> None:
+    """What --collect found, the table over every share, and the runs still missing."""
+    console = _console()
+    console.print(f"collected: {collected.planned} run × fold: {collected.done} done, {collected.failed} failed, "
+                  f"{collected.pending} not run yet", markup=False, highlight=False, soft_wrap=True)
+    print_summary(console, collected.summary)
+    if collected.pending:
+        print("rerun the shares that did not finish (same --shard I/N), then --collect again")
+    print(f"sweep table: {collected.table_path}")
+    print(f"summary: {collected.summary_path}")
+
+
+def print_summary(console, summary) -> None:
+    """The per-configuration mean ± std table."""
+    from rich.table import Table
+
     if not summary.empty:
         metrics = [m for m in ("ua", "wa", "macro_f1", "ccc_mean") if f"{m}_mean" in summary.columns]
         table = Table(title="test metrics at the dev-selected epoch (mean ± std over folds and seeds)")
@@ -138,6 +257,14 @@ def print_outcome(outcome) -> None:
             cells = [f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}" for m in metrics]
             table.add_row(str(row["config"]), str(row["n"]), *cells)
         console.print(table)
+
+
+def print_search(outcome) -> None:
+    """The trials (sampled values and dev score), the best one, and where the files are."""
+    console = _console()
+    console.print(outcome.trials.to_string(index=False), markup=False, highlight=False)
+    if outcome.best is not None:
+        console.print(f"best on dev: trial {outcome.best['trial']} {outcome.best['params']}", markup=False)
     print(f"sweep table: {outcome.table_path}")
-    print(f"summary: {outcome.summary_path}")
+    print(f"trials: {outcome.search_path.with_name('search.csv')}")
     print(f"next: ser report {outcome.sweep_dir}")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, Threads, Workdir
+from ser.cli import validation
+from ser.cli.options import (Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, Threads, TrackingLog,
+                             Workdir)
 from ser.errors import UserInputError
 from ser.features.layer_spec import read_layer_spec
 
@@ -19,6 +22,8 @@ EXAMPLES = """Examples:
 
   ser train --head shiftcnn --fold 1 --model wavlm-base --epochs 30 --seed 1
 
+  ser train --head shiftcnn --fold none   (every labelled utterance; runs/…/<run>-full/full/, no test metrics)
+
   ser train --head shiftlstm --shift-proportion 1/8 --shift-placement inplace --layers 8-12
 
   ser train --head shiftcnn --standardize --epochs 15   (fbank/mfcc caches)
@@ -26,6 +31,8 @@ EXAMPLES = """Examples:
   ser train --head cnn --head-option num_blocks=3 --head-option kernel_size=5 --run-name cnn3
 
   ser train --head shiftcnn --task dimensional   (arousal/valence/dominance, 1 − CCC loss)
+
+  ser train --head shiftcnn --log tensorboard   (then: tensorboard --logdir runs/)
 
   ser train --teacher --text-model bert-base --task dimensional   (after `ser extract --text --model bert-base`)
 
@@ -36,6 +43,13 @@ EXAMPLES = """Examples:
 Results go to <workdir>/runs/<corpus>/<model>/<run-name>/fold<K>/ (metrics.json, history.csv,
 predictions.csv, layer_weights.json, model.pt); --fold all adds summary.json (mean ± std).
 Rerunning the same command resumes an interrupted run and skips finished folds."""
+
+
+def warn_schedule(recipe) -> None:
+    """Print the recipe's schedule warning (e.g. --epochs inside the warm-up) to stderr."""
+    message = recipe.schedule_warning()
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def parse_layers(text: str) -> list[int]:
@@ -56,6 +70,7 @@ def parse_head_options(texts: list[str]) -> dict:
         if not sep or not key.strip():
             raise UserInputError(f"bad --head-option {text!r}", "write it as key=value, e.g. num_blocks=3")
         options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+        validation.head_option_value(key.strip().replace("-", "_"), options[key.strip().replace("-", "_")])
     return options
 
 
@@ -87,14 +102,15 @@ def train(
     head: Annotated[
         Optional[str], typer.Option("--head", help="Head name (see `ser list heads`); with --teacher: multimodal.")
     ] = None,
-    fold: Annotated[str, typer.Option("--fold", help="all, a fold number K (as in fold<K>, from 1) or a fold name.")] = "all",
+    fold: Annotated[str, typer.Option("--fold", help="all, a fold number K (as in fold<K>, from 1), a fold name, or none "
+                                        "(train on every labelled utterance, dev for the epoch, no test: the model to deploy).")] = "all",
     model: Annotated[Optional[str], typer.Option("--model", help="Cache model (default: the only cache).")] = None,
     workdir: Workdir = Path("."),
     manifest: ManifestPath = None,
     seed: Seed = 0,
     epochs: Epochs = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default: recipe).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: recipe).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: recipe).", callback=validation.learning_rate)] = None,
     device: Device = "auto",
     folds: FoldScheme = None,
     k: KFolds = None,
@@ -135,6 +151,7 @@ def train(
     label_map: LabelMap = None,
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
     out: OutPath = None,
+    log: TrackingLog = None,
     threads: Threads = None,
 ) -> None:
     from ser.training.config import TrainConfig
@@ -148,6 +165,8 @@ def train(
         raise UserInputError("--text-model is only used by --teacher", "add --teacher, or drop --text-model")
     if teacher and stream:
         raise UserInputError("--stream is not available with --teacher", "the teacher keeps both caches in memory")
+    if teacher and log is not None:
+        raise UserInputError("--log is not available with --teacher yet", "track plain `ser train` or `ser sweep` runs")
     if teacher and test_manifest is not None:
         raise UserInputError("--test-manifest is not available with --teacher")
     if head is None and not teacher:
@@ -167,6 +186,7 @@ def train(
         standardize=standardize, test_manifest=None if test_manifest is None else str(test_manifest),
         label_map=parse_label_map(label_map),
     )
+    warn_schedule(config.recipe)
     with _progress_bar() as progress:
         if teacher:
             run_dir, results = run_teacher_training(
@@ -176,18 +196,23 @@ def train(
         else:
             run_dir, results = run_training(
                 workdir, config, fold, manifest=manifest, model=model, out=out, run_name=run_name, device=device,
-                stream=stream, progress=progress,
+                stream=stream, progress=progress, log=log,
             )
     print_results(results)
     print(f"run directory: {run_dir}")
 
 
+PLAIN_PROGRESS_SECONDS = 10.0
+
+
 class _progress_bar:
-    """A rich progress bar over epochs when stdout is a terminal; silent otherwise."""
+    """A rich progress bar over epochs when stdout is a terminal; otherwise (a log file, a pipe, a
+    batch job) one plain line per epoch, at most one every 10 s besides each fold's last epoch."""
 
     def __enter__(self):
         if not sys.stdout.isatty():
-            return None
+            self.last_line = -float("inf")
+            return self.plain_line
         from rich.progress import Progress
 
         self.bar = Progress(*Progress.get_default_columns(), "{task.fields[status]}", transient=True)
@@ -201,17 +226,31 @@ class _progress_bar:
         scores = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k.startswith("dev_") and k != "dev_loss")
         self.bar.update(self.tasks[fold], completed=epoch, status=scores)
 
+    def plain_line(self, fold: str, epoch: int, total: int, row: dict) -> None:
+        now = time.monotonic()
+        if now - self.last_line < PLAIN_PROGRESS_SECONDS and epoch < total:
+            return
+        self.last_line = now
+        scores = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k == "train_loss" or
+                           (k.startswith("dev_") and k != "dev_loss"))
+        print(f"fold {fold}  epoch {epoch}/{total}  {scores}  ({row.get('seconds', 0.0):.1f} s/epoch)", flush=True)
+
     def __exit__(self, *exc) -> None:
         if hasattr(self, "bar"):
             self.bar.__exit__(*exc)
 
 
 def print_results(results: dict[str, dict]) -> None:
-    """A table of the per-fold test metrics (at the dev-selected epoch) and their mean ± std."""
+    """A table of the per-fold test metrics (at the dev-selected epoch) and their mean ± sample std."""
     import numpy as np
     from rich.console import Console
     from rich.table import Table
 
+    if all(metrics["test"] is None for metrics in results.values()):  # --fold none
+        for fold, metrics in results.items():
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics["dev"].items() if isinstance(v, float))
+            print(f"{fold}: no test set; dev at the selected epoch {metrics['best_epoch']}: {scores}")
+        return
     first = next(iter(results.values()))["test"]
     names = [name for name, value in first.items() if isinstance(value, (int, float))]
     table = Table(title="test metrics at the dev-selected epoch", header_style="bold")
@@ -221,5 +260,5 @@ def print_results(results: dict[str, dict]) -> None:
         table.add_row(fold, str(metrics["best_epoch"]), *(f"{metrics['test'][name]:.4f}" for name in names))
     if len(results) > 1:
         values = {name: np.array([m["test"][name] for m in results.values()]) for name in names}
-        table.add_row("mean ± std", "", *(f"{values[n].mean():.4f} ± {values[n].std():.4f}" for n in names))
+        table.add_row("mean ± std", "", *(f"{values[n].mean():.4f} ± {values[n].std(ddof=1):.4f}" for n in names))
     Console(width=max(100, Console().width)).print(table)

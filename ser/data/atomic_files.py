@@ -8,18 +8,22 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from ser.errors import write_failure
+
 
 def write_via_temporary(path: Path, write: Callable[[Path], object]) -> None:
     """Call write(temporary) beside `path`, then os.replace it onto `path`; a failed write leaves
     neither a half file nor the temporary behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: writers never collide
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno:  # disk full, read-only, a folder in the way, …
+            raise write_failure(path, error) from None
         raise
 
 
@@ -33,3 +37,12 @@ def write_json(path: Path, data: dict | list) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def read_json_or_none(path: Path) -> dict | None:
+    """A JSON object from `path`, or None when the file is missing, empty, truncated or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,7 +1,8 @@
 """`ser extract` glue: workspace + manifest → utterance records → `features.extract`.
 
 An existing cache (or unfinished run) of another model or of a different manifest is refused
-before the model is loaded, so the mistake costs nothing.
+before the model is loaded, so the mistake costs nothing. Under torchrun every rank runs this
+with the same arguments and extracts its share (features/distributed.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from ser.data.manifest import manifest_sha256, read_manifest, utterance_records
 from ser.data.workspace import Workspace
 from ser.features.backbones import load_backbone, resolve_source
 from ser.features.cache_writer import existing_cache_is_complete
+from ser.features.distributed import join_extraction_group, leader_holds_output, local_device
 from ser.features.extract import ExtractionSummary, cache_identity, extract, parse_layers
 
 
@@ -40,11 +42,18 @@ def extract_corpus(
     out = Path(out) if out is not None else workspace.cache_path(workspace.corpus_of(manifest_path), model)
     early = cache_identity(resolve_source(model), random_init, None, max_seconds, digest)
     existing_cache_is_complete(out, early, overwrite)  # refuses a mismatching cache before loading anything
-    backbone = load_backbone(
-        model, random_init=random_init, allow_download=allow_download, device=device, precision=precision
-    )
-    return extract(
-        utterance_records(df, manifest_path), backbone, out,
-        manifest_sha256=digest, layers=parse_layers(layers, backbone.num_layers), max_seconds=max_seconds,
-        batch_seconds=batch_seconds, on_error=on_error, overwrite=overwrite, show_progress=show_progress,
-    )
+    device = local_device(device)  # cuda:<LOCAL_RANK> for each rank of a torchrun launch
+    group = join_extraction_group(device)
+    try:
+        with leader_holds_output(group, out):  # before loading the model: a second run on `out` fails at once
+            backbone = load_backbone(
+                model, random_init=random_init, allow_download=allow_download, device=device, precision=precision
+            )
+            return extract(
+                utterance_records(df, manifest_path), backbone, out,
+                manifest_sha256=digest, layers=parse_layers(layers, backbone.num_layers), max_seconds=max_seconds,
+                batch_seconds=batch_seconds, on_error=on_error, overwrite=overwrite,
+                show_progress=show_progress and group.is_leader, group=group,
+            )
+    finally:
+        group.close()

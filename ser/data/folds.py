@@ -2,7 +2,8 @@
 
 Schemes: `session` (leave-one-session-out), `speaker` (leave-one-speaker-out, or k speaker-disjoint
 groups), `kfold` (stratified random k-fold: speaker-DEPENDENT, only for comparison with papers
-that use it), `split` (the corpus's predefined train/dev/test). Dev is a seeded, stratified 20% of
+that use it), `split` (the corpus's predefined train/dev/test), `emobox:DIR` (EmoBox's published
+folds, emobox.py). Dev is a seeded, stratified 20% of
 each fold's training part (`dev="random"`) or whole held-out training speakers (`dev="speaker"`).
 """
 
@@ -21,6 +22,8 @@ SPEAKER_DEPENDENT_SCHEMES = ("kfold",)
 DEV_MODES = ("random", "speaker")
 DEFAULT_KFOLD_K = 10  # TIM-Net's protocol
 DEV_SPLIT_VALUES = ("dev",)
+EMOBOX_PREFIX = "emobox:"  # --folds emobox:DIR
+FULL_FOLD = "full"  # `--fold none`: every labelled utterance trains (dev held out), no test
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,12 @@ def make_folds(
         raise UserInputError(f"unknown --dev {dev!r}", "choose random or speaker")
     if not 0 < dev_fraction < 1:
         raise UserInputError(f"dev fraction {dev_fraction} is not between 0 and 1")
+    if scheme is not None and scheme.startswith(EMOBOX_PREFIX):
+        if k is not None:
+            raise UserInputError("--k does not apply to EmoBox folds", "EmoBox fixes the number of folds")
+        from ser.data.emobox import emobox_folds
+
+        return emobox_folds(df, scheme[len(EMOBOX_PREFIX):], seed, dev, dev_fraction, label_column).folds
     if scheme is None:
         scheme, default_k = _protocol(df)
         k = default_k if k is None else k
@@ -202,6 +211,16 @@ def make_folds(
     for fold in folds:
         check_fold(fold, rows, scheme)
     return folds
+
+
+def full_data_fold(
+    df: pd.DataFrame, seed: int = 0, dev: str = "random", dev_fraction: float = 0.2, label_column: str | None = "label"
+) -> Fold:
+    """The model one deploys: train on every usable row except a seeded dev share (for epoch
+    selection), with no test set. Named `full`."""
+    rows = usable_rows(df, label_column)
+    train_ids, dev_ids = _dev_split(rows, dev, seed, dev_fraction, label_column, FULL_FOLD)
+    return Fold(FULL_FOLD, train_ids, dev_ids, [])
 
 
 def apply_label_map(df: pd.DataFrame, label_map: dict[str, str | None], label_column: str = "label") -> pd.DataFrame:

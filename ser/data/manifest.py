@@ -119,11 +119,20 @@ def _relative(file: str, folder: Path) -> str:
         return file
 
 
+def absolute_path(path: str | Path) -> str:
+    """`path` resolved; a symlink loop (which `resolve` refuses) is kept as its absolute path, so
+    the file is reported as unreadable later like any other bad audio, instead of aborting."""
+    try:
+        return str(Path(path).resolve())
+    except (RuntimeError, OSError):
+        return os.path.abspath(path)
+
+
 def resolve_path(file: str, manifest_path: str | Path) -> str:
     """The absolute path of a manifest `path` entry (relative entries are relative to the manifest)."""
     if os.path.isabs(file):
         return file
-    return str((Path(manifest_path).resolve().parent / file).resolve())
+    return absolute_path(Path(manifest_path).resolve().parent / file)
 
 
 def _time_text(value: object) -> str:

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ser.errors import UserInputError
+from ser.errors import CacheError, UserInputError
+from ser.features.cache import read_attrs
 
 
 def default_workdir() -> Path:
@@ -24,6 +25,21 @@ def model_slug(model: str) -> str:
     if os.sep in name and Path(name).exists():
         name = Path(name).name
     return re.sub(r"[^A-Za-z0-9._-]+", "--", name)
+
+
+def check_cache_model(cache: Path) -> None:
+    """Refuse a cache whose recorded model is not the one its file name says (an mfcc cache copied
+    to fbank.h5 would train, and be labelled, as fbank)."""
+    attrs = read_attrs(cache)
+    recorded = [str(attrs.get(key) or "").removeprefix("ser:") for key in ("model", "source")]
+    names = {model_slug(name) for name in recorded if name} | {
+        model_slug(Path(name.rstrip("/")).name) for name in recorded if name}
+    if cache.stem not in names:
+        raise CacheError(
+            f"{cache} holds features of model {attrs.get('model')!r} ({attrs.get('source')}), not {cache.stem!r}",
+            f"move it to {cache.parent / (model_slug(str(attrs.get('model'))) + '.h5')}, or run "
+            f"`ser extract --model {cache.stem} --overwrite`",
+        )
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,7 @@ class Workspace:
         manifest_path = self.find_manifest(manifest)
         corpus = self.corpus_of(manifest_path)
         cache = self.find_cache(corpus, model)
+        check_cache_model(cache)
         return TrainingInputs(manifest_path, corpus, cache, model or cache.stem)
 
     def runs_root(self, corpus: str, model: str) -> Path:

@@ -53,6 +53,9 @@ def _segment_frames(record: UtteranceRecord, sample_rate: int, total_frames: int
 
 def _open_info(record: UtteranceRecord) -> sf._SoundFileInfo:
     if not os.path.isfile(record.path):
+        if os.path.islink(record.path):  # a loop, or a link to nothing
+            raise AudioError(record.id, f"cannot read {record.path}: a symbolic link that loops or points nowhere",
+                             "fix the link")
         raise AudioError(record.id, f"file not found: {record.path}", "check the path in the manifest")
     try:
         return sf.info(record.path)

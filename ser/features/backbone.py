@@ -21,6 +21,7 @@ class Backbone(ABC):
     """
 
     sample_rate = SAMPLE_RATE
+    functional_names: tuple[str, ...] = ()  # utterance-level features, when `utterance_functionals` gives some
 
     def __init__(
         self,
@@ -57,6 +58,11 @@ class Backbone(ABC):
 
         `full_precision=True` disables GPU autocast (used to redo an utterance that overflowed).
         """
+
+    def utterance_functionals(self, wave: np.ndarray) -> np.ndarray | None:
+        """Utterance-level features of one wave, (F,) float32, stored beside the pooled statistics;
+        None for backbones that have none (every neural model)."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, layers={self.num_layers}, dim={self.dim}, {self.batching})"

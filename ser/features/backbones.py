@@ -74,8 +74,21 @@ def _frontend(name: str, help: str) -> None:
     BACKBONES.register(name, help=help)(BackboneSpec("frontend", build_frontend=build))
 
 
-_frontend("fbank", "80 log-mel filterbanks, 25 ms / 10 ms, 1 layer (no weights)")
+_frontend("fbank", "80 log-mel filterbanks (transformers-style log-mel, not Kaldi fbank), 25 ms / 10 ms, 1 layer")
 _frontend("mfcc", "39 MFCCs with TIM-Net's window/hop, 1 layer (no weights)")
+
+
+def _opensmile(name: str, help: str) -> None:
+    def build(alias: str):
+        from ser.features.opensmile_backbone import OpenSmileBackbone
+
+        return OpenSmileBackbone(alias)
+
+    BACKBONES.register(name, help=help)(BackboneSpec("frontend", build_frontend=build))
+
+
+_opensmile("egemaps", "openSMILE eGeMAPS v02: 25 LLDs / 10 ms, 1 layer; 88 functionals (needs ser[opensmile])")
+_opensmile("compare", "openSMILE ComParE 2016: 65 LLDs / 10 ms, 1 layer; 6373 functionals (needs ser[opensmile])")
 
 
 def resolve_source(name_or_path: str) -> str:

@@ -5,8 +5,10 @@ Layout of `<corpus>/<model>.h5`:
                          transformers_version, sample_rate, frame_rate, num_layers, dim, dtype,
                          manifest_sha256, complete, layers, max_seconds, …
     ids      (N,)        utterance ids, str, in manifest order
+    fingerprints (N,)    "<size>:<mtime_ns>:<hash of the first and last decoded second>" of each source
     lengths  (N,)        frames per utterance, int64
     pooled   (N, L, 2, D) float32 per-layer mean and std over time
+    functionals (N, F), functional_names (F,)   utterance-level features (openSMILE caches only)
     features/<key>       (L, T, D) float16 (float32 for an utterance that overflows fp16), contiguous
     skipped/ids, skipped/reasons   utterances that could not be extracted, and why
 `<key>` is the id percent-encoded (ids may contain '/').
@@ -47,13 +49,26 @@ def _attr(value):
     return value
 
 
+def _cause(error: BaseException) -> str:
+    """The first line of an h5py error, without its low-level details."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text.split(" (", 1)[0][:200]
+
+
+def damaged(path: Path, what: str, error: BaseException) -> CacheError:
+    """One line for a cache that cannot be read: which part, and that --overwrite redoes it."""
+    return CacheError(f"{path} is damaged: {what} cannot be read ({_cause(error)})",
+                      "re-extract it with the same `ser extract` command plus --overwrite")
+
+
 def read_attrs(path: Path) -> dict:
     """Root attributes of a cache file (raises CacheError if it is not one)."""
     try:
         with h5py.File(path, "r") as f:
             attrs = {key: _attr(value) for key, value in f.attrs.items()}
-    except OSError as error:
-        raise CacheError(f"{path} is not a readable HDF5 file: {error}", "delete it and run `ser extract` again") from None
+    except (OSError, RuntimeError, KeyError, ValueError) as error:
+        raise CacheError(f"{path} is not a readable HDF5 file ({_cause(error)})",
+                         "delete it and run `ser extract` again") from None
     if attrs.get("format") != FORMAT:
         raise CacheError(f"{path} is not a ser feature cache", "point at a file written by `ser extract`")
     return attrs
@@ -77,15 +92,30 @@ class CacheReader:
             )
         if not self.attrs.get("complete"):
             raise CacheError(f"{self.path} is incomplete", "run the same `ser extract` command again to finish it")
-        with h5py.File(self.path, "r") as f:
-            self.ids = read_strings(f["ids"])
-            lengths = f["lengths"][()]
-            skipped = f.get("skipped")
-            self.skipped = dict(zip(read_strings(skipped["ids"]), read_strings(skipped["reasons"]))) if skipped else {}
+        try:
+            with h5py.File(self.path, "r") as f:
+                self.ids = read_strings(f["ids"])
+                lengths = f["lengths"][()]
+                skipped = f.get("skipped")
+                self.skipped = dict(zip(read_strings(skipped["ids"]), read_strings(skipped["reasons"]))) if skipped else {}
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise damaged(self.path, "its index (ids, lengths, skipped)", error) from None
+        if len(lengths) != len(self.ids):
+            raise damaged(self.path, "its index (ids, lengths, skipped)", ValueError("ids and lengths differ in length"))
         self.lengths = {utt: int(n) for utt, n in zip(self.ids, lengths)}
         self._row = {utt: row for row, utt in enumerate(self.ids)}
         self._file: h5py.File | None = None
         self._pid: int | None = None
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        """Id → fingerprint of its source audio when extracted ({} for caches made before them)."""
+        try:
+            group = self._h5()
+            prints = read_strings(group["fingerprints"]) if "fingerprints" in group else []
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise damaged(self.path, "its source fingerprints", error) from None
+        return dict(zip(self.ids, prints))
 
     @property
     def num_layers(self) -> int:
@@ -119,23 +149,57 @@ class CacheReader:
             raise CacheError(f"layers {bad} are out of range: the cache holds {self.num_layers} layers")
         return index
 
+    def _features(self, utt_id: str, layers: list[int] | None = None) -> np.ndarray:
+        """The stored block (L', T, D) of one utterance; CacheError naming it if it cannot be read
+        (a Fletcher-32 checksum mismatch included)."""
+        try:
+            dataset = self._h5()["features"][utterance_key(utt_id)]
+            if layers is None:
+                return dataset[()]
+            ordered = sorted(set(layers))
+            block = dataset[ordered]  # (L', T, D), h5py needs increasing indices
+            return block[[ordered.index(layer) for layer in layers]]
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise damaged(self.path, f"the features of utterance {utt_id!r}", error) from None
+
     def read(self, utt_id: str, layers=None) -> np.ndarray:
         """Features of one utterance as float32 (L, T, D)."""
         self._check_id(utt_id)
-        dataset = self._h5()["features"][utterance_key(utt_id)]
-        index = self._layer_index(layers)
-        if index is None:
-            return dataset[()].astype(np.float32, copy=False)
-        ordered = sorted(set(index))
-        block = dataset[ordered]  # (L', T, D), h5py needs increasing indices
-        return block[[ordered.index(layer) for layer in index]].astype(np.float32, copy=False)
+        return self._features(utt_id, self._layer_index(layers)).astype(np.float32, copy=False)
 
     def pooled(self, utt_id: str, layers=None) -> np.ndarray:
         """Per-layer mean and std over time: float32 (L, 2, D)."""
         self._check_id(utt_id)
-        stats = self._h5()["pooled"][self._row[utt_id]]  # (L, 2, D)
+        try:
+            stats = self._h5()["pooled"][self._row[utt_id]]  # (L, 2, D)
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise damaged(self.path, f"the pooled statistics of utterance {utt_id!r}", error) from None
         index = self._layer_index(layers)
         return stats if index is None else stats[index]
+
+    @property
+    def functional_names(self) -> list[str]:
+        """Names of the utterance-level functionals (empty for caches that hold none)."""
+        names = self._h5().get("functional_names")
+        return read_strings(names) if names is not None else []
+
+    def functionals(self, utt_id: str) -> np.ndarray:
+        """The utterance-level functionals of an openSMILE cache: float32 (F,)."""
+        self._check_id(utt_id)
+        if "functionals" not in self._h5():
+            raise CacheError(f"{self.path} holds no functionals ({self.attrs.get('model')} is not an openSMILE model)",
+                             "extract with --model egemaps or --model compare")
+        return self._h5()["functionals"][self._row[utt_id]]  # (F,)
+
+    def pooled_rows(self, ids, layer: int | None = None) -> np.ndarray:
+        """Pooled statistics of many utterances in one read: float32 (N, L, 2, D), or (N, 2, D) for
+        one `layer`. Never touches the frames."""
+        ids = list(ids)
+        for utt in ids:
+            self._check_id(utt)
+        stats = self._h5()["pooled"]
+        block = stats[()] if layer is None else stats[:, self._layer_index([layer])[0]]  # (N_all, L, 2, D) | (N_all, 2, D)
+        return block[[self._row[utt] for utt in ids]]
 
     def load_all(self, ids=None, layers=None, device="cpu"):
         """Every (or the given) utterance in one packed tensor (ΣT, L, D), float16 unless some
@@ -153,9 +217,8 @@ class CacheReader:
         offsets = np.concatenate([[0], np.cumsum(lengths)])  # (N+1,)
         dtype = torch.float32 if self.attrs.get("float32_utterances", 0) else torch.float16
         frames = torch.empty((int(offsets[-1]), num_layers, self.dim), dtype=dtype)  # (ΣT, L, D)
-        group = self._h5()["features"]
         for row, utt in enumerate(ids):
-            block = group[utterance_key(utt)][()]  # (L, T, D)
+            block = self._features(utt)  # (L, T, D)
             if index is not None:
                 block = block[index]
             frames[offsets[row] : offsets[row + 1]] = torch.from_numpy(block.transpose(1, 0, 2))  # (T, L, D)
@@ -172,6 +235,7 @@ class CacheReader:
             "total_frames": total_frames,
             "hours": total_frames / self.frame_rate / 3600.0,
             "file_bytes": self.path.stat().st_size,
+            **({"functionals": len(self.functional_names)} if self.functional_names else {}),
         }
 
     def close(self) -> None:

@@ -3,7 +3,8 @@ thread), resumable through `ShardedCacheWriter`.
 
 Problems with single utterances never stop the run with `on_error="skip"`: they are collected
 with their reasons (and written to `<cache>.skipped.csv`); with `on_error="fail"` the first one
-stops it after everything already finished has been stored.
+stops it after everything already finished has been stored. With a `group` of torchrun ranks
+(distributed.py) each rank runs its share of the batches and the leader merges.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from ser.features.backbone import Backbone
 from ser.features.batching import plan_batches
 from ser.features.cache import FORMAT_VERSION, CacheReader
 from ser.features.cache_writer import ShardedCacheWriter, UtteranceFeatures, existing_cache_is_complete
+from ser.features.distributed import SingleProcess, leader_holds_output
+from ser.features.fingerprint import changed_sources, fingerprint
 from ser.features.layer_spec import read_layer_spec
 from ser.features.progress import ExtractionProgress
 from ser.features.records import UtteranceRecord
@@ -111,7 +114,7 @@ class _BackgroundWriter:
         self.thread = threading.Thread(target=self._run, name="ser-cache-writer", daemon=True)
         self.thread.start()
 
-    def put(self, items: list[tuple[str, np.ndarray]]) -> None:
+    def put(self, items: list[tuple[str, np.ndarray, np.ndarray | None, str]]) -> None:
         if self.error is not None:
             raise self.error
         self.queue.put(items)
@@ -133,8 +136,8 @@ class _BackgroundWriter:
                 continue  # keep draining so the main thread never blocks
             try:
                 if items is not None:
-                    for utt_id, states in items:
-                        buffer.append(UtteranceFeatures.from_float32(utt_id, states))
+                    for utt_id, states, functionals, source_print in items:
+                        buffer.append(UtteranceFeatures.from_float32(utt_id, states, source_print, functionals))
                         size += buffer[-1].features.nbytes
                 due = time.monotonic() - last_flush >= self.flush_seconds or size >= FLUSH_BYTES
                 if buffer and (items is None or due):
@@ -144,6 +147,15 @@ class _BackgroundWriter:
                 self.error = error
             if items is None:
                 return
+
+
+def model_failure(utt_id: str, seconds: float, error: BaseException) -> AudioError:
+    """Why the model failed on one utterance; running out of memory says what to do about it."""
+    text = str(error)
+    if isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
+        return AudioError(utt_id, f"the model ran out of memory on this {seconds:.0f}-s clip: crop long clips "
+                                  "with --max-seconds (e.g. --max-seconds 30)")
+    return AudioError(utt_id, f"the model failed on it: {text.splitlines()[0] if text else type(error).__name__}")
 
 
 def _forward_checked(backbone: Backbone, loaded: list[tuple[UtteranceRecord, np.ndarray]]):
@@ -163,14 +175,14 @@ def _forward_checked(backbone: Backbone, loaded: list[tuple[UtteranceRecord, np.
     for group in groups:
         try:
             outputs = backbone.forward([wave for _, wave in group])
-        except (RuntimeError, ValueError) as error:
+        except (RuntimeError, ValueError, MemoryError) as error:
             if len(group) > 1:
                 for single in group:
                     more_results, more_failures = _forward_checked(backbone, [single])
                     results += more_results
                     failures += more_failures
                 continue
-            failures.append(AudioError(group[0][0].id, f"the model failed on it: {error}"))
+            failures.append(model_failure(group[0][0].id, len(group[0][1]) / SAMPLE_RATE, error))
             continue
         for (record, wave), states in zip(group, outputs):
             if not np.isfinite(states).all():
@@ -196,7 +208,18 @@ def write_skipped_csv(path: Path, records: Sequence[UtteranceRecord], skipped: d
     return path
 
 
-def extract(
+def extract(records: Sequence[UtteranceRecord], backbone: Backbone, out: str | Path, **options) -> ExtractionSummary:
+    """Extract every layer of every record into the HDF5 cache `out` (resuming unfinished work),
+    holding the exclusive lock on `out`: a second process writing the same output fails at once.
+
+    Options (see `_extract_holding_lock`): manifest_sha256, layers, max_seconds, batch_seconds,
+    on_error, overwrite, show_progress, flush_seconds, group (torchrun ranks: only the leader locks).
+    """
+    with leader_holds_output(options.get("group") or SingleProcess(), out):
+        return _extract_holding_lock(records, backbone, out, **options)
+
+
+def _extract_holding_lock(
     records: Sequence[UtteranceRecord],
     backbone: Backbone,
     out: str | Path,
@@ -209,13 +232,16 @@ def extract(
     overwrite: bool = False,
     show_progress: bool = False,
     flush_seconds: float = 10.0,
+    group: SingleProcess | None = None,
 ) -> ExtractionSummary:
-    """Extract every layer of every record into the HDF5 cache `out` (resuming unfinished work).
+    """The extraction itself; only the holder of `out`'s lock may call it.
 
     `layers`: indices of the backbone's hidden states to keep (default all). `batch_seconds`:
     padded audio per forward pass for batchable families (default 20 s on CPU, 200 s on GPU).
+    `group`: the torchrun ranks sharing the work (default: this process alone).
     """
     started = time.perf_counter()
+    group = group or SingleProcess()
     out = Path(out)
     if on_error not in ("skip", "fail"):
         raise UserInputError(f"--on-error must be skip or fail, not {on_error!r}")
@@ -228,10 +254,14 @@ def extract(
     layer_index = list(range(backbone.num_layers)) if layers is None else [int(layer) for layer in layers]
     identity = cache_identity(backbone.source, backbone.random_init, layer_index, max_seconds, manifest_sha256)
     skipped_csv_path = out.with_name(out.stem + ".skipped.csv")
+    rebuild_from = None  # a finished cache some of whose sources changed: reuse the rest of it
     if existing_cache_is_complete(out, identity, overwrite):
         with CacheReader(out) as cache:
-            return ExtractionSummary(out, 0, len(cache.ids), dict(cache.skipped), cache_bytes=out.stat().st_size,
-                                     skipped_csv=skipped_csv_path if cache.skipped else None, already_complete=True)
+            if not changed_sources([r for r in records if r.id in cache.lengths], cache.fingerprints, max_seconds):
+                return ExtractionSummary(out, 0, len(cache.ids), dict(cache.skipped), cache_bytes=out.stat().st_size,
+                                         skipped_csv=skipped_csv_path if cache.skipped else None,
+                                         already_complete=True)
+        rebuild_from = out
     import transformers
 
     attrs = dict(
@@ -240,8 +270,20 @@ def extract(
         dtype="float16", model_num_layers=backbone.num_layers, batching=backbone.batching,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = ShardedCacheWriter(out, attrs, overwrite=overwrite)
-    done = writer.done_ids()
+    def prepare_writer() -> ShardedCacheWriter:
+        made = ShardedCacheWriter(out, attrs, overwrite, group.shard_suffix)
+        if rebuild_from is not None and group.is_leader:
+            made.adopt(rebuild_from)
+        return made
+
+    writer = group.leader_first(prepare_writer)
+
+    def unchanged_done() -> set[str]:
+        stored = writer.done_fingerprints()
+        return set(stored) - set(changed_sources([r for r in records if r.id in stored], stored, max_seconds))
+
+    done = group.from_leader(unchanged_done)  # every rank plans from the same finished set
+    written: set[str] = set()  # extracted by this rank in this call
     skipped: dict[str, str] = {}
 
     def failed(error: AudioError) -> None:
@@ -262,6 +304,8 @@ def extract(
         batch for batch in plan_batches(planned, backbone.batching, int(batch_seconds * SAMPLE_RATE))
         if any(record.id not in done for record in batch)
     ]
+    samples = {record.id: num_samples for record, num_samples in planned}
+    batches = [batches[i] for i in group.share([len(b) * max(samples[r.id] for r in b) for b in batches])]
     todo = sum(record.id not in done for batch in batches for record in batch)
     decoded: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     stop = threading.Event()
@@ -276,8 +320,12 @@ def extract(
                     raise item
                 loaded, read_failures = item
                 results, model_failures = _forward_checked(backbone, loaded)
-                new = [(record.id, states[layer_index]) for record, _, states in results if record.id not in done]
+                waves = {record.id: wave for record, wave in loaded}
+                new = [(record.id, states[layer_index], backbone.utterance_functionals(waves[record.id]),
+                        fingerprint(record, waves[record.id]))
+                       for record, _, states in results if record.id not in done]
                 background.put(new)
+                written.update(item[0] for item in new)
                 seconds = sum(seconds for record, seconds, _ in results if record.id not in done)
                 extracted, audio_seconds = extracted + len(new), audio_seconds + seconds
                 progress.advance(len(new) + len(read_failures) + len(model_failures), seconds)
@@ -286,14 +334,21 @@ def extract(
     finally:
         stop.set()
         background.close()  # everything finished so far is stored, even when stopping on an error
-    finished = done | writer.done_ids()
+    # every rank reports what it stored; gathering waits until every rank is done
+    reports = group.gather((skipped, extracted, audio_seconds, written))
+    skipped = {utt: reason for report in reports for utt, reason in report[0].items()}
+    extracted, audio_seconds = sum(report[1] for report in reports), sum(report[2] for report in reports)
+    finished = done.union(*(report[3] for report in reports))
     skipped = {utt: reason for utt, reason in skipped.items() if utt not in finished}
-    skipped_csv = write_skipped_csv(skipped_csv_path, records, skipped)
+    skipped_csv = group.from_leader(lambda: write_skipped_csv(skipped_csv_path, records, skipped))
     order = [record.id for record in records if record.id in finished]
     if not order:
         first = next(iter(skipped.items()), ("", "nothing to extract"))
         raise CacheError(f"no utterance could be extracted (e.g. {first[0]}: {first[1]})", f"see {skipped_csv}")
-    writer.finish(order, skipped, {"num_utterances": len(order), "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    if group.is_leader:
+        writer.finish(order, skipped, {"num_utterances": len(order), "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                      functional_names=backbone.functional_names)
+    group.barrier()  # the other ranks return once the merged cache exists
     return ExtractionSummary(
         out, extracted, len(order) - extracted, skipped, audio_seconds, time.perf_counter() - started,
         out.stat().st_size, skipped_csv,

@@ -1,7 +1,9 @@
 """Weight-free frontends: log-mel filterbanks and MFCCs, stored as a one-layer cache.
 
-- `fbank`: 80 log-mel bands (natural log), 25 ms Hann window, 10 ms hop, 512-point FFT, Kaldi
-  mel scale 20 Hz–8 kHz, no centring (frames = 1 + (n − 400) // 160): 100 frames per second.
+- `fbank`: 80 log-mel bands (natural log), 25 ms Hann window, 10 ms hop, 512-point FFT, Kaldi's
+  mel formula 20 Hz–8 kHz, no centring (frames = 1 + (n − 400) // 160): 100 frames per second.
+  It is a transformers-style log-mel spectrogram, not Kaldi's fbank (no dither, pre-emphasis, DC
+  removal or Povey window), so its values differ from torchaudio.compliance.kaldi.fbank's.
 - `mfcc`: 39 MFCCs with TIM-Net's settings (librosa defaults at 22.05 kHz: 2048-sample window,
   512-sample hop) kept as durations at 16 kHz: a 1486-sample (92.9 ms) Hann window zero-padded to
   a 2048-point FFT, a 372-sample (23.25 ms) hop, centred with zero padding (frames = 1 + n // 372),

@@ -79,6 +79,9 @@ def create_head(name: str, in_dim: int, num_layers: int, num_classes: int, **kw)
 
 
 # Shift proportions below are PER DIRECTION: 1/16 moves D/16 channels each way it shifts.
+# Dropout: the ShiftSER reference configures 0.1 but never passes it to its modules, so every
+# Dropout it builds has p = 0; its presets here use that effective 0 (the cnn and lstm heads have
+# none to set). `--head-option dropout=0.1` gives the configured value to transformer/shiftformer.
 linear = preset("linear", LinearHead, "SUPERB probe: Linear(D, 256) → mean over time → Linear (no SpecAugment)")
 cnn = preset("cnn", CNNHead, "2 ConvNeXt 1-D blocks → LayerNorm → mean → Linear; no shift (ShiftSER baseline)")
 shiftcnn = preset(
@@ -94,16 +97,17 @@ shiftlstm = preset(
 )
 transformer = preset(
     "transformer", TransformerHead,
-    "2 post-norm Transformer blocks, 12 heads, relative position bias, MLP ×4 → mean → Linear",
+    "ShiftSER's Transformer: 2 post-norm blocks, 12 heads, BERT relative_key_query positions, MLP ×4 → mean → Linear",
+    attention="relative-key-query", dropout=0.0,
 )
 shiftformer = preset(
     "shiftformer", TransformerHead,
     "Shiftformer (ShiftSER): shift replaces attention in both blocks, 1/4 of channels per direction, bidirectional",
-    shift_placement="replacement", n_div=4, bidirectional=True,
+    shift_placement="replacement", n_div=4, bidirectional=True, dropout=0.0,
 )
 timnet = preset(
     "timnet", TIMNetHead,
-    "TIM-Net: 1×1 conv to 39 ch, 8 bidirectional temporal-aware blocks, dynamic fusion → Linear",
+    "TIM-Net: 1×1 conv to 39 ch, 8 bidirectional temporal-aware blocks (10 on IEMOCAP), dynamic fusion → Linear",
 )
 ctarnn = preset(
     "ctarnn", CTARNNHead,

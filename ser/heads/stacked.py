@@ -124,7 +124,8 @@ class StackedCNN:
                 if n == 0:
                     continue
                 set_rng_state(x.device, rng_states[k])
-                time[k, :n] = span_masks(member_lengths, T, augment.time_prob, augment.time_span, augment.min_time_masks)
+                time[k, :n] = span_masks(member_lengths, T, augment.time_prob, augment.time_span, augment.min_time_masks,
+                                        augment.time_clip_frames)
                 full = torch.full((n,), D, device=x.device)
                 channels[k, :n] = span_masks(full, D, augment.channel_prob, augment.channel_span,
                                              augment.min_channel_masks)

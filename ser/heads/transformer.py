@@ -1,5 +1,5 @@
-"""Transformer / Shiftformer: post-norm blocks with relative-position attention, or a temporal
-shift in place of attention (ShiftSER's Shiftformer)."""
+"""Transformer / Shiftformer: ShiftSER's post-norm blocks with relative-position attention, or a
+temporal shift in place of attention (Shiftformer)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ser.errors import UserInputError
 from ser.heads.base import Head
 from ser.heads.cnn import shifted_block_indices
 from ser.heads.masking import frame_mask, masked_mean, zero_padding
+from ser.heads.spec_augment import REFERENCE_CLIP_FRAMES  # the reference's 374-frame clips
 from ser.heads.temporal_shift import SHIFT_PLACEMENTS, TemporalShift, check_placement
 
 
@@ -21,9 +22,44 @@ def default_attention_heads(dim: int, preferred: int = 12) -> int:
     return max(h for h in range(1, preferred + 1) if dim % h == 0)
 
 
-class RelativeSelfAttention(nn.Module):
+ATTENTIONS = ("relative-key-query", "relative-bias")
+
+
+class RelativeKeyQueryAttention(nn.Module):
+    """ShiftSER's self-attention (its models/transformer.py): BERT's `relative_key_query` scores
+    (q·k + q·r + k·r)·d^-0.5, where r = E[i − j] comes from ONE table E of 2·max_distance + 1
+    vectors of the head size shared by all heads; one fused qkv Linear with bias, no output
+    projection, no dropout on the attention probabilities. Padded keys are masked out.
+
+    The reference's table covers exactly its 374-frame clips (max_distance 373) and fails on longer
+    inputs; here distances beyond the table are clipped to its last entry, so any length runs.
+    """
+
+    def __init__(self, dim: int, heads: int, max_distance: int):
+        super().__init__()
+        self.heads, self.max_distance = heads, max_distance
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.distance_embedding = nn.Embedding(2 * max_distance + 1, dim // heads)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
+        reach = min(T - 1, self.max_distance)  # only the distances this length can hold
+        table = self.distance_embedding.weight[self.max_distance - reach: self.max_distance + reach + 1]  # (K, Dh)
+        steps = torch.arange(T, device=x.device)
+        index = (steps[:, None] - steps[None, :]).clamp(-reach, reach) + reach  # (T, T): query i, key j → E[i − j]
+        query_position = (q @ table.T.to(q.dtype)).gather(-1, index.expand(B, self.heads, T, T))  # (B, H, Ti, Tj)
+        key_position = (k @ table.T.to(k.dtype)).gather(-1, index.T.expand(B, self.heads, T, T))  # (B, H, Tj, Ti)
+        scores = (q @ k.transpose(-2, -1) + query_position + key_position.transpose(-2, -1)) * self.scale  # (B, H, T, T)
+        keys = frame_mask(lengths.to(x.device), T)[:, None, None, :]  # (B, 1, 1, T)
+        weights = torch.softmax(scores.masked_fill(~keys, float("-inf")), dim=-1)  # (B, H, T, T)
+        return (weights @ v).transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+
+
+class RelativeBiasAttention(nn.Module):
     """Multi-head self-attention with a learned bias per head over clipped relative distances,
-    and a key padding mask so padded frames are never attended to."""
+    an output projection and a key padding mask (not the reference's; `attention="relative-bias"`)."""
 
     def __init__(self, dim: int, heads: int, dropout: float, max_distance: int):
         super().__init__()
@@ -44,23 +80,29 @@ class RelativeSelfAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
 
 
+def build_attention(kind: str, dim: int, heads: int, dropout: float, max_distance: int | None) -> nn.Module:
+    """The attention named `kind`; max_distance None = 373 (key-query, the reference) or 64 (bias)."""
+    if kind == "relative-key-query":
+        return RelativeKeyQueryAttention(dim, heads, REFERENCE_CLIP_FRAMES - 1 if max_distance is None else max_distance)
+    return RelativeBiasAttention(dim, heads, dropout, 64 if max_distance is None else max_distance)
+
+
 class TransformerBlock(nn.Module):
     """Post-norm block. Attention sub-block by placement (A = dropout(MHSA)):
     none LN(x + A(x)); residual LN(shift(x) + A(x)); tsm-residual LN(x + A(shift(x)));
     inplace xs = shift(x), LN(xs + A(xs)); replacement x = shift(x) (no attention, no LN).
-    Then x = LN(x + MLP(x))."""
+    Then x = LN(x + MLP(x)), MLP = Linear → GELU → Linear → dropout (the reference's Mlp)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float, max_distance: int,
-                 placement: str, shift: TemporalShift | None):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float, attention: str,
+                 max_distance: int | None, placement: str, shift: TemporalShift | None):
         super().__init__()
         self.placement, self.shift = placement, shift
         if placement != "replacement":
-            self.attention = RelativeSelfAttention(dim, heads, dropout, max_distance)
+            self.attention = build_attention(attention, dim, heads, dropout, max_distance)
             self.attention_dropout = nn.Dropout(dropout)
             self.attention_norm = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
-            nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(mlp_ratio * dim, dim), nn.Dropout(dropout),
+            nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim), nn.Dropout(dropout),
         )
         self.mlp_norm = nn.LayerNorm(dim)
 
@@ -88,9 +130,12 @@ class TransformerBlock(nn.Module):
 class TransformerHead(Head):
     """Layer sum → [SpecAugment] → post-norm blocks → masked mean → Linear (no final LayerNorm).
 
+    `attention`: relative-key-query (ShiftSER's, see RelativeKeyQueryAttention) or relative-bias;
+    `max_relative_distance` None = 373 (key-query: the reference's 374-frame table) or 64 (bias).
     `shift_placement`: none, replacement (Shiftformer), residual, tsm-residual or inplace, in the
     blocks listed by `shift_blocks` (None = all). `n_div` sets the shifted fraction 1/n_div PER
     DIRECTION. `attention_heads` None = 12 when they divide in_dim, else the largest divisor < 12.
+    `dropout` 0 is what the reference computes (its configured 0.1 never reaches its modules).
     """
 
     def __init__(
@@ -105,8 +150,9 @@ class TransformerHead(Head):
         num_blocks: int = 2,
         attention_heads: int | None = None,
         mlp_ratio: int = 4,
-        dropout: float = 0.1,
-        max_relative_distance: int = 64,
+        dropout: float = 0.0,
+        attention: str = "relative-key-query",
+        max_relative_distance: int | None = None,
         shift_placement: str = "none",
         shift_blocks: Sequence[int] | None = None,
         n_div: int = 4,
@@ -115,13 +161,17 @@ class TransformerHead(Head):
     ):
         super().__init__(in_dim, num_layers, layers, layer_norm, spec_augment)
         check_placement(shift_placement, SHIFT_PLACEMENTS, "transformer")
+        if attention not in ATTENTIONS:
+            raise UserInputError(f"unknown attention {attention!r}", f"choose one of: {', '.join(ATTENTIONS)}")
+        if max_relative_distance is not None and max_relative_distance < 1:
+            raise UserInputError(f"max_relative_distance must be at least 1, got {max_relative_distance}")
         heads = attention_heads or default_attention_heads(in_dim)
         if in_dim % heads:
             raise UserInputError(f"{heads} attention heads do not divide the feature size {in_dim}")
         shifted = shifted_block_indices(num_blocks, shift_blocks, shift_placement)
         self.blocks = nn.ModuleList(
             TransformerBlock(
-                in_dim, heads, mlp_ratio, dropout, max_relative_distance,
+                in_dim, heads, mlp_ratio, dropout, attention, max_relative_distance,
                 shift_placement if index in shifted else "none",
                 TemporalShift(in_dim, n_div, shift_stride, bidirectional) if index in shifted else None,
             )

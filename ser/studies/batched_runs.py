@@ -5,7 +5,8 @@ same optimiser settings; seeds, folds, shift proportion, placement, direction, l
 epochs and batch size may differ) and the rest, which train one by one as before. A group larger
 than memory allows is cut into chunks of K members (`members_that_fit`, printed at start).
 `run_batches` trains the chunks with `train_group` and reports every member like a solo run: a
-member that fails writes `error.txt` in its run directory and the others go on.
+member that fails or diverges writes `error.txt` in its run directory (and is counted as failed or
+diverged), its tracker (`--log`) records its epochs, and the others go on.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from typing import Callable
 
 import torch
 
-from ser.errors import SerError
+from ser.errors import DivergedError, SerError
 from ser.heads import create_head
 from ser.heads.stacked import stack_key
+from ser.studies.stopping import SweepStopped
 from ser.studies.sweep_progress import SweepProgress
 from ser.studies.sweep_worker import ERROR_FILE, EpochEvent, RunOutcome, RunTask, describe_error
 from ser.training.batched_loop import MemberResult, MemberSpec, train_group
 from ser.training.cache_access import available_ram_bytes
 from ser.training.config import TrainConfig, head_constructor_options
 from ser.training.threads import use_threads
+from ser.training.tracking import Tracker, open_tracker
 from ser.training.training_data import TrainingData
 
 MEMORY_SHARE = 0.5  # of the free RAM (or GPU memory) one stacked model may plan to use
@@ -116,15 +119,24 @@ def train_stacked(tasks: list[RunTask], data: TrainingData, threads: int | None,
     return plan.solo
 
 
-def _train_chunk(chunk: list[RunTask], data: TrainingData, on_epoch: Callable[[EpochEvent], None]) -> list[MemberResult]:
-    def progress(index: int, epoch: int, total: int, _row: dict) -> None:
+def _train_chunk(chunk: list[RunTask], data: TrainingData, trackers: list[Tracker],
+                 on_epoch: Callable[[EpochEvent], None]) -> list[MemberResult]:
+    def progress(index: int, epoch: int, total: int, row: dict) -> None:
+        trackers[index].log_epoch(epoch, row)
         on_epoch((chunk[index].key, epoch, total))
 
     try:
         return train_group([MemberSpec(task.config, task.fold, task.out_dir) for task in chunk], data, progress)
+    except SweepStopped:
+        raise
     except Exception as error:  # noqa: BLE001 — a failed stacked model fails its members, not the sweep
-        message = describe_error(error)
-        return [MemberResult(error=message) for _ in chunk]
+        return [MemberResult(error=error) for _ in chunk]
+
+
+def _open_trackers(chunk: list[RunTask]) -> list[Tracker]:
+    """Each member's tracker (`--log`), as a solo run opens it."""
+    return [open_tracker(task.log, task.out_dir, task.key, f"ser/{task.config.corpus}/{task.config.model}",
+                         {**task.config.to_dict(), "fold": task.fold.name}) for task in chunk]
 
 
 def run_batches(plan: BatchPlan, data: TrainingData, started: Callable[[str], None],
@@ -138,12 +150,22 @@ def run_batches(plan: BatchPlan, data: TrainingData, started: Callable[[str], No
             began = time.perf_counter()
             for task in chunk:
                 (task.out_dir / ERROR_FILE).unlink(missing_ok=True)
-            results = _train_chunk(chunk, data, on_epoch)
-            seconds = (time.perf_counter() - began) / len(chunk)
-            for task, result in zip(chunk, results):
-                if result.error is None:
-                    finished(RunOutcome(task.key, "done", seconds, metrics=result.metrics))
-                    continue
-                task.out_dir.mkdir(parents=True, exist_ok=True)
-                (task.out_dir / ERROR_FILE).write_text(result.error + "\n")
-                finished(RunOutcome(task.key, "failed", seconds, error=result.error.splitlines()[0]))
+            trackers = _open_trackers(chunk)
+            failed = [True] * len(chunk)  # until its results are recorded (a stopped sweep: all)
+            try:
+                results = _train_chunk(chunk, data, trackers, on_epoch)
+                seconds = (time.perf_counter() - began) / len(chunk)
+                for index, (task, result) in enumerate(zip(chunk, results)):
+                    if result.error is None:
+                        trackers[index].log_final(result.metrics)
+                        failed[index] = False
+                        finished(RunOutcome(task.key, "done", seconds, metrics=result.metrics))
+                        continue
+                    message = describe_error(result.error)
+                    task.out_dir.mkdir(parents=True, exist_ok=True)
+                    (task.out_dir / ERROR_FILE).write_text(message)
+                    status = "diverged" if isinstance(result.error, DivergedError) else "failed"
+                    finished(RunOutcome(task.key, status, seconds, error=message.splitlines()[0]))
+            finally:
+                for tracker, bad in zip(trackers, failed):
+                    tracker.close(failed=bad)

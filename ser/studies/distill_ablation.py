@@ -83,9 +83,9 @@ def ablation_runs(
 
 
 def ablation_table(runs: pd.DataFrame) -> str:
-    """Markdown: one row per system, test CCC mean ± std over seeds (n seeds)."""
+    """Markdown: one row per system, test CCC mean ± sample std (ddof=1) over seeds (n seeds)."""
     lines = ["| system | " + " | ".join(METRICS) + " | n |", "|---" * (len(METRICS) + 2) + "|"]
     for system, group in runs.groupby("system", sort=False):
-        cells = [f"{group[name].mean():.3f} ± {group[name].std(ddof=0):.3f}" for name in METRICS]
+        cells = [f"{group[name].mean():.3f} ± {group[name].std(ddof=1):.3f}" for name in METRICS]
         lines.append(f"| {system} | " + " | ".join(cells) + f" | {len(group)} |")
     return "\n".join(lines) + "\n"

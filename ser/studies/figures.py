@@ -1,7 +1,9 @@
-"""The report's PNG figures, drawn with matplotlib's Agg backend (no display needed).
+"""The report's figures, drawn with matplotlib's Agg backend (no display needed), fit for a paper:
+every figure carries its own caption line, colour bars say what colours mean, and a name keeps
+its colour in every panel.
 
-Every function takes plain numbers (numpy arrays, DataFrames) and a path, writes one PNG and
-returns the path; none reads run directories itself.
+Every function takes plain numbers (numpy arrays, DataFrames) and a path, writes one figure in
+the format its suffix names (.png, .pdf or .svg) and returns the path; none reads run directories.
 """
 
 from __future__ import annotations
@@ -16,58 +18,90 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+
 from ser.studies.results import proportion_value  # noqa: E402
 
+FORMATS = ("png", "pdf", "svg")
 
-def _save(figure: plt.Figure, path: Path) -> Path:
+
+def _save(figure: plt.Figure, path: Path, caption: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
+    if caption:
+        figure.text(0.5, -0.02, caption, ha="center", va="top", fontsize=8, wrap=True)
+    figure.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(figure)
     return path
 
 
+def name_colours(names) -> dict[str, str]:
+    """One colour per name, fixed by first appearance, so a line keeps its colour in every panel."""
+    return {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(map(str, names)))}
+
+
 def confusion_figure(matrices: dict[str, np.ndarray], labels: list[str], title: str, path: Path) -> Path:
-    """One row-normalised confusion matrix per fold plus their sum (counts annotated)."""
+    """Row-normalised confusion matrices (colour and % = recall of the true class; below it the
+    utterance count), one panel per fold plus their sum, with a colour bar and a caption line."""
     panels = dict(matrices)
-    panels["all folds"] = np.sum(list(matrices.values()), axis=0)
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    if len(panels) > 1:
+        panels["all folds"] = np.sum(list(matrices.values()), axis=0)
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels) + 0.8, 3.6), squeeze=False,
+                                layout="constrained")
+    image = None
     for axis, (name, counts) in zip(axes[0], panels.items()):
         counts = np.asarray(counts, dtype=np.float64)  # (C, C): row = true, column = predicted
         recall = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        axis.imshow(recall, vmin=0, vmax=1, cmap="Blues")
+        image = axis.imshow(recall, vmin=0, vmax=1, cmap="Blues")
         for (i, j), count in np.ndenumerate(counts):
-            axis.text(j, i, f"{int(count)}", ha="center", va="center", fontsize=8,
+            axis.text(j, i, f"{100 * recall[i, j]:.0f}%\n({int(count)})", ha="center", va="center", fontsize=7,
                       color="white" if recall[i, j] > 0.6 else "black")
-        axis.set_xticks(range(len(labels)), labels, rotation=45, fontsize=8)
+        axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
         axis.set_yticks(range(len(labels)), labels, fontsize=8)
-        axis.set_xlabel("predicted")
-        axis.set_title(name, fontsize=9)
-    axes[0][0].set_ylabel("true")
+        axis.set_xlabel("predicted class")
+        axis.set_title(f"{name} (n={int(counts.sum())})", fontsize=9)
+    axes[0][0].set_ylabel("true class")
+    figure.colorbar(image, ax=list(axes[0]), fraction=0.03, pad=0.02, label="share of the true class")
     figure.suptitle(title, fontsize=10)
-    return _save(figure, path)
+    caption = ("Test utterances at the dev-selected epoch, summed over seeds. Each row is normalised to 100% "
+               "(diagonal = recall of that class); numbers in brackets are utterance counts.")
+    return _save(figure, path, caption)
 
 
 def layer_weights_figure(weights: dict[str, np.ndarray], path: Path) -> Path:
-    """Heat map: one row per configuration, one column per layer (mean softmaxed weight)."""
+    """Heat map of learned layer weights relative to uniform (weight × L, so 1 = 1/L): one row per
+    configuration, one column per layer, on a diverging scale whose neutral colour is uniform."""
     names = list(weights)
     width = max(len(w) for w in weights.values())
-    grid = np.full((len(names), width), np.nan)  # (configs, L)
+    relative = np.full((len(names), width), np.nan)  # (configs, L): weight / (1/L)
     for row, name in enumerate(names):
-        grid[row, : len(weights[name])] = weights[name]
-    figure, axis = plt.subplots(figsize=(max(4.0, 0.45 * width + 3), 0.4 * len(names) + 1.6))
-    image = axis.imshow(grid, aspect="auto", cmap="viridis")
+        relative[row, : len(weights[name])] = np.asarray(weights[name]) * len(weights[name])
+    top = max(2.0, float(np.nanmax(relative)))
+    figure, axis = plt.subplots(figsize=(max(4.5, 0.5 * width + 3.5), 0.45 * len(names) + 1.8))
+    image = axis.imshow(relative, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=top))
+    if width * len(names) <= 400:
+        for (i, j), value in np.ndenumerate(relative):
+            if np.isfinite(value):
+                axis.text(j, i, f"{value / len(weights[names[i]]):.3f}", ha="center", va="center", fontsize=6,
+                          color="white" if value > 0.85 * top or value < 0.3 else "black")
     axis.set_yticks(range(len(names)), names, fontsize=8)
     axis.set_xticks(range(width))
     axis.set_xlabel("layer (0 = model input)")
     axis.set_title("learned layer weights (mean over folds and seeds)", fontsize=10)
-    figure.colorbar(image, ax=axis, fraction=0.04)
-    return _save(figure, path)
+    figure.colorbar(image, ax=axis, fraction=0.04, label="weight × L (1 = uniform 1/L)")
+    caption = ("Softmax layer weights; cells show the weight, colours its ratio to the uniform 1/L: white = "
+               "uniform, red = above, blue = below.")
+    return _save(figure, path, caption)
 
 
 def proportion_figure(summary: pd.DataFrame, metric: str, path: Path) -> Path:
-    """`metric` mean ± std against shift proportion: one panel per placement, one line per head."""
+    """`metric` mean ± sample std against shift proportion: one panel per placement, one line per
+    head in the same colour in every panel; heads without a shift as dashed lines across each panel."""
+    has_proportion = summary["shift_proportion"].map(proportion_value) > 0
+    unshifted, summary = summary[~has_proportion], summary[has_proportion]
     placements = list(dict.fromkeys(summary["shift_placement"].astype(str)))
+    colours = name_colours([*summary["head"], *unshifted["head"]])
     figure, axes = plt.subplots(1, len(placements), figsize=(4.2 * len(placements), 3.4), squeeze=False, sharey=True)
     for axis, placement in zip(axes[0], placements):
         part = summary[summary["shift_placement"].astype(str) == placement]
@@ -75,32 +109,46 @@ def proportion_figure(summary: pd.DataFrame, metric: str, path: Path) -> Path:
         positions = {p: i for i, p in enumerate(proportions)}
         for head, rows in part.groupby("head", sort=False):
             rows = rows.assign(x=[positions[str(p)] for p in rows["shift_proportion"]]).sort_values("x")
-            axis.errorbar(rows["x"], 100 * rows[f"{metric}_mean"], yerr=100 * rows[f"{metric}_std"],
-                          marker="o", capsize=3, label=str(head))
+            axis.errorbar(rows["x"], 100 * rows[f"{metric}_mean"], yerr=100 * rows[f"{metric}_std"].fillna(0),
+                          marker="o", capsize=3, color=colours[str(head)], label=str(head))
+        for _, row in unshifted.iterrows():  # heads without a shift: a reference line in every panel
+            axis.axhline(100 * row[f"{metric}_mean"], color=colours[str(row["head"])], linestyle="--", linewidth=1)
         axis.set_xticks(range(len(proportions)), proportions)
         axis.set_xlabel("shift proportion (per direction)")
         axis.set_title(f"placement: {placement or '—'}", fontsize=10)
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"test {metric.upper()} (%)")
-    axes[0][-1].legend(fontsize=8)
-    return _save(figure, path)
+    baselines = set(unshifted["head"].astype(str)) - set(summary["head"].astype(str))
+    handles = [plt.Line2D([], [], color=colour, marker=None if head in baselines else "o",
+                          linestyle="--" if head in baselines else "-",
+                          label=f"{head} (no shift)" if head in baselines else head) for head, colour in colours.items()]
+    axes[0][-1].legend(handles=handles, fontsize=8)
+    caption = (f"Test {metric.upper()} at the dev-selected epoch: mean ± sample std over folds and seeds"
+               + ("; dashed: heads without a shift." if len(unshifted) else "."))
+    return _save(figure, path, caption)
 
 
 def curves_figure(histories: dict[str, list[pd.DataFrame]], path: Path) -> Path:
-    """Training loss and dev UA per epoch: one line per configuration (mean over its runs)."""
+    """Training loss and the dev selection metric per epoch: one line per configuration (mean over
+    its runs), in the same colour in both panels."""
+    colours = name_colours(histories)
     figure, (loss_axis, dev_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    dev_label = "dev UA (%)"
     for name, runs in histories.items():
         joined = pd.concat(runs).groupby("epoch").mean(numeric_only=True)
-        loss_axis.plot(joined.index, joined["train_loss"], label=name)
+        loss_axis.plot(joined.index, joined["train_loss"], color=colours[name], label=name)
         if "dev_ua" in joined.columns:
-            dev_axis.plot(joined.index, 100 * joined["dev_ua"], label=name)
+            dev_axis.plot(joined.index, 100 * joined["dev_ua"], color=colours[name], label=name)
+        elif "dev_ccc_mean" in joined.columns:
+            dev_label = "dev CCC (mean of dimensions)"
+            dev_axis.plot(joined.index, joined["dev_ccc_mean"], color=colours[name], label=name)
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("training loss")
     dev_axis.set_xlabel("epoch")
-    dev_axis.set_ylabel("dev UA (%)")
+    dev_axis.set_ylabel(dev_label)
     for axis in (loss_axis, dev_axis):
         axis.grid(alpha=0.3)
     if len(histories) <= 12:
-        dev_axis.legend(fontsize=7)
+        dev_axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     figure.suptitle("training curves (mean over folds and seeds)", fontsize=10)
-    return _save(figure, path)
+    return _save(figure, path, "Lines share a colour per configuration in both panels.")

@@ -1,9 +1,11 @@
-"""`ser report`: a Markdown ablation report with PNG figures from a folder of run directories.
+"""`ser report`: a Markdown ablation report with figures (PNG, PDF or SVG) from a folder of run
+directories.
 
 Works on a sweep directory or on any folder: every run directory below it (a folder with
 metrics.json or error.txt) is one row. Tables show test metrics at the dev-selected epoch as
-mean ± std over folds and seeds with the count n; the optimistic best-test-epoch numbers appear
-only in their own, labelled table.
+mean ± sample std over folds and seeds with the count n, and 95% bootstrap intervals over the
+test utterances pooled across folds; a configuration's seed and fold count once however many run
+directories repeat them. The optimistic best-test-epoch numbers appear only in their own table.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ser.data.atomic_files import read_json, write_text
+from ser.data.atomic_files import read_json, read_json_or_none, write_text
 from ser.errors import UserInputError
 from ser.studies import figures
+from ser.studies.floor import BELOW_FLOOR, ProbeFloors
 from ser.studies.results import (
+    STATUS_DAMAGED,
+    STATUS_DIVERGED,
     STATUS_DONE,
     STATUS_FAILED,
+    STATUS_PENDING,
     collect_runs,
     configuration_columns,
     proportion_value,
+    repeated_runs,
     summarize,
     summary_metrics,
     with_config_labels,
@@ -56,9 +63,10 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
 
 
-def ablation_tables(summary: pd.DataFrame, metric: str) -> list[str]:
+def ablation_tables(summary: pd.DataFrame, metric: str, floors: ProbeFloors | None = None) -> list[str]:
     """Rows = heads, columns = shift proportions; one table per value of the other varied options
-    (the shift placement first)."""
+    (the shift placement first). With `floors`, the probe floor comes first and cells that do not
+    beat it are marked."""
     sections = [c for c in configuration_columns(summary) if c not in TABLE_AXES]
     groups = summary.groupby(sections, sort=False) if sections else [((), summary)]
     blocks = []
@@ -66,9 +74,13 @@ def ablation_tables(summary: pd.DataFrame, metric: str) -> list[str]:
         values = values if isinstance(values, tuple) else (values,)
         where = ", ".join(f"{k} = {v if v != '' else '—'}" for k, v in zip(sections, values))
         proportions = sorted(dict.fromkeys(part["shift_proportion"].astype(str)), key=proportion_value, reverse=True)
-        rows = []
+        floor = floors.floor(list(part["config"])) if floors is not None else None
+        floor = floor if floor is not None and metric in floor.threshold else None
+        rows = [[row.label, *([format_cell(*row.scores[metric], metric)] * len(proportions))]
+                for row in (floor.rows if floor is not None else [])]
         for head, head_rows in part.groupby("head", sort=False):
             cells = {str(r["shift_proportion"]): format_cell(r[f"{metric}_mean"], r[f"{metric}_std"], r["n"], metric)
+                     + ("" if floor is None or floor.beaten(metric, r[f"{metric}_mean"]) else f" {BELOW_FLOOR}")
                      for _, r in head_rows.iterrows()}
             rows.append([str(head), *(cells.get(p, "") for p in proportions)])
         header = ["head \\ proportion", *(p or "—" for p in proportions)]
@@ -86,39 +98,56 @@ def configuration_table(summary: pd.DataFrame, metrics: list[str]) -> str:
     return markdown_table(header, rows)
 
 
+def interval_table(summary: pd.DataFrame, metrics: list[str]) -> str | None:
+    """Per configuration: each metric over the test utterances pooled across folds (averaged over
+    seeds) with its 95% bootstrap interval; None when no interval was computed."""
+    shown = [m for m in metrics if f"{m}_ci_low" in summary.columns]
+    if not shown:
+        return None
+
+    def cell(r, m: str) -> str:
+        if np.isnan(r[f"{m}_pooled"]):
+            return "—"
+        scale, digits = (100, 2) if m in PERCENT_METRICS else (1, 3)
+        return f"{scale * r[f'{m}_pooled']:.{digits}f} [{scale * r[f'{m}_ci_low']:.{digits}f}, {scale * r[f'{m}_ci_high']:.{digits}f}]"
+
+    rows = [[r["config"], r["seeds"], *(cell(r, m) for m in shown)] for _, r in summary.iterrows()]
+    return markdown_table(["configuration", "seeds", *shown], rows)
+
+
 def _runs_of(labelled: pd.DataFrame, root: Path) -> dict[str, list[Path]]:
     return {name: [root / d for d in group["run_dir"]] for name, group in labelled.groupby("config", sort=False)}
 
 
-def _confusion_figures(labelled: pd.DataFrame, root: Path, figure_dir: Path) -> list[Path]:
+def _confusion_figures(labelled: pd.DataFrame, root: Path, figure_dir: Path, suffix: str) -> list[Path]:
     """Per configuration: confusion counts per fold (summed over seeds) and over all folds."""
     written = []
     for name, group in labelled.groupby("config", sort=False):
         matrices: dict[str, np.ndarray] = {}
         labels: list[str] = []
         for _, row in group.iterrows():
-            test = read_json(root / row["run_dir"] / "metrics.json").get("test", {})
+            test = read_json(root / row["run_dir"] / "metrics.json").get("test") or {}  # None: --fold none
             if "confusion" not in test:
                 continue
             labels = [str(label) for label in test.get("labels", range(len(test["confusion"])))]
             fold = f"fold {row['fold']}"
             matrices[fold] = matrices.get(fold, 0) + np.asarray(test["confusion"])
         if matrices:
-            path = figure_dir / f"confusion_{slug(name)}.png"
+            path = figure_dir / f"confusion_{slug(name)}.{suffix}"
             written.append(figures.confusion_figure(dict(sorted(matrices.items())), labels, name, path))
     return written
 
 
 def _layer_weights(run_dir: Path) -> np.ndarray | None:
     path = run_dir / "layer_weights.json"
-    if not path.is_file():
+    data = read_json_or_none(path) if path.is_file() else None
+    if data is None:
         return None
-    data = read_json(path)
     weights = data.get("weights") if isinstance(data, dict) else data
     return None if weights is None else np.asarray(weights, dtype=np.float64)
 
 
-def _layer_weight_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path) -> tuple[list[Path], dict]:
+def _layer_weight_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path, suffix: str) -> tuple[list[Path], dict]:
     means = {}
     for name, run_dirs in _runs_of(labelled, root).items():
         found = [w for w in map(_layer_weights, run_dirs) if w is not None]
@@ -126,22 +155,29 @@ def _layer_weight_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path) -
             means[name] = np.mean(found, axis=0)  # (L,)
     if not means:
         return [], {}
-    return [figures.layer_weights_figure(means, figure_dir / "layer_weights.png")], means
+    return [figures.layer_weights_figure(means, figure_dir / f"layer_weights.{suffix}")], means
 
 
-def _curves_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path) -> list[Path]:
+def _history(run_dir: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(run_dir / "history.csv")
+    except (OSError, ValueError):  # missing, empty or truncated: the figure leaves it out
+        return None
+
+
+def _curves_figure(labelled: pd.DataFrame, root: Path, figure_dir: Path, suffix: str) -> list[Path]:
     histories = {}
     for name, run_dirs in _runs_of(labelled, root).items():
-        runs = [pd.read_csv(d / "history.csv") for d in run_dirs if (d / "history.csv").is_file()]
+        runs = [table for table in map(_history, run_dirs) if table is not None]
         if runs:
             histories[name] = runs
-    return [figures.curves_figure(histories, figure_dir / "training_curves.png")] if histories else []
+    return [figures.curves_figure(histories, figure_dir / f"training_curves.{suffix}")] if histories else []
 
 
-def _proportion_figures(summary: pd.DataFrame, figure_dir: Path) -> list[Path]:
+def _proportion_figures(summary: pd.DataFrame, figure_dir: Path, suffix: str) -> list[Path]:
     if summary["shift_proportion"].astype(str).replace("", np.nan).dropna().nunique() < 2:
         return []
-    return [figures.proportion_figure(summary, m, figure_dir / f"{m}_vs_proportion.png") for m in ("ua", "wa")]
+    return [figures.proportion_figure(summary, m, figure_dir / f"{m}_vs_proportion.{suffix}") for m in ("ua", "wa")]
 
 
 def protocol_text(done: pd.DataFrame) -> str:
@@ -151,14 +187,29 @@ def protocol_text(done: pd.DataFrame) -> str:
     return (
         f"**Protocol.** {held_out}Every number is a test-set metric at the epoch chosen on the dev split "
         "alone (UA; CCC mean for dimensional runs): test scores of other epochs never influence the choice. "
-        "Cells show mean ± std (population std) over folds and seeds; n counts the run × fold results. "
+        "Cells show mean ± sample std (ddof=1) over folds and seeds; n counts the run × fold results, each "
+        "configuration, seed and fold once. Intervals are 95% percentile bootstraps over the test utterances "
+        "pooled across folds (each utterance once; several seeds are averaged per resample). "
         "UA = unweighted (balanced) accuracy, WA = accuracy, both in %."
     )
 
 
-def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
-    """Write `report.md` and `figures/*.png` for every run directory under `runs_dir`; returns the
-    path of report.md (default folder: `runs_dir` itself)."""
+def floor_text(floors: ProbeFloors) -> str:
+    """What the floor rows are, and why a table has none."""
+    text = (f"**Floor.** Rows `probe floor` are logistic regression (ridge for CCC) on the cache's pooled per-layer "
+            f"mean+std (`ser probe`), same folds and dev split, C chosen on dev; {BELOW_FLOOR} marks a configuration "
+            "whose mean does not beat the better of them on dev.")
+    return text + "".join(f"\n- no floor for {note}" for note in floors.notes)
+
+
+def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str = "png",
+                 workdir: Path | None = None) -> Path:
+    """Write `report.md` and `figures/*.<figure_format>` (png, pdf or svg) for every run directory
+    under `runs_dir`; returns the path of report.md (default folder: `runs_dir` itself). The probe
+    floor's cache is looked for through the runs' sweep.json, in `workdir` and in the folders above
+    `runs_dir`."""
+    if figure_format not in figures.FORMATS:
+        raise UserInputError(f"unknown figure format {figure_format!r}", f"choose one of: {', '.join(figures.FORMATS)}")
     if not runs_dir.is_dir():
         raise UserInputError(f"{runs_dir} is not a folder", "pass a sweep directory or a folder of run directories")
     runs = collect_runs(runs_dir)
@@ -170,27 +221,42 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
         if column not in runs.columns:
             runs[column] = None
     done = runs[runs["status"] == STATUS_DONE]
-    failed = runs[runs["status"] == STATUS_FAILED]
+    failed = runs[runs["status"].isin([STATUS_FAILED, STATUS_DIVERGED, STATUS_DAMAGED, STATUS_PENDING])]
+    counts = runs["status"].value_counts()
     if done.empty:
         raise UserInputError(f"none of the {len(runs)} runs under {runs_dir} has finished", "see their error.txt")
-    summary = summarize(runs)
+    summary = summarize(runs, runs_dir)
     metrics = summary_metrics(done)
     honest = [m for m in metrics if not m.startswith("optimistic_")]
-    labelled = with_config_labels(done, configuration_columns(done))
+    repeated = repeated_runs(done)
+    labelled = with_config_labels(done[~repeated], configuration_columns(done))
+    floors = ProbeFloors(labelled, runs_dir, workdir)
 
-    written = _confusion_figures(labelled, runs_dir, figure_dir)
-    layer_paths, layer_means = _layer_weight_figure(labelled, runs_dir, figure_dir)
-    written += layer_paths + _proportion_figures(summary, figure_dir) + _curves_figure(labelled, runs_dir, figure_dir)
+    suffix = figure_format
+    written = _confusion_figures(labelled, runs_dir, figure_dir, suffix)
+    layer_paths, layer_means = _layer_weight_figure(labelled, runs_dir, figure_dir, suffix)
+    written += (layer_paths + _proportion_figures(summary, figure_dir, suffix)
+                + _curves_figure(labelled, runs_dir, figure_dir, suffix))
 
     parts = [
         "# Ablation report",
-        f"Source: `{runs_dir}` — {len(runs)} run directories ({len(done)} finished, {len(failed)} failed).",
+        f"Source: `{runs_dir}` — {len(runs)} run directories ({len(done)} finished, "
+        f"{counts.get(STATUS_FAILED, 0)} failed, {counts.get(STATUS_DIVERGED, 0)} diverged, "
+        f"{counts.get(STATUS_DAMAGED, 0)} damaged, {counts.get(STATUS_PENDING, 0)} unfinished).",
         protocol_text(done),
         "## Ablation tables",
-        *(block for m in ("ua", "wa", "ccc_mean") if m in honest for block in ablation_tables(summary, m)),
+        *(block for m in ("ua", "wa", "ccc_mean") if m in honest for block in ablation_tables(summary, m, floors)),
+        floor_text(floors),
         "## All configurations",
         configuration_table(summary, honest),
     ]
+    intervals = interval_table(summary, honest)
+    if intervals:
+        parts += ["## Pooled over utterances, with 95% bootstrap intervals", intervals]
+    if repeated.any():
+        left_out = ", ".join(f"`{d}`" for d in done[repeated]["run_dir"])
+        parts += [f"**Repeated runs.** {int(repeated.sum())} run directories repeat a configuration, seed and fold "
+                  f"that another one already gives and are left out of every table and figure: {left_out}."]
     optimistic = [m for m in metrics if m.startswith("optimistic_")]
     if optimistic:
         parts += [
@@ -207,8 +273,9 @@ def write_report(runs_dir: Path, out_dir: Path | None = None) -> Path:
         parts += ["## Learned layer weights", markdown_table(header, rows)]
     parts += [path.read_text().strip() for path in sorted(runs_dir.rglob(ABLATION_TABLE_FILE))]
     if not failed.empty:
-        rows = [[r["run_dir"], str(r.get("error", "")).replace("|", "/")] for _, r in failed.iterrows()]
-        parts += ["## Failed runs", markdown_table(["run", "error"], rows)]
+        rows = [[r["run_dir"], r["status"], str(r.get("error", "") if isinstance(r.get("error"), str) else "")
+                 .replace("|", "/")] for _, r in failed.iterrows()]
+        parts += ["## Failed runs (failed, diverged, damaged or unfinished: no metrics)", markdown_table(["run", "status", "error"], rows)]
     if written:
         parts += ["## Figures", *(f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in written)]
     report_path = out_dir / "report.md"

@@ -3,8 +3,10 @@
 A run directory is any folder holding a `config.json` plus `metrics.json` (finished) or
 `error.txt` (failed). Configuration columns come from config.json, metric columns from the
 `test` block of metrics.json; `optimistic_*` columns hold the labelled best-test-epoch numbers
-and `last_*` the last-epoch ones. Standard deviations are population std (numpy's default,
-ddof=0) over folds and seeds, the way the papers report "mean ± std over folds".
+and `last_*` the last-epoch ones. Standard deviations are sample std (ddof=1) over folds and
+seeds; with the runs' folder at hand, `<metric>_pooled`, `_ci_low` and `_ci_high` add a 95%
+bootstrap interval over the test utterances pooled across folds (training.statistics). A
+configuration's seed and fold count once: repeated run directories are left out (`repeated_runs`).
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ser.data.atomic_files import read_json, write_text
+from ser.data.atomic_files import read_json_or_none, write_text
 from ser.studies.grid import HEAD_OPTION_PREFIX
+from ser.training.statistics import pooled_intervals, read_pooled_predictions, sample_std
+from ser.training.divergence import DIVERGED_PREFIX
 
 # Columns that identify a configuration in every table (others are added when they vary).
 CONFIG_COLUMNS = ("head", "shift_proportion", "shift_placement")
 REPLICATE_COLUMNS = ("seed", "fold")
 BASE_METRICS = ("ua", "wa", "macro_f1")
 STATUS_DONE, STATUS_FAILED, STATUS_PENDING = "done", "failed", "pending"
+STATUS_DIVERGED = "diverged"  # a non-finite loss or output stopped it: no metrics
+STATUS_DAMAGED = "damaged"  # its config.json or metrics.json cannot be read
 
 
 def scalar_metrics(block: dict | None, prefix: str = "") -> dict[str, float]:
@@ -83,14 +89,21 @@ def config_columns(config: dict) -> dict[str, Any]:
 def read_run(run_dir: Path) -> dict[str, Any]:
     """One row for one run directory (a fold of a run): configuration, status and test metrics."""
     row: dict[str, Any] = {}
-    if (run_dir / "config.json").is_file():
-        row.update(config_columns(read_json(run_dir / "config.json")))
-    if (run_dir / "metrics.json").is_file():
+    config, metrics = (read_json_or_none(run_dir / name) for name in ("config.json", "metrics.json"))
+    if config is not None:
+        row.update(config_columns(config))
+    unreadable = [name for name, data in (("config.json", config), ("metrics.json", metrics))
+                  if data is None and (run_dir / name).is_file()]
+    if unreadable:
+        row["status"] = STATUS_DAMAGED
+        row["error"] = f"{' and '.join(unreadable)} cannot be read (empty or truncated): rerun to redo it"
+    elif metrics is not None:
         row["status"] = STATUS_DONE
-        row.update(metric_columns(read_json(run_dir / "metrics.json")))
+        row.update(metric_columns(metrics))
     elif (run_dir / "error.txt").is_file():
-        row["status"] = STATUS_FAILED
-        row["error"] = (run_dir / "error.txt").read_text().strip().splitlines()[0][:300]
+        first_line = ((run_dir / "error.txt").read_text().strip().splitlines() or [""])[0]
+        row["status"] = STATUS_DIVERGED if first_line.startswith(DIVERGED_PREFIX) else STATUS_FAILED
+        row["error"] = first_line[:300]
     else:
         row["status"] = STATUS_PENDING
     row["fold_name"] = row.get("fold")
@@ -100,8 +113,13 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every folder under `root` (itself included) holding metrics.json or error.txt, sorted."""
+    """Every folder under `root` (itself included) holding metrics.json or error.txt, or the
+    config.json of a run (an unfinished or damaged one), sorted."""
     found = {path.parent for name in ("metrics.json", "error.txt") for path in root.rglob(name)}
+    for path in root.rglob("config.json"):
+        config = read_json_or_none(path)
+        if config is None or "head" in config:
+            found.add(path.parent)
     return sorted(found)
 
 
@@ -176,11 +194,30 @@ def with_config_labels(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return filled.assign(config=[config_key(dict(zip(keys, row))) for row in filled[keys].itertuples(index=False)])
 
 
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof=0) and count n over folds and seeds of every finished configuration."""
+def repeated_runs(done: pd.DataFrame) -> pd.Series:
+    """True for each finished row whose configuration, seed and fold an earlier row (in run_dir
+    order) already has: identical runs are one sample, not several."""
+    labelled = with_config_labels(done, configuration_columns(done))
+    keys = [c for c in ("config", "seed", "fold") if c in labelled.columns]
+    order = labelled.sort_values("run_dir", kind="stable") if "run_dir" in labelled.columns else labelled
+    return order.duplicated(subset=keys).reindex(labelled.index)
+
+
+def _intervals(group: pd.DataFrame, root: Path) -> dict[str, dict]:
+    """Bootstrap intervals of one configuration: each seed's predictions pooled across its folds."""
+    seeds = group.groupby("seed", sort=False) if "seed" in group.columns else [(None, group)]
+    replicates = [read_pooled_predictions(root / d for d in rows["run_dir"]) for _, rows in seeds]
+    return {} if any(r is None for r in replicates) else pooled_intervals(replicates)
+
+
+def summarize(df: pd.DataFrame, root: Path | None = None) -> pd.DataFrame:
+    """Mean, sample std (ddof=1) and count n over folds and seeds of every finished configuration,
+    counting a configuration's seed and fold once; with `root` (the folder `run_dir` is relative
+    to) also each metric's pooled value and 95% bootstrap interval over the test utterances."""
     done = df[df["status"] == STATUS_DONE] if "status" in df.columns else df
     if done.empty:
         return pd.DataFrame()
+    done = done[~repeated_runs(done)]
     keys = configuration_columns(done)
     metrics = summary_metrics(done)
     rows = []
@@ -193,7 +230,11 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         for metric in metrics:
             column = group[metric].dropna().to_numpy(dtype=np.float64)
             row[f"{metric}_mean"] = float(column.mean()) if len(column) else math.nan
-            row[f"{metric}_std"] = float(column.std()) if len(column) else math.nan
+            row[f"{metric}_std"] = sample_std(column)
+        if root is not None and "run_dir" in group.columns:
+            for metric, interval in _intervals(group, Path(root)).items():
+                low, high = interval["ci95"]
+                row.update({f"{metric}_pooled": interval["pooled"], f"{metric}_ci_low": low, f"{metric}_ci_high": high})
         rows.append(row)
     summary = pd.DataFrame(rows)
     if "shift_proportion" in summary.columns:  # 1/2, 1/4, 1/8, 1/16 within each head and placement
@@ -203,12 +244,13 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index(drop=True)
 
 
-def write_tables(df: pd.DataFrame, out_dir: Path, stem: str = "sweep") -> tuple[Path, Path]:
-    """Write `<stem>.csv` (every run × fold) and `<stem>_summary.csv` + `.json` atomically."""
+def write_tables(df: pd.DataFrame, out_dir: Path, stem: str = "sweep", intervals: bool = False) -> tuple[Path, Path]:
+    """Write `<stem>.csv` (every run × fold) and `<stem>_summary.csv` + `.json` atomically; with
+    `intervals`, the summary adds bootstrap intervals (run_dir relative to `out_dir`)."""
     table_path = out_dir / f"{stem}.csv"
     summary_path = out_dir / f"{stem}_summary.csv"
     write_text(table_path, df.to_csv(index=False))
-    summary = summarize(df) if not df.empty else pd.DataFrame()
+    summary = summarize(df, out_dir if intervals else None) if not df.empty else pd.DataFrame()
     write_text(summary_path, summary.to_csv(index=False))
     records = json.loads(summary.to_json(orient="records")) if not summary.empty else []
     write_text(out_dir / f"{stem}_summary.json", json.dumps(records, indent=2))

@@ -12,6 +12,10 @@ process (batched_runs.py; `batch_runs=False` turns this off); the rest go throug
 
 Determinism: every run seeds its own generators and runs with the same intra-op thread count
 (`threads`, default 1 per run trained alone), so its numbers do not depend on `jobs` or on scheduling.
+
+Past one machine: `backend="ray"` sends every run × fold to a Ray cluster (backends/ray_backend.py),
+and `shard` trains one share of the grid for array jobs whose tables `--collect` merges (shards.py);
+Ray tasks train every run alone, a shard batches its own share like a local sweep.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 import torch
@@ -35,8 +39,10 @@ from ser.data.workspace import Workspace
 from ser.errors import UserInputError
 from ser.heads import HEADS
 from ser.studies import results
+from ser.studies.backends.ray_backend import run_on_ray
 from ser.studies.batched_runs import train_stacked
 from ser.studies.grid import HEAD_OPTION_PREFIX, Grid
+from ser.studies.stopping import SweepStopped, kill_processes, stop_on_signals
 from ser.studies.sweep_progress import SweepProgress
 from ser.studies.sweep_worker import ERROR_FILE, RunOutcome, RunTask, init_worker, run_in_worker, run_task
 from ser.training import run_dir as files
@@ -47,10 +53,14 @@ from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
 from ser.training.run import find_test_cache
 from ser.training.training_data import TrainingData
 
+if TYPE_CHECKING:
+    from ser.studies.shards import Shard
+
 HEAD_AXES = ("shift_proportion", "shift_placement", "shift_bidirectional", "shift_stride")
 RECIPE_AXES = ("epochs", "lr", "batch_size", "weight_decay")
 WORKER_RAM_BYTES = 1_500_000_000  # a worker process: torch + one small head's activations
 GPU_JOBS = 4  # concurrent heads on one GPU; a small head leaves most of it idle
+BACKENDS = ("local", "ray")  # worker processes on this machine | Ray tasks on a cluster
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,11 @@ class SweepSettings:
     task: str = "categorical"
     test_manifest: Path | None = None  # cross-corpus: test every run on this manifest's corpus
     label_map: dict[str, str | None] | None = None  # its labels → the training corpus's
+    log: str | None = None  # tensorboard | mlflow: each run × fold's epochs and final metrics (tracking.py)
+    backend: str = "local"  # see BACKENDS
+    address: str | None = None  # Ray: the cluster to join (None: start Ray on this machine)
+    gpus_per_run: float = 0.0  # Ray: GPUs per run, fractions share one
+    shard: Shard | None = None  # train only this share of the grid (array jobs; see shards.py)
 
 
 @dataclass
@@ -91,11 +106,13 @@ class SweepOutcome:
     skipped: int
     done: int
     failed: int
-    jobs: int
+    jobs: int  # concurrent runs (local backend)
+    diverged: int = 0
     # startup (process start → sweep), load (cache), runs (wall of the training phase, worker
     # start-up included), train (sum of the runs' own durations), wall (all of it)
     seconds: dict[str, float] = field(default_factory=dict)
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+    backend: str = "local"
 
 
 def train_config(point: dict[str, Any], settings: SweepSettings, corpus: str, model: str,
@@ -127,7 +144,7 @@ def plan_runs(grid: Grid, settings: SweepSettings, data: TrainingData, sweep_dir
     for point, config, name in zip(points, configs, names):
         for index, fold in chosen:
             key = f"{name}/{fold_dir_name(index)}"
-            planned.append(PlannedRun(point, RunTask(key, config, fold, sweep_dir / key)))
+            planned.append(PlannedRun(point, RunTask(key, config, fold, sweep_dir / key, settings.log)))
     return planned
 
 
@@ -147,8 +164,8 @@ def default_jobs(data: TrainingData, runs: int) -> int:
 class SweepTable:
     """The rows of sweep.csv, kept in memory and rewritten after every finished run."""
 
-    def __init__(self, planned: list[PlannedRun], sweep_dir: Path):
-        self.planned, self.sweep_dir = planned, sweep_dir
+    def __init__(self, planned: list[PlannedRun], sweep_dir: Path, stem: str = "sweep"):
+        self.planned, self.sweep_dir, self.stem = planned, sweep_dir, stem
         self.rows = {run.task.key: self._row(run) for run in planned}
 
     def _row(self, run: PlannedRun) -> dict[str, Any]:
@@ -164,11 +181,11 @@ class SweepTable:
     def frame(self) -> pd.DataFrame:
         return results.order_columns(pd.DataFrame(list(self.rows.values())))
 
-    def write(self) -> tuple[Path, Path]:
-        return results.write_tables(self.frame(), self.sweep_dir)
+    def write(self, intervals: bool = False) -> tuple[Path, Path]:
+        return results.write_tables(self.frame(), self.sweep_dir, self.stem, intervals=intervals)
 
 
-def _write_run_summaries(planned: list[PlannedRun], all_folds: bool) -> None:
+def write_run_summaries(planned: list[PlannedRun], all_folds: bool) -> None:
     """summary.json beside the fold directories of every run whose folds have all finished."""
     if not all_folds:
         return
@@ -178,7 +195,7 @@ def _write_run_summaries(planned: list[PlannedRun], all_folds: bool) -> None:
     for run_dir, fold_dirs in by_run.items():
         if all(files.is_finished(d) for d in fold_dirs.values()):
             metrics = {name: files.read_json(d / files.METRICS) for name, d in fold_dirs.items()}
-            files.write_json(run_dir / files.SUMMARY, files.fold_summary(metrics))
+            files.write_json(run_dir / files.SUMMARY, files.fold_summary(metrics, run_dir))
 
 
 def _run_in_process(tasks: list[RunTask], data: TrainingData, threads: int, progress: SweepProgress,
@@ -203,7 +220,7 @@ def _run_in_pool(tasks: list[RunTask], data: TrainingData, jobs: int, threads: i
         events = context.Queue()
         in_flight: dict[Future, RunTask] = {}
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
-                                 initargs=(data, threads, events)) as pool:
+                                 initargs=(data, threads, events, os.getpid())) as pool:
             try:
                 while pending or in_flight:
                     while pending and len(in_flight) < jobs:
@@ -221,6 +238,10 @@ def _run_in_pool(tasks: list[RunTask], data: TrainingData, jobs: int, threads: i
                     task.out_dir.mkdir(parents=True, exist_ok=True)
                     (task.out_dir / ERROR_FILE).write_text(message + "\n")
                     finished(RunOutcome(task.key, "failed", 0.0, error=message))
+            except SweepStopped:
+                kill_processes(list((pool._processes or {}).values()))  # do not wait for their runs
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
 
 
 def _drain(events: Any, progress: SweepProgress) -> None:
@@ -241,7 +262,7 @@ def process_age_seconds() -> float:
         return 0.0
 
 
-def _resolve_inputs(settings: SweepSettings) -> tuple[Path, Path, str, str, Path, Path | None]:
+def resolve_inputs(settings: SweepSettings) -> tuple[Path, Path, str, str, Path, Path | None]:
     """(manifest, cache, corpus, model, sweep dir, the test corpus's cache or None)."""
     workspace = Workspace(settings.workdir)
     inputs = workspace.training_inputs(settings.manifest, settings.model)
@@ -262,14 +283,18 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
         raise UserInputError("--jobs must be at least 1")
     if settings.threads is not None and settings.threads < 1:
         raise UserInputError("--threads must be at least 1")
+    if settings.backend not in BACKENDS:
+        raise UserInputError(f"unknown sweep backend {settings.backend!r}", f"choose from: {', '.join(BACKENDS)}")
     for head in grid.values("head"):
         HEADS.get(head)  # a misspelt head fails now, with did-you-mean, not as N failed runs
-    manifest, cache, corpus, model, sweep_dir, test_cache = _resolve_inputs(settings)
-    data = load_training_data(manifest, cache, task=settings.task, layers=settings.layers, device=settings.device,
+    manifest, cache, corpus, model, sweep_dir, test_cache = resolve_inputs(settings)
+    device = "cpu" if settings.backend == "ray" else settings.device  # Ray tasks choose their own
+    data = load_training_data(manifest, cache, task=settings.task, layers=settings.layers, device=device,
                               test_manifest=settings.test_manifest, test_cache=test_cache, label_map=settings.label_map)
     load_seconds = time.perf_counter() - started
     planned = plan_runs(grid, settings, data, sweep_dir, corpus, model)
-    todo = [run for run in planned if not files.is_finished(run.task.out_dir)]
+    share = settings.shard.take(planned) if settings.shard else planned
+    todo = [run for run in share if not files.is_finished(run.task.out_dir)]
     jobs = settings.jobs or default_jobs(data, len(todo))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_text(sweep_dir / "sweep.json", json.dumps(
@@ -278,11 +303,11 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
          "task": settings.task, "threads": settings.threads, "batch_runs": settings.batch_runs,
          **({"test_manifest": str(settings.test_manifest), "label_map": settings.label_map}
             if settings.test_manifest is not None else {})}, indent=2))
-    table = SweepTable(planned, sweep_dir)
+    table = SweepTable(share, sweep_dir, settings.shard.table_stem if settings.shard else "sweep")
     table.write()
     by_key = {run.task.key: run for run in planned}
     train_seconds = 0.0
-    counts = {"done": 0, "failed": 0}
+    counts = {"done": 0, "failed": 0, "diverged": 0}
 
     def finished(outcome: RunOutcome) -> None:
         nonlocal train_seconds
@@ -295,20 +320,24 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     tasks = [run.task for run in todo]
     run_started = time.perf_counter()
     threads = settings.threads or 1
-    with SweepProgress(len(todo), len(planned) - len(todo)) as progress:
-        if settings.batch_runs:
+    with stop_on_signals(), SweepProgress(len(todo), len(share) - len(todo)) as progress:
+        if settings.batch_runs and settings.backend == "local":
             tasks = train_stacked(tasks, data, settings.threads, progress, finished)
-        if jobs == 1 or len(tasks) <= 1:
+        if settings.backend == "ray":
+            run_on_ray(tasks, data, finished, address=settings.address, threads=threads,
+                       gpus_per_run=settings.gpus_per_run)
+        elif jobs == 1 or len(tasks) <= 1:
             _run_in_process(tasks, data, threads, progress, finished)
         else:
             _run_in_pool(tasks, data, min(jobs, len(tasks)), threads, progress, finished)
     run_seconds = time.perf_counter() - run_started
-    _write_run_summaries(planned, grid.folds is None)
-    table_path, summary_path = table.write()
+    write_run_summaries(planned, grid.folds is None)
+    table_path, summary_path = table.write(intervals=True)  # bootstrap intervals once, at the end
     return SweepOutcome(
-        sweep_dir=sweep_dir, table_path=table_path, summary_path=summary_path, planned=len(planned),
-        skipped=len(planned) - len(todo), done=counts["done"], failed=counts["failed"], jobs=jobs,
+        sweep_dir=sweep_dir, table_path=table_path, summary_path=summary_path, planned=len(share),
+        skipped=len(share) - len(todo), done=counts["done"], failed=counts["failed"], jobs=jobs,
+        diverged=counts["diverged"],
         seconds={"startup": startup, "load": load_seconds, "runs": run_seconds, "train": train_seconds,
                  "wall": startup + time.perf_counter() - started},
-        summary=results.summarize(table.frame()),
+        summary=results.summarize(table.frame()), backend=settings.backend,
     )

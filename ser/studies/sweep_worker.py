@@ -17,9 +17,11 @@ from typing import Any, Callable
 import torch
 
 from ser.data.folds import Fold
-from ser.errors import SerError
+from ser.errors import DivergedError, SerError
+from ser.studies.stopping import SweepStopped, die_with_parent
 from ser.training.config import TrainConfig
 from ser.training.loop import train_fold
+from ser.training.tracking import open_tracker
 from ser.training.training_data import TrainingData
 
 ERROR_FILE = "error.txt"
@@ -35,12 +37,13 @@ class RunTask:
     config: TrainConfig
     fold: Fold
     out_dir: Path
+    log: str | None = None  # tensorboard | mlflow (ser.training.tracking)
 
 
 @dataclass(frozen=True)
 class RunOutcome:
     key: str
-    status: str  # "done" | "failed"
+    status: str  # "done" | "failed" | "diverged"
     seconds: float
     metrics: dict | None = None
     error: str | None = None
@@ -53,8 +56,9 @@ class WorkerState:
     events: Any = None  # a multiprocessing queue of EpochEvent, or None
 
 
-def init_worker(data: TrainingData, threads: int, events: Any) -> None:
-    """Pool initializer: pin the intra-op thread count and keep the shared data."""
+def init_worker(data: TrainingData, threads: int, events: Any, parent_pid: int | None = None) -> None:
+    """Pool initializer: die with the parent, pin the intra-op thread count and keep the shared data."""
+    die_with_parent(parent_pid)
     torch.set_num_threads(threads)
     WorkerState.data = data
     WorkerState.events = events
@@ -80,12 +84,18 @@ def run_task(task: RunTask, data: TrainingData, on_epoch: Callable[[EpochEvent],
             on_epoch((task.key, epoch, total))
 
     try:
-        metrics = train_fold(task.config, data, task.fold, task.out_dir, progress)
+        with open_tracker(task.log, task.out_dir, task.key, f"ser/{task.config.corpus}/{task.config.model}",
+                          {**task.config.to_dict(), "fold": task.fold.name}) as tracker:
+            metrics = train_fold(task.config, data, task.fold, task.out_dir, tracker.progress(progress))
+            tracker.log_final(metrics)
+    except SweepStopped:
+        raise
     except Exception as error:  # noqa: BLE001 — any failure of one run is recorded, not raised
         message = describe_error(error)
         task.out_dir.mkdir(parents=True, exist_ok=True)
         error_path.write_text(message)
-        return RunOutcome(task.key, "failed", time.perf_counter() - started, error=message.splitlines()[0])
+        status = "diverged" if isinstance(error, DivergedError) else "failed"
+        return RunOutcome(task.key, status, time.perf_counter() - started, error=message.splitlines()[0])
     return RunOutcome(task.key, "done", time.perf_counter() - started, metrics=metrics)
 
 

@@ -7,7 +7,8 @@ resumes the other's) and, at the end, the same run-directory files written by th
 (`write_fold_results`). Only the arithmetic is shared: one forward/backward for all K members
 (heads/stacked.py) and one optimiser step (stacked_optim.py).
 
-A member that diverges (non-finite loss) stops and is reported as failed; the others go on.
+A member that diverges (non-finite loss or outputs) stops with the `DivergedError` a solo run
+raises; a member that cannot start fails with its own error; the others go on.
 Members may stand at different epochs after an interruption: each trains only in the epochs it
 has not finished, and a finished member simply sits out.
 """
@@ -15,6 +16,7 @@ has not finished, and a finished member simply sits out.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +26,16 @@ import numpy as np
 import torch
 
 from ser.data.folds import Fold
-from ser.errors import TrainingError
+from ser.errors import DivergedError, TrainingError
 from ser.heads import create_head
 from ser.heads.stacked import MemberBatch, StackedCNN, rng_state
 from ser.training import run_dir as files
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig, head_constructor_options
-from ser.training.loop import (CHECKPOINT_EVERY_SECONDS, _check_same_run, _rng_state, seed_everything,
+from ser.training.divergence import check_loss, check_outputs
+from ser.training.loop import (CHECKPOINT_EVERY_SECONDS, _check_same_run, _rng_state, fresh_state, seed_everything,
                                write_fold_results)
-from ser.training.recipes import build_optimizer, lr_at
+from ser.training.recipes import build_optimizer, corpus_head_defaults, lr_at
 from ser.training.stacked_optim import StackedAdam
 from ser.training.training_data import FeatureScaler, TrainingData
 
@@ -52,7 +55,7 @@ class MemberSpec:
 @dataclass
 class MemberResult:
     metrics: dict | None = None
-    error: str | None = None
+    error: Exception | None = None  # what stopped the member (DivergedError: it diverged)
 
 
 @dataclass
@@ -67,23 +70,28 @@ class _Member:
     state: dict
     rng: torch.Tensor  # this member's torch RNG state (SpecAugment draws)
     checkpoint_rng: dict = field(default_factory=dict)
-    error: str | None = None
+    error: Exception | None = None
     loss_sum: float = 0.0
+    seen: int = 0
     lr: float = 0.0
     last_row: dict = field(default_factory=dict)
-    best_test_outputs: np.ndarray | None = None  # on test at the dev-selected epoch (not checkpointed)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.rows[0]) // self.spec.config.recipe.batch_size)
 
     @property
     def epochs(self) -> int:
-        return self.spec.config.recipe.epochs
+        return self.spec.config.recipe.total_epochs(self.steps_per_epoch)  # a step budget ends inside its last epoch
 
     @property
     def alive(self) -> bool:
         return self.error is None
 
 
-def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict) -> _Member:
-    """What `train_fold` does before its first epoch, for one member (config.json written)."""
+def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict) -> _Member | dict:
+    """What `train_fold` does before its first epoch, for one member (config.json written); a
+    finished member's metrics.json dict instead when it has nothing left to train."""
     config, fold, out_dir = spec.config, spec.fold, Path(spec.out_dir)
     if not fold.dev:
         raise TrainingError(f"fold {fold.name} has no dev utterances", "model selection needs a dev set")
@@ -92,12 +100,16 @@ def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict) -> _Membe
     rows = tuple(data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
     task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(rows[0])])
     seed_everything(config.seed)
-    options = head_constructor_options(config.head_kwargs)
+    options = {**corpus_head_defaults(config.head, config.corpus), **head_constructor_options(config.head_kwargs)}
     head = create_head(config.head, data.dim, data.num_layers, task.num_outputs, **options).to(data.device)
     saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
                     "head_resolved": head.constructor_kwargs,
                     "sizes": {"train": len(rows[0]), "dev": len(rows[1]), "test": len(rows[2])}}
+    for note in files.set_aside_damaged(out_dir):
+        print(f"note: {note}", file=sys.stderr)
     _check_same_run(out_dir, saved_config)
+    if files.is_finished(out_dir):
+        return files.read_json(out_dir / files.METRICS)
     files.write_json(out_dir / files.CONFIG, saved_config)
     scaler = None
     if config.standardize:
@@ -106,8 +118,7 @@ def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict) -> _Membe
             scalers[key] = data.feature_scaler(rows[0])
         scaler = scalers[key]
     optimizer = build_optimizer(head, config.recipe)
-    state = {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
-             "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
+    state = fresh_state()
     rng = rng_state(data.device)
     checkpoint_rng = _rng_state()
     checkpoint_path = out_dir / files.CHECKPOINT
@@ -162,6 +173,9 @@ class _Group:
     @torch.no_grad()
     def predict(self, which: int, batch_size: int, members: list[int]) -> dict[int, np.ndarray]:
         """Outputs (N, C) of `members` on their rows[which] (dev: 1, test: 2), in row order."""
+        members = [k for k in members if len(self.members[k].rows[which])]
+        if not members:
+            return {}
         orders = {k: sorted_batches(self.data.lengths[self.members[k].rows[which]], batch_size) for k in members}
         pieces: dict[int, list[torch.Tensor]] = {k: [] for k in members}
         for i in range(max(len(order) for order in orders.values())):
@@ -183,7 +197,9 @@ class _Group:
         return outputs
 
 
-def _score(member: _Member, data: TrainingData, which: int, outputs: np.ndarray) -> tuple[dict, float]:
+def _score(member: _Member, data: TrainingData, which: int, outputs: np.ndarray, epoch: int) -> tuple[dict, float]:
+    """(metrics, loss) of a member's outputs on its rows[which]; DivergedError if one is not finite."""
+    check_outputs(outputs, ("train", "dev", "test")[which], epoch)
     targets = data.targets[torch.from_numpy(member.rows[which]).to(data.device)].cpu()
     loss = float(member.task.loss(torch.from_numpy(outputs), targets))
     return member.task.evaluate(outputs, targets.numpy()), loss
@@ -199,7 +215,9 @@ def _train_epoch(group: _Group, epoch: int, training: list[int]) -> None:
         recipe = m.spec.config.recipe
         orders[k] = [train_rows[b] for b in bucketed_batches(data.lengths[train_rows], recipe.batch_size,
                                                               m.spec.config.seed, epoch)]
-        m.loss_sum = 0.0
+        if recipe.max_steps is not None:
+            orders[k] = orders[k][: recipe.max_steps - m.state["step"]]
+        m.loss_sum, m.seen = 0.0, 0
     for i in range(max(len(order) for order in orders.values())):
         stepping = [k for k in training if i < len(orders[k]) and members[k].alive]
         if not stepping:
@@ -218,16 +236,19 @@ def _train_epoch(group: _Group, epoch: int, training: list[int]) -> None:
             rows = orders[k][i]
             targets = data.targets[torch.from_numpy(rows).to(data.device)]
             loss = m.task.loss(logits[k, : len(rows)], targets)
-            if not torch.isfinite(loss):
-                m.error = (f"training diverged: the loss became non-finite at epoch {epoch + 1}, "
-                           f"step {m.state['step'] + 1} (try a lower --lr)")
+            m.lr = lr_at(m.state["step"], recipe, m.steps_per_epoch)
+            step_loss = float(loss.detach())
+            try:
+                check_loss(step_loss, epoch + 1, m.state["step"] + 1, m.lr)
+            except DivergedError as error:
+                m.error = error
                 continue
-            m.lr = lr_at(m.state["step"], recipe, -(-len(m.rows[0]) // recipe.batch_size))
             lrs[k] = m.lr
             active[k] = True
             total = total + loss
             m.state["step"] += 1
-            m.loss_sum += float(loss.detach()) * len(rows)
+            m.loss_sum += step_loss * len(rows)
+            m.seen += len(rows)
         group.optimizer.zero_grad()
         if active.any():
             total.backward()
@@ -245,19 +266,22 @@ def _end_epoch(group: _Group, epoch: int, trained: list[int], started: float) ->
     for k in live:
         m = group.members[k]
         task, state = m.task, m.state
-        dev_metrics, dev_loss = _score(m, data, 1, dev[k])
-        test_metrics, _ = _score(m, data, 2, test[k])
-        row = {"epoch": epoch + 1, "train_loss": m.loss_sum / len(m.rows[0]), "dev_loss": dev_loss}
+        try:
+            dev_metrics, dev_loss = _score(m, data, 1, dev[k], epoch + 1)
+            test_metrics = _score(m, data, 2, test[k], epoch + 1)[0] if k in test else None
+        except DivergedError as error:
+            m.error = error
+            continue
+        row = {"epoch": epoch + 1, "train_loss": m.loss_sum / max(m.seen, 1), "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
-        row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})
+        row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics} if test_metrics else {})
         row.update({"lr": m.lr, "seconds": time.perf_counter() - started})
         state["history"].append(row)
         if dev_metrics[task.selection_metric] > state["best_score"]:
             state.update(best_score=dev_metrics[task.selection_metric], best_epoch=epoch + 1, best_dev=dev_metrics,
                          best_state=group.member_state_dict(k))
-            m.best_test_outputs = test[k]
         optimistic = state["optimistic"]
-        if optimistic is None or test_metrics[task.selection_metric] > optimistic[task.selection_metric]:
+        if test_metrics and (optimistic is None or test_metrics[task.selection_metric] > optimistic[task.selection_metric]):
             state["optimistic"] = {**test_metrics, "epoch": epoch + 1}
         state["last_test"] = test_metrics
         state["epoch"] = epoch + 1
@@ -293,14 +317,16 @@ def train_group(specs: list[MemberSpec], data: TrainingData, progress: MemberPro
     results = [MemberResult() for _ in specs]
     members, indices, scalers = [], [], {}
     for index, spec in enumerate(specs):
-        if files.is_finished(Path(spec.out_dir)):
-            results[index].metrics = files.read_json(Path(spec.out_dir) / files.METRICS)
-            continue
         try:
-            members.append(_start_member(spec, data, scalers))
-            indices.append(index)
+            started = _start_member(spec, data, scalers)
         except Exception as error:  # noqa: BLE001 — one member's bad option fails that member only
-            results[index].error = f"{type(error).__name__}: {error}"
+            results[index].error = error
+            continue
+        if isinstance(started, dict):
+            results[index].metrics = started
+        else:
+            members.append(started)
+            indices.append(index)
     if not members:
         return results
     group = _Group(members, data)
@@ -325,6 +351,5 @@ def train_group(specs: list[MemberSpec], data: TrainingData, progress: MemberPro
             results[indices[k]].error = m.error
             continue
         results[indices[k]].metrics = write_fold_results(m.spec.config, data, m.task, m.head, m.state,
-                                                         m.saved_config, m.scaler, m.rows[2], Path(m.spec.out_dir),
-                                                         m.best_test_outputs)
+                                                         m.saved_config, m.scaler, m.rows[2], Path(m.spec.out_dir))
     return results

@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ser.data.manifest import manifest_sha256
+from ser.data.manifest import manifest_sha256, utterance_records
 from ser.errors import CacheError, UserInputError
 from ser.features.backbone import resolve_device as resolve_device_name
 from ser.features.cache import CacheReader
+from ser.features.fingerprint import changed_sources
 
 
 def resolve_device(device: str) -> torch.device:
@@ -57,4 +58,17 @@ def cached_rows(reader: CacheReader, cache: Path, manifest: Path, df: pd.DataFra
     for layer in layers or []:
         if not 0 <= layer < reader.num_layers:
             raise UserInputError(f"layer {layer} does not exist", f"the cache has layers 0-{reader.num_layers - 1}")
+    check_sources_unchanged(reader, cache, manifest, df, set(table["id"]))
     return table
+
+
+def check_sources_unchanged(reader: CacheReader, cache: Path, manifest: Path, df: pd.DataFrame, ids: set[str]) -> None:
+    """Refuse a cache whose source audio changed after extraction (it would serve old features)."""
+    records = [record for record in utterance_records(df, manifest) if record.id in ids]
+    changed = changed_sources(records, reader.fingerprints, reader.attrs.get("max_seconds") or None)
+    if changed:
+        path = next(record.path for record in records if record.id == changed[0])
+        raise CacheError(
+            f"the audio of {len(changed)} utterance(s) changed after {cache} was made, e.g. {changed[0]} ({path})",
+            "run the same `ser extract` command again: it re-extracts the changed utterances",
+        )

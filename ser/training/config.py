@@ -66,7 +66,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         own = {f.name for f in dataclasses.fields(cls)} - {"recipe"}
-        recipe = Recipe.from_dict({name: data[name] for name in RECIPE_FIELDS})
+        recipe = Recipe.from_dict({name: data[name] for name in RECIPE_FIELDS if name in data})
         return cls(recipe=recipe, **{name: data[name] for name in own if name in data})
 
     def run_name(self) -> str:
@@ -91,7 +91,7 @@ class TrainConfig:
         if self.layers is not None:
             parts.append("L" + "_".join(map(str, self.layers)))
         if self.folds is not None:
-            parts.append(self.folds + (str(self.k) if self.k else ""))
+            parts.append(self.folds.split(":")[0] + (str(self.k) if self.k else ""))  # emobox:DIR → emobox
         if self.dev != "random":
             parts.append(f"dev{self.dev}")
         if self.standardize:

@@ -356,5 +356,5 @@ def run_distillation(
         name = fold_dir_name(index)
         results[name] = distill_fold(student, teacher, data, fold, teacher_run / name, run_dir / name, settings, progress)
     if which == "all":
-        files.write_json(run_dir / files.SUMMARY, files.fold_summary(results))
+        files.write_json(run_dir / files.SUMMARY, files.fold_summary(results, run_dir))
     return run_dir, results

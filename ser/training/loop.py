@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,7 +28,8 @@ from ser.heads import create_head
 from ser.training import run_dir as files
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig, head_constructor_options
-from ser.training.recipes import build_optimizer, lr_at
+from ser.training.divergence import check_loss, check_outputs
+from ser.training.recipes import build_optimizer, corpus_head_defaults, lr_at
 from ser.training.training_data import FeatureScaler, TrainingData
 
 CHECKPOINT_EVERY_SECONDS = 30.0  # a resume checkpoint (weights + optimiser state) costs ~0.2 s at D=768
@@ -63,6 +65,24 @@ def _restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def fresh_state() -> dict:
+    """The loop's state before its first epoch."""
+    return {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
+            "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
+
+
+def resume_state(checkpoint_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The loop's state to continue from: restored, with the model's, optimiser's and RNG states,
+    from the checkpoint an interrupted run left at `checkpoint_path`; else a fresh one."""
+    if not checkpoint_path.is_file():
+        return fresh_state()
+    saved = files.load_torch(checkpoint_path)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    _restore_rng(saved["rng"])
+    return saved["state"]
+
+
 @torch.no_grad()
 def predict(head: nn.Module, data: TrainingData, rows: np.ndarray, batch_size: int,
             scaler: FeatureScaler | None = None) -> np.ndarray:
@@ -79,9 +99,10 @@ def predict(head: nn.Module, data: TrainingData, rows: np.ndarray, batch_size: i
 
 
 def _score(task, head, data: TrainingData, rows: np.ndarray, batch_size: int,
-           scaler: FeatureScaler | None) -> tuple[dict, float, np.ndarray]:
-    """(metrics, loss, outputs) of the head on `rows`."""
+           scaler: FeatureScaler | None, split: str = "", epoch: int = 0) -> tuple[dict, float, np.ndarray]:
+    """(metrics, loss, outputs) of the head on `rows`; DivergedError if an output is not finite."""
     outputs = predict(head, data, rows, batch_size, scaler)
+    check_outputs(outputs, split, epoch)
     targets = data.targets[torch.from_numpy(rows).to(data.device)].cpu()
     loss = float(task.loss(torch.from_numpy(outputs), targets))
     return task.evaluate(outputs, targets.numpy()), loss, outputs
@@ -120,12 +141,14 @@ def train_fold(
     train_rows, dev_rows, test_rows = (data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
     task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(train_rows)])
     seed_everything(config.seed)
-    options = head_constructor_options(config.head_kwargs)
+    options = {**corpus_head_defaults(config.head, config.corpus), **head_constructor_options(config.head_kwargs)}
     # Built before anything is written, so a bad head option leaves no run directory behind.
     head = create_head(config.head, data.dim, data.num_layers, task.num_outputs, **options).to(data.device)
     saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
                     "head_resolved": head.constructor_kwargs,
                     "sizes": {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows)}}
+    for note in files.set_aside_damaged(out_dir):
+        print(f"note: {note}", file=sys.stderr)
     if files.is_finished(out_dir):
         _check_same_run(out_dir, saved_config)
         return files.read_json(out_dir / files.METRICS)
@@ -136,24 +159,20 @@ def train_fold(
     scaler = data.feature_scaler(train_rows) if config.standardize else None
     optimizer = build_optimizer(head, recipe)
     steps_per_epoch = -(-len(train_rows) // recipe.batch_size)
+    total_epochs = recipe.total_epochs(steps_per_epoch)  # a step budget ends inside its last epoch
     eval_batch = 2 * recipe.batch_size
-    state = {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
-             "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
     checkpoint_path = out_dir / files.CHECKPOINT
-    if checkpoint_path.is_file():
-        saved = files.load_torch(checkpoint_path)
-        head.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        _restore_rng(saved["rng"])
-        state = saved["state"]
+    state = resume_state(checkpoint_path, head, optimizer)
 
     last_checkpoint = -math.inf
-    for epoch in range(state["epoch"], recipe.epochs):
+    for epoch in range(state["epoch"], total_epochs):
         started = time.perf_counter()
         head.train()
-        loss_sum = 0.0
+        loss_sum, seen = 0.0, 0
         batch_rows = [train_rows[b] for b in bucketed_batches(data.lengths[train_rows], recipe.batch_size,
                                                                config.seed, epoch)]
+        if recipe.max_steps is not None:
+            batch_rows = batch_rows[: recipe.max_steps - state["step"]]
         for x, lengths, targets, *extra in data.batches(batch_rows, scaler):
             lr = lr_at(state["step"], recipe, steps_per_epoch)
             for group in optimizer.param_groups:
@@ -165,19 +184,23 @@ def train_fold(
                 nn.utils.clip_grad_norm_(head.parameters(), recipe.grad_clip)
             optimizer.step()
             state["step"] += 1
-            loss_sum += float(loss.detach()) * len(targets)
-        dev_metrics, dev_loss, _ = _score(task, head, data, dev_rows, eval_batch, scaler)
-        test_metrics, _, _ = _score(task, head, data, test_rows, eval_batch, scaler)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / len(train_rows), "dev_loss": dev_loss}
+            step_loss = float(loss.detach())
+            check_loss(step_loss, epoch + 1, state["step"], lr)
+            loss_sum += step_loss * len(targets)
+            seen += len(targets)
+        dev_metrics, dev_loss, _ = _score(task, head, data, dev_rows, eval_batch, scaler, "dev", epoch + 1)
+        test_metrics = (_score(task, head, data, test_rows, eval_batch, scaler, "test", epoch + 1)[0]
+                        if len(test_rows) else None)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
-        row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})
+        row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics} if test_metrics else {})
         row.update({"lr": lr, "seconds": time.perf_counter() - started})
         state["history"].append(row)
         if dev_metrics[task.selection_metric] > state["best_score"]:
             state.update(best_score=dev_metrics[task.selection_metric], best_epoch=epoch + 1, best_dev=dev_metrics,
                          best_state={k: v.detach().cpu().clone() for k, v in head.state_dict().items()})
         optimistic = state["optimistic"]
-        if optimistic is None or test_metrics[task.selection_metric] > optimistic[task.selection_metric]:
+        if test_metrics and (optimistic is None or test_metrics[task.selection_metric] > optimistic[task.selection_metric]):
             state["optimistic"] = {**test_metrics, "epoch": epoch + 1}
         state["last_test"] = test_metrics
         state["epoch"] = epoch + 1
@@ -186,39 +209,39 @@ def train_fold(
                                                "rng": _rng_state(), "state": state})
             last_checkpoint = time.perf_counter()
         if progress is not None:
-            progress(fold.name, epoch + 1, recipe.epochs, row)
+            progress(fold.name, epoch + 1, total_epochs, row)
 
     return write_fold_results(config, data, task, head, state, saved_config, scaler, test_rows, out_dir)
 
 
 def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.Module, state: dict,
-                       saved_config: dict, scaler: FeatureScaler | None, test_rows: np.ndarray, out_dir: Path,
-                       test_outputs: np.ndarray | None = None) -> dict:
-    """The finished fold's files from the training state (the dev-selected weights are loaded into
-    `head`; `test_outputs`: its outputs on test when already computed); metrics.json last, and the
-    resume checkpoint removed. Returns metrics.json's dict."""
-    checkpoint_path = out_dir / files.CHECKPOINT
+                       saved_config: dict, scaler: FeatureScaler | None, test_rows: np.ndarray, out_dir: Path) -> dict:
+    """The finished fold's files from the training state: the dev-selected weights are loaded into
+    `head` and scored on test; metrics.json last, and the resume checkpoint removed. Returns
+    metrics.json's dict."""
     head.load_state_dict(state["best_state"])
-    targets = data.targets[torch.from_numpy(test_rows).to(data.device)].cpu().numpy()
-    if test_outputs is None:
-        test_metrics, _, test_outputs = _score(task, head, data, test_rows, 2 * config.recipe.batch_size, scaler)
-    else:
-        test_metrics = task.evaluate(test_outputs, targets)
-    metrics = {
-        "test": test_metrics,
-        "dev": state["best_dev"],
-        "best_epoch": state["best_epoch"],
-        "test_last": state["last_test"],
-        "test_best_epoch_optimistic": {**state["optimistic"], "note": "max over epochs of test "
-                                       f"{task.selection_metric}: optimistic, for comparison with papers only"},
-    }
+    metrics = {"test": None, "dev": state["best_dev"], "best_epoch": state["best_epoch"], "test_last": None,
+               "test_best_epoch_optimistic": None, "note": "no test set: trained on every labelled utterance"}
     files.write_csv(out_dir / files.HISTORY, pd.DataFrame(state["history"]))
-    files.write_csv(out_dir / files.PREDICTIONS, task.predictions([data.ids[r] for r in test_rows], test_outputs, targets))
+    if len(test_rows):  # a fold without test (`--fold none`) has neither test metrics nor predictions
+        test_metrics, _, test_outputs = _score(task, head, data, test_rows, 2 * config.recipe.batch_size, scaler,
+                                               "test", state["best_epoch"])
+        targets = data.targets[torch.from_numpy(test_rows).to(data.device)].cpu().numpy()
+        metrics = {
+            "test": test_metrics,
+            "dev": state["best_dev"],
+            "best_epoch": state["best_epoch"],
+            "test_last": state["last_test"],
+            "test_best_epoch_optimistic": {**state["optimistic"], "note": "max over epochs of test "
+                                           f"{task.selection_metric}: optimistic, for comparison with papers only"},
+        }
+        files.write_csv(out_dir / files.PREDICTIONS, task.predictions([data.ids[r] for r in test_rows], test_outputs, targets))
     layer_indices = config.layers if config.layers is not None else list(range(data.num_layers))
     files.write_json(out_dir / files.LAYER_WEIGHTS,
                      {"layers": layer_indices, "weights": head.layer_weights().detach().cpu().tolist()})
     files.write_model(out_dir / files.MODEL, head, config.head, data.dim, data.num_layers, task.num_outputs,
                       saved_config, scaler)
+    files.write_features_record(out_dir / files.FEATURES, data.cache_path)
     files.write_json(out_dir / files.METRICS, metrics)
-    checkpoint_path.unlink(missing_ok=True)
+    (out_dir / files.CHECKPOINT).unlink(missing_ok=True)
     return metrics

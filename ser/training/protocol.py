@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ser.data.folds import Fold, cross_corpus_fold, make_folds
+from ser.data.folds import FULL_FOLD, Fold, cross_corpus_fold, full_data_fold, make_folds
 from ser.errors import UserInputError
 from ser.training.config import TrainConfig
 from ser.training.training_data import TrainingData
@@ -31,6 +31,17 @@ def cross_corpus_data_fold(config: TrainConfig, data: TrainingData) -> Fold:
     return dataclasses.replace(fold, name=f"cross-{data.cross.test_corpus}")
 
 
+NO_TEST = "none"  # `--fold none`: one fold, `full`, trained on every labelled utterance
+
+
+def no_test_fold(config: TrainConfig, data: TrainingData) -> Fold:
+    """`--fold none`: every labelled utterance trains except the dev share that selects the epoch."""
+    if data.cross is not None:
+        raise UserInputError("--fold none does not apply with --test-manifest", "it trains without any test set")
+    return full_data_fold(data.labelled_table, seed=config.fold_seed, dev=config.dev, dev_fraction=config.dev_fraction,
+                          label_column=data.task.fold_label_column)
+
+
 def select_folds(folds: list[Fold], which: str) -> list[tuple[int, Fold]]:
     """`all`, a fold name (a session, a speaker, …) or a fold number K as in `fold<K>` (1-based)
     → [(0-based position, fold)]."""
@@ -49,3 +60,8 @@ def select_folds(folds: list[Fold], which: str) -> list[tuple[int, Fold]]:
 def fold_dir_name(index: int) -> str:
     """The folder of the fold at 0-based position `index`: fold1, fold2, …"""
     return f"fold{index + 1}"
+
+
+def fold_dir_of(fold: Fold, index: int) -> str:
+    """The folder of a trained fold: fold<K>, or `full` for the no-test fold."""
+    return FULL_FOLD if fold.name == FULL_FOLD and not fold.test else fold_dir_name(index)

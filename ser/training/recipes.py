@@ -1,12 +1,16 @@
-"""Each head family's training recipe from its paper, in one visible place (nanoGPT style).
+"""Each head family's training recipe as its reference code runs it, in one visible place (nanoGPT
+style); every recipe names the file and lines it comes from.
 
 - shift family (cnn/shiftcnn, lstm/shiftlstm, transformer/shiftformer; reference §2):
-  AdamW 5e-4, weight decay 0.05 (none on biases and norms), 5 warm-up epochs then cosine per
-  step, 100 epochs, batch 32, gradient clip 5, plain cross-entropy.
-- timnet (§3): Adam 1e-3, betas (0.93, 0.98), label smoothing 0.1, batch 64, 500 epochs, constant lr.
-- linear (§6, the SUPERB ER baseline): Adam 1e-4, batch 32, constant lr.
-- ctarnn (§4, a reconstruction; our choice): AdamW 5e-4, weight decay 0.01, 2 warm-up epochs
-  then cosine, 50 epochs, batch 32, gradient clip 5.
+  AdamW 5e-4, weight decay 0.05 (none on biases and norms), timm's CosineLRScheduler per step
+  (warm-up from 5e-7 over 5 epochs, cosine counted from step 0 down to 5e-6), 100 epochs,
+  batch 32, gradient clip 5, plain cross-entropy.
+- timnet (§3): Adam 1e-3, betas (0.93, 0.98), label smoothing 0.1, batch 64, 500 epochs, constant
+  lr; 10 blocks for IEMOCAP, 8 otherwise (`corpus_head_defaults`).
+- linear (§6, s3prl's emotion config): Adam 1e-4, constant lr, gradient clip 1, 30,000 updates of
+  32 utterances (8 accumulated batches of 4), however many epochs that takes.
+- ctarnn (§4, a reconstruction; our choice): the shift family's schedule with 2 warm-up epochs,
+  weight decay 0.01, 50 epochs, batch 32, gradient clip 5.
 Every field can be overridden (`Recipe.with_overrides`); heads not listed use the shift recipe.
 """
 
@@ -22,6 +26,18 @@ from torch import nn
 from ser.errors import UserInputError
 
 
+
+def with_set_options(recipe, overrides: dict):
+    """A copy of a recipe dataclass with every non-None override applied, then validated; refuses
+    names the recipe does not have."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    unknown = set(given) - {field.name for field in dataclasses.fields(recipe)}
+    if unknown:
+        raise UserInputError(f"unknown recipe option(s): {', '.join(sorted(unknown))}")
+    replaced = dataclasses.replace(recipe, **given)
+    replaced.validate()
+    return replaced
+
 @dataclass(frozen=True)
 class Recipe:
     """Optimiser, schedule and batch settings for one training run."""
@@ -31,29 +47,41 @@ class Recipe:
     weight_decay: float = 0.05  # applied to weight matrices only (not biases, norms, 1-D vectors)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_epochs: int = 5
-    schedule: str = "cosine"  # cosine (per step, after warm-up) | constant
+    schedule: str = "cosine"  # cosine (timm's CosineLRScheduler, per step) | constant
     epochs: int = 100
     batch_size: int = 32
     grad_clip: float | None = 5.0
     label_smoothing: float = 0.0
+    warmup_lr: float = 0.0  # the warm-up starts here
+    min_lr: float = 0.0  # the cosine ends here
+    max_steps: int | None = None  # a budget of optimiser updates (s3prl style); None: `epochs` epochs
 
     def with_overrides(self, **overrides) -> "Recipe":
-        """A copy with the non-None overrides applied (unset options keep the recipe's value)."""
-        given = {key: value for key, value in overrides.items() if value is not None}
-        unknown = set(given) - {field.name for field in dataclasses.fields(self)}
-        if unknown:
-            raise UserInputError(f"unknown recipe option(s): {', '.join(sorted(unknown))}")
-        recipe = dataclasses.replace(self, **given)
-        recipe.validate()
-        return recipe
+        """A copy with the non-None overrides applied (unset options keep the recipe's value).
+        Setting `epochs` alone drops a step budget: the run then lasts that many epochs."""
+        recipe = self
+        if overrides.get("epochs") is not None and overrides.get("max_steps") is None:
+            recipe = dataclasses.replace(self, max_steps=None)
+        return with_set_options(recipe, overrides)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise UserInputError(f"unknown optimizer {self.optimizer!r}", f"choose one of: {', '.join(OPTIMIZERS)}")
         if self.schedule not in ("cosine", "constant"):
             raise UserInputError(f"unknown schedule {self.schedule!r}", "choose cosine or constant")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise UserInputError("epochs, batch size and learning rate must be positive")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or (self.max_steps is not None and self.max_steps < 1):
+            raise UserInputError("epochs, batch size, learning rate and a step budget must be positive")
+
+    def total_epochs(self, steps_per_epoch: int) -> int:
+        """Epochs the run lasts: `epochs`, or as many as the step budget needs."""
+        return self.epochs if self.max_steps is None else -(-self.max_steps // steps_per_epoch)
+
+    def schedule_warning(self) -> str | None:
+        """A warning when the run ends inside (or right at the end of) its warm-up, else None."""
+        if self.schedule == "cosine" and self.max_steps is None and 0 < self.warmup_epochs >= self.epochs:
+            return (f"{self.epochs} epoch(s) do not exceed the {self.warmup_epochs} warm-up epochs: the learning rate "
+                    f"never leaves the warm-up (pass more --epochs)")
+        return None
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "betas": list(self.betas)}
@@ -63,16 +91,27 @@ class Recipe:
         return cls(**{**data, "betas": tuple(data["betas"])})
 
 
-SHIFT_RECIPE = Recipe()
+# ShiftSER (github.com/ECNU-Cross-Innovation-Lab/ShiftSER): config.py lines 23 and 79-86 (batch 32,
+# 100 epochs, 5 warm-up epochs, weight decay 0.05, lr 5e-4, warm-up lr 5e-7, min lr 5e-6, clip 5),
+# lr_scheduler.py lines 14-21 (CosineLRScheduler, t_initial = all steps, t_in_epochs=False) and
+# main.py line 125 (step_update after every optimiser step); optimizer.py (no decay on 1-D/biases).
+SHIFT_RECIPE = Recipe(warmup_lr=5e-7, min_lr=5e-6)
+# TIM-Net (github.com/Jiaxin-Ye/TIM-Net_SER): Code/main.py lines 20-25 (lr 1e-3, betas 0.93/0.98,
+# batch 64, 500 epochs), lines 29 and 37-38 (8 blocks, 10 for IEMOCAP; see corpus_head_defaults);
+# label smoothing 0.1 and a constant lr in Code/Model.py.
 TIMNET_RECIPE = Recipe(
     optimizer="adam", lr=1e-3, weight_decay=0.0, betas=(0.93, 0.98), warmup_epochs=0, schedule="constant",
     epochs=500, batch_size=64, grad_clip=None, label_smoothing=0.1,
 )
+# s3prl (github.com/s3prl/s3prl): s3prl/downstream/emotion/config.yaml lines 2-4 (30,000 updates,
+# gradient clip 1, 8 accumulated batches) and 15-17 (Adam 1e-4, no scheduler), line 30 (batches of 4):
+# 8 × 4 = 32 utterances per update, the loss divided by 8 (s3prl/downstream/runner.py) = a batch of 32.
 LINEAR_RECIPE = Recipe(
     optimizer="adam", lr=1e-4, weight_decay=0.0, warmup_epochs=0, schedule="constant",
-    epochs=50, batch_size=32, grad_clip=None,
+    epochs=50, batch_size=32, grad_clip=1.0, max_steps=30_000,
 )
-CTARNN_RECIPE = Recipe(weight_decay=0.01, warmup_epochs=2, epochs=50)
+# CTA-RNN has no public code: our choice, the shift family's schedule with a shorter warm-up.
+CTARNN_RECIPE = Recipe(weight_decay=0.01, warmup_epochs=2, epochs=50, warmup_lr=5e-7, min_lr=5e-6)
 
 HEAD_RECIPES = {
     "cnn": SHIFT_RECIPE, "shiftcnn": SHIFT_RECIPE,
@@ -91,16 +130,35 @@ def recipe_for(head: str) -> Recipe:
     return HEAD_RECIPES.get(head, SHIFT_RECIPE)
 
 
-def lr_at(step: int, recipe: Recipe, steps_per_epoch: int) -> float:
-    """Learning rate at optimiser step `step` (0-based): linear warm-up, then cosine to 0 or constant."""
+def cosine_lr(t: int, recipe: Recipe, steps_per_epoch: int) -> float:
+    """timm's CosineLRScheduler value after update t (t_in_epochs=False, one cycle): a linear warm-up
+    from `warmup_lr` over the warm-up steps, otherwise a cosine counted from step 0 (not from the end
+    of the warm-up) over all the run's steps, from `lr` down to `min_lr`, then `min_lr`."""
     warmup = recipe.warmup_epochs * steps_per_epoch
-    if step < warmup:
-        return recipe.lr * (step + 1) / warmup
+    if t < warmup:
+        return recipe.warmup_lr + t * (recipe.lr - recipe.warmup_lr) / warmup
+    total = recipe.total_epochs(steps_per_epoch) * steps_per_epoch
+    if t >= total:
+        return recipe.min_lr
+    return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * t / total))
+
+
+def lr_at(step: int, recipe: Recipe, steps_per_epoch: int) -> float:
+    """Learning rate of optimiser step `step` (0-based) as the reference runs it: ShiftSER sets the
+    rate for update t after taking it (main.py line 125), so step s uses the value of s − 1 (the
+    warm-up start for s = 0). Constant schedules use `lr` after their warm-up."""
     if recipe.schedule == "constant":
-        return recipe.lr
-    total = recipe.epochs * steps_per_epoch
-    progress = (step - warmup) / max(1, total - warmup)
-    return recipe.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        warmup = recipe.warmup_epochs * steps_per_epoch
+        return recipe.lr * (step + 1) / warmup if step < warmup else recipe.lr
+    return cosine_lr(max(step - 1, 0), recipe, steps_per_epoch)
+
+
+def corpus_head_defaults(head: str, corpus: str | None) -> dict:
+    """Head options that the reference sets per corpus, used unless the run sets them: TIM-Net has
+    10 blocks for IEMOCAP (TIM-Net_SER Code/main.py lines 37-38), 8 otherwise (the head's default)."""
+    if head == "timnet" and corpus is not None and corpus.lower().startswith("iemocap"):
+        return {"num_blocks": 10}
+    return {}
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:

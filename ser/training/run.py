@@ -7,12 +7,13 @@ import dataclasses
 from pathlib import Path
 
 from ser.data.workspace import Workspace
-from ser.errors import UserInputError
+from ser.errors import DivergedError, UserInputError
 from ser.training import run_dir as files
 from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
 from ser.training.loop import ProgressCallback, train_fold
-from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
+from ser.training.protocol import NO_TEST, fold_dir_of, no_test_fold, protocol_folds, select_folds
+from ser.training.tracking import open_tracker
 from ser.training.training_data import TrainingData
 
 
@@ -22,17 +23,30 @@ def train_folds(
     run_dir: Path,
     which: str = "all",
     progress: ProgressCallback | None = None,
+    log: str | None = None,
 ) -> dict[str, dict]:
-    """Train the selected folds into run_dir/fold<K>/; `all` also writes summary.json.
+    """Train the selected folds into run_dir/fold<K>/ (`none`: run_dir/full/, no test); `all` also
+    writes summary.json. `log`: tensorboard | mlflow records each fold's epochs and final metrics
+    (tracking.py).
 
     Returns {fold directory name: metrics}.
     """
-    chosen = select_folds(protocol_folds(config, data), which)
+    chosen = [(0, no_test_fold(config, data))] if which == NO_TEST else select_folds(protocol_folds(config, data), which)
     results = {}
     for index, fold in chosen:
-        results[fold_dir_name(index)] = train_fold(config, data, fold, Path(run_dir) / fold_dir_name(index), progress)
+        fold_name = fold_dir_of(fold, index)
+        fold_dir, name = Path(run_dir) / fold_name, f"{Path(run_dir).name}/{fold_name}"
+        kind = None if files.is_finished(fold_dir) else log  # a finished fold is not logged again
+        with open_tracker(kind, fold_dir, name, f"ser/{config.corpus}/{config.model}",
+                          {**config.to_dict(), "fold": fold.name}) as tracker:
+            try:
+                results[fold_name] = train_fold(config, data, fold, fold_dir, tracker.progress(progress))
+            except DivergedError as error:  # recorded, so that `ser report` lists the fold as diverged
+                files.write_text(fold_dir / files.ERROR, f"{error}\n")
+                raise
+            tracker.log_final(results[fold_name])
     if which == "all":
-        files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results))
+        files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results, run_dir))
     return results
 
 
@@ -73,6 +87,7 @@ def run_training(
     device: str = "auto",
     stream: bool | None = None,
     progress: ProgressCallback | None = None,
+    log: str | None = None,
 ) -> tuple[Path, dict[str, dict]]:
     """`ser train`: resolve manifest and cache in the workspace, load them once, train the folds.
 
@@ -84,5 +99,6 @@ def run_training(
     config, test_cache = with_test_corpus(workspace, config)
     data = load_training_data(inputs.manifest, inputs.cache, config.task, config.layers, device, stream,
                               test_manifest=config.test_manifest, test_cache=test_cache, label_map=config.label_map)
-    run_dir = Path(out) if out is not None else workspace.runs_root(inputs.corpus, inputs.model) / (run_name or config.run_name())
-    return run_dir, train_folds(config, data, run_dir, which, progress)
+    default_name = config.run_name() + ("-full" if which == NO_TEST else "")  # the deployable model: its own run
+    run_dir = Path(out) if out is not None else workspace.runs_root(inputs.corpus, inputs.model) / (run_name or default_name)
+    return run_dir, train_folds(config, data, run_dir, which, progress, log)

@@ -1,8 +1,8 @@
 """The run directory contract: reading and writing its files, plus the resume checkpoint.
 
     <run-name>/fold<K>/config.json, metrics.json, history.csv, predictions.csv,
-                       layer_weights.json, model.pt   (+ checkpoint.pt while training)
-    <run-name>/summary.json                           (mean ± std over folds)
+                       layer_weights.json, model.pt, features.json   (+ checkpoint.pt while training)
+    <run-name>/summary.json      (mean ± sample std over folds, bootstrap intervals over utterances)
 
 Every file is written to a temporary name and moved into place, so an interrupted run never
 leaves a half-written file; `metrics.json` is written last and marks a finished fold.
@@ -10,6 +10,7 @@ leaves a half-written file; `metrics.json` is written last and marks a finished 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ser.data.atomic_files import read_json, write_json, write_via_temporary  # noqa: F401 (run-dir API)
+from ser.data.atomic_files import read_json, read_json_or_none, write_json, write_text, write_via_temporary  # noqa: F401 (run-dir API)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -27,6 +28,8 @@ LAYER_WEIGHTS = "layer_weights.json"
 MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
+FEATURES = "features.json"
+ERROR = "error.txt"  # why a fold stopped (its first line as the CLI printed it); read by run tables
 
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:
@@ -34,7 +37,11 @@ def write_csv(path: Path, table: pd.DataFrame) -> None:
 
 
 def save_torch(path: Path, data: dict) -> None:
-    write_via_temporary(path, lambda tmp: torch.save(data, tmp))
+    """Serialised in memory first: a failed write is then a plain OSError (→ WriteError), not
+    torch's RuntimeError from inside its zip writer."""
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    write_via_temporary(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def load_torch(path: Path) -> dict:
@@ -42,7 +49,27 @@ def load_torch(path: Path) -> dict:
 
 
 def is_finished(fold_dir: Path) -> bool:
-    return (fold_dir / METRICS).is_file()
+    """A readable metrics.json marks a finished fold (a damaged one does not)."""
+    return read_json_or_none(fold_dir / METRICS) is not None
+
+
+def _loads(path: Path) -> bool:
+    try:
+        return isinstance(load_torch(path), dict)
+    except Exception:  # noqa: BLE001 — any failure to load means the file is damaged
+        return False
+
+
+def set_aside_damaged(fold_dir: Path) -> list[str]:
+    """Move an unreadable config.json, metrics.json or checkpoint.pt aside (to `<name>.damaged`), so
+    the fold is trained again instead of failing; returns one note per file moved."""
+    notes = []
+    for name, readable in ((CONFIG, read_json_or_none), (METRICS, read_json_or_none), (CHECKPOINT, _loads)):
+        path = Path(fold_dir) / name
+        if path.is_file() and not readable(path):
+            path.replace(path.with_name(name + ".damaged"))
+            notes.append(f"{path} was damaged (kept as {name}.damaged): this fold is trained again")
+    return notes
 
 
 def write_model(path: Path, head: nn.Module, head_name: str, in_dim: int, num_layers: int, num_classes: int,
@@ -61,6 +88,24 @@ def write_model(path: Path, head: nn.Module, head_name: str, in_dim: int, num_la
     })
 
 
+def features_record(cache_path: Path) -> dict:
+    """The root attributes of the cache a head is trained from (backbone source, revision, stored
+    layers, max_seconds, frame rate, …) and its longest utterance in frames."""
+    from ser.features.cache import CacheReader
+
+    with CacheReader(cache_path) as reader:
+        record = dict(reader.attrs)
+        record["longest_frames"] = max(reader.lengths.values(), default=0)
+    record["cache"] = str(Path(cache_path).resolve())
+    return record
+
+
+def write_features_record(path: Path, cache_path: Path) -> None:
+    """features.json: `features_record` of the training cache, so that `ser predict` can compute
+    the same features for new audio."""
+    write_json(path, features_record(cache_path))
+
+
 def load_model(path: Path) -> nn.Module:
     """Rebuild a trained head from model.pt (weights only, no pickled code)."""
     from ser.heads import create_head
@@ -71,8 +116,12 @@ def load_model(path: Path) -> nn.Module:
     return head.eval()
 
 
-def fold_summary(fold_metrics: dict[str, dict]) -> dict:
-    """summary.json: for every scalar metric of every section, {mean, std (population), per_fold}."""
+def fold_summary(fold_metrics: dict[str, dict], run_dir: Path | None = None) -> dict:
+    """summary.json: for every scalar metric of every section, {mean, std (sample, ddof=1),
+    per_fold}; with `run_dir` (holding the fold directories) the test metrics also get `pooled`
+    and `ci95`, a 95% bootstrap interval over the test utterances pooled across the folds."""
+    from ser.training.statistics import interval_settings, pooled_intervals, read_pooled_predictions, sample_std
+
     folds = list(fold_metrics)
     summary: dict = {"folds": folds}
     for section in ("test", "dev", "test_last", "test_best_epoch_optimistic"):
@@ -82,6 +131,13 @@ def fold_summary(fold_metrics: dict[str, dict]) -> dict:
         for name in names:
             values = [float(fold_metrics[fold][section][name]) for fold in folds]
             summary[section][name] = {
-                "mean": float(np.mean(values)), "std": float(np.std(values)), "per_fold": values,
+                "mean": float(np.mean(values)), "std": sample_std(values), "per_fold": values,
             }
+    pooled = read_pooled_predictions(Path(run_dir) / fold for fold in folds) if run_dir is not None else None
+    intervals = pooled_intervals([pooled]) if pooled is not None else {}
+    for name, interval in intervals.items():
+        if name in summary["test"]:
+            summary["test"][name].update(interval)
+    if intervals:
+        summary["bootstrap"] = interval_settings()
     return summary

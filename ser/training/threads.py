@@ -6,7 +6,9 @@ busy background processes; with `OMP_WAIT_POLICY=PASSIVE` a waiting thread sleep
 the slowdown fell to about 2×. So every command:
 - sets `OMP_WAIT_POLICY=PASSIVE` before torch is imported (a value the user set is kept), and
 - uses as many intra-op threads as CPUs it may actually run on: the scheduler affinity mask
-  and the cgroup CPU quota (a container or a Slurm job), not `os.cpu_count()` of the host.
+  and the cgroup CPU quota (a container or a Slurm job), not `os.cpu_count()` of the host —
+  unless `OMP_NUM_THREADS` says otherwise (torchrun sets it to 1 per rank, and a user's choice
+  is kept), or `--threads` does.
 Inter-op threads are left alone: training steps run no inter-op parallel work.
 """
 
@@ -49,10 +51,16 @@ def prefer_passive_wait() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def default_threads() -> int:
+    """`OMP_NUM_THREADS` when it holds a positive count, else `available_cpus()`."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else available_cpus()
+
+
 def use_threads(threads: int | None) -> int:
-    """Set torch's intra-op thread count (None: `available_cpus()`); returns the count used."""
+    """Set torch's intra-op thread count (None: `default_threads()`); returns the count used."""
     import torch
 
-    count = available_cpus() if threads is None else threads
+    count = default_threads() if threads is None else threads
     torch.set_num_threads(count)
     return count

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,31 @@ def test_errors_are_one_line_with_a_hint(tmp_path):
     assert unknown.returncode == 2 and "did you mean iemocap" in unknown.stderr
     no_manifest = ser("folds", "--workdir", "empty", cwd=tmp_path)
     assert no_manifest.returncode == 2 and "ser prepare" in no_manifest.stderr
+
+
+def test_a_relative_root_and_a_name_give_a_manifest_whose_files_exist(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from ser.data.manifest import resolve_path
+
+    for label in ("calm", "tense"):
+        (tmp_path / "recordings" / label).mkdir(parents=True)
+        for k in range(2):
+            sf.write(tmp_path / "recordings" / label / f"{k}.wav", np.zeros(8000, dtype=np.float32), 16000)
+    done = ser("prepare", "folder", "recordings", "--workdir", "ws", "--name", "clinic", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    manifest = tmp_path / "ws" / "manifests" / "clinic.csv"
+    df = read_manifest(manifest)
+    assert len(df) == 4 and set(df["corpus"]) == {"clinic"}
+    assert all(Path(resolve_path(p, manifest)).is_file() for p in df["path"])  # found again at extract time
+
+
+def test_a_name_must_be_a_plain_file_name():
+    import typer
+
+    from ser.cli.prepare_cmd import _check_name
+
+    assert _check_name("iemocap-improv_2") == "iemocap-improv_2"
+    with pytest.raises(typer.BadParameter, match="corpus name"):
+        _check_name("../x")

@@ -54,6 +54,8 @@ def test_train_all_folds_is_well_above_chance(trained):
     assert summary["test"]["ua"]["mean"] > 0.45  # 4 classes: chance is 0.25
     assert "mean ± std" in stdout and "fold4" in stdout
     assert f"{summary['test']['ua']['mean']:.4f}" in stdout
+    # stdout is a pipe here, not a terminal: plain progress lines instead of a progress bar
+    assert "epoch 1/8" in stdout and "epoch 8/8" in stdout and "dev_ua" in stdout
 
 
 def test_rerun_of_a_killed_fold_resumes_to_identical_metrics(trained):

@@ -88,7 +88,7 @@ def test_spec_augment_is_seeded_stays_in_real_frames_and_is_off_in_eval():
 
 
 def test_time_masks_use_the_learned_vector():
-    augment = SpecAugment(dim=16, channel_prob=0.0, min_channel_masks=0)
+    augment = SpecAugment(dim=16, channel_prob=0.0, min_channel_masks=0, time_clip_frames=0)  # inside the lengths
     x = torch.randn(2, 60, 16)
     lengths = torch.tensor([60, 30])
     torch.manual_seed(0)

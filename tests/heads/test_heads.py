@@ -39,7 +39,7 @@ def test_a_missing_required_option_is_a_user_error_and_kwargs_rebuild_the_multim
 def test_forward_backward_reaches_every_parameter(name):
     torch.manual_seed(0)
     head = create_head(name, DIM, LAYERS, CLASSES).train()
-    x, lengths = batch([40, 23, 7])
+    x, lengths = batch([380, 23, 7])  # ≥ 374 frames: SpecAugment's time masks always fall inside the first
     logits = head(x, lengths)
     assert logits.shape == (3, CLASSES) and torch.isfinite(logits).all()
     (logits * torch.randn(3, CLASSES)).sum().backward()
@@ -140,10 +140,12 @@ def test_same_seed_same_initial_weights():
 
 @pytest.mark.parametrize(
     "names, expected",
-    [(("cnn", "shiftcnn"), 9_465_604), (("lstm", "shiftlstm"), 9_459_460), (("shiftformer",), 9_451_780)],
+    [(("cnn", "shiftcnn"), 9_465_604), (("lstm", "shiftlstm"), 9_459_460), (("shiftformer",), 9_451_780),
+     (("transformer",), 13_094_020)],
 )
 def test_reference_parameter_counts_at_768(names, expected):
-    """reference.md §2: everything but the layer weights (incl. the 768-d SpecAugment mask vector)."""
+    """reference.md §2: everything but the layer weights (incl. the 768-d SpecAugment mask vector),
+    for all six ShiftSER presets; the transformer's is ShiftSER's relative_key_query Transformer."""
     for name in names:
         head = create_head(name, 768, 13, 4)
         count = sum(p.numel() for n, p in head.named_parameters() if not n.startswith("layer_sum."))

@@ -112,12 +112,13 @@ def test_batched_runs_resume_after_sigkill_to_identical_results(workspace: Path,
 
 
 def test_a_diverging_member_does_not_stop_the_others(workspace: Path, tmp_path: Path):
-    grid = build_grid(None, {"head": ["shiftcnn"], "lr": ["5e-4,1e30"], "epochs": ["2"]}, [], ["1"])
+    grid = build_grid(None, {"head": ["shiftcnn"], "lr": ["5e-4,1e30"], "epochs": ["6"]}, [], ["1"])
     outcome = run_sweep(grid, SweepSettings(workdir=workspace, out=tmp_path / "sweep", device="cpu", threads=1))
-    assert (outcome.done, outcome.failed) == (1, 1)
+    assert (outcome.done, outcome.diverged, outcome.failed) == (1, 1, 0)  # lr 1e30: non-finite outputs in epoch 3
     table = pd.read_csv(outcome.table_path).set_index("lr")
+    assert table.loc[1e30, "status"] == "diverged" and table.loc[5e-4, "status"] == "done"
     healthy, diverged = tmp_path / "sweep" / table.loc[5e-4, "run_dir"], tmp_path / "sweep" / table.loc[1e30, "run_dir"]
-    assert "diverged" in (diverged / "error.txt").read_text()
+    assert (diverged / "error.txt").read_text().startswith("training diverged")
     assert not files.is_finished(diverged)
     history = pd.read_csv(healthy / files.HISTORY)
-    assert len(history) == 2 and history["train_loss"].notna().all()
+    assert len(history) == 6 and history["train_loss"].notna().all()

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,11 @@ from ser.errors import UserInputError
 from ser.features.backbones import load_backbone
 from ser.features.extract import extract
 from ser.studies.grid import Grid
+from ser.studies.floor import ProbeFloors
 from ser.studies.report import write_report
+from ser.studies.results import collect_runs, configuration_columns, with_config_labels
 from ser.studies.sweep import SweepSettings, run_sweep
+from ser.training.probe import cached_probe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -59,7 +63,7 @@ def table_cells(markdown: str, title: str) -> dict[str, dict[str, str]]:
 
 
 def parse_cell(cell: str) -> tuple[float, float, int]:
-    mean, std, n = re.fullmatch(r"([\d.]+) ± ([\d.]+) \(n=(\d+)\)", cell).groups()
+    mean, std, n = re.fullmatch(r"([\d.]+) ± ([\d.]+) \(n=(\d+)\)(?: ▽)?", cell).groups()
     return float(mean), float(std), int(n)
 
 
@@ -75,7 +79,7 @@ def test_tables_equal_the_per_run_metrics_files(sweep_dir: Path, report: Path):
             mean, std, n = parse_cell(cells["shiftcnn"][proportion])
             assert n == 2
             assert mean == pytest.approx(100 * values.mean(), abs=0.006)
-            assert std == pytest.approx(100 * values.std(), abs=0.006)
+            assert std == pytest.approx(100 * values.std(ddof=1), abs=0.006)
     assert list(table_cells(markdown, "### Test UA — shift_placement = residual")["shiftcnn"]) == ["1/2", "1/8"]
 
 
@@ -86,7 +90,7 @@ def test_optimistic_numbers_sit_only_in_their_labelled_table(sweep_dir: Path, re
     run_dirs = sorted(sweep_dir.glob("shiftcnn-p1_2-residual-*/fold1"))
     best = [json.loads((d / "metrics.json").read_text())["test_best_epoch_optimistic"]["ua"] for d in run_dirs]
     row = next(line for line in optimistic.splitlines() if line.startswith("| shiftcnn 1/2 residual"))
-    assert f"{100 * np.mean(best):.2f} ± {100 * np.std(best):.2f} (n=2)" in row
+    assert f"{100 * np.mean(best):.2f} ± {100 * np.std(best, ddof=1):.2f} (n=2)" in row
 
 
 def test_figures_are_written_and_failed_runs_listed(report: Path):
@@ -124,3 +128,41 @@ def test_tables_written_by_other_studies_are_included(sweep_dir: Path, tmp_path:
     finally:
         table.unlink()
     assert "## Distillation ablation" in markdown and "| teacher | 0.4 |" in markdown
+
+
+def test_figures_in_vector_formats_and_unknown_formats_refused(tmp_path: Path):
+    from ser.studies import figures
+
+    weights = {"peaked": np.array([0.1, 0.2, 0.7]), "uniform": np.full(3, 1 / 3)}
+    assert figures.layer_weights_figure(weights, tmp_path / "w.pdf").read_bytes()[:4] == b"%PDF"
+    matrices = {"fold 1": np.array([[3, 1], [0, 4]]), "fold 2": np.array([[2, 2], [1, 3]])}
+    svg = figures.confusion_figure(matrices, ["a", "b"], "x", tmp_path / "c.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "75%" in svg  # row-normalised: 3 of the 4 true a's
+    with pytest.raises(UserInputError, match="figure format"):
+        write_report(tmp_path, figure_format="eps")
+
+
+def test_ablation_tables_start_with_the_probe_floor_and_mark_what_does_not_beat_it(sweep_dir: Path, report: Path):
+    workspace = sweep_dir.parent / "ws"
+    probe = cached_probe(workspace / "manifests" / "synthetic.csv", workspace / "cache" / "synthetic" / "fbank.h5")
+    fold = json.loads(next(sweep_dir.glob("shiftcnn-*/fold1/config.json")).read_text())["fold"]
+    for metric in ("ua", "wa"):
+        cells = table_cells(report.read_text(), f"### Test {metric.upper()} — shift_placement = residual")
+        label = list(cells)[0]
+        assert label == "probe floor: layer 0 (best on dev)"  # fbank: one layer, so no all-layer row
+        floor, _, n = parse_cell(cells[label]["1/2"])
+        assert n == 1 and floor == pytest.approx(100 * probe.loc[probe["fold"] == fold, metric].mean(), abs=0.006)
+        for cell in cells["shiftcnn"].values():
+            assert cell.endswith("▽") == (parse_cell(cell)[0] <= floor)
+
+
+def test_the_floor_needs_the_cache_and_says_so(sweep_dir: Path, tmp_path: Path):
+    runs_dir = shutil.copytree(sweep_dir, tmp_path / "copied", ignore=shutil.ignore_patterns("sweep.json", "*.png"))
+    done = collect_runs(runs_dir).query("status == 'done'")
+    labelled = with_config_labels(done, configuration_columns(done))
+    configs = list(dict.fromkeys(labelled["config"]))
+    lost = ProbeFloors(labelled, runs_dir)  # no sweep.json, no workspace above the runs
+    assert lost.floor(configs) is None
+    assert lost.notes == [f"synthetic/fbank: no manifest and cache found near {runs_dir}; pass --workdir"]
+    found = ProbeFloors(labelled, runs_dir, workdir=sweep_dir.parent / "ws").floor(configs)
+    assert [row.label for row in found.rows] == ["probe floor: layer 0 (best on dev)"]

@@ -33,3 +33,23 @@ def test_cross_corpus_runs_are_a_configuration_of_their_own():
         config_columns({"head": "linear", "head_kwargs": {}, "seed": 0, "fold": "cross-other", "test_corpus": "other"}),
     ])
     assert "test_corpus" in configuration_columns(rows)
+
+
+def test_identical_runs_count_once_and_std_is_the_sample_std():
+    import math
+
+    import pandas as pd
+    import pytest
+
+    from ser.studies.results import summarize
+
+    def row(seed, fold, ua, run_dir):
+        return {"head": "cnn", "shift_proportion": None, "shift_placement": "none", "seed": seed, "fold": fold,
+                "status": "done", "run_dir": run_dir, "ua": ua}
+
+    three_copies = pd.DataFrame([row(0, 1, 0.6, f"copy{i}/fold1") for i in range(3)])
+    summary = summarize(three_copies)
+    assert summary["n"].tolist() == [1] and math.isnan(summary["ua_std"].iloc[0])  # not n=3 with std 0
+    folds = pd.DataFrame([row(0, 1, 0.6, "a/fold1"), row(0, 2, 0.7, "a/fold2"), row(0, 2, 0.7, "b/fold2")])
+    summary = summarize(folds)
+    assert summary["n"].tolist() == [2] and summary["ua_std"].iloc[0] == pytest.approx(0.1 / math.sqrt(2))

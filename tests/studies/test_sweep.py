@@ -75,3 +75,5 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(workspace: Path, tmp_pat
     summary = pd.read_csv(tmp_path / "sweep" / "sweep_summary.csv")
     assert len(summary) == 1 and summary.loc[0, "n"] == 1
     assert summary.loc[0, "ua_mean"] == pytest.approx(done["ua"])
+    assert summary.loc[0, "ua_pooled"] == pytest.approx(done["ua"])  # one fold: its utterances are the pool
+    assert summary.loc[0, "ua_ci_low"] <= summary.loc[0, "ua_pooled"] <= summary.loc[0, "ua_ci_high"]

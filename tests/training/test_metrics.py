@@ -67,3 +67,21 @@ def test_ccc_matches_numpy_reference_with_population_variances():
 def test_ccc_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         metrics.ccc(np.zeros(3), np.zeros(4))
+
+
+def test_folds_that_lack_a_class_score_without_warnings():
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    truth = np.array([0, 0, 1, 1, 1])
+    guess = np.array([0, 2, 1, 1, 3])  # predicts classes 2 and 3, absent from this fold's truth
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        score = metrics.ua(truth, guess)
+        f1 = metrics.macro_f1(truth, guess, labels=[0, 1, 2, 3])
+        metrics.confusion(truth, guess, labels=[0, 1, 2, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert score == pytest.approx(balanced_accuracy_score(truth, guess)) == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert 0 < f1 < 1

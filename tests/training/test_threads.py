@@ -27,7 +27,8 @@ def test_cgroup_quota_v2_and_v1(tmp_path: Path):
     assert threads.cgroup_cpu_limit(tmp_path / "absent") is None
 
 
-def test_available_cpus_respects_affinity_and_quota(tmp_path: Path):
+def test_available_cpus_respects_affinity_and_quota(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     affinity = len(os.sched_getaffinity(0))
     assert 1 <= threads.available_cpus() <= affinity
     assert threads.available_cpus(tmp_path / "absent") == affinity  # no quota: the affinity mask
@@ -37,6 +38,10 @@ def test_available_cpus_respects_affinity_and_quota(tmp_path: Path):
     try:
         assert threads.use_threads(None) == threads.available_cpus() == torch.get_num_threads()
         assert threads.use_threads(1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torchrun's per-rank setting, or the user's, is kept
+        assert threads.use_threads(None) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "auto")  # not a count: the CPUs this process may use
+        assert threads.default_threads() == threads.available_cpus()
     finally:
         torch.set_num_threads(before)
 

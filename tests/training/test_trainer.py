@@ -195,8 +195,14 @@ def test_train_folds_writes_summary_over_all_folds(data, tmp_path):
     uas = [results[f]["test"]["ua"] for f in results]
     assert summary["test"]["ua"]["per_fold"] == uas
     assert summary["test"]["ua"]["mean"] == pytest.approx(np.mean(uas))
-    assert summary["test"]["ua"]["std"] == pytest.approx(np.std(uas))
+    assert summary["test"]["ua"]["std"] == pytest.approx(np.std(uas, ddof=1))
     assert set(summary["test"]) == {"ua", "wa", "macro_f1"}
+    pooled = pd.concat([pd.read_csv(tmp_path / f / files.PREDICTIONS) for f in results])  # every test utterance once
+    assert summary["test"]["wa"]["pooled"] == pytest.approx((pooled["label"] == pooled["prediction"]).mean())
+    for name in ("ua", "wa", "macro_f1"):
+        low, high = summary["test"][name]["ci95"]
+        assert low <= summary["test"][name]["pooled"] <= high and high > low
+    assert summary["bootstrap"]["confidence"] == 0.95
 
 
 def test_select_folds_by_number_or_name(data):
@@ -205,3 +211,16 @@ def test_select_folds_by_number_or_name(data):
     assert select_folds(folds, folds[0].name) == [(0, folds[0])]
     with pytest.raises(UserInputError, match="no fold"):
         select_folds(folds, "7")
+
+
+def test_a_step_budget_ends_training_inside_an_epoch_and_timnet_follows_the_corpus(data, tmp_path):
+    fold = protocol_folds(small_config(), data)[0]
+    steps_per_epoch = -(-len(fold.train) // 8)
+    budget = steps_per_epoch + 1  # one step into the second epoch
+    config = TrainConfig.create("timnet", {"num_blocks": None}, batch_size=8, max_steps=budget, seed=0,
+                                standardize=True, corpus="iemocap")
+    metrics = train_fold(config, data, fold, tmp_path)
+    history = pd.read_csv(tmp_path / files.HISTORY)
+    assert list(history["epoch"]) == [1, 2] and metrics["best_epoch"] in (1, 2)
+    resolved = files.read_json(tmp_path / files.CONFIG)["head_resolved"]
+    assert resolved["num_blocks"] == 10  # IEMOCAP's TIM-Net depth, since the run did not set it

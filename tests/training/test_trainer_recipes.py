@@ -1,12 +1,14 @@
 """Recipes (paper defaults, schedule, no decay on biases/norms) and length-bucketed batching."""
 
+import math
+
 import numpy as np
 import pytest
 
 from ser.errors import UserInputError
 from ser.heads import create_head
 from ser.training.batching import bucketed_batches, sorted_batches
-from ser.training.recipes import build_optimizer, lr_at, recipe_for
+from ser.training.recipes import build_optimizer, corpus_head_defaults, lr_at, recipe_for
 
 
 def test_paper_recipes_per_head_family():
@@ -29,16 +31,42 @@ def test_overrides_ignore_none_and_reject_nonsense():
         recipe_for("shiftcnn").with_overrides(momentum=0.9)
 
 
-def test_warmup_then_cosine_per_step():
-    recipe = recipe_for("shiftcnn").with_overrides(epochs=10, warmup_epochs=2, lr=1.0)
-    steps = 5  # per epoch
-    assert lr_at(0, recipe, steps) == pytest.approx(1 / 10)
-    assert lr_at(9, recipe, steps) == pytest.approx(1.0)  # end of warm-up
-    assert lr_at(10, recipe, steps) == pytest.approx(1.0)  # cosine starts at the peak
-    assert lr_at(30, recipe, steps) == pytest.approx(0.5)  # half-way through the cosine
-    assert lr_at(49, recipe, steps) < 0.01
+def test_shift_schedule_is_timm_cosine_stepped_as_shiftser_steps_it():
+    """timm CosineLRScheduler(t_initial=all steps, warmup_t, warmup_lr_init, lr_min), updated after
+    each optimiser step, so step s trains at the value of s − 1."""
+    recipe = recipe_for("shiftcnn").with_overrides(epochs=10, warmup_epochs=2, lr=1.0, warmup_lr=0.5, min_lr=0.1)
+    steps = 5  # per epoch: 10 warm-up steps, 50 in all
+    assert lr_at(0, recipe, steps) == lr_at(1, recipe, steps) == pytest.approx(0.5)  # the warm-up start
+    assert lr_at(2, recipe, steps) == pytest.approx(0.55)
+    assert lr_at(10, recipe, steps) == pytest.approx(0.95)  # last warm-up value
+    # the cosine is counted from step 0, not from the end of the warm-up: at t = 10 it is already past its peak
+    assert lr_at(11, recipe, steps) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 10 / 50)))
+    assert lr_at(26, recipe, steps) == pytest.approx(0.55)  # t = 25: half-way between lr and min_lr
+    assert lr_at(51, recipe, steps) == lr_at(500, recipe, steps) == pytest.approx(0.1)  # the floor
+    paper = recipe_for("shiftformer")
+    assert (paper.warmup_lr, paper.min_lr, paper.warmup_epochs) == (5e-7, 5e-6, 5)
+    assert lr_at(0, paper, 100) == pytest.approx(5e-7)
     constant = recipe_for("timnet")
     assert lr_at(0, constant, 3) == lr_at(999, constant, 3) == 1e-3
+
+
+def test_linear_probe_runs_s3prl_s_step_budget_unless_epochs_are_given():
+    linear = recipe_for("linear")
+    assert (linear.grad_clip, linear.max_steps, linear.batch_size, linear.schedule) == (1.0, 30_000, 32, "constant")
+    assert linear.total_epochs(111) == 271  # 30,000 updates at 111 per epoch end inside epoch 271
+    short = linear.with_overrides(epochs=5)
+    assert short.max_steps is None and short.total_epochs(111) == 5
+
+
+def test_epochs_inside_the_warm_up_warn():
+    assert "warm-up" in recipe_for("shiftcnn").with_overrides(epochs=5).schedule_warning()
+    assert recipe_for("shiftcnn").with_overrides(epochs=6).schedule_warning() is None
+    assert recipe_for("timnet").with_overrides(epochs=1).schedule_warning() is None  # no warm-up
+
+
+def test_timnet_has_ten_blocks_for_iemocap_only():
+    assert corpus_head_defaults("timnet", "iemocap") == {"num_blocks": 10}
+    assert corpus_head_defaults("timnet", "emodb") == {} == corpus_head_defaults("shiftcnn", "iemocap")
 
 
 def test_weight_decay_skips_biases_norms_and_vectors():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ser.data.corpora.recipe import CorpusRecipe, audio_files, corpus_frame, require_audio, unexpected_name
-from ser.data.manifest import COLUMN_ORDER
+from ser.data.manifest import COLUMN_ORDER, absolute_path
 from ser.errors import CorpusError, UserInputError
 
 
@@ -47,6 +47,24 @@ def parse_column_map(text: str | None) -> dict[str, str]:
     return mapping
 
 
+def read_table(table_file: Path, separator: str) -> pd.DataFrame:
+    """The table as strings; an empty, malformed or non-UTF-8 file is one CorpusError."""
+    try:
+        table = pd.read_csv(table_file, dtype=str, keep_default_na=False, na_values=[""], sep=separator)
+    except UnicodeDecodeError as error:
+        raise CorpusError(f"csv: {table_file} is not UTF-8 text (byte {error.start}: {error.reason})",
+                          "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+    except pd.errors.EmptyDataError:
+        raise CorpusError(f"csv: {table_file} is empty", "pass a table with a header row and one row per clip") from None
+    except pd.errors.ParserError as error:
+        detail = str(error).strip().splitlines()[-1]
+        raise CorpusError(f"csv: {table_file} is not a well-formed table ({detail})",
+                          "check its separator and quoting (.tsv/.tab files are read tab-separated)") from None
+    if table.empty:
+        raise CorpusError(f"csv: {table_file} has a header but no rows", "add one row per clip")
+    return table
+
+
 def prepare_csv(root: Path, columns: dict[str, str] | None = None) -> pd.DataFrame:
     """Any CSV/TSV table (ROOT is the file): `columns` maps manifest columns to table columns.
 
@@ -57,7 +75,7 @@ def prepare_csv(root: Path, columns: dict[str, str] | None = None) -> pd.DataFra
     if not table_file.is_file():
         raise CorpusError(f"csv: {table_file} is not a file", "pass the CSV/TSV table itself as ROOT")
     separator = "\t" if table_file.suffix.lower() in (".tsv", ".tab") else ","
-    table = pd.read_csv(table_file, dtype=str, keep_default_na=False, na_values=[""], sep=separator)
+    table = read_table(table_file, separator)
     mapping = {c: c for c in COLUMN_ORDER if c in table.columns} | dict(columns or {})
     absent = sorted(source for source in mapping.values() if source not in table.columns)
     if absent:
@@ -69,7 +87,7 @@ def prepare_csv(root: Path, columns: dict[str, str] | None = None) -> pd.DataFra
         raise CorpusError(f"csv: no `path` column in {table_file.name}", "map one with --columns path=<column>")
     df = pd.DataFrame({target: table[source] for target, source in mapping.items()})
     folder = table_file.resolve().parent
-    df["path"] = [None if pd.isna(p) else str((folder / p).resolve()) for p in df["path"]]
+    df["path"] = [None if pd.isna(p) else absolute_path(folder / p) for p in df["path"]]
     if "id" not in df.columns:
         df.insert(0, "id", [None if p is None else Path(p).stem for p in df["path"]])
     return corpus_frame(df.to_dict("records"), "csv")

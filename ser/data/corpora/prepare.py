@@ -70,12 +70,19 @@ def recipe_options(recipe: CorpusRecipe, options: dict[str, object]) -> dict[str
     return given
 
 
-def prepare_corpus(recipe: CorpusRecipe, root: Path, out: Path, options: dict[str, object]) -> PreparedCorpus:
-    """Prepare `recipe` from `root` into the manifest `out` (excluded files go to `<out>.missing.txt`)."""
-    root = Path(root)
+def prepare_corpus(recipe: CorpusRecipe, root: Path, out: Path, options: dict[str, object],
+                   name: str | None = None) -> PreparedCorpus:
+    """Prepare `recipe` from `root` into the manifest `out` (excluded files go to `<out>.missing.txt`).
+
+    `root` is resolved against the current directory first, so the files the recipe finds are the
+    files the manifest (whose paths are relative to its own folder) points to. `name` replaces the
+    recipe's name in the `corpus` column (e.g. a folder or csv corpus named after its data)."""
+    root = Path(root).resolve()
     if not recipe.generates_audio and not root.exists():
         raise CorpusError(f"{recipe.name}: {root} does not exist", "pass the folder the corpus was unpacked into")
     df = recipe.prepare(root, **recipe_options(recipe, options))
+    if name is not None and "corpus" in df.columns:
+        df["corpus"] = df["corpus"].where(df["corpus"] != recipe.name, name)
     table, excluded = check_audio(validate_manifest(df, source=f"{recipe.name} recipe"))
     if table.empty:
         raise CorpusError(

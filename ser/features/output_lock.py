@@ -1,0 +1,93 @@
+"""One writer per output: an exclusive, non-blocking lock held for a whole extraction.
+
+    with exclusive_output(cache_path):
+        ...  # only this process writes cache_path, its .partial/ folder and its temporaries
+
+The lock is `fcntl.flock` on `<out>.lock`, which holds the holder's pid. A second process asking
+for the same output fails at once with a `CacheError` that names that pid; the kernel drops the
+lock when its holder exits, however it exits (SIGKILL included), so a stale file never blocks a
+rerun. The file is removed on release; a process that locked a file another one had just removed
+notices (different inode) and tries again, so two processes never both hold "the" lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ser.errors import CacheError, write_failure
+
+
+def lock_path(out: Path) -> Path:
+    return Path(out).with_name(Path(out).name + ".lock")
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return "another process"
+    return f"process {text}" if text.isdigit() else "another process"
+
+
+def _acquire(path: Path) -> int:
+    """Open and lock `path`; returns the descriptor, or raises CacheError if it is held."""
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(descriptor)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise CacheError(
+                    f"{path.with_suffix('')} is being written by {_holder(path)} (lock {path})",
+                    "wait for that run to finish, or stop it; use --out to write elsewhere",
+                ) from None
+            raise
+        try:
+            same_file = os.fstat(descriptor).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # the previous holder removed it between our open and flock
+            same_file = False
+        if same_file:
+            return descriptor
+        os.close(descriptor)
+
+
+_HELD: dict[Path, int] = {}  # lock files this process holds → nesting depth
+
+
+@contextmanager
+def exclusive_output(out: str | os.PathLike) -> Iterator[Path]:
+    """Hold the exclusive lock on `out` for the duration of the block (see module docstring).
+
+    Re-entrant within a process: a block nested in one that holds the lock (e.g. the extraction
+    loop inside `ser extract`'s driver, which locks before loading the model) just continues."""
+    out = Path(out)
+    path = lock_path(out).absolute()
+    if path in _HELD:
+        _HELD[path] += 1
+        try:
+            yield path
+        finally:
+            _HELD[path] -= 1
+        return
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(out))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = _acquire(path)
+    except OSError as error:  # a read-only place, a file where a folder should be, …
+        raise write_failure(out, error) from None
+    _HELD[path] = 1
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        del _HELD[path]
+        path.unlink(missing_ok=True)  # while still held: the next process locks a fresh file
+        os.close(descriptor)

@@ -1,0 +1,1 @@
+"""Where sweep runs execute beyond this machine's worker processes (Ray)."""

@@ -1,0 +1,233 @@
+"""Layer-wise linear probes on the cache's pooled statistics: the cheapest honest baseline.
+
+Every utterance's per-layer mean and std over time (stored by `ser extract`, (L, 2, D)) becomes
+a 2·D vector per layer (and the L·2·D concatenation of all layers). A scikit-learn pipeline,
+standardise → logistic regression (categorical) or ridge regression (dimensional, scored by
+CCC), is fitted on each fold's training part; its regularisation is chosen on the fold's dev
+part alone, and test is scored once, with the same folds and dev split as `ser train`. The
+frames are never read, so a probe of every layer of a corpus takes seconds.
+
+`cached_probe` keeps the result next to the cache (`<corpus>/<model>.probe/<protocol>.json`),
+computed once per corpus × model × protocol, for `ser report`'s floor rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from ser.data.atomic_files import write_text
+from ser.data.folds import Fold, make_folds
+from ser.data.manifest import read_manifest
+from ser.errors import UserInputError
+from ser.features.cache import CacheReader
+from ser.training import metrics
+from ser.training.cache_access import cached_rows
+from ser.training.dimensional import dimensional_metrics
+from ser.training.tasks import build_task
+
+C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # logistic regression: inverse L2 strength, chosen on dev
+ALPHA_GRID = (1.0, 10.0, 100.0, 1e3, 1e4)  # ridge: L2 strength, chosen on dev
+ALL_LAYERS = "all"
+PROBE_VERSION = 1  # bump when the probe's numbers would change, so cached results are recomputed
+ProbeProgress = Callable[[str, int, int], None]  # (layer, done, total)
+
+
+@dataclass(frozen=True)
+class ProbeProtocol:
+    """What decides a probe's numbers besides the cache: the task and `ser train`'s fold options."""
+
+    task: str = "categorical"
+    folds: str | None = None  # None: the corpus's default scheme
+    k: int | None = None
+    dev: str = "random"
+    dev_fraction: float = 0.2
+    fold_seed: int = 0
+
+    @classmethod
+    def of_run(cls, config: dict) -> "ProbeProtocol":
+        """The protocol a run used, from its config.json."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{name: config[name] for name in names if name in config})
+
+    def key(self) -> str:
+        """A readable file-name-safe key, e.g. `categorical-default-random0.2-s0`."""
+        scheme = (self.folds or "default") + (str(self.k) if self.k else "")
+        return f"{self.task}-{scheme}-{self.dev}{self.dev_fraction:g}-s{self.fold_seed}"
+
+
+@dataclass(frozen=True)
+class PooledData:
+    """The usable utterances of a corpus with their targets and the cache's layer count."""
+
+    ids: list[str]
+    table: pd.DataFrame
+    targets: np.ndarray  # (N,) class index | (N, K) dimension values
+    labels: tuple[str, ...]  # class names (categorical) or dimension names
+    num_layers: int
+    selection_metric: str  # ua | ccc_mean
+    fold_label_column: str | None
+
+
+def load_targets(manifest: Path, cache: Path, task: str = "categorical") -> PooledData:
+    """The manifest rows `ser train` would use (labelled, in the cache), and their targets."""
+    df = read_manifest(manifest)
+    fitted = build_task(task, df)
+    with CacheReader(cache) as reader:
+        table = cached_rows(reader, cache, manifest, df, fitted.usable(df), None)
+        num_layers = reader.num_layers
+    labels = tuple(getattr(fitted, "labels", None) or fitted.dimensions)
+    return PooledData(list(table["id"]), table, fitted.targets(table).numpy(), labels, num_layers,
+                      fitted.selection_metric, fitted.fold_label_column)
+
+
+def probe_folds(data: PooledData, protocol: ProbeProtocol) -> list[Fold]:
+    """The folds `ser train` makes for the same rows and protocol."""
+    return make_folds(data.table, scheme=protocol.folds, k=protocol.k, seed=protocol.fold_seed, dev=protocol.dev,
+                      dev_fraction=protocol.dev_fraction, label_column=data.fold_label_column)
+
+
+def layer_features(pooled: np.ndarray) -> np.ndarray:
+    """(N, 2, D) mean and std of one layer, or (N, L, 2, D) of several → (N, 2·D) | (N, L·2·D)."""
+    return pooled.reshape(len(pooled), -1)
+
+
+def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train)
+    return [scaler.transform(x) for x in (train, *others)]
+
+
+def _classify(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...], num_classes: int) -> dict:
+    """Standardise → logistic regression for each C of the grid; the C with the best dev UA scores test."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    train, dev, test = _standardise(*x)
+    best = None
+    for c in C_GRID:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = LogisticRegression(C=c, max_iter=1000).fit(train, y[0])
+        dev_ua = metrics.ua(y[1], model.predict(dev))
+        if best is None or dev_ua > best[0]:  # ties keep the stronger regularisation
+            best = (dev_ua, c, model)
+    dev_ua, c, model = best
+    predicted = model.predict(test)
+    return {"regularisation": c, "dev_ua": dev_ua, "ua": metrics.ua(y[2], predicted), "wa": metrics.wa(y[2], predicted),
+            "macro_f1": metrics.macro_f1(y[2], predicted, labels=list(range(num_classes)))}
+
+
+def _regress(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...], dimensions: tuple[str, ...]) -> dict:
+    """Standardise → ridge on z-scored targets for each alpha; the alpha with the best dev CCC scores test."""
+    from sklearn.linear_model import Ridge
+
+    train, dev, test = _standardise(*x)
+    mean, std = y[0].mean(axis=0), y[0].std(axis=0).clip(1e-6)  # (K,)
+    best = None
+    for alpha in ALPHA_GRID:
+        model = Ridge(alpha=alpha).fit(train, (y[0] - mean) / std)
+        dev_ccc = dimensional_metrics(model.predict(dev) * std + mean, y[1], dimensions)["ccc_mean"]
+        if best is None or dev_ccc > best[0]:
+            best = (dev_ccc, alpha, model)
+    dev_ccc, alpha, model = best
+    scores = dimensional_metrics(model.predict(test) * std + mean, y[2], dimensions)
+    return {"regularisation": alpha, "dev_ccc_mean": dev_ccc, **scores}
+
+
+def run_probe(
+    manifest: Path,
+    cache: Path,
+    protocol: ProbeProtocol = ProbeProtocol(),
+    layers: list[int] | None = None,
+    progress: ProbeProgress | None = None,
+) -> pd.DataFrame:
+    """One row per layer (and `all`, the concatenation of the probed layers) × fold: the chosen
+    regularisation, the dev score it was chosen on, and the test metrics."""
+    data = load_targets(manifest, cache, protocol.task)
+    folds = probe_folds(data, protocol)
+    layers = list(range(data.num_layers)) if layers is None else list(layers)
+    bad = [layer for layer in layers if not 0 <= layer < data.num_layers]
+    if bad or not layers:
+        raise UserInputError(f"layers {bad or layers} are not in the cache", f"it has layers 0-{data.num_layers - 1}")
+    position = {utt: i for i, utt in enumerate(data.ids)}
+    parts = [np.array([position[utt] for utt in ids]) for fold in folds for ids in (fold.train, fold.dev, fold.test)]
+    names = [str(layer) for layer in layers] + ([ALL_LAYERS] if len(layers) > 1 else [])
+    rows = []
+    # One BLAS/OpenMP thread: these fits are small, and spare threads spin on a busy machine (10-30× slower).
+    with CacheReader(cache) as reader, threadpool_limits(limits=1):
+        probed = []
+        for done, name in enumerate(names):
+            if progress is not None:
+                progress(name, done, len(names))
+            if name == ALL_LAYERS:
+                features = np.concatenate(probed, axis=1)  # (N, L·2·D)
+            else:
+                features = layer_features(reader.pooled_rows(data.ids, int(name)))  # (N, 2·D)
+                probed.append(features)
+            for index, fold in enumerate(folds):
+                train, dev, test = parts[3 * index : 3 * index + 3]
+                x, y = (features[train], features[dev], features[test]), (data.targets[train], data.targets[dev],
+                                                                         data.targets[test])
+                scores = _classify(x, y, len(data.labels)) if data.selection_metric == "ua" else _regress(x, y, data.labels)
+                rows.append({"layer": name, "fold": fold.name, **scores,
+                             "train": len(train), "dev": len(dev), "test": len(test)})
+        if progress is not None:
+            progress(names[-1], len(names), len(names))
+    return pd.DataFrame(rows)
+
+
+def layer_summary(table: pd.DataFrame, folds: list[str] | None = None) -> pd.DataFrame:
+    """Per layer (in probe order): mean, population std and count over the (given) folds of every
+    score column."""
+    if folds is not None:
+        table = table[table["fold"].astype(str).isin([str(f) for f in folds])]
+    scores = [c for c in table.columns if c not in ("layer", "fold", "regularisation", "train", "dev", "test")]
+    grouped = table.groupby("layer", sort=False)[scores]
+    summary = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
+    return summary.assign(n=grouped.size()).reset_index()
+
+
+def _stamp(cache: Path, protocol: ProbeProtocol) -> dict:
+    """What a cached probe result depends on: the cache file as it is now, the protocol, the grids."""
+    status = Path(cache).stat()
+    return {"version": PROBE_VERSION, "cache": Path(cache).name, "cache_bytes": status.st_size,
+            "cache_mtime_ns": status.st_mtime_ns, "protocol": dataclasses.asdict(protocol),
+            "c_grid": list(C_GRID), "alpha_grid": list(ALPHA_GRID)}
+
+
+def probe_cache_path(cache: Path, protocol: ProbeProtocol) -> Path:
+    """`<corpus>/<model>.probe/<protocol key>.json` beside the cache file."""
+    return Path(cache).with_suffix(".probe") / f"{protocol.key()}.json"
+
+
+def cached_probe(manifest: Path, cache: Path, protocol: ProbeProtocol = ProbeProtocol(),
+                 progress: ProbeProgress | None = None) -> pd.DataFrame:
+    """`run_probe` over every layer, read from beside the cache when an earlier probe of the same
+    cache file and protocol left its result there; computed and stored (atomically) otherwise."""
+    path = probe_cache_path(cache, protocol)
+    stamp = _stamp(cache, protocol)
+    manifest_hash = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("stamp") == stamp and saved.get("manifest_file_sha256") == manifest_hash:
+            return pd.DataFrame(saved["rows"]).astype({"layer": str, "fold": str})
+    table = run_probe(manifest, cache, protocol, progress=progress)
+    record = {"stamp": stamp, "manifest_file_sha256": manifest_hash,
+              "rows": json.loads(table.to_json(orient="records"))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(record, indent=1))
+    return table.astype({"layer": str, "fold": str})

@@ -1,0 +1,194 @@
+"""Experiment tracking (`--log tensorboard|mlflow`, off by default; extra `ser[tracking]`).
+
+One tracker per run × fold records the run's configuration, every epoch's history row (losses,
+dev and test metrics, learning rate) and the final metrics.json numbers:
+- `tensorboard`: event files in `<fold dir>/tensorboard/` (`tensorboard --logdir runs/`); tags
+  `train/loss`, `dev/loss`, `dev/ua`, `test/ua`, …, `lr`, and `final/test_ua`, …
+- `mlflow`: one MLflow run named `<run>/<fold>` in the experiment `ser/<corpus>/<model>`, stored
+  where `$MLFLOW_TRACKING_URI` says, else in `sqlite:///<dir holding the runs>/mlflow.db`.
+
+Any training loop can use it (`ser train`, `ser sweep`, fine-tuning):
+
+    with open_tracker("tensorboard", fold_dir, run_name, experiment, config_dict) as tracker:
+        metrics = train_fold(..., progress=tracker.progress(progress))
+        tracker.log_final(metrics)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from ser.errors import UserInputError
+
+TRACKERS = ("tensorboard", "mlflow")
+TENSORBOARD_DIR = "tensorboard"
+PARAM_CHARS = 500  # MLflow parameter values are short strings
+
+# (fold name, finished epoch (1-based), total epochs, history row): the training loop's progress hook
+ProgressCallback = Callable[[str, int, int, dict], None]
+
+
+def check_tracker(kind: str | None) -> str | None:
+    """`None` (off) or a known tracker name; the CLI calls this at the edge."""
+    if kind is not None and kind not in TRACKERS:
+        raise UserInputError(f"unknown --log {kind!r}", "choose tensorboard or mlflow")
+    return kind
+
+
+def _numbers(row: dict) -> dict[str, float]:
+    return {key: float(value) for key, value in row.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def _final_numbers(metrics: dict) -> dict[str, float]:
+    """metrics.json's numbers as `test_ua`, `dev_ua`, `test_last_ua`, …, `best_epoch`."""
+    flat = {"best_epoch": float(metrics.get("best_epoch", 0))}
+    for part in ("test", "dev", "test_last"):
+        flat.update({f"{part}_{key}": value for key, value in _numbers(metrics.get(part) or {}).items()})
+    return flat
+
+
+def _tag(key: str) -> str:
+    """History column → TensorBoard tag: train_loss → train/loss, dev_ua → dev/ua, lr → lr."""
+    part, _, name = key.partition("_")
+    return f"{part}/{name}" if part in ("train", "dev", "test") and name else key
+
+
+class Tracker:
+    """The tracker interface; this base class records nothing (tracking off)."""
+
+    def log_config(self, config: dict) -> None:
+        pass
+
+    def log_epoch(self, epoch: int, row: dict) -> None:
+        pass
+
+    def log_final(self, metrics: dict) -> None:
+        pass
+
+    def close(self, failed: bool = False) -> None:
+        pass
+
+    def progress(self, forward: ProgressCallback | None = None) -> ProgressCallback | None:
+        """A progress callback for the training loop that logs each epoch's row, then calls `forward`."""
+        if type(self) is Tracker:
+            return forward
+
+        def on_epoch(fold: str, epoch: int, total: int, row: dict) -> None:
+            self.log_epoch(epoch, row)
+            if forward is not None:
+                forward(fold, epoch, total, row)
+
+        return on_epoch
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, error_type, *exc) -> None:
+        self.close(failed=error_type is not None)
+
+
+class TensorBoardTracker(Tracker):
+    def __init__(self, log_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserInputError("--log tensorboard needs the tensorboard package",
+                                 "pip install 'ser[tracking]'") from None
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log_config(self, config: dict) -> None:
+        self.writer.add_text("config", "```\n" + json.dumps(config, indent=1, default=str) + "\n```")
+
+    def log_epoch(self, epoch: int, row: dict) -> None:
+        for key, value in _numbers(row).items():
+            if key != "epoch":
+                self.writer.add_scalar(_tag(key), value, epoch)
+        self.writer.flush()
+
+    def log_final(self, metrics: dict) -> None:
+        step = int(metrics.get("best_epoch", 0))
+        for key, value in _final_numbers(metrics).items():
+            self.writer.add_scalar(f"final/{key}", value, step)
+        self.writer.flush()
+
+    def close(self, failed: bool = False) -> None:
+        self.writer.close()
+
+
+class MlflowTracker(Tracker):
+    """One MLflow run. The sweep's worker processes share one sqlite store: every access holds an
+    exclusive lock on `<store>/mlflow.lock` (creating the tables concurrently fails otherwise)."""
+
+    def __init__(self, store_dir: Path, run_name: str, experiment: str):
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise UserInputError("--log mlflow needs the mlflow-skinny package", "pip install 'ser[tracking]'") from None
+        store_dir.mkdir(parents=True, exist_ok=True)
+        self.lock_path = store_dir / "mlflow.lock"
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_dir.resolve() / 'mlflow.db'}"
+        with self._locked():
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
+            self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with open(self.lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def log_config(self, config: dict) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(key, (value if isinstance(value, str) else json.dumps(value, default=str))[:PARAM_CHARS])
+                  for key, value in config.items()]
+        with self._locked():
+            self.client.log_batch(self.run_id, params=params)
+
+    def _log(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(1000 * time.time())
+        with self._locked():
+            self.client.log_batch(self.run_id, metrics=[Metric(key, value, stamp, step) for key, value in values.items()])
+
+    def log_epoch(self, epoch: int, row: dict) -> None:
+        self._log({key: value for key, value in _numbers(row).items() if key != "epoch"}, epoch)
+
+    def log_final(self, metrics: dict) -> None:
+        self._log({f"final_{key}": value for key, value in _final_numbers(metrics).items()},
+                  int(metrics.get("best_epoch", 0)))
+
+    def close(self, failed: bool = False) -> None:
+        with self._locked():
+            self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
+
+
+def open_tracker(kind: str | None, fold_dir: Path, run_name: str, experiment: str,
+                 config: dict | None = None) -> Tracker:
+    """The tracker for one run × fold (`kind` None: a tracker that records nothing).
+
+    TensorBoard writes into `<fold_dir>/tensorboard/`; MLflow into the store beside the run
+    directories (two levels above `fold_dir`) unless $MLFLOW_TRACKING_URI names one."""
+    fold_dir = Path(fold_dir)
+    if check_tracker(kind) is None:
+        return Tracker()
+    if kind == "tensorboard":
+        tracker: Tracker = TensorBoardTracker(fold_dir / TENSORBOARD_DIR)
+    else:
+        tracker = MlflowTracker(fold_dir.parent.parent, run_name, experiment)
+    if config is not None:
+        tracker.log_config(config)
+    return tracker

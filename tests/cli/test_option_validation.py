@@ -1,0 +1,53 @@
+"""Bad option values stop at the command line's edge: one usage error, exit 2, nothing loaded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from ser.cli import app
+from ser.errors import SerError
+
+BAD = [
+    (["extract", "--model", "fbank", "--max-seconds", "-1"], "--max-seconds"),
+    (["extract", "--model", "fbank", "--max-seconds", "0"], "--max-seconds"),
+    (["extract", "--model", "fbank", "--batch-seconds", "0"], "--batch-seconds"),
+    (["extract", "--model", "fbank", "--batch-seconds", "-3"], "--batch-seconds"),
+    (["extract", "--model", "fbank", "--precision", "fp17"], "--precision"),
+    (["train", "--head", "cnn", "--seed", "-1"], "--seed"),
+    (["train", "--head", "cnn", "--lr", "nan"], "--lr"),
+    (["train", "--head", "cnn", "--lr", "inf"], "--lr"),
+    (["train", "--head", "cnn", "--lr", "0"], "--lr"),
+    (["train", "--head", "cnn", "--head-option", "num_blocks=-2"], "num_blocks"),
+    (["train", "--head", "transformer", "--head-option", "dropout=1.5"], "dropout"),
+    (["sweep", "--head", "cnn", "--lr", "1e-3,nan"], "--lr"),
+    (["sweep", "--head", "cnn", "--seeds", "0,-1"], "--seeds"),
+    (["sweep", "--head", "cnn", "--head-option", "num_blocks=1,-2"], "num_blocks"),
+]
+
+
+@pytest.mark.parametrize("argv,named", BAD, ids=[" ".join(argv[2:]) for argv, _ in BAD])
+def test_a_bad_value_is_a_usage_error_naming_the_option(argv, named, tmp_path):
+    result = CliRunner().invoke(app, [*argv, "--workdir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.output and named in result.output
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
+def test_a_good_value_passes_the_edge(tmp_path):
+    result = CliRunner().invoke(app, ["extract", "--model", "fbank", "--max-seconds", "2.5", "--precision", "fp32",
+                                      "--workdir", str(tmp_path)])
+    assert "Invalid value" not in result.output
+    assert isinstance(result.exception, SerError) and "manifest" in str(result.exception)  # later: none here
+
+
+def test_the_real_command_prints_the_error_without_a_traceback(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "ser.cli", "extract", "--model", "fbank", "--max-seconds", "-1",
+                             "--workdir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and "--max-seconds" in result.stderr and "above 0" in result.stderr
+    assert "Traceback" not in result.stderr

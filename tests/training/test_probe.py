@@ -1,0 +1,127 @@
+"""`ser probe` on a real synthetic fbank cache, against a plain scikit-learn logistic regression
+computed here from the frames themselves."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from ser.data.corpora.synthetic import prepare_synthetic
+from ser.data.folds import make_folds
+from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
+from ser.errors import UserInputError
+from ser.features.backbones import load_backbone
+from ser.features.cache import CacheReader
+from ser.features.extract import extract
+from ser.studies.floor import floor_of
+from ser.training import metrics
+from ser.training.probe import ProbeProtocol, cached_probe, layer_summary, probe_cache_path, run_probe
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """manifests/synthetic.csv (the default corpus: 8 speakers in 4 sessions, 384 clips) + cache/synthetic/fbank.h5."""
+    root = tmp_path_factory.mktemp("probe")
+    manifest = root / "manifests" / "synthetic.csv"
+    write_manifest(prepare_synthetic(root / "data", seed=0), manifest)
+    rows = read_manifest(manifest)
+    extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / "synthetic" / "fbank.h5",
+            manifest_sha256=manifest_sha256(rows))
+    return root
+
+
+def paths(workspace: Path) -> tuple[Path, Path]:
+    return workspace / "manifests" / "synthetic.csv", workspace / "cache" / "synthetic" / "fbank.h5"
+
+
+def plain_logistic_regression_ua(manifest: Path, cache: Path) -> list[float]:
+    """Per fold: test UA of sklearn's standardise → LogisticRegression() (default C) on each
+    utterance's mean and std over the cached frames, fitted on the fold's training part."""
+    df = read_manifest(manifest)
+    with CacheReader(cache) as reader:
+        frames = {utt: reader.read(utt)[0] for utt in df["id"]}  # (T, D) of the only layer
+    stats = {utt: np.concatenate([x.mean(axis=0), x.std(axis=0)]) for utt, x in frames.items()}  # (2D,)
+    labels = df.set_index("id")["label"]
+    scores = []
+    for fold in make_folds(df):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        model.fit(np.stack([stats[u] for u in fold.train]), labels[fold.train].to_numpy())
+        predicted = model.predict(np.stack([stats[u] for u in fold.test]))
+        scores.append(metrics.ua(labels[fold.test].to_numpy(), predicted))
+    return scores
+
+
+def test_probe_matches_a_plain_logistic_regression_on_the_same_statistics_and_folds(workspace: Path):
+    manifest, cache = paths(workspace)
+    table = run_probe(manifest, cache)
+    assert list(table["layer"]) == ["0"] * 4  # one fbank "layer", no `all` row; 4 sessions
+    assert list(table["fold"]) == [fold.name for fold in make_folds(read_manifest(manifest))]
+    with threadpool_limits(limits=1):  # as the probe: spare BLAS threads only spin on a busy machine
+        plain = plain_logistic_regression_ua(manifest, cache)
+    assert table["ua"].mean() == pytest.approx(np.mean(plain), abs=0.02)
+    assert table["ua"].mean() > 0.4  # four balanced classes: chance is 0.25
+    assert set(table["regularisation"]) <= {1e-3, 1e-2, 1e-1, 1.0, 10.0}
+    assert (table[["train", "dev", "test"]].sum(axis=1) == 384).all()
+
+
+def test_dimensional_probe_scores_ccc_with_ridge(workspace: Path):
+    manifest, cache = paths(workspace)
+    table = run_probe(manifest, cache, ProbeProtocol(task="dimensional"))
+    summary = layer_summary(table)
+    assert {"ccc_arousal_mean", "ccc_valence_mean", "ccc_dominance_mean", "ccc_mean_mean", "dev_ccc_mean_mean"} <= set(
+        summary.columns)
+    assert summary["ccc_arousal_mean"].iloc[0] > 0.3  # loudness and rate carry arousal in the synthetic corpus
+    floor = floor_of(summary)  # the report's floor row of a dimensional table
+    assert floor.threshold["ccc_mean"] == pytest.approx(table["ccc_mean"].mean())
+    assert not floor.beaten("ccc_mean", table["ccc_mean"].mean()) and floor.beaten("ccc_mean", 1.0)
+
+
+def test_cached_probe_is_computed_once_per_cache_file_and_protocol(workspace: Path):
+    manifest, cache = paths(workspace)
+    protocol = ProbeProtocol(task="dimensional", folds="speaker", k=4)
+    first = cached_probe(manifest, cache, protocol)
+    stored = probe_cache_path(cache, protocol)
+    assert stored.parent == cache.with_suffix(".probe") and stored.is_file()
+    record = json.loads(stored.read_text())
+    for row in record["rows"]:
+        row["ccc_mean"] = 0.123  # a value only the stored copy holds
+    stored.write_text(json.dumps(record))
+    assert (cached_probe(manifest, cache, protocol)["ccc_mean"] == 0.123).all()
+    os.utime(cache)  # the cache file changed (e.g. re-extracted): recompute
+    again = cached_probe(manifest, cache, protocol)
+    pd.testing.assert_frame_equal(again, first)
+    assert list(again["fold"]) == ["1", "2", "3", "4"]
+
+
+def test_layers_out_of_range_are_refused(workspace: Path):
+    manifest, cache = paths(workspace)
+    with pytest.raises(UserInputError, match="not in the cache"):
+        run_probe(manifest, cache, layers=[3])
+
+
+def test_cli_writes_the_table_summary_and_figure(workspace: Path, tmp_path: Path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-m", "ser.cli", "probe", "--workdir", str(workspace), "--out",
+                           str(tmp_path / "p")], capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(tmp_path / "p" / "probe.csv")
+    assert len(table) == 4 and (tmp_path / "p" / "probe.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"{100 * table['ua'].mean():.2f} ±" in done.stdout
+
+
+def test_cli_refuses_an_unknown_task_at_the_edge(workspace: Path):
+    from typer.testing import CliRunner
+
+    from ser.cli import app
+
+    bad = CliRunner().invoke(app, ["probe", "--workdir", str(workspace), "--task", "colour"])
+    assert bad.exit_code == 2 and "--task" in bad.output and "colour" in bad.output
