@@ -4,7 +4,8 @@ For each head at D=80 (an fbank cache: 1 layer) and D=768 (a wavlm-base cache: 1
 32 × 250 frames, one training step (forward, loss, backward, optimiser step) is timed:
   masked     utterance lengths spread over [T/2, T] (the heads mask their padding);
   unmasked   the same head with the padding helpers of ser.heads replaced by their no-mask
-             versions (identity / plain mean; measured here only, never used in training).
+             versions (identity, plain mean, flip, a plain nn.LSTM call, plain BatchNorm;
+             measured here only, never used in training).
 Each setting runs in its own process (OpenMP reads its wait policy once, at import):
   default    what `ser` commands do: threads = CPUs this process may use, OMP_WAIT_POLICY=PASSIVE;
   active     the same threads, libgomp's spinning default (OMP_WAIT_POLICY=ACTIVE);
@@ -55,7 +56,20 @@ def unmask_heads() -> None:
     def frame_mask(lengths, max_len):
         return torch.ones(len(lengths), max_len, dtype=torch.bool, device=lengths.device)
 
-    replacements = {"zero_padding": zero_padding, "masked_mean": masked_mean, "frame_mask": frame_mask}
+    def reverse_within_lengths(x, lengths):
+        return x.flip(1)
+
+    def run_lstm_over_lengths(lstm, x, lengths):
+        return lstm(x)[0]
+
+    def plain_batch_norm(self, x, mask):
+        return torch.nn.BatchNorm1d.forward(self, x)
+
+    replacements = {"zero_padding": zero_padding, "masked_mean": masked_mean, "frame_mask": frame_mask,
+                    "reverse_within_lengths": reverse_within_lengths, "run_lstm_over_lengths": run_lstm_over_lengths}
+    from ser.heads.timnet import MaskedBatchNorm1d
+
+    MaskedBatchNorm1d.forward = plain_batch_norm
     for name, module in list(sys.modules.items()):
         if name.startswith(package.__name__ + ".") or module is masking:
             for attribute, function in replacements.items():

@@ -4,11 +4,14 @@ A sweep's grid points of the CNN family share one graph; they differ only in whe
 channels shift. `StackedCNN` holds every member's parameters stacked on a leading axis K and
 runs all of them in one forward pass:
 - the depthwise convs of all members are one grouped conv over K·D channels, every Linear one
-  batched matmul, LayerNorm one call plus a per-member affine;
-- the temporal shift becomes per-member channel masks (which channels are delayed/advanced:
-  the proportion and direction) and per-block gates (whether the shortcut and/or the branch
-  input is shifted: the placement), so `cnn` (no shift), residual, tsm-residual and in-place
-  members of any proportion batch together;
+  batched matmul, every LayerNorm one call (its affine folded into the next Linear or the pooled
+  mean);
+- the temporal shift is per member: which channels move (the proportion and direction) and
+  whether the shortcut and/or the branch input is shifted (the placement), so `cnn` (no shift),
+  residual, tsm-residual and in-place members of any proportion batch together;
+- per-member tensors are joined with stack/unbind, never with slice writes or x[k] selects:
+  their backward would fill a whole (K, B, T, D) tensor per member (this made K stacked members
+  1.3-1.5x slower than K solo heads; now they take the same time);
 - each member gets its own batch (its seed's data order, its fold's rows); batches are padded to
   the longest one in time and in batch size (padded rows have length 0) — every head is
   padding-invariant, so a member computes what its solo head computes;
@@ -18,6 +21,7 @@ runs all of them in one forward pass:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -41,19 +45,24 @@ def stack_key(head) -> tuple | None:
     return ("cnn", tuple(sorted((k, repr(v)) for k, v in options.items())))
 
 
-def _shift_masks(head: CNNHead, block: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, bool, bool]:
-    """(delayed channels (D,), advanced channels (D,), shift on the shortcut, shift on the branch input)."""
-    delayed = torch.zeros(dim, dtype=torch.bool)
-    advanced = torch.zeros(dim, dtype=torch.bool)
+@dataclass(frozen=True)
+class MemberShift:
+    """How one member shifts in one block: channels [0, fold) delayed, [fold, 2·fold) advanced when
+    `bidirectional`; applied to the shortcut and/or the branch input (its placement)."""
+
+    fold: int
+    bidirectional: bool
+    on_shortcut: bool
+    on_branch: bool
+
+
+def _member_shift(head: CNNHead, block: int, dim: int) -> MemberShift | None:
     placement = head.blocks[block].placement
     if placement == "none":
-        return delayed, advanced, False, False
+        return None
     shift = head.blocks[block].shift
-    fold = dim // shift.n_div
-    delayed[:fold] = True
-    if shift.bidirectional:
-        advanced[fold : 2 * fold] = True
-    return delayed, advanced, placement in ("residual", "inplace"), placement in ("tsm-residual", "inplace")
+    return MemberShift(dim // shift.n_div, shift.bidirectional, placement in ("residual", "inplace"),
+                       placement in ("tsm-residual", "inplace"))
 
 
 class StackedCNN:
@@ -72,14 +81,8 @@ class StackedCNN:
         self.stride = strides.pop() if strides else 1
         if strides:
             raise UserInputError("members of one stacked model must share the shift stride")
-        self.block_masks = []  # per block: (delayed (K,1,1,D), advanced (K,1,1,D), shortcut gate (K,1,1,1), branch gate)
-        for index in range(len(first.blocks)):
-            masks = [_shift_masks(head, index, self.dim) for head in members]
-            delayed = torch.stack([m[0] for m in masks])[:, None, None, :].to(device)
-            advanced = torch.stack([m[1] for m in masks])[:, None, None, :].to(device)
-            shortcut = torch.tensor([m[2] for m in masks])[:, None, None, None].to(device)
-            branch = torch.tensor([m[3] for m in masks])[:, None, None, None].to(device)
-            self.block_masks.append((delayed, advanced, shortcut, branch))
+        # per block, per member: its shift there (None: none)
+        self.block_shifts = [[_member_shift(head, index, self.dim) for head in members] for index in range(len(first.blocks))]
         self.spec_augment = first.spec_augment
         self.size = len(members)
 
@@ -102,12 +105,9 @@ class StackedCNN:
                     sums[k] = selected[:, 0]
                 continue
             weights = logits[members].softmax(dim=1).to(selected.dtype)  # (G, L')
-            if len(members) == 1:
-                summed = torch.bmm(weights.expand(B, -1)[:, None, :], selected.flatten(2)).view(1, B, T, D)
-            else:
-                summed = (weights @ selected.transpose(0, 1).reshape(L, -1)).view(len(members), B, T, D)
-            for position, k in enumerate(members):
-                sums[k] = summed[position]
+            summed = torch.matmul(weights, selected.flatten(2)).view(B, len(members), T, D)  # (B, G, T, D), no input copy
+            for k, member_sum in zip(members, summed.unbind(1)):
+                sums[k] = member_sum
         return sums
 
     def _spec_augment(self, x: torch.Tensor, lengths: list[torch.Tensor], params: dict,
@@ -136,38 +136,50 @@ class StackedCNN:
         x = torch.where(time[..., None], embedding, x)
         return x.masked_fill(channels[:, :, None, :], 0.0)
 
-    def _shift(self, x: torch.Tensor, delayed: torch.Tensor, advanced: torch.Tensor) -> torch.Tensor:
-        """Temporal shift of x (K, B, T, D) with per-member channel masks (zero padding kept)."""
+    def _shifted(self, x: torch.Tensor, valid: torch.Tensor, shifts: list, where: str) -> torch.Tensor:
+        """x (K, B, T, D) with the shift of each member whose placement puts it `where` ("shortcut" or
+        "branch") applied to its own channels; padding stays zero. x itself when no member does."""
+        moved = [shift is not None and getattr(shift, f"on_{where}") for shift in shifts]
+        if not any(moved):
+            return x
         T = x.shape[2]
         step = min(self.stride, T)
-        later = F.pad(x[:, :, : T - step], (0, 0, step, 0))  # out[t] = x[t - step]
-        earlier = F.pad(x[:, :, step:], (0, 0, 0, step))  # out[t] = x[t + step]
-        return torch.where(delayed, later, torch.where(advanced, earlier, x))
+        members = list(x.unbind(0))  # [(B, T, D)]; unbind, not x[k]: each x[k]'s backward fills a (K, B, T, D) zero tensor
+        for k, shift in enumerate(shifts):
+            if moved[k]:
+                member, f = members[k], shift.fold
+                parts = [F.pad(member[:, : T - step, :f], (0, 0, step, 0)) * valid[k]]  # (B, T, f): out[t] = x[t - step]
+                if shift.bidirectional:  # out[t] = x[t + step]; x is zero past the length already
+                    parts.append(F.pad(member[:, step:, f : 2 * f], (0, 0, 0, step)))
+                parts.append(member[:, :, len(parts) * f :])
+                members[k] = torch.cat(parts, dim=-1)  # (B, T, D)
+        return torch.stack(members)  # (K, B, T, D)
 
-    def _norm(self, x: torch.Tensor, params: dict, name: str) -> torch.Tensor:
-        """LayerNorm over D with each member's affine: (K, B, T, D)."""
-        weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]  # (K, D)
-        eps = self.template.norm.eps
-        return F.layer_norm(x, x.shape[-1:], eps=eps) * weight[:, None, None, :] + bias[:, None, None, :]
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm over D without its affine (folded into what follows): (K, B, T, D)."""
+        return F.layer_norm(x, x.shape[-1:], eps=self.template.norm.eps)
 
-    def _linear(self, x: torch.Tensor, params: dict, name: str) -> torch.Tensor:
-        """Member k's Linear on x[k]: (K, B, T, D_in) → (K, B, T, D_out) as one batched matmul."""
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Member k's Linear (weight (K, D_out, D_in), bias (K, D_out)) on x[k]: (K, B, T, D_in) →
+        (K, B, T, D_out) as one batched matmul."""
         K, B, T, D = x.shape
-        weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]  # (K, D_out, D_in), (K, D_out)
         out = torch.baddbmm(bias[:, None, :], x.reshape(K, B * T, D), weight.transpose(1, 2))  # (K, B·T, D_out)
         return out.view(K, B, T, -1)
 
     def _branch(self, x: torch.Tensor, valid: torch.Tensor, params: dict, prefix: str) -> torch.Tensor:
-        """F(x) of every member's block: depthwise conv → LayerNorm → MLP, padding zero: (K, B, T, D)."""
+        """F(x) of every member's block for x (K, B, T, D) with zero padding: depthwise conv →
+        LayerNorm → MLP, padding zero. The norm's affine is folded into the first Linear:
+        W1 (γ ⊙ n + β) + b1 = (W1 diag γ) n + (W1 β + b1)."""
         K, B, T, D = x.shape
-        x = x * valid
         grouped = x.permute(1, 0, 3, 2).reshape(B, K * D, T)  # (B, K·D, T)
         weight = params[f"{prefix}.dwconv.weight"].reshape(K * D, 1, -1)  # (K·D, 1, kernel)
         bias = params[f"{prefix}.dwconv.bias"].reshape(K * D)
         y = F.conv1d(grouped, weight, bias, padding=self.kernel_size // 2, groups=K * D)  # (B, K·D, T)
         y = y.view(B, K, D, T).permute(1, 0, 3, 2)  # (K, B, T, D)
-        y = self._norm(y, params, f"{prefix}.norm")
-        y = self._linear(F.gelu(self._linear(y, params, f"{prefix}.mlp.0")), params, f"{prefix}.mlp.2")
+        gamma, beta = params[f"{prefix}.norm.weight"], params[f"{prefix}.norm.bias"]  # (K, D)
+        w1, b1 = params[f"{prefix}.mlp.0.weight"], params[f"{prefix}.mlp.0.bias"]  # (K, rD, D), (K, rD)
+        hidden = self._linear(self._norm(y), w1 * gamma[:, None, :], torch.baddbmm(b1[:, :, None], w1, beta[:, :, None])[..., 0])
+        y = self._linear(F.gelu(hidden), params[f"{prefix}.mlp.2.weight"], params[f"{prefix}.mlp.2.bias"])
         return y * valid
 
     # ---- the whole head ---------------------------------------------------------------------
@@ -178,25 +190,23 @@ class StackedCNN:
         sums = self._layer_sums(params, inputs)  # [(B_k, T_k, D)]
         rows = max(len(lengths) for _, lengths in inputs)
         frames = max(1, max(s.shape[1] for s in sums))
-        x = sums[0].new_zeros(len(inputs), rows, frames, sums[0].shape[-1])  # (K, B, T, D)
-        lengths = torch.zeros(len(inputs), rows, dtype=torch.long, device=x.device)  # (K, B); 0 marks a padded row
-        for k, (summed, (_, member_lengths)) in enumerate(zip(sums, inputs)):
-            x[k, : summed.shape[0], : summed.shape[1]] = summed
-            lengths[k, : len(member_lengths)] = member_lengths
+        # Built with pad + stack, not slice writes into a zero tensor: a slice write's backward
+        # clones the whole (K, B, T, D) gradient once per member.
+        x = torch.stack([F.pad(summed, (0, 0, 0, frames - summed.shape[1], 0, rows - summed.shape[0]))
+                         for summed in sums])  # (K, B, T, D)
+        lengths = torch.stack([F.pad(member_lengths.to(x.device), (0, rows - len(member_lengths)))
+                               for _, member_lengths in inputs])  # (K, B); 0 marks a padded row
         valid = frame_mask(lengths.flatten(), frames).view(len(inputs), rows, frames)[..., None].to(x.dtype)
         x = x * valid  # (K, B, T, D)
         if training and self.spec_augment is not None:
             x = self._spec_augment(x, [l.to(x.device) for _, l in inputs], params, rng_states)
-        for index, (delayed, advanced, shortcut_gate, branch_gate) in enumerate(self.block_masks):
-            prefix = f"blocks.{index}"
-            shortcut = branch_input = x
-            if shortcut_gate.any() or branch_gate.any():  # some member shifts in this block
-                shifted = self._shift(x, delayed, advanced) * valid
-                shortcut = torch.where(shortcut_gate, shifted, x)
-                branch_input = torch.where(branch_gate, shifted, x)
-            x = shortcut + self._branch(branch_input, valid, params, prefix)  # (K, B, T, D)
-        normed = self._norm(x, params, "norm") * valid
-        pooled = normed.sum(dim=2) / lengths.clamp(min=1)[..., None].to(x.dtype)  # (K, B, D)
+        for index, shifts in enumerate(self.block_shifts):
+            shortcut = self._shifted(x, valid, shifts, "shortcut")
+            branch_input = self._shifted(x, valid, shifts, "branch")
+            x = shortcut + self._branch(branch_input, valid, params, f"blocks.{index}")  # (K, B, T, D), padding zero
+        normed = self._norm(x) * valid
+        pooled = normed.sum(dim=2) / lengths.clamp(min=1)[..., None].to(x.dtype)  # (K, B, D) before the affine
+        pooled = pooled * params["norm.weight"][:, None, :] + params["norm.bias"][:, None, :]  # the mean of γ n + β
         weight, bias = params["classifier.weight"], params["classifier.bias"]  # (K, C, D), (K, C)
         return torch.baddbmm(bias[:, None, :], pooled, weight.transpose(1, 2))  # (K, B, C)
 
