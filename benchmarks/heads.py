@@ -124,7 +124,9 @@ def child(setting: str, heads: list[str], dims: list[int], steps: int) -> dict:
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"measurement failed ({setting}):\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  {setting}: {result}", file=sys.stderr, flush=True)  # as it comes: the whole run takes long
+    return result
 
 
 def main() -> None:

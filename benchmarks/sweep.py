@@ -4,7 +4,7 @@ On the synthetic corpus, K ShiftCNN configurations (4 proportions × 2 placement
 by default, fold 1) are trained three ways, side by side in one run of this script:
   separate   K `ser train` processes, one after the other;
   one by one `ser sweep --batch-runs off` (one loaded cache, runs in worker processes);
-  batched    `ser sweep` (the K runs as stacked models: one forward/backward for K members).
+  batched    `ser sweep --batch-runs on` (the K runs as stacked models: one forward/backward for K members).
 Prints each wall time and the ratios to the separate runs. Targets: batched <= 0.2 of separate
 on an fbank cache, <= 0.5 on a wavlm-base-shaped cache (--cache wavlm: D=768, 13 layers,
 random weights), <= 0.1 on a GPU.
@@ -118,7 +118,8 @@ def main() -> None:
         one_by_one += ["--jobs", str(args.jobs)]
     off_wall, off = sweep_seconds(one_by_one, len(configs))
     print(f"  ser sweep --batch-runs off: {off_wall:.1f} s", flush=True)
-    on_wall, on = sweep_seconds([*SER, "sweep", *grid, *common, "--out", str(workdir / "bench-sweep-on")], len(configs))
+    on_wall, on = sweep_seconds([*SER, "sweep", *grid, *common, "--batch-runs", "on", "--out",
+                                 str(workdir / "bench-sweep-on")], len(configs))
     print(f"  ser sweep (batched, K = {int(on['members'])}): {on_wall:.1f} s", flush=True)
 
     startup = startup_seconds()

@@ -21,8 +21,8 @@ EXAMPLES = """Examples:
 
   ser sweep --head cnn --head-option num_blocks=1,2,3 --epochs 30 --fold 1
 
-  ser sweep --head shiftcnn --seeds 0,1,2 --batch-runs off --threads 1
-  (each run its own model, as before; by default runs that share a graph train stacked)
+  ser sweep --head shiftcnn --shift-proportion 1/2,1/4,1/8,1/16 --seeds 0,1 --batch-runs on
+  (the 8 runs train as stacked models, one forward/backward for all; the default on a GPU)
 
   ser sweep --head shiftcnn,cnn --seeds 0,1,2 --test-manifest manifests/emodb.csv --label-map happiness=happy
   (cross-corpus: one fold, runs under runs/<corpus>/<model>/sweep-x<test corpus>/)
@@ -69,7 +69,8 @@ Jobs = Annotated[Optional[int], typer.Option("--jobs", help="Concurrent runs (de
 Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="Intra-op threads of a stacked model "
                    "(default: the CPUs this process may use) or of each run trained alone (default 1).")]
 BatchRuns = Annotated[str, typer.Option("--batch-runs", help="on: runs of one head family that share a graph "
-                      "(seeds, folds, proportions, placements) train as one stacked model; off: one by one.")]
+                      "(seeds, folds, proportions, placements) train as one stacked model; off: one by one; "
+                      "auto (default): on with a GPU, off on CPU (measured faster there).")]
 DevSplit = Annotated[str, typer.Option("--dev", help="Dev split: random | speaker.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", help="Cache layers, e.g. 0,4,8-12 (default all).")]
 Task = Annotated[str, typer.Option("--task", help="What to learn: categorical (the manifest's label).")]
@@ -131,7 +132,7 @@ def sweep(
     device: Device = "auto",
     jobs: Jobs = None,
     threads: Threads = None,
-    batch_runs: BatchRuns = "on",
+    batch_runs: BatchRuns = "auto",
     folds: FoldScheme = None,
     k: KFolds = None,
     dev: DevSplit = "random",
@@ -160,8 +161,8 @@ def sweep(
         "shift_bidirectional": shift_bidirectional, "shift_stride": shift_stride, "seed": seeds, "epochs": epochs,
         "lr": lr, "batch_size": batch_size, "standardize": standardize,
     }
-    if batch_runs not in ("on", "off"):
-        raise typer.BadParameter("use on or off", param_hint="--batch-runs")
+    if batch_runs not in ("on", "off", "auto"):
+        raise typer.BadParameter(f"{batch_runs!r} is not on, off or auto", param_hint="--batch-runs")
     if search is not None and (backend != "local" or share is not None or collect):
         raise typer.BadParameter("--search runs its trials one after another on this machine", param_hint="--search")
     if search not in (None, "optuna"):
@@ -173,7 +174,7 @@ def sweep(
         raise typer.BadParameter("low:high ranges need --search optuna", param_hint=f"--{ranged[0].replace('_', '-')}")
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
-        batch_runs=batch_runs == "on",
+        batch_runs=batch_runs,
         folds=folds, k=k, dev=dev, layers=parse_layers(layers) if layers else None, task=task,
         test_manifest=test_manifest, label_map=parse_label_map(label_map), log=log, backend=backend,
         address=address, gpus_per_run=gpus_per_run, shard=share,

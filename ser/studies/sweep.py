@@ -8,7 +8,10 @@ goes on. After every finished run the sweep rewrites `sweep.csv` (one row per ru
 `sweep_summary.csv/.json` (mean ± std over folds and seeds per configuration) atomically.
 
 Runs of one head family that share a graph first train together as stacked models in this
-process (batched_runs.py; `batch_runs=False` turns this off); the rest go through the workers.
+process (batched_runs.py) when `batch_runs` is "on", or "auto" on a GPU; the rest go through the
+workers. On CPU "auto" trains one by one: stacking K members does the same arithmetic as K solo
+runs there, and two worker processes of one thread beat one stacked model on two threads
+(benchmarks/sweep.py: batched / one by one = 1.15 on 2 cores).
 
 Determinism: every run seeds its own generators and runs with the same intra-op thread count
 (`threads`, default 1 per run trained alone), so its numbers do not depend on `jobs` or on scheduling.
@@ -74,7 +77,7 @@ class SweepSettings:
     device: str = "auto"
     jobs: int | None = None  # None: from the device and the free memory
     threads: int | None = None  # intra-op threads per solo run (None: 1) or stacked model (None: every CPU)
-    batch_runs: bool = True  # runs that share a graph train as one stacked model (batched_runs.py)
+    batch_runs: str = "auto"  # on | off | auto (on a GPU): runs that share a graph train as one stacked model
     folds: str | None = None  # fold scheme (None: the corpus default)
     k: int | None = None
     dev: str = "random"
@@ -275,6 +278,13 @@ def resolve_inputs(settings: SweepSettings) -> tuple[Path, Path, str, str, Path,
     return manifest, cache, corpus, model, sweep_dir, test_cache
 
 
+def _batches(batch_runs: str, device: torch.device) -> bool:
+    """Whether runs that share a graph train as stacked models (`batch_runs`: on | off | auto)."""
+    if batch_runs not in ("on", "off", "auto"):
+        raise UserInputError(f"--batch-runs {batch_runs!r} is not on, off or auto")
+    return batch_runs == "on" or (batch_runs == "auto" and device.type == "cuda")
+
+
 def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     """Load the cache once, train every planned run × fold not yet finished, write the tables."""
     startup = process_age_seconds()
@@ -321,7 +331,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     run_started = time.perf_counter()
     threads = settings.threads or 1
     with stop_on_signals(), SweepProgress(len(todo), len(share) - len(todo)) as progress:
-        if settings.batch_runs and settings.backend == "local":
+        if _batches(settings.batch_runs, data.device) and settings.backend == "local":
             tasks = train_stacked(tasks, data, settings.threads, progress, finished)
         if settings.backend == "ray":
             run_on_ray(tasks, data, finished, address=settings.address, threads=threads,

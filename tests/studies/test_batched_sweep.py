@@ -78,7 +78,7 @@ def test_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Pa
 
 def sweep_command(workspace: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "ser.cli", "sweep", "--head", "shiftcnn", "--shift-proportion", "1/2,1/8",
-            "--seeds", "0", "--epochs", "3", "--fold", "1", "--threads", "1", "--device", "cpu",
+            "--seeds", "0", "--epochs", "3", "--fold", "1", "--threads", "1", "--batch-runs", "on", "--device", "cpu",
             "--workdir", str(workspace), "--out", str(out)]
 
 
@@ -86,7 +86,8 @@ def sweep_command(workspace: Path, out: Path) -> list[str]:
 def test_batched_runs_resume_after_sigkill_to_identical_results(workspace: Path, tmp_path: Path):
     grid = build_grid(None, {"head": ["shiftcnn"], "shift_proportion": ["1/2,1/8"], "seed": ["0"],
                              "epochs": ["3"]}, [], ["1"])
-    reference = run_sweep(grid, SweepSettings(workdir=workspace, out=tmp_path / "whole", device="cpu", threads=1))
+    reference = run_sweep(grid, SweepSettings(workdir=workspace, out=tmp_path / "whole", device="cpu", threads=1,
+                                              batch_runs="on"))
     assert reference.done == 2
     runs = pd.read_csv(reference.table_path)["run_dir"].tolist()
 
@@ -113,7 +114,8 @@ def test_batched_runs_resume_after_sigkill_to_identical_results(workspace: Path,
 
 def test_a_diverging_member_does_not_stop_the_others(workspace: Path, tmp_path: Path):
     grid = build_grid(None, {"head": ["shiftcnn"], "lr": ["5e-4,1e30"], "epochs": ["6"]}, [], ["1"])
-    outcome = run_sweep(grid, SweepSettings(workdir=workspace, out=tmp_path / "sweep", device="cpu", threads=1))
+    outcome = run_sweep(grid, SweepSettings(workdir=workspace, out=tmp_path / "sweep", device="cpu", threads=1,
+                                            batch_runs="on"))
     assert (outcome.done, outcome.diverged, outcome.failed) == (1, 1, 0)  # lr 1e30: non-finite outputs in epoch 3
     table = pd.read_csv(outcome.table_path).set_index("lr")
     assert table.loc[1e30, "status"] == "diverged" and table.loc[5e-4, "status"] == "done"
