@@ -16,14 +16,22 @@ by themselves after --busy-seconds at most). Every ratio is measured side by sid
     python benchmarks/heads.py                       # every head, both dims (minutes on 2 cores)
     python benchmarks/heads.py --heads shiftcnn,timnet --dims 80 --steps 3
 
-Findings (2 shared cores, background load average 5-11, `--dims 80 --steps 1`, 2026-12-01):
-- ACTIVE (spinning) waits are the collapse: with 2 threads a step took 2-15x longer than with
-  PASSIVE (timnet 13.6 s vs 1.3 s, lstm 59 s vs 5.6 s). PASSIVE is therefore the default.
-- PASSIVE with 2 threads and 1 thread were close. 1 thread was the steadiest under the extra
-  load (busy/idle 0.7-1.2 for every head). The default stays min(affinity, cgroup quota).
-- Inter-op threads: not measured. A training step starts no inter-op work (no torch.jit.fork), so they stay at torch's default.
-- Masking: lstm/shiftlstm/ctarnn (packed sequences) were 4-13x their unmasked step. The other
-  heads were within noise of 1.0.
+Findings, 2 cores:
+- 2026-12-01, background load average 5-11, `--dims 80 --steps 1`: ACTIVE (spinning) waits are
+  the collapse. With 2 threads a step took 2-15x longer than with PASSIVE (timnet 13.6 s vs
+  1.3 s, lstm 59 s vs 5.6 s), so PASSIVE is the default. 1 thread was the steadiest under extra
+  load (busy/idle 0.7-1.2 for every head).
+- Inter-op threads: not measured; a training step starts no inter-op work (no torch.jit.fork).
+- 2026-12-01, idle machine, `--steps 1 --settings default` (2 threads, PASSIVE):
+  masked/unmasked at D=80 / D=768: linear 1.70 / 1.55, cnn 1.16 / 1.18, shiftcnn 1.12 / 1.20,
+  lstm 1.28 / 0.99, shiftlstm 1.26 / 1.05, transformer 1.08 / 0.97, shiftformer 1.06 / 0.95,
+  timnet 1.85 / 1.60, ctarnn 1.29 / 0.95. The LSTM heads were 4-13x before they ran each
+  direction densely over the true lengths (heads/lstm.py). TIM-Net's masked BatchNorm and
+  linear's masked mean are still over the 1.2x target.
+  busy/idle (2 spinning processes) at D=80 / D=768: linear 1.55 / 1.76, cnn 1.97 / 1.82,
+  shiftcnn 1.85 / 1.98, lstm 1.39 / 2.62, shiftlstm 1.37 / 1.93, transformer 2.13 / 1.98,
+  shiftformer 3.14 / 2.28, timnet 2.98 / 3.23, ctarnn 1.66 / 2.42. Two threads that share two
+  cores with two busy processes get about half the CPU, so ~2x is the floor for that setting.
 """
 
 from __future__ import annotations
