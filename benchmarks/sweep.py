@@ -1,13 +1,17 @@
 """How much a sweep saves over separate `ser train` processes, and where the time goes.
 
-Prints the ratio (wall time of one `ser sweep` over K configurations) / (sum of the wall times
-of the same K runs as separate `ser train` processes) on the synthetic corpus with an fbank
-cache, each head with its default (paper) epochs unless --epochs is given. Target: <= 0.5 on
-CPU, <= 0.25 on a GPU (--device cuda).
+On the synthetic corpus, K ShiftCNN configurations (4 proportions × 2 placements × 2 seeds = 16
+by default, fold 1) are trained three ways, side by side in one run of this script:
+  separate   K `ser train` processes, one after the other;
+  one by one `ser sweep --batch-runs off` (one loaded cache, runs in worker processes);
+  batched    `ser sweep --batch-runs on` (the K runs as stacked models: one forward/backward for K members).
+Prints each wall time and the ratios to the separate runs. Targets: batched <= 0.2 of separate
+on an fbank cache, <= 0.5 on a wavlm-base-shaped cache (--cache wavlm: D=768, 13 layers,
+random weights), <= 0.1 on a GPU.
 
-    python benchmarks/sweep.py                    # K = 8 ShiftCNN proportion × placement runs, CPU
+    python benchmarks/sweep.py --epochs 5                 # K = 16, fbank, CPU
+    python benchmarks/sweep.py --cache wavlm --epochs 2   # the wavlm-base-shaped cache
     python benchmarks/sweep.py --device cuda --jobs 4
-    python benchmarks/sweep.py --epochs 20        # a quicker look
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from pathlib import Path
 SER = [sys.executable, "-c", "from ser.cli import main; main()"]
 PROPORTIONS = ("1/2", "1/4", "1/8", "1/16")
 PLACEMENTS = ("residual", "inplace")
+SEEDS = ("0", "1")
+CACHES = {"fbank": ["--model", "fbank"], "wavlm": ["--model", "wavlm-base", "--random-init"]}
 
 
 def run(command: list[str]) -> tuple[float, str]:
@@ -32,12 +38,12 @@ def run(command: list[str]) -> tuple[float, str]:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"command failed: {' '.join(command)}\n{done.stderr}")
-    return time.perf_counter() - started, done.stdout
+    return time.perf_counter() - started, done.stdout + done.stderr
 
 
 def configurations(count: int) -> list[tuple[str, str, str]]:
-    """(head, proportion, placement): ShiftCNN's 4 × 2 grid first, then ShiftLSTM's."""
-    grid = [(head, p, pl) for head in ("shiftcnn", "shiftlstm") for pl in PLACEMENTS for p in PROPORTIONS]
+    """(proportion, placement, seed): ShiftCNN's 4 × 2 × 2 grid, the first `count` of it."""
+    grid = [(p, pl, seed) for seed in SEEDS for pl in PLACEMENTS for p in PROPORTIONS]
     if count > len(grid):
         sys.exit(f"--configs at most {len(grid)}")
     return grid[:count]
@@ -47,7 +53,7 @@ def prepare_workspace(workdir: Path, args: argparse.Namespace) -> None:
     if not (workdir / "manifests" / "synthetic.csv").is_file():
         run([*SER, "prepare", "synthetic", str(workdir / "data"), "--workdir", str(workdir), "--speakers",
              str(args.speakers), "--sessions", str(args.sessions), "--per-class", str(args.per_class)])
-    run([*SER, "extract", "--model", "fbank", "--workdir", str(workdir)])
+    run([*SER, "extract", *CACHES[args.cache], "--workdir", str(workdir)])
 
 
 def startup_seconds(repeats: int = 3) -> float:
@@ -56,72 +62,83 @@ def startup_seconds(repeats: int = 3) -> float:
                              for _ in range(repeats))
 
 
-def cache_load_seconds(workdir: Path, device: str) -> float:
-    """Manifest + labels + the whole cache into memory, once, in this process."""
-    from ser.training.loading import load_training_data
-
-    started = time.perf_counter()
-    load_training_data(workdir / "manifests" / "synthetic.csv", workdir / "cache" / "synthetic" / "fbank.h5",
-                       device=device)
-    return time.perf_counter() - started
+def sweep_seconds(command: list[str], configs: int) -> tuple[float, dict[str, float]]:
+    """(wall seconds, the sweep's own timings) of one `ser sweep` command."""
+    wall, out = run(command)
+    found = re.search(r"(\d+) jobs; seconds: start-up ([\d.]+), cache load ([\d.]+), training phase ([\d.]+) "
+                      r"\(runs' own time summed: ([\d.]+)\)", " ".join(out.split()))
+    if found is None:
+        sys.exit(f"could not read the sweep's timings:\n{out}")
+    if configs != int(re.search(r"sweep: (\d+) run", out).group(1)):
+        sys.exit("the sweep did not plan exactly the K configurations")
+    batched = re.search(r"K = (\d+) members", out)
+    names = ("jobs", "startup", "load", "phase", "runs")
+    return wall, {**dict(zip(names, (float(v) for v in found.groups()))),
+                  "members": float(batched.group(1)) if batched else 0.0}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-    parser.add_argument("--configs", type=int, default=8, help="K configurations (>= 8 for the target)")
-    parser.add_argument("--epochs", type=int, default=None, help="default: each head's paper recipe")
+    parser.add_argument("--configs", type=int, default=16, help="K configurations (16: the whole grid)")
+    parser.add_argument("--cache", choices=sorted(CACHES), default="fbank", help="fbank, or wavlm (D=768, random init)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the shiftcnn paper recipe (100)")
     parser.add_argument("--fold", default="1", help="the fold every run trains on")
-    parser.add_argument("--jobs", type=int, default=None, help="sweep concurrency (default: the sweep's own)")
+    parser.add_argument("--jobs", type=int, default=None, help="one-by-one sweep concurrency (default: the sweep's own)")
     parser.add_argument("--workdir", type=Path, default=None, help="reuse a workspace (default: a temp folder)")
     parser.add_argument("--speakers", type=int, default=8, help="synthetic corpus size (its defaults)")
     parser.add_argument("--sessions", type=int, default=4)
     parser.add_argument("--per-class", type=int, default=12)
+    parser.add_argument("--separate-sample", type=int, default=None,
+                        help="time only this many of the K separate runs and scale their sum by K/N (labelled)")
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ser-bench-sweep-"))
     prepare_workspace(workdir, args)
     configs = configurations(args.configs)
-    common = ["--fold", args.fold, "--device", args.device, "--workdir", str(workdir)]
+    model = CACHES[args.cache][1]
+    common = ["--fold", args.fold, "--device", args.device, "--workdir", str(workdir), "--model", model]
     if args.epochs is not None:
         common += ["--epochs", str(args.epochs)]
 
     separate = []
-    for number, (head, proportion, placement) in enumerate(configs):
-        seconds, _ = run([*SER, "train", "--head", head, "--shift-proportion", proportion, "--shift-placement",
-                          placement, *common, "--out", str(workdir / "bench-separate" / str(number))])
+    sample = configs if args.separate_sample is None else configs[: args.separate_sample]
+    for number, (proportion, placement, seed) in enumerate(sample):
+        seconds, _ = run([*SER, "train", "--head", "shiftcnn", "--shift-proportion", proportion, "--shift-placement",
+                          placement, "--seed", seed, *common, "--out", str(workdir / "bench-separate" / str(number))])
         separate.append(seconds)
-        print(f"  ser train {head} {proportion} {placement}: {seconds:.1f} s", flush=True)
+        print(f"  ser train shiftcnn {proportion} {placement} seed {seed}: {seconds:.1f} s", flush=True)
 
-    heads = ",".join(dict.fromkeys(h for h, _, _ in configs))
-    proportions = ",".join(dict.fromkeys(p for _, p, _ in configs))
-    placements = ",".join(dict.fromkeys(pl for _, _, pl in configs))
-    sweep_command = [*SER, "sweep", "--head", heads, "--shift-proportion", proportions, "--shift-placement", placements,
-                     *common, "--out", str(workdir / "bench-sweep")]
+    def axis(index: int) -> str:
+        return ",".join(dict.fromkeys(c[index] for c in configs))
+
+    grid = ["--head", "shiftcnn", "--shift-proportion", axis(0), "--shift-placement", axis(1), "--seeds", axis(2)]
+    one_by_one = [*SER, "sweep", *grid, *common, "--batch-runs", "off", "--out", str(workdir / "bench-sweep-off")]
     if args.jobs is not None:
-        sweep_command += ["--jobs", str(args.jobs)]
-    sweep_wall, sweep_out = run(sweep_command)
-    found = re.search(r"(\d+) jobs; seconds: start-up ([\d.]+), cache load ([\d.]+), training phase ([\d.]+) "
-                      r"\(runs' own time summed: ([\d.]+)\)", " ".join(sweep_out.split()))
-    if found is None:
-        sys.exit(f"could not read the sweep's timings:\n{sweep_out}")
-    jobs, sweep_startup, sweep_load, sweep_phase, sweep_runs = (float(v) for v in found.groups())
-    if len(configs) != int(re.search(r"sweep: (\d+) run", sweep_out).group(1)):
-        sys.exit("the sweep did not plan exactly the K configurations")
+        one_by_one += ["--jobs", str(args.jobs)]
+    off_wall, off = sweep_seconds(one_by_one, len(configs))
+    print(f"  ser sweep --batch-runs off: {off_wall:.1f} s", flush=True)
+    on_wall, on = sweep_seconds([*SER, "sweep", *grid, *common, "--batch-runs", "on", "--out",
+                                 str(workdir / "bench-sweep-on")], len(configs))
+    print(f"  ser sweep (batched, K = {int(on['members'])}): {on_wall:.1f} s", flush=True)
 
     startup = startup_seconds()
-    load = cache_load_seconds(workdir, args.device)
-    total = sum(separate)
     k = len(configs)
-    print(f"\nsweep vs separate `ser train` processes — K = {k} configurations, fold {args.fold}, "
+    total = sum(separate) * len(configs) / max(1, len(sample))
+    estimated = " (estimated from {} of them)".format(len(sample)) if len(sample) < len(configs) else ""
+    print(f"\nK = {k} ShiftCNN runs (4 proportions × 2 placements × 2 seeds), {args.cache} cache, fold {args.fold}, "
           f"epochs {args.epochs or 'default (paper recipe)'}, device {args.device}, workspace {workdir}")
-    print(f"{'':32}{'separate':>12}{'sweep':>12}")
-    print(f"{'wall time (s)':32}{total:12.1f}{sweep_wall:12.1f}")
-    print(f"{'  start-up (imports) (s)':32}{k * startup:12.1f}{sweep_startup:12.1f}   ({startup:.2f} s per process)")
-    print(f"{'  cache loading (s)':32}{k * load:12.2f}{sweep_load:12.2f}   ({load:.3f} s per load)")
-    print(f"{'  training (s)':32}{total - k * (startup + load):12.1f}{sweep_phase:12.1f}   "
-          f"(sweep: {int(jobs)} jobs, runs' own time summed {sweep_runs:.1f} s, worker start-up included)")
-    print(f"ratio sweep / separate = {sweep_wall / total:.3f}   (target <= 0.5 on CPU, <= 0.25 on GPU)")
+    print(f"{'':34}{'separate':>10}{'one by one':>12}{'batched':>10}")
+    print(f"{'wall time (s)':34}{total:10.1f}{off_wall:12.1f}{on_wall:10.1f}   separate: sum of K processes{estimated}")
+    print(f"{'  start-up (imports) (s)':34}{k * startup:10.1f}{off['startup']:12.1f}{on['startup']:10.1f}")
+    print(f"{'  cache loading (s)':34}{'':10}{off['load']:12.2f}{on['load']:10.2f}")
+    print(f"{'  training phase (s)':34}{'':10}{off['phase']:12.1f}{on['phase']:10.1f}   "
+          f"(one by one: {int(off['jobs'])} jobs; batched: stacked models of K = {int(on['members'])})")
+    if sample:
+        print(f"ratio batched / separate = {on_wall / total:.3f}   (target <= 0.2 fbank, <= 0.5 wavlm-shaped, "
+              f"<= 0.1 GPU)")
+        print(f"ratio one by one / separate = {off_wall / total:.3f}")
+    print(f"ratio batched / one by one = {on_wall / off_wall:.3f}")
 
 
 if __name__ == "__main__":

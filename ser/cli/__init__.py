@@ -59,6 +59,9 @@ app.add_typer(cache_cmd.cache_app, name="cache", help=cache_cmd.HELP)
 
 def main() -> None:
     """Console-script entry point: usage errors the click way, `SerError`s as one line + hint."""
+    from ser.training.threads import prefer_passive_wait
+
+    prefer_passive_wait()  # before any command imports torch (OpenMP reads it once)
     try:
         app()  # standalone mode: click prints usage errors itself and exits with code 2
     except (SerError, OSError) as caught:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ser.cli.options import Workdir
+from ser.cli.options import Threads, Workdir
 
 HELP = "Run prepare → extract (fbank) → train (shiftcnn, every fold) → report on the synthetic corpus."
 EXAMPLES = """Examples:
@@ -21,7 +21,7 @@ The same steps by hand:
 DEMO_EPOCHS = 15
 
 
-def demo(workdir: Workdir = Path("demo-workdir")) -> None:
+def demo(workdir: Workdir = Path("demo-workdir"), threads: Threads = None) -> None:
     from rich.console import Console
 
     from ser.cli.train_cmd import print_results
@@ -31,8 +31,10 @@ def demo(workdir: Workdir = Path("demo-workdir")) -> None:
     from ser.studies.report import write_report
     from ser.training.config import TrainConfig
     from ser.training.run import run_training
+    from ser.training.threads import use_threads
 
     console = Console()
+    use_threads(threads)
     workspace = Workspace(Path(workdir))
     console.print("[bold]1/4 prepare[/bold] the synthetic corpus (8 speakers, 4 sessions, 4 emotions)")
     prepared = prepare_corpus(CORPORA.get("synthetic"), workspace.root / "audio", workspace.manifest_for("synthetic"), {})

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ser.cli import validation
-from ser.cli.options import Device, ManifestPath, OutPath, Workdir
+from ser.cli.options import Device, ManifestPath, OutPath, Threads, Workdir
 
 HELP = "Extract all hidden layers of a speech model (or fbank/mfcc) into cache/<corpus>/<model>.h5."
 EXAMPLES = (
@@ -48,9 +48,12 @@ def extract(
     on_error: Annotated[str, typer.Option("--on-error", help="skip (default: list them in <cache>.skipped.csv) | fail.")] = "skip",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing cache (kept until the new one is complete).")] = False,
     text: Annotated[bool, typer.Option("--text", help="Encode the manifest's transcripts with a text model instead.")] = False,
+    threads: Threads = None,
 ) -> None:
     from ser.features.distributed import is_follower_rank, require_single_process
+    from ser.training.threads import use_threads
 
+    use_threads(threads)
     if text:
         from ser.data.text_extraction import run_text_extraction
 

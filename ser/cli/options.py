@@ -32,6 +32,11 @@ FoldScheme = Annotated[
 KFolds = Annotated[Optional[int], typer.Option("--k", help="Number of folds for --folds kfold.")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the head's paper recipe).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+Threads = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, help="CPU threads (default: the CPUs this process may use — affinity and "
+                 "cgroup quota; OpenMP threads sleep rather than spin while they wait)."),
+]
 
 
 def _check_log(value: Optional[str]) -> Optional[str]:

@@ -21,6 +21,9 @@ EXAMPLES = """Examples:
 
   ser sweep --head cnn --head-option num_blocks=1,2,3 --epochs 30 --fold 1
 
+  ser sweep --head shiftcnn --shift-proportion 1/2,1/4,1/8,1/16 --seeds 0,1 --batch-runs on
+  (the 8 runs train as stacked models, one forward/backward for all; the default on a GPU)
+
   ser sweep --head shiftcnn,cnn --seeds 0,1,2 --test-manifest manifests/emodb.csv --label-map happiness=happy
   (cross-corpus: one fold, runs under runs/<corpus>/<model>/sweep-x<test corpus>/)
 
@@ -63,7 +66,11 @@ FoldsToRun = _values("--fold", "all (default), or fold numbers (1-based, as in f
 GridFile = Annotated[Optional[Path], typer.Option("--grid", help="YAML or TOML grid file.")]
 Model = Annotated[Optional[str], typer.Option("--model", help="Cache model (default: the only cache).")]
 Jobs = Annotated[Optional[int], typer.Option("--jobs", help="Concurrent runs (default: CPU cores, or 4 on a GPU).")]
-Threads = Annotated[int, typer.Option("--threads", help="Intra-op threads per run (results depend on it).")]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="Intra-op threads of a stacked model "
+                   "(default: the CPUs this process may use) or of each run trained alone (default 1).")]
+BatchRuns = Annotated[str, typer.Option("--batch-runs", help="on: runs of one head family that share a graph "
+                      "(seeds, folds, proportions, placements) train as one stacked model; off: one by one; "
+                      "auto (default): on with a GPU, off on CPU (measured faster there).")]
 DevSplit = Annotated[str, typer.Option("--dev", help="Dev split: random | speaker.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", help="Cache layers, e.g. 0,4,8-12 (default all).")]
 Task = Annotated[str, typer.Option("--task", help="What to learn: categorical (the manifest's label).")]
@@ -124,7 +131,8 @@ def sweep(
     out: OutPath = None,
     device: Device = "auto",
     jobs: Jobs = None,
-    threads: Threads = 1,
+    threads: Threads = None,
+    batch_runs: BatchRuns = "auto",
     folds: FoldScheme = None,
     k: KFolds = None,
     dev: DevSplit = "random",
@@ -153,6 +161,8 @@ def sweep(
         "shift_bidirectional": shift_bidirectional, "shift_stride": shift_stride, "seed": seeds, "epochs": epochs,
         "lr": lr, "batch_size": batch_size, "standardize": standardize,
     }
+    if batch_runs not in ("on", "off", "auto"):
+        raise typer.BadParameter(f"{batch_runs!r} is not on, off or auto", param_hint="--batch-runs")
     if search is not None and (backend != "local" or share is not None or collect):
         raise typer.BadParameter("--search runs its trials one after another on this machine", param_hint="--search")
     if search not in (None, "optuna"):
@@ -164,6 +174,7 @@ def sweep(
         raise typer.BadParameter("low:high ranges need --search optuna", param_hint=f"--{ranged[0].replace('_', '-')}")
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
+        batch_runs=batch_runs,
         folds=folds, k=k, dev=dev, layers=parse_layers(layers) if layers else None, task=task,
         test_manifest=test_manifest, label_map=parse_label_map(label_map), log=log, backend=backend,
         address=address, gpus_per_run=gpus_per_run, shard=share,

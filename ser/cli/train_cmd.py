@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from ser.cli import validation
-from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, TrackingLog, Workdir
+from ser.cli.options import (Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, Threads, TrackingLog,
+                             Workdir)
 from ser.errors import UserInputError
 from ser.features.layer_spec import read_layer_spec
 
@@ -151,10 +152,12 @@ def train(
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
     out: OutPath = None,
     log: TrackingLog = None,
+    threads: Threads = None,
 ) -> None:
     from ser.training.config import TrainConfig
     from ser.training.run import run_training
     from ser.training.teacher import TEACHER_HEAD, run_teacher_training
+    from ser.training.threads import use_threads
 
     if teacher and not text_model:
         raise UserInputError("--teacher needs --text-model", "e.g. --teacher --text-model bert-base")
@@ -169,6 +172,7 @@ def train(
     if head is None and not teacher:
         raise UserInputError("missing option --head", "choose one with `ser list heads`, e.g. --head shiftcnn")
     head = head or TEACHER_HEAD
+    use_threads(threads)
     head_kwargs = {
         "shift_proportion": shift_proportion,
         "shift_placement": shift_placement,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ser.heads.base import Head
-from ser.heads.lstm import run_packed_lstm
+from ser.heads.lstm import run_lstm_over_lengths
 from ser.heads.masking import AttentivePooling, frame_mask, zero_padding
 
 
@@ -21,7 +21,7 @@ class CTARNNHead(Head):
     2. temporal attention: mean and max over (layers, features) of the gated layers per frame →
        Conv1d(2, 1, k) → sigmoid → a gate b_t per frame;
     3. fusion: Σ_l w_l a_l x_l, times b_t (w = the weighted layer sum's softmax weights);
-    4. Linear(D, hidden) → 2-layer BiLSTM (packed) → attentive pooling → dropout → Linear.
+    4. Linear(D, hidden) → 2-layer BiLSTM (true lengths) → attentive pooling → dropout → Linear.
     """
 
     def __init__(
@@ -76,5 +76,5 @@ class CTARNNHead(Head):
         frame_gates = self.temporal_gates(selected * layer_gates[:, :, None, None], mask)  # (B, T)
         fused = self.layer_sum.combine(selected, layer_gates) * frame_gates[:, :, None]  # (B, T, D)
         h = self.project(self.augment(fused, lengths))  # (B, T, hidden)
-        h = run_packed_lstm(self.rnn, zero_padding(h, lengths), lengths)  # (B, T, 2·hidden)
+        h = run_lstm_over_lengths(self.rnn, zero_padding(h, lengths), lengths)  # (B, T, 2·hidden)
         return self.classifier(self.dropout(self.pool(h, lengths)))  # (B, C)

@@ -89,7 +89,7 @@ shiftcnn = preset(
     "ShiftCNN (ShiftSER): cnn with a residual shift in block 2, 1/16 of channels per direction, unidirectional",
     shift_placement="residual", shift_blocks=(1,), n_div=16, bidirectional=False,
 )
-lstm = preset("lstm", LSTMHead, "BiLSTM (hidden D per direction, packed) → LayerNorm → mean → Linear; no shift")
+lstm = preset("lstm", LSTMHead, "BiLSTM (hidden D per direction, over true lengths) → LayerNorm → mean → Linear; no shift")
 shiftlstm = preset(
     "shiftlstm", LSTMHead,
     "ShiftLSTM (ShiftSER): lstm on shifted input (in-place), 1/4 of channels per direction, unidirectional",

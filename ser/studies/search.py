@@ -183,7 +183,7 @@ def run_search(
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     previous = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(settings.threads or 1)  # as a sweep trains a run alone: the same numbers
     try:
         with SweepProgress(trials * _fold_count(grid, settings, data, corpus, model), 0) as progress:
             study.optimize(objective, n_trials=trials)

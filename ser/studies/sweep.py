@@ -7,11 +7,18 @@ and an interrupted one resumes from its checkpoint; a failed run writes `error.t
 goes on. After every finished run the sweep rewrites `sweep.csv` (one row per run × fold) and
 `sweep_summary.csv/.json` (mean ± std over folds and seeds per configuration) atomically.
 
+Runs of one head family that share a graph first train together as stacked models in this
+process (batched_runs.py) when `batch_runs` is "on", or "auto" on a GPU; the rest go through the
+workers. On CPU "auto" trains one by one: stacking K members does the same arithmetic as K solo
+runs there, and two worker processes of one thread beat one stacked model on two threads
+(benchmarks/sweep.py: batched / one by one = 1.15 on 2 cores).
+
 Determinism: every run seeds its own generators and runs with the same intra-op thread count
-(`threads`, default 1), so its numbers do not depend on `jobs` or on scheduling.
+(`threads`, default 1 per run trained alone), so its numbers do not depend on `jobs` or on scheduling.
 
 Past one machine: `backend="ray"` sends every run × fold to a Ray cluster (backends/ray_backend.py),
-and `shard` trains one share of the grid for array jobs whose tables `--collect` merges (shards.py).
+and `shard` trains one share of the grid for array jobs whose tables `--collect` merges (shards.py);
+Ray tasks train every run alone, a shard batches its own share like a local sweep.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from ser.errors import UserInputError
 from ser.heads import HEADS
 from ser.studies import results
 from ser.studies.backends.ray_backend import run_on_ray
+from ser.studies.batched_runs import train_stacked
 from ser.studies.grid import HEAD_OPTION_PREFIX, Grid
 from ser.studies.stopping import SweepStopped, kill_processes, stop_on_signals
 from ser.studies.sweep_progress import SweepProgress
@@ -68,7 +76,8 @@ class SweepSettings:
     out: Path | None = None  # default: runs/<corpus>/<model>/sweep
     device: str = "auto"
     jobs: int | None = None  # None: from the device and the free memory
-    threads: int = 1  # intra-op threads per run
+    threads: int | None = None  # intra-op threads per solo run (None: 1) or stacked model (None: every CPU)
+    batch_runs: str = "auto"  # on | off | auto (on a GPU): runs that share a graph train as one stacked model
     folds: str | None = None  # fold scheme (None: the corpus default)
     k: int | None = None
     dev: str = "random"
@@ -269,13 +278,20 @@ def resolve_inputs(settings: SweepSettings) -> tuple[Path, Path, str, str, Path,
     return manifest, cache, corpus, model, sweep_dir, test_cache
 
 
+def _batches(batch_runs: str, device: torch.device) -> bool:
+    """Whether runs that share a graph train as stacked models (`batch_runs`: on | off | auto)."""
+    if batch_runs not in ("on", "off", "auto"):
+        raise UserInputError(f"--batch-runs {batch_runs!r} is not on, off or auto")
+    return batch_runs == "on" or (batch_runs == "auto" and device.type == "cuda")
+
+
 def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     """Load the cache once, train every planned run × fold not yet finished, write the tables."""
     startup = process_age_seconds()
     started = time.perf_counter()
     if settings.jobs is not None and settings.jobs < 1:
         raise UserInputError("--jobs must be at least 1")
-    if settings.threads < 1:
+    if settings.threads is not None and settings.threads < 1:
         raise UserInputError("--threads must be at least 1")
     if settings.backend not in BACKENDS:
         raise UserInputError(f"unknown sweep backend {settings.backend!r}", f"choose from: {', '.join(BACKENDS)}")
@@ -294,7 +310,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     write_text(sweep_dir / "sweep.json", json.dumps(
         {"grid": grid.to_dict(), "manifest": str(manifest), "cache": str(cache), "corpus": corpus, "model": model,
          "folds": settings.folds, "k": settings.k, "dev": settings.dev, "layers": settings.layers,
-         "task": settings.task, "threads": settings.threads,
+         "task": settings.task, "threads": settings.threads, "batch_runs": settings.batch_runs,
          **({"test_manifest": str(settings.test_manifest), "label_map": settings.label_map}
             if settings.test_manifest is not None else {})}, indent=2))
     table = SweepTable(share, sweep_dir, settings.shard.table_stem if settings.shard else "sweep")
@@ -313,14 +329,17 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
 
     tasks = [run.task for run in todo]
     run_started = time.perf_counter()
+    threads = settings.threads or 1
     with stop_on_signals(), SweepProgress(len(todo), len(share) - len(todo)) as progress:
+        if _batches(settings.batch_runs, data.device) and settings.backend == "local":
+            tasks = train_stacked(tasks, data, settings.threads, progress, finished)
         if settings.backend == "ray":
-            run_on_ray(tasks, data, finished, address=settings.address, threads=settings.threads,
+            run_on_ray(tasks, data, finished, address=settings.address, threads=threads,
                        gpus_per_run=settings.gpus_per_run)
         elif jobs == 1 or len(tasks) <= 1:
-            _run_in_process(tasks, data, settings.threads, progress, finished)
+            _run_in_process(tasks, data, threads, progress, finished)
         else:
-            _run_in_pool(tasks, data, min(jobs, len(tasks)), settings.threads, progress, finished)
+            _run_in_pool(tasks, data, min(jobs, len(tasks)), threads, progress, finished)
     run_seconds = time.perf_counter() - run_started
     write_run_summaries(planned, grid.folds is None)
     table_path, summary_path = table.write(intervals=True)  # bootstrap intervals once, at the end

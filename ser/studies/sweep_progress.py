@@ -54,6 +54,10 @@ class SweepProgress:
             self.running[key] = epoch / max(total, 1)
             self._refresh()
 
+    def note(self, text: str) -> None:
+        """One line about the sweep as a whole (e.g. how runs are batched)."""
+        self._line(text)
+
     def _line(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 

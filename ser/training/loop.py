@@ -65,12 +65,17 @@ def _restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def fresh_state() -> dict:
+    """The loop's state before its first epoch."""
+    return {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
+            "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
+
+
 def resume_state(checkpoint_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """The loop's state to continue from: restored, with the model's, optimiser's and RNG states,
     from the checkpoint an interrupted run left at `checkpoint_path`; else a fresh one."""
     if not checkpoint_path.is_file():
-        return {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
-                "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
+        return fresh_state()
     saved = files.load_torch(checkpoint_path)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -206,13 +211,21 @@ def train_fold(
         if progress is not None:
             progress(fold.name, epoch + 1, total_epochs, row)
 
+    return write_fold_results(config, data, task, head, state, saved_config, scaler, test_rows, out_dir)
+
+
+def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.Module, state: dict,
+                       saved_config: dict, scaler: FeatureScaler | None, test_rows: np.ndarray, out_dir: Path) -> dict:
+    """The finished fold's files from the training state: the dev-selected weights are loaded into
+    `head` and scored on test; metrics.json last, and the resume checkpoint removed. Returns
+    metrics.json's dict."""
     head.load_state_dict(state["best_state"])
     metrics = {"test": None, "dev": state["best_dev"], "best_epoch": state["best_epoch"], "test_last": None,
                "test_best_epoch_optimistic": None, "note": "no test set: trained on every labelled utterance"}
     files.write_csv(out_dir / files.HISTORY, pd.DataFrame(state["history"]))
     if len(test_rows):  # a fold without test (`--fold none`) has neither test metrics nor predictions
-        test_metrics, _, test_outputs = _score(task, head, data, test_rows, eval_batch, scaler, "test",
-                                               state["best_epoch"])
+        test_metrics, _, test_outputs = _score(task, head, data, test_rows, 2 * config.recipe.batch_size, scaler,
+                                               "test", state["best_epoch"])
         targets = data.targets[torch.from_numpy(test_rows).to(data.device)].cpu().numpy()
         metrics = {
             "test": test_metrics,
@@ -230,5 +243,5 @@ def train_fold(
                       saved_config, scaler)
     files.write_features_record(out_dir / files.FEATURES, data.cache_path)
     files.write_json(out_dir / files.METRICS, metrics)
-    checkpoint_path.unlink(missing_ok=True)
+    (out_dir / files.CHECKPOINT).unlink(missing_ok=True)
     return metrics

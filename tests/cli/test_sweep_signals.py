@@ -22,7 +22,7 @@ from ser.errors import TrainingError
 pytestmark = pytest.mark.slow
 
 SWEEP = [sys.executable, "-c", "from ser.cli import main; main()", "sweep", "--head", "shiftcnn", "--seeds", "0,1",
-         "--epochs", "500", "--fold", "1", "--jobs", "2", "--device", "cpu"]
+         "--epochs", "500", "--fold", "1", "--jobs", "2", "--batch-runs", "off", "--device", "cpu"]  # the worker pool
 
 
 @pytest.fixture(scope="module")

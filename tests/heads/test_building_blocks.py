@@ -109,3 +109,30 @@ def test_channel_masks_set_whole_channels_to_zero():
     zeroed = (out == 0).all(dim=1)  # (B, D)
     assert zeroed.sum(dim=1).ge(64).all()  # >= 1 mask of 64 channels
     torch.testing.assert_close(out[~zeroed[:, None, :].expand_as(out)], x[~zeroed[:, None, :].expand_as(x)])
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_lstm_over_lengths_computes_what_packed_sequences_compute(layers):
+    """The dense length-aware BiLSTM against torch's packed sequences: outputs and every gradient."""
+    from torch import nn
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from ser.heads.lstm import run_lstm_over_lengths
+
+    torch.manual_seed(0)
+    lstm = nn.LSTM(6, 5, num_layers=layers, batch_first=True, bidirectional=True)
+    lengths = torch.tensor([9, 4, 7, 1])
+    x = torch.randn(4, 9, 6) * (torch.arange(9)[None, :, None] < lengths[:, None, None])
+    packed_in, dense_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, _ = lstm(pack_padded_sequence(packed_in, lengths, batch_first=True, enforce_sorted=False))
+    expected = pad_packed_sequence(out, batch_first=True, total_length=9)[0]  # (B, T, 2H)
+    expected.square().sum().backward()
+    expected_grads = [p.grad.clone() for p in lstm.parameters()]
+    lstm.zero_grad()
+    got = run_lstm_over_lengths(lstm, dense_in, lengths)
+    got.square().sum().backward()
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(dense_in.grad, packed_in.grad, atol=1e-6, rtol=1e-5)
+    for mine, theirs in zip((p.grad for p in lstm.parameters()), expected_grads):
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+    assert got[1, 4:].abs().max() == 0  # padding stays zero

@@ -1,0 +1,171 @@
+"""The sweep's batched path: runs of one head family that share a graph train as one stacked model.
+
+`plan_batches` sorts a sweep's runs × folds into groups that stack (same head family and sizes,
+same optimiser settings; seeds, folds, shift proportion, placement, direction, learning rate,
+epochs and batch size may differ) and the rest, which train one by one as before. A group larger
+than memory allows is cut into chunks of K members (`members_that_fit`, printed at start).
+`run_batches` trains the chunks with `train_group` and reports every member like a solo run: a
+member that fails or diverges writes `error.txt` in its run directory (and is counted as failed or
+diverged), its tracker (`--log`) records its epochs, and the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ser.errors import DivergedError, SerError
+from ser.heads import create_head
+from ser.heads.stacked import stack_key
+from ser.studies.stopping import SweepStopped
+from ser.studies.sweep_progress import SweepProgress
+from ser.studies.sweep_worker import ERROR_FILE, EpochEvent, RunOutcome, RunTask, describe_error
+from ser.training.batched_loop import MemberResult, MemberSpec, train_group
+from ser.training.cache_access import available_ram_bytes
+from ser.training.config import TrainConfig, head_constructor_options
+from ser.training.threads import use_threads
+from ser.training.tracking import Tracker, open_tracker
+from ser.training.training_data import TrainingData
+
+MEMORY_SHARE = 0.5  # of the free RAM (or GPU memory) one stacked model may plan to use
+BYTES = 4  # float32
+
+
+@dataclass
+class BatchPlan:
+    groups: list[list[RunTask]]  # each trains as stacked models of at most `size[i]` members
+    sizes: list[int]
+    solo: list[RunTask]  # trained one by one (the sweep's usual path)
+    notes: list[str]
+
+
+def _group_key(config: TrainConfig, data: TrainingData) -> tuple | None:
+    """Stacked-model key of a run (None: its head does not stack or cannot be built)."""
+    try:
+        head = create_head(config.head, data.dim, data.num_layers, data.task.num_outputs,
+                           **head_constructor_options(config.head_kwargs))
+    except SerError:
+        return None  # the solo path records the error in the run's directory
+    key = stack_key(head)
+    recipe = config.recipe
+    return None if key is None else (key, recipe.optimizer, recipe.betas, recipe.weight_decay, recipe.grad_clip)
+
+
+def member_bytes(config: TrainConfig, data: TrainingData) -> int:
+    """Memory one CNN member of a stacked model needs for a training step at the longest batch:
+    its input (kept for the layer-sum gradient) and the activations autograd keeps per block."""
+    options = head_constructor_options(config.head_kwargs)
+    head = create_head(config.head, data.dim, data.num_layers, data.task.num_outputs, **options)
+    kw = head.constructor_kwargs
+    frames = int(data.lengths.max()) if len(data.lengths) else 1
+    per_frame = data.num_layers * data.dim + kw["num_blocks"] * data.dim * (3 * kw["mlp_ratio"] + 12) + 8 * data.dim
+    parameters = sum(p.numel() for p in head.parameters())
+    return BYTES * (config.recipe.batch_size * frames * per_frame + 6 * parameters)
+
+
+def free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    return available_ram_bytes()
+
+
+def members_that_fit(group: list[RunTask], data: TrainingData) -> int:
+    """K: how many members of `group` one stacked model holds within MEMORY_SHARE of free memory."""
+    largest = max(member_bytes(task.config, data) for task in group)
+    return max(1, min(len(group), int(MEMORY_SHARE * free_bytes(data.device)) // largest))
+
+
+def plan_batches(tasks: list[RunTask], data: TrainingData) -> BatchPlan:
+    """Which runs train stacked (groups of ≥ 2 that share a graph) and which one by one."""
+    if data.streamed:
+        return BatchPlan([], [], list(tasks), ["batched runs need the cache in memory: runs train one by one"])
+    by_key: dict[tuple, list[RunTask]] = {}
+    solo = []
+    for task in tasks:
+        key = _group_key(task.config, data)
+        if key is None:
+            solo.append(task)
+        else:
+            by_key.setdefault(key, []).append(task)
+    groups = [group for group in by_key.values() if len(group) > 1]
+    solo += [task for group in by_key.values() if len(group) == 1 for task in group]
+    sizes = [members_that_fit(group, data) for group in groups]
+    notes = [f"batched runs: {len(group)} {'/'.join(sorted({t.config.head for t in group}))} runs × folds as "
+             f"stacked models of K = {size} members" for group, size in zip(groups, sizes)]
+    if solo and groups:
+        heads = ", ".join(sorted({task.config.head for task in solo}))
+        notes.append(f"{len(solo)} runs train one by one ({heads}: no stacked implementation or nothing to stack with)")
+    return BatchPlan(groups, sizes, solo, notes)
+
+
+def train_stacked(tasks: list[RunTask], data: TrainingData, threads: int | None, progress: SweepProgress,
+                  finished: Callable[[RunOutcome], None]) -> list[RunTask]:
+    """Train the runs of `tasks` that stack, in this process with `threads` intra-op threads (None:
+    every CPU it may use); returns the runs left to train one by one."""
+    plan = plan_batches(tasks, data)
+    for note in plan.notes:
+        progress.note(note)
+    if plan.groups:
+        previous = torch.get_num_threads()
+        use_threads(threads)
+        try:
+            run_batches(plan, data, progress.started, progress.epoch, finished)
+        finally:
+            torch.set_num_threads(previous)
+    return plan.solo
+
+
+def _train_chunk(chunk: list[RunTask], data: TrainingData, trackers: list[Tracker],
+                 on_epoch: Callable[[EpochEvent], None]) -> list[MemberResult]:
+    def progress(index: int, epoch: int, total: int, row: dict) -> None:
+        trackers[index].log_epoch(epoch, row)
+        on_epoch((chunk[index].key, epoch, total))
+
+    try:
+        return train_group([MemberSpec(task.config, task.fold, task.out_dir) for task in chunk], data, progress)
+    except SweepStopped:
+        raise
+    except Exception as error:  # noqa: BLE001 — a failed stacked model fails its members, not the sweep
+        return [MemberResult(error=error) for _ in chunk]
+
+
+def _open_trackers(chunk: list[RunTask]) -> list[Tracker]:
+    """Each member's tracker (`--log`), as a solo run opens it."""
+    return [open_tracker(task.log, task.out_dir, task.key, f"ser/{task.config.corpus}/{task.config.model}",
+                         {**task.config.to_dict(), "fold": task.fold.name}) for task in chunk]
+
+
+def run_batches(plan: BatchPlan, data: TrainingData, started: Callable[[str], None],
+                on_epoch: Callable[[EpochEvent], None], finished: Callable[[RunOutcome], None]) -> None:
+    """Train every group of `plan` in chunks of its K; each member reported like a solo run."""
+    for group, size in zip(plan.groups, plan.sizes):
+        for first in range(0, len(group), size):
+            chunk = group[first : first + size]
+            for task in chunk:
+                started(task.key)
+            began = time.perf_counter()
+            for task in chunk:
+                (task.out_dir / ERROR_FILE).unlink(missing_ok=True)
+            trackers = _open_trackers(chunk)
+            failed = [True] * len(chunk)  # until its results are recorded (a stopped sweep: all)
+            try:
+                results = _train_chunk(chunk, data, trackers, on_epoch)
+                seconds = (time.perf_counter() - began) / len(chunk)
+                for index, (task, result) in enumerate(zip(chunk, results)):
+                    if result.error is None:
+                        trackers[index].log_final(result.metrics)
+                        failed[index] = False
+                        finished(RunOutcome(task.key, "done", seconds, metrics=result.metrics))
+                        continue
+                    message = describe_error(result.error)
+                    task.out_dir.mkdir(parents=True, exist_ok=True)
+                    (task.out_dir / ERROR_FILE).write_text(message)
+                    status = "diverged" if isinstance(result.error, DivergedError) else "failed"
+                    finished(RunOutcome(task.key, status, seconds, error=message.splitlines()[0]))
+            finally:
+                for tracker, bad in zip(trackers, failed):
+                    tracker.close(failed=bad)

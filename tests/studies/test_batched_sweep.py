@@ -1,0 +1,126 @@
+"""Batched grid training: stacked members against solo runs, SIGKILL resume, a diverging member.
+
+Real fbank cache of a small synthetic corpus, the real trainer and the real `ser sweep` process.
+"""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from ser.data.corpora.synthetic import prepare_synthetic
+from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
+from ser.features.backbones import load_backbone
+from ser.features.extract import extract
+from ser.studies.grid import build_grid
+from ser.studies.sweep import SweepSettings, run_sweep
+from ser.training import run_dir as files
+from ser.training.batched_loop import MemberSpec, train_group
+from ser.training.config import TrainConfig
+from ser.training.loading import load_training_data
+from ser.training.loop import train_fold
+from ser.training.protocol import protocol_folds
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """manifests/synthetic.csv (4 speakers, 2 sessions, 4 clips per class) + cache/synthetic/fbank.h5."""
+    root = tmp_path_factory.mktemp("batched-ws")
+    manifest = root / "manifests" / "synthetic.csv"
+    write_manifest(prepare_synthetic(root / "data", speakers=4, sessions=2, per_class=4, seed=0), manifest)
+    rows = read_manifest(manifest)
+    extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / "synthetic" / "fbank.h5",
+            manifest_sha256=manifest_sha256(rows))
+    return root
+
+
+def state_dict(run_dir: Path) -> dict:
+    return files.load_torch(run_dir / files.MODEL)["state_dict"]
+
+
+def test_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path):
+    data = load_training_data(workspace / "manifests" / "synthetic.csv", workspace / "cache" / "synthetic" / "fbank.h5",
+                              device="cpu")
+    first = TrainConfig.create("shiftcnn", epochs=1)
+    folds = protocol_folds(first, data)
+    batch_size = math.ceil(len(folds[0].train) / 3)  # one epoch = three optimiser steps on fold 1
+    variants = [("shiftcnn", {"shift_proportion": "1/2", "shift_placement": "residual"}, 0, 0),
+                ("shiftcnn", {"shift_proportion": "1/8", "shift_placement": "inplace"}, 1, 0),
+                ("cnn", {}, 2, 0),
+                ("shiftcnn", {"shift_proportion": "1/4", "shift_placement": "tsm-residual",
+                              "shift_bidirectional": True}, 0, 1)]  # another fold: other rows, other step count
+    specs = [MemberSpec(TrainConfig.create(head, kwargs, epochs=1, batch_size=batch_size, seed=seed, standardize=True),
+                        folds[fold], tmp_path / f"batched{i}") for i, (head, kwargs, seed, fold) in enumerate(variants)]
+    results = train_group(specs, data)
+    assert [r.error for r in results] == [None] * len(specs)
+    for i, spec in enumerate(specs):
+        solo = tmp_path / f"solo{i}"
+        train_fold(spec.config, data, spec.fold, solo)
+        batched, alone = state_dict(spec.out_dir), state_dict(solo)
+        assert batched.keys() == alone.keys()
+        for name in batched:
+            assert torch.allclose(batched[name], alone[name], atol=1e-5, rtol=0), (i, name)
+        assert sorted(p.name for p in spec.out_dir.iterdir()) == sorted(p.name for p in solo.iterdir())
+        assert files.read_json(spec.out_dir / files.CONFIG) == files.read_json(solo / files.CONFIG)
+        assert files.read_json(spec.out_dir / files.METRICS).keys() == files.read_json(solo / files.METRICS).keys()
+    one, other = state_dict(specs[0].out_dir), state_dict(specs[1].out_dir)
+    assert not torch.allclose(one["classifier.weight"], other["classifier.weight"], atol=1e-3)  # members differ
+
+
+def sweep_command(workspace: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "ser.cli", "sweep", "--head", "shiftcnn", "--shift-proportion", "1/2,1/8",
+            "--seeds", "0", "--epochs", "3", "--fold", "1", "--threads", "1", "--batch-runs", "on", "--device", "cpu",
+            "--workdir", str(workspace), "--out", str(out)]
+
+
+@pytest.mark.slow
+def test_batched_runs_resume_after_sigkill_to_identical_results(workspace: Path, tmp_path: Path):
+    grid = build_grid(None, {"head": ["shiftcnn"], "shift_proportion": ["1/2,1/8"], "seed": ["0"],
+                             "epochs": ["3"]}, [], ["1"])
+    reference = run_sweep(grid, SweepSettings(workdir=workspace, out=tmp_path / "whole", device="cpu", threads=1,
+                                              batch_runs="on"))
+    assert reference.done == 2
+    runs = pd.read_csv(reference.table_path)["run_dir"].tolist()
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(sweep_command(workspace, out), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not all((out / run / files.CHECKPOINT).is_file() for run in runs):  # every member finished epoch 1
+        assert process.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not any(files.is_finished(out / run) for run in runs)
+
+    resumed = subprocess.run(sweep_command(workspace, out), env=env, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    for run in runs:
+        assert (out / run / files.METRICS).read_text() == (tmp_path / "whole" / run / files.METRICS).read_text()
+        killed, whole = state_dict(out / run), state_dict(tmp_path / "whole" / run)
+        assert all(torch.equal(killed[name], whole[name]) for name in whole)
+        assert not (out / run / files.CHECKPOINT).exists()
+
+
+def test_a_diverging_member_does_not_stop_the_others(workspace: Path, tmp_path: Path):
+    grid = build_grid(None, {"head": ["shiftcnn"], "lr": ["5e-4,1e30"], "epochs": ["6"]}, [], ["1"])
+    outcome = run_sweep(grid, SweepSettings(workdir=workspace, out=tmp_path / "sweep", device="cpu", threads=1,
+                                            batch_runs="on"))
+    assert (outcome.done, outcome.diverged, outcome.failed) == (1, 1, 0)  # lr 1e30: non-finite outputs in epoch 3
+    table = pd.read_csv(outcome.table_path).set_index("lr")
+    assert table.loc[1e30, "status"] == "diverged" and table.loc[5e-4, "status"] == "done"
+    healthy, diverged = tmp_path / "sweep" / table.loc[5e-4, "run_dir"], tmp_path / "sweep" / table.loc[1e30, "run_dir"]
+    assert (diverged / "error.txt").read_text().startswith("training diverged")
+    assert not files.is_finished(diverged)
+    history = pd.read_csv(healthy / files.HISTORY)
+    assert len(history) == 6 and history["train_loss"].notna().all()
