@@ -70,7 +70,7 @@ def unmask_heads() -> None:
     def run_lstm_over_lengths(lstm, x, lengths):
         return lstm(x)[0]
 
-    def plain_batch_norm(self, x, mask):
+    def plain_batch_norm(self, x, real):
         return torch.nn.BatchNorm1d.forward(self, x)
 
     replacements = {"zero_padding": zero_padding, "masked_mean": masked_mean, "frame_mask": frame_mask,

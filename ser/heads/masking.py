@@ -21,8 +21,8 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean over the real frames of x (B, T, D) → (B, D)."""
     lengths = lengths.to(x.device)
-    total = zero_padding(x, lengths).sum(dim=1)  # (B, D)
-    return total / lengths.clamp(min=1)[:, None].to(x.dtype)
+    weights = frame_mask(lengths, x.shape[1]).to(x.dtype) / lengths.clamp(min=1)[:, None].to(x.dtype)  # (B, T)
+    return torch.bmm(weights[:, None, :], x).squeeze(1)  # (B, D): one product, no masked copy of x
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
