@@ -22,16 +22,20 @@ Findings, 2 cores:
   1.3 s, lstm 59 s vs 5.6 s), so PASSIVE is the default. 1 thread was the steadiest under extra
   load (busy/idle 0.7-1.2 for every head).
 - Inter-op threads: not measured; a training step starts no inter-op work (no torch.jit.fork).
-- 2026-12-01, idle machine, `--steps 1 --settings default` (2 threads, PASSIVE):
-  masked/unmasked at D=80 / D=768: linear 1.70 / 1.55, cnn 1.16 / 1.18, shiftcnn 1.12 / 1.20,
-  lstm 1.28 / 0.99, shiftlstm 1.26 / 1.05, transformer 1.08 / 0.97, shiftformer 1.06 / 0.95,
-  timnet 1.85 / 1.60, ctarnn 1.29 / 0.95. The LSTM heads were 4-13x before they ran each
-  direction densely over the true lengths (heads/lstm.py). TIM-Net's masked BatchNorm and
-  linear's masked mean are still over the 1.2x target.
-  busy/idle (2 spinning processes) at D=80 / D=768: linear 1.55 / 1.76, cnn 1.97 / 1.82,
-  shiftcnn 1.85 / 1.98, lstm 1.39 / 2.62, shiftlstm 1.37 / 1.93, transformer 2.13 / 1.98,
-  shiftformer 3.14 / 2.28, timnet 2.98 / 3.23, ctarnn 1.66 / 2.42. Two threads that share two
-  cores with two busy processes get about half the CPU, so ~2x is the floor for that setting.
+- 2026-12-01, idle machine, 2 threads PASSIVE, median of 5 steps, masked/unmasked at D=80 / D=768
+  (after heads/lstm.py's dense LSTM, timnet's index-gathered BatchNorm, masking.masked_mean as
+  one product): linear 1.03 / 1.04, cnn 1.05 / 1.03, shiftcnn 1.07 / 0.98, lstm 1.07 / 0.97,
+  shiftlstm 1.13 / 1.04, transformer 1.06 / 0.96, shiftformer 0.97 / 1.06, timnet 1.47 / 1.66
+  (1.28 / 1.32 in a quieter run), ctarnn 1.08 / 1.22 (0.95 earlier). Before: the LSTM heads were
+  4-13x (packed sequences), timnet 1.85 / 1.60, linear 1.70 / 1.55. TIM-Net is still over 1.2x:
+  gathering and scattering the real frames of 32 small norms per step.
+- The same day, `--steps 1 --settings default`, busy/idle (2 spinning processes) at D=80 / D=768
+  (before the LSTM and TIM-Net changes): linear 1.55 / 1.76, cnn 1.97 / 1.82, shiftcnn
+  1.85 / 1.98, lstm 1.39 / 2.62, shiftlstm 1.37 / 1.93, transformer 2.13 / 1.98, shiftformer
+  3.14 / 2.28, timnet 2.98 / 3.23, ctarnn 1.66 / 2.42. Two threads sharing two cores with two
+  busy processes get about half the CPU, so ~2x is the floor of that setting; one thread under
+  the same load was not better overall (cnn 1.8x, timnet 1.8x, shiftformer 2.2x of the idle
+  two-thread step), nor was a short spin (GOMP_SPINCOUNT=10000) instead of PASSIVE.
 """
 
 from __future__ import annotations
