@@ -10,8 +10,8 @@ runs all of them in one forward pass:
   whether the shortcut and/or the branch input is shifted (the placement), so `cnn` (no shift),
   residual, tsm-residual and in-place members of any proportion batch together;
 - per-member tensors are joined with stack/unbind, never with slice writes or x[k] selects:
-  their backward would fill a whole (K, B, T, D) tensor per member (this made K stacked members
-  1.3-1.5x slower than K solo heads; now they take the same time);
+  their backward would fill a whole (K, B, T, D) tensor per member (benchmarks/stacked.py: K
+  stacked members took 1.3-1.5x the time of K solo heads on CPU with them, 1.2x without);
 - each member gets its own batch (its seed's data order, its fold's rows); batches are padded to
   the longest one in time and in batch size (padded rows have length 0) — every head is
   padding-invariant, so a member computes what its solo head computes;

@@ -1,0 +1,88 @@
+"""One training step of K ShiftCNN heads as one stacked model against K solo heads, side by side.
+
+The K members are the sweep's grid points (proportion × placement), all on the same batch
+(B=32, T=250, lengths in [T/2, T]); a step is forward, cross-entropy and backward. The stacked
+model does the arithmetic of the K solo heads in one pass, so on CPU the ratio shows its
+overhead (no FLOPs are saved); on a GPU it shows the launches it saves.
+
+    python benchmarks/stacked.py                  # D=80 (fbank) and D=768 × 13 layers (wavlm-base)
+    python benchmarks/stacked.py --members 16 --device cuda
+
+2026-12-01, 2 cores, K=8, taking turns, fastest of 5: D=80 658 vs 550 ms (1.20); D=768 × 13
+layers 23.8 vs 20.5 s (1.16). Single unpaired runs on this machine ranged 0.8-1.3 (its load
+drifts). Before its tensors were joined with stack/unbind: about 1.4 (D=80) and 1.3-1.5 (D=768).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from ser.heads import create_head
+from ser.heads.stacked import StackedCNN
+
+GRID = [(n_div, placement) for n_div in (2, 4, 8, 16) for placement in ("residual", "inplace")]
+
+
+def fastest(steps: list, repeats: int) -> list[float]:
+    """Each step's fastest of `repeats` timed calls, the steps taking turns (this machine's load
+    drifts; turns keep the comparison fair), after one warm-up call of each."""
+    for step in steps:
+        step()
+    times = [[] for _ in steps]
+    for _ in range(repeats):
+        for step, taken in zip(steps, times):
+            started = time.perf_counter()
+            step()
+            taken.append(time.perf_counter() - started)
+    return [min(taken) for taken in times]
+
+
+def compare(dim: int, layers: int, members: int, device: torch.device, repeats: int) -> tuple[float, float]:
+    """(K solo heads, one stacked model): seconds per training step."""
+    torch.manual_seed(0)
+    heads = [create_head("shiftcnn", dim, layers, 4, n_div=n_div, shift_placement=placement).to(device)
+             for n_div, placement in (GRID * (members // len(GRID) + 1))[:members]]
+    x = torch.randn(32, layers, 250, dim, device=device)  # (B, L, T, D)
+    lengths = torch.randint(125, 251, (32,), device=device)
+    lengths[0] = 250
+    targets = torch.randint(0, 4, (32,), device=device)
+    stacked = StackedCNN(heads, device)
+    params = {name: torch.stack([dict(h.named_parameters())[name].detach() for h in heads]).requires_grad_()
+              for name, _ in heads[0].named_parameters()}
+    rngs = [torch.get_rng_state() if device.type == "cpu" else torch.cuda.get_rng_state(device) for _ in heads]
+
+    def solo() -> None:
+        for head in heads:
+            torch.nn.functional.cross_entropy(head(x, lengths), targets).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def together() -> None:
+        logits = stacked.forward(params, [(x, lengths)] * members, training=True, rng_states=rngs)  # (K, B, C)
+        sum(torch.nn.functional.cross_entropy(logits[k], targets) for k in range(members)).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    solo_seconds, together_seconds = fastest([solo, together], repeats)
+    return solo_seconds, together_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"K = {args.members} ShiftCNN members, B=32, T=250, {device}, {torch.get_num_threads()} threads")
+    for dim, layers in ((80, 1), (768, 13)):
+        solo, together = compare(dim, layers, args.members, device, args.repeats)
+        print(f"D={dim:4} × {layers:2} layers: {args.members} solo heads {1000 * solo:9.1f} ms, stacked "
+              f"{1000 * together:9.1f} ms, ratio {together / solo:.2f}")
+
+
+if __name__ == "__main__":
+    main()
