@@ -16,7 +16,6 @@ has not finished, and a finished member simply sits out.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,16 +25,14 @@ import numpy as np
 import torch
 
 from ser.data.folds import Fold
-from ser.errors import DivergedError, TrainingError
-from ser.heads import create_head
+from ser.errors import DivergedError
 from ser.heads.stacked import MemberBatch, StackedCNN, rng_state
 from ser.training import run_dir as files
 from ser.training.batching import bucketed_batches, sorted_batches
-from ser.training.config import TrainConfig, head_constructor_options
+from ser.training.config import TrainConfig
 from ser.training.divergence import check_loss, check_outputs
-from ser.training.loop import (CHECKPOINT_EVERY_SECONDS, _check_same_run, _rng_state, fresh_state, seed_everything,
-                               write_fold_results)
-from ser.training.recipes import build_optimizer, corpus_head_defaults, lr_at
+from ser.training.loop import CHECKPOINT_EVERY_SECONDS, _rng_state, fresh_state, start_fold, write_fold_results
+from ser.training.recipes import build_optimizer, lr_at
 from ser.training.stacked_optim import StackedAdam
 from ser.training.training_data import FeatureScaler, TrainingData
 
@@ -92,25 +89,11 @@ class _Member:
 def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict) -> _Member | dict:
     """What `train_fold` does before its first epoch, for one member (config.json written); a
     finished member's metrics.json dict instead when it has nothing left to train."""
-    config, fold, out_dir = spec.config, spec.fold, Path(spec.out_dir)
-    if not fold.dev:
-        raise TrainingError(f"fold {fold.name} has no dev utterances", "model selection needs a dev set")
-    if data.layers != config.layers:
-        raise TrainingError(f"the data holds layers {data.layers}, the config asks for {config.layers}")
-    rows = tuple(data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
-    task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(rows[0])])
-    seed_everything(config.seed)
-    options = {**corpus_head_defaults(config.head, config.corpus), **head_constructor_options(config.head_kwargs)}
-    head = create_head(config.head, data.dim, data.num_layers, task.num_outputs, **options).to(data.device)
-    saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
-                    "head_resolved": head.constructor_kwargs,
-                    "sizes": {"train": len(rows[0]), "dev": len(rows[1]), "test": len(rows[2])}}
-    for note in files.set_aside_damaged(out_dir):
-        print(f"note: {note}", file=sys.stderr)
-    _check_same_run(out_dir, saved_config)
-    if files.is_finished(out_dir):
-        return files.read_json(out_dir / files.METRICS)
-    files.write_json(out_dir / files.CONFIG, saved_config)
+    config, out_dir = spec.config, Path(spec.out_dir)
+    started = start_fold(config, data, spec.fold, out_dir)
+    if isinstance(started, dict):
+        return started
+    task, head, saved_config, rows = started.task, started.head, started.saved_config, started.rows
     scaler = None
     if config.standardize:
         key = rows[0].tobytes()  # members of one fold share its statistics

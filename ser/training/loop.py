@@ -14,6 +14,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -117,6 +118,41 @@ def _check_same_run(fold_dir: Path, config: dict) -> None:
         )
 
 
+@dataclass
+class FoldStart:
+    """What a fold trains with, once its run directory holds its config.json."""
+
+    task: object
+    head: nn.Module
+    saved_config: dict
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray]  # train, dev, test positions into the data
+
+
+def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Path) -> FoldStart | dict:
+    """Checks, the fitted task, the seeded head and config.json: what comes before a fold's first
+    epoch (solo or as a stacked member). A finished fold's metrics.json dict instead."""
+    if not fold.dev:
+        raise TrainingError(f"fold {fold.name} has no dev utterances", "model selection needs a dev set")
+    if data.layers != config.layers:
+        raise TrainingError(f"the data holds layers {data.layers}, the config asks for {config.layers}")
+    rows = tuple(data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
+    task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(rows[0])])
+    seed_everything(config.seed)
+    options = {**corpus_head_defaults(config.head, config.corpus), **head_constructor_options(config.head_kwargs)}
+    # Built before anything is written, so a bad head option leaves no run directory behind.
+    head = create_head(config.head, data.dim, data.num_layers, task.num_outputs, **options).to(data.device)
+    saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
+                    "head_resolved": head.constructor_kwargs,
+                    "sizes": {"train": len(rows[0]), "dev": len(rows[1]), "test": len(rows[2])}}
+    for note in files.set_aside_damaged(out_dir):
+        print(f"note: {note}", file=sys.stderr)
+    _check_same_run(out_dir, saved_config)
+    if files.is_finished(out_dir):
+        return files.read_json(out_dir / files.METRICS)
+    files.write_json(out_dir / files.CONFIG, saved_config)
+    return FoldStart(task, head, saved_config, rows)
+
+
 def train_fold(
     config: TrainConfig,
     data: TrainingData,
@@ -134,26 +170,11 @@ def train_fold(
     resumed from its last finished epoch.
     """
     out_dir = Path(out_dir)
-    if not fold.dev:
-        raise TrainingError(f"fold {fold.name} has no dev utterances", "model selection needs a dev set")
-    if data.layers != config.layers:
-        raise TrainingError(f"the data holds layers {data.layers}, the config asks for {config.layers}")
-    train_rows, dev_rows, test_rows = (data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
-    task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(train_rows)])
-    seed_everything(config.seed)
-    options = {**corpus_head_defaults(config.head, config.corpus), **head_constructor_options(config.head_kwargs)}
-    # Built before anything is written, so a bad head option leaves no run directory behind.
-    head = create_head(config.head, data.dim, data.num_layers, task.num_outputs, **options).to(data.device)
-    saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
-                    "head_resolved": head.constructor_kwargs,
-                    "sizes": {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows)}}
-    for note in files.set_aside_damaged(out_dir):
-        print(f"note: {note}", file=sys.stderr)
-    if files.is_finished(out_dir):
-        _check_same_run(out_dir, saved_config)
-        return files.read_json(out_dir / files.METRICS)
-    _check_same_run(out_dir, saved_config)
-    files.write_json(out_dir / files.CONFIG, saved_config)
+    started = start_fold(config, data, fold, out_dir)
+    if isinstance(started, dict):
+        return started
+    task, head, saved_config = started.task, started.head, started.saved_config
+    train_rows, dev_rows, test_rows = started.rows
 
     recipe = config.recipe
     scaler = data.feature_scaler(train_rows) if config.standardize else None
