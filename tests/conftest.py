@@ -1,6 +1,8 @@
-"""Suite-wide settings: offline hub, deterministic CPU threads."""
+"""Suite-wide settings (offline hub, deterministic CPU threads) and the synthetic fbank workspace builder."""
 
 import os
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -8,3 +10,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)  # tiny models: OpenMP threads only wait on each other
+
+
+@pytest.fixture(scope="session")
+def build_fbank_workspace():
+    """A builder: (root, corpus sizes for prepare_synthetic) → root, now holding
+    manifests/synthetic.csv and its fbank cache cache/synthetic/fbank.h5."""
+    from ser.data.corpora.synthetic import prepare_synthetic
+    from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
+    from ser.features.backbones import load_backbone
+    from ser.features.extract import extract
+
+    def build(root, **sizes):
+        manifest = root / "manifests" / "synthetic.csv"
+        write_manifest(prepare_synthetic(root / "data", seed=0, **sizes), manifest)
+        rows = read_manifest(manifest)
+        extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / "synthetic" / "fbank.h5",
+                manifest_sha256=manifest_sha256(rows))
+        return root
+
+    return build

@@ -15,10 +15,6 @@ import pandas as pd
 import pytest
 import torch
 
-from ser.data.corpora.synthetic import prepare_synthetic
-from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
-from ser.features.backbones import load_backbone
-from ser.features.extract import extract
 from ser.studies.grid import build_grid
 from ser.studies.sweep import SweepSettings, run_sweep
 from ser.training import run_dir as files
@@ -32,15 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(tmp_path_factory, build_fbank_workspace) -> Path:
     """manifests/synthetic.csv (4 speakers, 2 sessions, 4 clips per class) + cache/synthetic/fbank.h5."""
-    root = tmp_path_factory.mktemp("batched-ws")
-    manifest = root / "manifests" / "synthetic.csv"
-    write_manifest(prepare_synthetic(root / "data", speakers=4, sessions=2, per_class=4, seed=0), manifest)
-    rows = read_manifest(manifest)
-    extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / "synthetic" / "fbank.h5",
-            manifest_sha256=manifest_sha256(rows))
-    return root
+    return build_fbank_workspace(tmp_path_factory.mktemp("batched-ws"), speakers=4, sessions=2, per_class=4)
 
 
 def state_dict(run_dir: Path) -> dict:

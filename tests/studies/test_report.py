@@ -8,11 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser.data.corpora.synthetic import prepare_synthetic
-from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
 from ser.errors import UserInputError
-from ser.features.backbones import load_backbone
-from ser.features.extract import extract
 from ser.studies.grid import Grid
 from ser.studies.floor import ProbeFloors
 from ser.studies.report import write_report
@@ -23,20 +19,10 @@ from ser.training.probe import cached_probe
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def make_workspace(root: Path) -> Path:
-    """manifests/synthetic.csv (4 speakers, 2 sessions, 4 clips per class) + cache/synthetic/fbank.h5."""
-    manifest = root / "manifests" / "synthetic.csv"
-    write_manifest(prepare_synthetic(root / "data", speakers=4, sessions=2, per_class=4, seed=0), manifest)
-    rows = read_manifest(manifest)
-    extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / "synthetic" / "fbank.h5",
-            manifest_sha256=manifest_sha256(rows))
-    return root
-
-
 @pytest.fixture(scope="module")
-def sweep_dir(tmp_path_factory) -> Path:
+def sweep_dir(tmp_path_factory, build_fbank_workspace) -> Path:
     root = tmp_path_factory.mktemp("report")
-    workspace = make_workspace(root / "ws")
+    workspace = build_fbank_workspace(root / "ws", speakers=4, sessions=2, per_class=4)
     grid = Grid(
         ({"head": ("shiftcnn",), "shift_proportion": ("1/2", "1/8"), "shift_placement": ("residual",),
           "seed": (0, 1), "epochs": (2,)},

@@ -9,12 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ser.data.corpora.synthetic import prepare_synthetic
-from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
 from ser.data.extraction import extract_corpus
 from ser.errors import CacheError, DivergedError
-from ser.features.backbones import load_backbone
-from ser.features.extract import extract
 from ser.studies.grid import Grid
 from ser.studies.report import write_report
 from ser.studies.results import read_run
@@ -27,14 +23,8 @@ from ser.training.run import run_training, train_folds
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("failures-ws")
-    manifest = root / "manifests" / "synthetic.csv"
-    write_manifest(prepare_synthetic(root / "data", speakers=4, sessions=2, per_class=3, seed=0), manifest)
-    rows = read_manifest(manifest)
-    extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / "synthetic" / "fbank.h5",
-            manifest_sha256=manifest_sha256(rows))
-    return root
+def workspace(tmp_path_factory, build_fbank_workspace) -> Path:
+    return build_fbank_workspace(tmp_path_factory.mktemp("failures-ws"), speakers=4, sessions=2, per_class=3)
 
 
 @pytest.fixture(scope="module")

@@ -5,27 +5,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ser.data.corpora.synthetic import prepare_synthetic
-from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
-from ser.features.backbones import load_backbone
-from ser.features.extract import extract
 from ser.studies.grid import Grid, build_grid
 from ser.studies.sweep import SweepSettings, run_sweep
 
 
-def make_workspace(root: Path) -> Path:
-    """manifests/synthetic.csv (4 speakers, 2 sessions, 4 clips per class) + cache/synthetic/fbank.h5."""
-    manifest = root / "manifests" / "synthetic.csv"
-    write_manifest(prepare_synthetic(root / "data", speakers=4, sessions=2, per_class=4, seed=0), manifest)
-    rows = read_manifest(manifest)
-    extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / "synthetic" / "fbank.h5",
-            manifest_sha256=manifest_sha256(rows))
-    return root
-
-
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    return make_workspace(tmp_path_factory.mktemp("sweep-ws"))
+def workspace(tmp_path_factory, build_fbank_workspace) -> Path:
+    """manifests/synthetic.csv (4 speakers, 2 sessions, 4 clips per class) + cache/synthetic/fbank.h5."""
+    return build_fbank_workspace(tmp_path_factory.mktemp("sweep-ws"), speakers=4, sessions=2, per_class=4)
 
 
 def read_history(run_dir: Path) -> pd.DataFrame:

@@ -9,11 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ser.cli import app
-from ser.data.corpora.synthetic import prepare_synthetic
-from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
 from ser.errors import UserInputError
-from ser.features.backbones import load_backbone
-from ser.features.extract import extract
 from ser.studies.grid import build_grid
 from ser.studies.shards import Shard, collect_sweep, parse_shard
 from ser.studies.sweep import SweepSettings, run_sweep
@@ -22,15 +18,9 @@ GRID = build_grid(None, {"head": ["linear"], "seed": ["0,1"], "epochs": ["2"]}, 
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(tmp_path_factory, build_fbank_workspace) -> Path:
     """manifests/synthetic.csv (2 sessions → 2 folds) + cache/synthetic/fbank.h5."""
-    root = tmp_path_factory.mktemp("cluster-ws")
-    manifest = root / "manifests" / "synthetic.csv"
-    write_manifest(prepare_synthetic(root / "data", speakers=4, sessions=2, per_class=3, seed=0), manifest)
-    rows = read_manifest(manifest)
-    extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / "synthetic" / "fbank.h5",
-            manifest_sha256=manifest_sha256(rows))
-    return root
+    return build_fbank_workspace(tmp_path_factory.mktemp("cluster-ws"), speakers=4, sessions=2, per_class=3)
 
 
 @pytest.fixture(scope="module")

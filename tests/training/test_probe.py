@@ -15,28 +15,19 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from ser.data.corpora.synthetic import prepare_synthetic
 from ser.data.folds import make_folds
-from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
+from ser.data.manifest import read_manifest
 from ser.errors import UserInputError
-from ser.features.backbones import load_backbone
 from ser.features.cache import CacheReader
-from ser.features.extract import extract
 from ser.studies.floor import floor_of
 from ser.training import metrics
 from ser.training.probe import ProbeProtocol, cached_probe, layer_summary, probe_cache_path, run_probe
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(tmp_path_factory, build_fbank_workspace) -> Path:
     """manifests/synthetic.csv (the default corpus: 8 speakers in 4 sessions, 384 clips) + cache/synthetic/fbank.h5."""
-    root = tmp_path_factory.mktemp("probe")
-    manifest = root / "manifests" / "synthetic.csv"
-    write_manifest(prepare_synthetic(root / "data", seed=0), manifest)
-    rows = read_manifest(manifest)
-    extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / "synthetic" / "fbank.h5",
-            manifest_sha256=manifest_sha256(rows))
-    return root
+    return build_fbank_workspace(tmp_path_factory.mktemp("probe"))
 
 
 def paths(workspace: Path) -> tuple[Path, Path]:
