@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def startup_seconds(repeats: int = 3) -> float:
                              for _ in range(repeats))
 
 
-def sweep_seconds(command: list[str], configs: int) -> tuple[float, dict[str, float]]:
+def sweep_seconds(command: list[str], configs: int) -> tuple[float, dict]:
     """(wall seconds, the sweep's own timings) of one `ser sweep` command."""
     wall, out = run(command)
     found = re.search(r"(\d+) jobs; seconds: start-up ([\d.]+), cache load ([\d.]+), training phase ([\d.]+) "
@@ -71,10 +72,10 @@ def sweep_seconds(command: list[str], configs: int) -> tuple[float, dict[str, fl
         sys.exit(f"could not read the sweep's timings:\n{out}")
     if configs != int(re.search(r"sweep: (\d+) run", out).group(1)):
         sys.exit("the sweep did not plan exactly the K configurations")
-    batched = re.search(r"K = (\d+) members", out)
+    batched = re.search(r"as (\d+) stacked model\(s\) of K = ([\d/]+) members", out)
     names = ("jobs", "startup", "load", "phase", "runs")
     return wall, {**dict(zip(names, (float(v) for v in found.groups()))),
-                  "members": float(batched.group(1)) if batched else 0.0}
+                  "models": batched.group(1) if batched else "0", "members": batched.group(2) if batched else "0"}
 
 
 def main() -> None:
@@ -95,6 +96,8 @@ def main() -> None:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ser-bench-sweep-"))
     prepare_workspace(workdir, args)
+    for previous in workdir.glob("bench-*"):  # a reused workspace: finished runs would be skipped, not timed
+        shutil.rmtree(previous)
     configs = configurations(args.configs)
     model = CACHES[args.cache][1]
     common = ["--fold", args.fold, "--device", args.device, "--workdir", str(workdir), "--model", model]
@@ -120,7 +123,7 @@ def main() -> None:
     print(f"  ser sweep --batch-runs off: {off_wall:.1f} s", flush=True)
     on_wall, on = sweep_seconds([*SER, "sweep", *grid, *common, "--batch-runs", "on", "--out",
                                  str(workdir / "bench-sweep-on")], len(configs))
-    print(f"  ser sweep (batched, K = {int(on['members'])}): {on_wall:.1f} s", flush=True)
+    print(f"  ser sweep (batched, {on['models']} stacked models of K = {on['members']}): {on_wall:.1f} s", flush=True)
 
     startup = startup_seconds()
     k = len(configs)
@@ -133,7 +136,8 @@ def main() -> None:
     print(f"{'  start-up (imports) (s)':34}{k * startup:10.1f}{off['startup']:12.1f}{on['startup']:10.1f}")
     print(f"{'  cache loading (s)':34}{'':10}{off['load']:12.2f}{on['load']:10.2f}")
     print(f"{'  training phase (s)':34}{'':10}{off['phase']:12.1f}{on['phase']:10.1f}   "
-          f"(one by one: {int(off['jobs'])} jobs; batched: stacked models of K = {int(on['members'])})")
+          f"(one by one: {int(off['jobs'])} jobs; batched: {on['models']} stacked models of K = {on['members']} "
+          f"in {int(on['jobs'])} jobs)")
     if sample:
         print(f"ratio batched / separate = {on_wall / total:.3f}   (target <= 0.2 fbank, <= 0.5 wavlm-shaped, "
               f"<= 0.1 GPU)")

@@ -15,6 +15,10 @@ runs all of them in one forward pass:
 - each member gets its own batch (its seed's data order, its fold's rows); batches are padded to
   the longest one in time and in batch size (padded rows have length 0) — every head is
   padding-invariant, so a member computes what its solo head computes;
+- the per-frame stages (LayerNorm and the MLP, most of the arithmetic) run on each member's real
+  frames only (`RealFrames`): a solo run's batches are length-bucketed and hardly padded, but the
+  members' batches at one step come from different buckets, and padding every member to the
+  longest one made the stacked model do about a third more work than its K solo heads;
 - SpecAugment draws each member's masks from that member's own torch RNG state, in the order
   the solo head draws them, so a member's random masks are the solo run's.
 """
@@ -63,6 +67,35 @@ def _member_shift(head: CNNHead, block: int, dim: int) -> MemberShift | None:
     shift = head.blocks[block].shift
     return MemberShift(dim // shift.n_div, shift.bidirectional, placement in ("residual", "inplace"),
                        placement in ("tsm-residual", "inplace"))
+
+
+class RealFrames:
+    """Where each member's real frames lie in its flattened (B·T) frame axis, so that per-frame
+    layers run on (K, N, D) — N the most real frames of any member — instead of (K, B, T, D)."""
+
+    def __init__(self, valid: torch.Tensor):
+        K, B, T, _ = valid.shape  # valid (K, B, T, 1): 1 on real frames
+        real = valid.reshape(K, B * T) > 0  # (K, B·T)
+        counts = real.sum(dim=1)  # (K,)
+        width = max(1, int(counts.max()))
+        # the real positions first, in order; slots past a member's count point at frame 0 (masked)
+        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)[:, :width]  # (K, N)
+        self.slots = (torch.arange(width, device=valid.device)[None, :] < counts[:, None])[..., None]  # (K, N, 1)
+        self.index = torch.where(self.slots[..., 0], order, 0)  # (K, N)
+        self.shape = (K, B, T)
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """x (K, B, T, D) → its real frames (K, N, D)."""
+        K, B, T, D = x.shape
+        return x.reshape(K, B * T, D).gather(1, self.index[..., None].expand(-1, -1, D))
+
+    def put(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (K, N, D) back in place → (K, B, T, D), padding zero."""
+        K, B, T = self.shape
+        D = frames.shape[-1]
+        kept = frames * self.slots.to(frames.dtype)  # unused slots add zero to frame 0
+        out = frames.new_zeros(K, B * T, D).scatter_add(1, self.index[..., None].expand(-1, -1, D), kept)
+        return out.view(K, B, T, D)
 
 
 class StackedCNN:
@@ -156,31 +189,29 @@ class StackedCNN:
         return torch.stack(members)  # (K, B, T, D)
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        """LayerNorm over D without its affine (folded into what follows): (K, B, T, D)."""
+        """LayerNorm over D without its affine (folded into what follows): (K, …, D)."""
         return F.layer_norm(x, x.shape[-1:], eps=self.template.norm.eps)
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Member k's Linear (weight (K, D_out, D_in), bias (K, D_out)) on x[k]: (K, B, T, D_in) →
-        (K, B, T, D_out) as one batched matmul."""
-        K, B, T, D = x.shape
-        out = torch.baddbmm(bias[:, None, :], x.reshape(K, B * T, D), weight.transpose(1, 2))  # (K, B·T, D_out)
-        return out.view(K, B, T, -1)
+        """Member k's Linear (weight (K, D_out, D_in), bias (K, D_out)) on x[k]: (K, N, D_in) →
+        (K, N, D_out) as one batched matmul."""
+        return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
 
-    def _branch(self, x: torch.Tensor, valid: torch.Tensor, params: dict, prefix: str) -> torch.Tensor:
+    def _branch(self, x: torch.Tensor, frames: RealFrames, params: dict, prefix: str) -> torch.Tensor:
         """F(x) of every member's block for x (K, B, T, D) with zero padding: depthwise conv →
-        LayerNorm → MLP, padding zero. The norm's affine is folded into the first Linear:
-        W1 (γ ⊙ n + β) + b1 = (W1 diag γ) n + (W1 β + b1)."""
+        LayerNorm → MLP (on the real frames), padding zero. The norm's affine is folded into the
+        first Linear: W1 (γ ⊙ n + β) + b1 = (W1 diag γ) n + (W1 β + b1)."""
         K, B, T, D = x.shape
         grouped = x.permute(1, 0, 3, 2).reshape(B, K * D, T)  # (B, K·D, T)
         weight = params[f"{prefix}.dwconv.weight"].reshape(K * D, 1, -1)  # (K·D, 1, kernel)
         bias = params[f"{prefix}.dwconv.bias"].reshape(K * D)
         y = F.conv1d(grouped, weight, bias, padding=self.kernel_size // 2, groups=K * D)  # (B, K·D, T)
-        y = y.view(B, K, D, T).permute(1, 0, 3, 2)  # (K, B, T, D)
+        real = frames.take(y.view(B, K, D, T).permute(1, 0, 3, 2))  # (K, N, D)
         gamma, beta = params[f"{prefix}.norm.weight"], params[f"{prefix}.norm.bias"]  # (K, D)
         w1, b1 = params[f"{prefix}.mlp.0.weight"], params[f"{prefix}.mlp.0.bias"]  # (K, rD, D), (K, rD)
-        hidden = self._linear(self._norm(y), w1 * gamma[:, None, :], torch.baddbmm(b1[:, :, None], w1, beta[:, :, None])[..., 0])
-        y = self._linear(F.gelu(hidden), params[f"{prefix}.mlp.2.weight"], params[f"{prefix}.mlp.2.bias"])
-        return y * valid
+        hidden = self._linear(self._norm(real), w1 * gamma[:, None, :], torch.baddbmm(b1[:, :, None], w1, beta[:, :, None])[..., 0])
+        out = self._linear(F.gelu(hidden), params[f"{prefix}.mlp.2.weight"], params[f"{prefix}.mlp.2.bias"])  # (K, N, D)
+        return frames.put(out)  # (K, B, T, D)
 
     # ---- the whole head ---------------------------------------------------------------------
 
@@ -200,10 +231,11 @@ class StackedCNN:
         x = x * valid  # (K, B, T, D)
         if training and self.spec_augment is not None:
             x = self._spec_augment(x, [l.to(x.device) for _, l in inputs], params, rng_states)
+        frames = RealFrames(valid)
         for index, shifts in enumerate(self.block_shifts):
             shortcut = self._shifted(x, valid, shifts, "shortcut")
             branch_input = self._shifted(x, valid, shifts, "branch")
-            x = shortcut + self._branch(branch_input, valid, params, f"blocks.{index}")  # (K, B, T, D), padding zero
+            x = shortcut + self._branch(branch_input, frames, params, f"blocks.{index}")  # (K, B, T, D), padding zero
         normed = self._norm(x) * valid
         pooled = normed.sum(dim=2) / lengths.clamp(min=1)[..., None].to(x.dtype)  # (K, B, D) before the affine
         pooled = pooled * params["norm.weight"][:, None, :] + params["norm.bias"][:, None, :]  # the mean of γ n + β

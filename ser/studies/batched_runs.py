@@ -2,11 +2,13 @@
 
 `plan_batches` sorts a sweep's runs × folds into groups that stack (same head family and sizes,
 same optimiser settings; seeds, folds, shift proportion, placement, direction, learning rate,
-epochs and batch size may differ) and the rest, which train one by one as before. A group larger
-than memory allows is cut into chunks of K members (`members_that_fit`, printed at start).
-`run_batches` trains the chunks with `train_group` and reports every member like a solo run: a
-member that fails or diverges writes `error.txt` in its run directory (and is counted as failed or
-diverged), its tracker (`--log`) records its epochs, and the others go on.
+epochs and batch size may differ) and the rest, which train one by one as before. Each group is
+cut into chunks: no more members than memory allows (`members_that_fit`, printed at start), and
+on CPU at least one chunk per worker process, because two one-thread processes use two cores
+better than one two-thread process. `run_chunk` trains a chunk with `train_group` — in this
+process (`run_chunks`) or in a sweep worker (`run_chunk_in_worker`) — and reports every member
+like a solo run: a member that fails or diverges writes `error.txt` in its run directory (and is
+counted as failed or diverged), its tracker (`--log`) records its epochs, and the others go on.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ser.heads import create_head
 from ser.heads.stacked import stack_key
 from ser.studies.stopping import SweepStopped
 from ser.studies.sweep_progress import SweepProgress
-from ser.studies.sweep_worker import ERROR_FILE, EpochEvent, RunOutcome, RunTask, describe_error
+from ser.studies.sweep_worker import ERROR_FILE, EpochEvent, RunOutcome, RunTask, WorkerState, describe_error
 from ser.training.batched_loop import MemberResult, MemberSpec, train_group
 from ser.training.cache_access import available_ram_bytes
 from ser.training.config import TrainConfig, head_constructor_options
@@ -36,8 +38,7 @@ BYTES = 4  # float32
 
 @dataclass
 class BatchPlan:
-    groups: list[list[RunTask]]  # each trains as stacked models of at most `size[i]` members
-    sizes: list[int]
+    chunks: list[list[RunTask]]  # each trains as one stacked model
     solo: list[RunTask]  # trained one by one (the sweep's usual path)
     notes: list[str]
 
@@ -73,16 +74,25 @@ def free_bytes(device: torch.device) -> int:
     return available_ram_bytes()
 
 
-def members_that_fit(group: list[RunTask], data: TrainingData) -> int:
-    """K: how many members of `group` one stacked model holds within MEMORY_SHARE of free memory."""
+def members_that_fit(group: list[RunTask], data: TrainingData, concurrent: int = 1) -> int:
+    """K: how many members of `group` one stacked model holds when `concurrent` stacked models
+    share MEMORY_SHARE of the free memory."""
     largest = max(member_bytes(task.config, data) for task in group)
-    return max(1, min(len(group), int(MEMORY_SHARE * free_bytes(data.device)) // largest))
+    return max(1, min(len(group), int(MEMORY_SHARE * free_bytes(data.device)) // (concurrent * largest)))
 
 
-def plan_batches(tasks: list[RunTask], data: TrainingData) -> BatchPlan:
-    """Which runs train stacked (groups of ≥ 2 that share a graph) and which one by one."""
+def split_evenly(group: list[RunTask], parts: int) -> list[list[RunTask]]:
+    """`group` cut into `parts` chunks whose sizes differ by at most one."""
+    size, extra = divmod(len(group), parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [group[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def plan_batches(tasks: list[RunTask], data: TrainingData, workers: int = 1) -> BatchPlan:
+    """Which runs train stacked (groups of ≥ 2 that share a graph, cut into chunks that fit in
+    memory and keep `workers` processes busy) and which one by one."""
     if data.streamed:
-        return BatchPlan([], [], list(tasks), ["batched runs need the cache in memory: runs train one by one"])
+        return BatchPlan([], list(tasks), ["batched runs need the cache in memory: runs train one by one"])
     by_key: dict[tuple, list[RunTask]] = {}
     solo = []
     for task in tasks:
@@ -91,39 +101,32 @@ def plan_batches(tasks: list[RunTask], data: TrainingData) -> BatchPlan:
             solo.append(task)
         else:
             by_key.setdefault(key, []).append(task)
-    groups = [group for group in by_key.values() if len(group) > 1]
-    solo += [task for group in by_key.values() if len(group) == 1 for task in group]
-    sizes = [members_that_fit(group, data) for group in groups]
-    notes = [f"batched runs: {len(group)} {'/'.join(sorted({t.config.head for t in group}))} runs × folds as "
-             f"stacked models of K = {size} members" for group, size in zip(groups, sizes)]
-    if solo and groups:
+    chunks, notes = [], []
+    for group in by_key.values():
+        if len(group) == 1:
+            solo += group
+            continue
+        fit = members_that_fit(group, data, workers)
+        parts = max(-(-len(group) // fit), min(workers, len(group) // 2))
+        # members of one fold and seed draw the same batches: in one chunk they share the input and its layer sum
+        group_chunks = split_evenly(sorted(group, key=lambda task: (task.fold.name, task.config.seed)), parts)
+        chunks += group_chunks
+        sizes = sorted({len(chunk) for chunk in group_chunks}, reverse=True)
+        notes.append(f"batched runs: {len(group)} {'/'.join(sorted({t.config.head for t in group}))} runs × folds as "
+                     f"{len(group_chunks)} stacked model(s) of K = {'/'.join(map(str, sizes))} members "
+                     f"(at most {fit} fit in memory)")
+    if solo and chunks:
         heads = ", ".join(sorted({task.config.head for task in solo}))
         notes.append(f"{len(solo)} runs train one by one ({heads}: no stacked implementation or nothing to stack with)")
-    return BatchPlan(groups, sizes, solo, notes)
-
-
-def train_stacked(tasks: list[RunTask], data: TrainingData, threads: int | None, progress: SweepProgress,
-                  finished: Callable[[RunOutcome], None]) -> list[RunTask]:
-    """Train the runs of `tasks` that stack, in this process with `threads` intra-op threads (None:
-    every CPU it may use); returns the runs left to train one by one."""
-    plan = plan_batches(tasks, data)
-    for note in plan.notes:
-        progress.note(note)
-    if plan.groups:
-        previous = torch.get_num_threads()
-        use_threads(threads)
-        try:
-            run_batches(plan, data, progress.started, progress.epoch, finished)
-        finally:
-            torch.set_num_threads(previous)
-    return plan.solo
+    return BatchPlan(chunks, solo, notes)
 
 
 def _train_chunk(chunk: list[RunTask], data: TrainingData, trackers: list[Tracker],
-                 on_epoch: Callable[[EpochEvent], None]) -> list[MemberResult]:
+                 on_epoch: Callable[[EpochEvent], None] | None) -> list[MemberResult]:
     def progress(index: int, epoch: int, total: int, row: dict) -> None:
         trackers[index].log_epoch(epoch, row)
-        on_epoch((chunk[index].key, epoch, total))
+        if on_epoch is not None:
+            on_epoch((chunk[index].key, epoch, total))
 
     try:
         return train_group([MemberSpec(task.config, task.fold, task.out_dir) for task in chunk], data, progress)
@@ -139,33 +142,55 @@ def _open_trackers(chunk: list[RunTask]) -> list[Tracker]:
                          {**task.config.to_dict(), "fold": task.fold.name}) for task in chunk]
 
 
-def run_batches(plan: BatchPlan, data: TrainingData, started: Callable[[str], None],
-                on_epoch: Callable[[EpochEvent], None], finished: Callable[[RunOutcome], None]) -> None:
-    """Train every group of `plan` in chunks of its K; each member reported like a solo run."""
-    for group, size in zip(plan.groups, plan.sizes):
-        for first in range(0, len(group), size):
-            chunk = group[first : first + size]
+def run_chunk(chunk: list[RunTask], data: TrainingData,
+              on_epoch: Callable[[EpochEvent], None] | None = None) -> list[RunOutcome]:
+    """Train `chunk` as one stacked model; each member is reported like a solo run (a member that
+    fails or diverges writes `error.txt` in its run directory)."""
+    began = time.perf_counter()
+    for task in chunk:
+        (task.out_dir / ERROR_FILE).unlink(missing_ok=True)
+    trackers = _open_trackers(chunk)
+    failed = [True] * len(chunk)  # until its results are recorded (a stopped sweep: all)
+    outcomes = []
+    try:
+        results = _train_chunk(chunk, data, trackers, on_epoch)
+        seconds = (time.perf_counter() - began) / len(chunk)
+        for index, (task, result) in enumerate(zip(chunk, results)):
+            if result.error is None:
+                trackers[index].log_final(result.metrics)
+                failed[index] = False
+                outcomes.append(RunOutcome(task.key, "done", seconds, metrics=result.metrics))
+                continue
+            message = describe_error(result.error)
+            task.out_dir.mkdir(parents=True, exist_ok=True)
+            (task.out_dir / ERROR_FILE).write_text(message)
+            status = "diverged" if isinstance(result.error, DivergedError) else "failed"
+            outcomes.append(RunOutcome(task.key, status, seconds, error=message.splitlines()[0]))
+    finally:
+        for tracker, bad in zip(trackers, failed):
+            tracker.close(failed=bad)
+    return outcomes
+
+
+def run_chunks(chunks: list[list[RunTask]], data: TrainingData, threads: int | None, progress: SweepProgress,
+               finished: Callable[[RunOutcome], None]) -> None:
+    """Train `chunks` one after another in this process with `threads` intra-op threads (None:
+    every CPU it may use)."""
+    if not chunks:
+        return
+    previous = torch.get_num_threads()
+    use_threads(threads)
+    try:
+        for chunk in chunks:
             for task in chunk:
-                started(task.key)
-            began = time.perf_counter()
-            for task in chunk:
-                (task.out_dir / ERROR_FILE).unlink(missing_ok=True)
-            trackers = _open_trackers(chunk)
-            failed = [True] * len(chunk)  # until its results are recorded (a stopped sweep: all)
-            try:
-                results = _train_chunk(chunk, data, trackers, on_epoch)
-                seconds = (time.perf_counter() - began) / len(chunk)
-                for index, (task, result) in enumerate(zip(chunk, results)):
-                    if result.error is None:
-                        trackers[index].log_final(result.metrics)
-                        failed[index] = False
-                        finished(RunOutcome(task.key, "done", seconds, metrics=result.metrics))
-                        continue
-                    message = describe_error(result.error)
-                    task.out_dir.mkdir(parents=True, exist_ok=True)
-                    (task.out_dir / ERROR_FILE).write_text(message)
-                    status = "diverged" if isinstance(result.error, DivergedError) else "failed"
-                    finished(RunOutcome(task.key, status, seconds, error=message.splitlines()[0]))
-            finally:
-                for tracker, bad in zip(trackers, failed):
-                    tracker.close(failed=bad)
+                progress.started(task.key)
+            for outcome in run_chunk(chunk, data, progress.epoch):
+                finished(outcome)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_chunk_in_worker(chunk: list[RunTask]) -> list[RunOutcome]:
+    """Entry point of a stacked chunk inside a sweep's pool worker (sweep_worker.init_worker)."""
+    events = WorkerState.events
+    return run_chunk(chunk, WorkerState.data, events.put if events is not None else None)

@@ -7,11 +7,12 @@ and an interrupted one resumes from its checkpoint; a failed run writes `error.t
 goes on. After every finished run the sweep rewrites `sweep.csv` (one row per run × fold) and
 `sweep_summary.csv/.json` (mean ± std over folds and seeds per configuration) atomically.
 
-Runs of one head family that share a graph first train together as stacked models in this
-process (batched_runs.py) when `batch_runs` is "on", or "auto" on a GPU; the rest go through the
-workers. On CPU "auto" trains one by one: stacking K members does the same arithmetic as K solo
-runs there, and two worker processes of one thread beat one stacked model on two threads
-(benchmarks/sweep.py: batched / one by one = 1.15 on 2 cores).
+Runs of one head family that share a graph train together as stacked models (batched_runs.py)
+when `batch_runs` is "on", or "auto" on a GPU: there one large stacked model at a time trains in
+this process; on CPU the stacked models are cut so that every worker gets one, and they share the
+pool with the runs that train alone. On CPU "auto" trains one by one: stacking saves no arithmetic
+there (benchmarks/sweep.py, 2 cores: batched / one by one = 0.97 on fbank and on a
+wavlm-base-shaped cache), and a run trained alone gives the same numbers as `ser train`.
 
 Determinism: every run seeds its own generators and runs with the same intra-op thread count
 (`threads`, default 1 per run trained alone), so its numbers do not depend on `jobs` or on scheduling.
@@ -43,7 +44,7 @@ from ser.errors import UserInputError
 from ser.heads import HEADS
 from ser.studies import results
 from ser.studies.backends.ray_backend import run_on_ray
-from ser.studies.batched_runs import train_stacked
+from ser.studies.batched_runs import plan_batches, run_chunk_in_worker, run_chunks
 from ser.studies.grid import HEAD_OPTION_PREFIX, Grid
 from ser.studies.stopping import SweepStopped, kill_processes, stop_on_signals
 from ser.studies.sweep_progress import SweepProgress
@@ -213,30 +214,36 @@ def _run_in_process(tasks: list[RunTask], data: TrainingData, threads: int, prog
         torch.set_num_threads(previous)
 
 
-def _run_in_pool(tasks: list[RunTask], data: TrainingData, jobs: int, threads: int, progress: SweepProgress,
-                 finished: Callable[[RunOutcome], None]) -> None:
-    """At most `jobs` runs in flight in worker processes that share `data`; a pool whose worker
-    died is replaced and the runs it held are recorded as failed."""
+def _run_in_pool(work: list[RunTask | list[RunTask]], data: TrainingData, jobs: int, threads: int,
+                 progress: SweepProgress, finished: Callable[[RunOutcome], None]) -> None:
+    """At most `jobs` items of `work` in flight in worker processes that share `data`: a run, or
+    a list of runs that trains as one stacked model. A pool whose worker died is replaced and the
+    runs it held are recorded as failed."""
     context = torch.multiprocessing.get_context("spawn")
-    pending = deque(tasks)
+    pending = deque(work)
     while pending:
         events = context.Queue()
-        in_flight: dict[Future, RunTask] = {}
+        in_flight: dict[Future, list[RunTask]] = {}
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
                                  initargs=(data, threads, events, os.getpid())) as pool:
             try:
                 while pending or in_flight:
                     while pending and len(in_flight) < jobs:
-                        task = pending.popleft()
-                        in_flight[pool.submit(run_in_worker, task)] = task
-                        progress.started(task.key)
+                        item = pending.popleft()
+                        stacked = isinstance(item, list)
+                        future = pool.submit(run_chunk_in_worker if stacked else run_in_worker, item)
+                        in_flight[future] = item if stacked else [item]
+                        for task in in_flight[future]:
+                            progress.started(task.key)
                     ready, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                     _drain(events, progress)
                     for future in ready:
                         in_flight.pop(future)
-                        finished(future.result())
+                        outcome = future.result()
+                        for each in outcome if isinstance(outcome, list) else [outcome]:
+                            finished(each)
             except BrokenProcessPool:
-                for task in in_flight.values():
+                for task in (task for tasks in in_flight.values() for task in tasks):
                     message = "the worker process running this run died (out of memory?)"
                     task.out_dir.mkdir(parents=True, exist_ok=True)
                     (task.out_dir / ERROR_FILE).write_text(message + "\n")
@@ -331,15 +338,24 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     run_started = time.perf_counter()
     threads = settings.threads or 1
     with stop_on_signals(), SweepProgress(len(todo), len(share) - len(todo)) as progress:
+        chunks: list[list[RunTask]] = []
         if _batches(settings.batch_runs, data.device) and settings.backend == "local":
-            tasks = train_stacked(tasks, data, settings.threads, progress, finished)
+            plan = plan_batches(tasks, data, workers=jobs if data.device.type == "cpu" else 1)
+            for note in plan.notes:
+                progress.note(note)
+            chunks, tasks = plan.chunks, plan.solo
+        work = [*chunks, *tasks]  # the stacked models first: the longest items
         if settings.backend == "ray":
             run_on_ray(tasks, data, finished, address=settings.address, threads=threads,
                        gpus_per_run=settings.gpus_per_run)
-        elif jobs == 1 or len(tasks) <= 1:
-            _run_in_process(tasks, data, threads, progress, finished)
-        else:
-            _run_in_pool(tasks, data, min(jobs, len(tasks)), threads, progress, finished)
+        elif data.device.type == "cpu" and jobs > 1 and len(work) > 1:  # stacked models share the worker pool
+            _run_in_pool(work, data, min(jobs, len(work)), threads, progress, finished)
+        else:  # a GPU trains its stacked models in this process, one large model at a time
+            run_chunks(chunks, data, settings.threads, progress, finished)
+            if jobs > 1 and len(tasks) > 1:
+                _run_in_pool(tasks, data, min(jobs, len(tasks)), threads, progress, finished)
+            else:
+                _run_in_process(tasks, data, threads, progress, finished)
     run_seconds = time.perf_counter() - run_started
     write_run_summaries(planned, grid.folds is None)
     table_path, summary_path = table.write(intervals=True)  # bootstrap intervals once, at the end

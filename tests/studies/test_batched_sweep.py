@@ -114,3 +114,21 @@ def test_a_diverging_member_does_not_stop_the_others(workspace: Path, tmp_path: 
     assert not files.is_finished(diverged)
     history = pd.read_csv(healthy / files.HISTORY)
     assert len(history) == 6 and history["train_loss"].notna().all()
+
+
+def test_stacked_models_in_worker_processes_train_what_one_stacked_model_trains(workspace: Path, tmp_path: Path,
+                                                                                 capsys):
+    grid = build_grid(None, {"head": ["shiftcnn"], "shift_proportion": ["1/2,1/8"], "seed": ["0,1"],
+                             "epochs": ["2"]}, [], ["1"])
+    together = run_sweep(grid, SweepSettings(workdir=workspace, out=tmp_path / "one", device="cpu", threads=1,
+                                             batch_runs="on", jobs=1))
+    apart = run_sweep(grid, SweepSettings(workdir=workspace, out=tmp_path / "two", device="cpu", threads=1,
+                                          batch_runs="on", jobs=2))
+    printed = " ".join(capsys.readouterr().err.split())
+    assert "4 shiftcnn runs × folds as 1 stacked model(s) of K = 4 members" in printed
+    assert "4 shiftcnn runs × folds as 2 stacked model(s) of K = 2 members" in printed  # one per worker process
+    assert together.done == apart.done == 4
+    for run in pd.read_csv(together.table_path)["run_dir"]:
+        one, two = state_dict(tmp_path / "one" / run), state_dict(tmp_path / "two" / run)
+        assert all(torch.equal(one[name], two[name]) for name in one), run
+        assert (tmp_path / "one" / run / files.METRICS).read_text() == (tmp_path / "two" / run / files.METRICS).read_text()
