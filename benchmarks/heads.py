@@ -3,9 +3,11 @@
 For each head at D=80 (an fbank cache: 1 layer) and D=768 (a wavlm-base cache: 13 layers), batch
 32 × 250 frames, one training step (forward, loss, backward, optimiser step) is timed:
   masked     utterance lengths spread over [T/2, T] (the heads mask their padding);
-  unmasked   the same head with the padding helpers of ser.heads replaced by their no-mask
+  unmasked   every frame real, with the padding helpers of ser.heads replaced by their no-mask
              versions (identity, plain mean, flip, a plain nn.LSTM call, plain BatchNorm;
              measured here only, never used in training).
+The masked and unmasked steps take turns (median of --steps each), so drift in this machine's
+load shows in both.
 Each setting runs in its own process (OpenMP reads its wait policy once, at import):
   default    what `ser` commands do: threads = CPUs this process may use, OMP_WAIT_POLICY=PASSIVE;
   active     the same threads, libgomp's spinning default (OMP_WAIT_POLICY=ACTIVE);
@@ -22,27 +24,36 @@ Findings, 2 cores:
   1.3 s, lstm 59 s vs 5.6 s), so PASSIVE is the default. 1 thread was the steadiest under extra
   load (busy/idle 0.7-1.2 for every head).
 - Inter-op threads: not measured; a training step starts no inter-op work (no torch.jit.fork).
-- 2026-12-01, idle machine, 2 threads PASSIVE, median of 5 steps, masked/unmasked at D=80 / D=768
-  (after heads/lstm.py's dense LSTM, timnet's index-gathered BatchNorm, masking.masked_mean as
-  one product): linear 1.03 / 1.04, cnn 1.05 / 1.03, shiftcnn 1.07 / 0.98, lstm 1.07 / 0.97,
-  shiftlstm 1.13 / 1.04, transformer 1.06 / 0.96, shiftformer 0.97 / 1.06, timnet 1.47 / 1.66
-  (1.28 / 1.32 in a quieter run), ctarnn 1.08 / 1.22 (0.95 earlier). Before: the LSTM heads were
-  4-13x (packed sequences), timnet 1.85 / 1.60, linear 1.70 / 1.55. TIM-Net is still over 1.2x:
-  gathering and scattering the real frames of 32 small norms per step.
-- The same day, `--steps 1 --settings default`, busy/idle (2 spinning processes) at D=80 / D=768
-  (before the LSTM and TIM-Net changes): linear 1.55 / 1.76, cnn 1.97 / 1.82, shiftcnn
-  1.85 / 1.98, lstm 1.39 / 2.62, shiftlstm 1.37 / 1.93, transformer 2.13 / 1.98, shiftformer
-  3.14 / 2.28, timnet 2.98 / 3.23, ctarnn 1.66 / 2.42. Two threads sharing two cores with two
-  busy processes get about half the CPU, so ~2x is the floor of that setting; one thread under
-  the same load was not better overall (cnn 1.8x, timnet 1.8x, shiftformer 2.2x of the idle
-  two-thread step), nor was a short spin (GOMP_SPINCOUNT=10000) instead of PASSIVE.
+- The thread count cannot follow the load: 1 and 2 threads give different numbers (after three
+  steps, parameters differ by up to 3e-5 for ctarnn, 2e-5 for timnet), so a default that chose
+  fewer threads on a busy machine would make the same seed give other numbers.
+- With two busy processes on two cores, a process gets about one core whatever its thread count
+  (4 runnable threads share 2 cores), so busy/idle is at least the idle 2-thread speed-up (up to
+  ~1.9 for the D=768 heads) plus what a thread waiting for its descheduled partner costs.
+- 2026-12-01 (after the dense LSTM, TIM-Net's gathered BatchNorm, masked_mean as one product),
+  `python benchmarks/heads.py --steps 3 --settings default`, masked/unmasked in turns, idle, at
+  D=80 / D=768: linear 1.11 / 1.09, cnn 1.08 / 0.99, shiftcnn 1.07 / 1.02, lstm 1.05 / 1.25,
+  shiftlstm 1.15 / 1.01, transformer 0.91 / 1.03, shiftformer 1.05 / 1.02, timnet 1.36 / 1.34,
+  ctarnn 1.05 / 1.03. Busy/idle (masked): linear 1.42 / 1.75, cnn 1.17 / 1.23, shiftcnn
+  1.37 / 1.35, lstm 1.07 / 1.96, shiftlstm 0.97 / 2.26, transformer 1.56 / 1.79, shiftformer
+  1.78 / 1.34, timnet 2.17 / 2.09, ctarnn 1.35 / 1.35. This run's idle phase was itself slow
+  (cnn@80 151 ms against 88 ms an hour earlier), which flatters busy/idle; the earlier run
+  (`--steps 2`, D=768, not in turns) gave busy/idle 1.76-2.64: linear 2.05, cnn 1.94, shiftcnn
+  1.91, lstm 2.14, shiftlstm 2.14, transformer 2.64, shiftformer 2.21, timnet 2.20, ctarnn 1.76.
+  TIM-Net's masked step stays about 1.35x: gathering and scattering the real frames of its 32
+  small norms per step (copies of (B, C, T) tensors: 912 copy_ calls in 3 steps against 333).
+- `transformer` at D=80 takes about 2-3 s a step: its reference relative key-query attention
+  with 10 heads of size 8 builds (B, H, T, T) tensors of 20M elements (scores, two position
+  terms, softmax), and a (B, H, T, 8) x (8, 2T) product per position term.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -52,12 +63,14 @@ HEADS = ("linear", "cnn", "shiftcnn", "lstm", "shiftlstm", "transformer", "shift
 BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 
 
-def unmask_heads() -> None:
-    """Replace the padding helpers every head module imported with versions that ignore lengths."""
+@contextlib.contextmanager
+def unmasked_heads():
+    """While open, the padding helpers every head module imported are versions that ignore lengths."""
     import torch
 
     import ser.heads as package
     from ser.heads import masking
+    from ser.heads.timnet import MaskedBatchNorm1d
 
     def zero_padding(x, lengths):
         return x
@@ -79,51 +92,65 @@ def unmask_heads() -> None:
 
     replacements = {"zero_padding": zero_padding, "masked_mean": masked_mean, "frame_mask": frame_mask,
                     "reverse_within_lengths": reverse_within_lengths, "run_lstm_over_lengths": run_lstm_over_lengths}
-    from ser.heads.timnet import MaskedBatchNorm1d
-
-    MaskedBatchNorm1d.forward = plain_batch_norm
+    originals = [(MaskedBatchNorm1d, "forward", MaskedBatchNorm1d.forward)]
     for name, module in list(sys.modules.items()):
         if name.startswith(package.__name__ + ".") or module is masking:
-            for attribute, function in replacements.items():
-                if hasattr(module, attribute):
-                    setattr(module, attribute, function)
+            originals += [(module, attribute, getattr(module, attribute)) for attribute in replacements
+                          if hasattr(module, attribute)]
+    MaskedBatchNorm1d.forward = plain_batch_norm
+    for module, attribute, _ in originals[1:]:
+        setattr(module, attribute, replacements[attribute])
+    try:
+        yield
+    finally:
+        for owner, attribute, original in originals:
+            setattr(owner, attribute, original)
 
 
-def measure(heads: list[str], dims: list[int], steps: int, masked: bool) -> dict[str, float]:
-    """{"head@D": ms per training step} in this process."""
+def measure(heads: list[str], dims: list[int], steps: int) -> dict[str, dict[str, float]]:
+    """{"head@D": {"masked": ms, "unmasked": ms}} per training step in this process: the median of
+    `steps` steps after a warm-up, the masked and the unmasked head taking turns (this machine's
+    load drifts; turns keep the ratio fair)."""
     import torch
 
     from ser.heads import create_head
     from ser.training.recipes import build_optimizer, recipe_for
 
-    if not masked:
-        unmask_heads()
     results = {}
     for dim in dims:
         layers = 1 if dim == 80 else 13
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(32, layers, 250, dim, generator=generator)  # (B, L, T, D)
-        lengths = torch.randint(125, 251, (32,), generator=generator) if masked else torch.full((32,), 250)
+        lengths = torch.randint(125, 251, (32,), generator=generator)  # masked: lengths over [T/2, T]
+        full = torch.full((32,), 250)  # unmasked: every frame real
         targets = torch.randint(0, 4, (32,), generator=generator)
         for name in heads:
-            torch.manual_seed(0)
-            head = create_head(name, dim, layers, 4)
-            optimizer = build_optimizer(head, recipe_for(name))
-            times = []
-            for repeat in range(steps + 1):  # the first step warms up
+            runs = {}
+            for variant in ("masked", "unmasked"):
+                torch.manual_seed(0)
+                head = create_head(name, dim, layers, 4)
+                runs[variant] = (head, build_optimizer(head, recipe_for(name)), [])
+
+            def step(variant: str) -> None:
+                head, optimizer, times = runs[variant]
                 started = time.perf_counter()
-                loss = torch.nn.functional.cross_entropy(head(x, lengths), targets)
+                loss = torch.nn.functional.cross_entropy(head(x, lengths if variant == "masked" else full), targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                if repeat:
-                    times.append(time.perf_counter() - started)
-            results[f"{name}@{dim}"] = 1000 * sorted(times)[len(times) // 2]
+                times.append(time.perf_counter() - started)
+
+            for repeat in range(steps + 1):  # the first step of each warms up
+                step("masked")
+                with unmasked_heads():
+                    step("unmasked")
+            results[f"{name}@{dim}"] = {variant: 1000 * statistics.median(times[1:])
+                                        for variant, (_, _, times) in runs.items()}
     return results
 
 
 def child(setting: str, heads: list[str], dims: list[int], steps: int) -> dict:
-    """Run `measure` for masked and unmasked in a fresh process with the setting's OpenMP policy."""
+    """Run `measure` in a fresh process with the setting's OpenMP policy and thread count."""
     policy, threads = SETTINGS[setting]
     env = {**os.environ, "OMP_WAIT_POLICY": policy}
     code = ("import json, sys, torch\n"
@@ -131,14 +158,13 @@ def child(setting: str, heads: list[str], dims: list[int], steps: int) -> dict:
             "from heads import measure\n"
             "from ser.training.threads import use_threads\n"
             f"use_threads({threads!r})\n"
-            f"print(json.dumps({{m: measure({heads!r}, {dims!r}, {steps}, m == 'masked') "
-            f"for m in ('masked', 'unmasked')}}))\n")
+            f"print(json.dumps(measure({heads!r}, {dims!r}, {steps})))\n")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"measurement failed ({setting}):\n{done.stderr}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"  {setting}: {result}", file=sys.stderr, flush=True)  # as it comes: the whole run takes long
-    return result
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  {setting}: {measured}", file=sys.stderr, flush=True)  # as it comes: the whole run takes long
+    return {variant: {key: times[variant] for key, times in measured.items()} for variant in ("masked", "unmasked")}
 
 
 def main() -> None:
