@@ -66,11 +66,13 @@ FoldsToRun = _values("--fold", "all (default), or fold numbers (1-based, as in f
 GridFile = Annotated[Optional[Path], typer.Option("--grid", help="YAML or TOML grid file.")]
 Model = Annotated[Optional[str], typer.Option("--model", help="Cache model (default: the only cache).")]
 Jobs = Annotated[Optional[int], typer.Option("--jobs", help="Concurrent runs (default: CPU cores, or 4 on a GPU).")]
-Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="Intra-op threads of a stacked model "
-                   "(default: the CPUs this process may use) or of each run trained alone (default 1).")]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="Intra-op threads of each worker "
+                   "process (default 1), or of a stacked model trained in the sweep process (GPU, or --jobs 1; "
+                   "default: the CPUs this process may use).")]
 BatchRuns = Annotated[str, typer.Option("--batch-runs", help="on: runs of one head family that share a graph "
-                      "(seeds, folds, proportions, placements) train as one stacked model; off: one by one; "
-                      "auto (default): on with a GPU, off on CPU (measured faster there).")]
+                      "(seeds, folds, proportions, placements) train as stacked models (on CPU one per worker); "
+                      "off: one by one; auto (default): on with a GPU, off on CPU (no faster there, and a run "
+                      "alone matches `ser train` exactly).")]
 DevSplit = Annotated[str, typer.Option("--dev", help="Dev split: random | speaker.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", help="Cache layers, e.g. 0,4,8-12 (default all).")]
 Task = Annotated[str, typer.Option("--task", help="What to learn: categorical (the manifest's label).")]

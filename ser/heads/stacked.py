@@ -210,8 +210,8 @@ class StackedCNN:
         gamma, beta = params[f"{prefix}.norm.weight"], params[f"{prefix}.norm.bias"]  # (K, D)
         w1, b1 = params[f"{prefix}.mlp.0.weight"], params[f"{prefix}.mlp.0.bias"]  # (K, rD, D), (K, rD)
         hidden = self._linear(self._norm(real), w1 * gamma[:, None, :], torch.baddbmm(b1[:, :, None], w1, beta[:, :, None])[..., 0])
-        out = self._linear(F.gelu(hidden), params[f"{prefix}.mlp.2.weight"], params[f"{prefix}.mlp.2.bias"])  # (K, N, D)
-        return frames.put(out)  # (K, B, T, D)
+        out = self._linear(F.gelu(hidden), params[f"{prefix}.mlp.2.weight"], params[f"{prefix}.mlp.2.bias"])
+        return frames.put(out)  # (K, N, D) → (K, B, T, D)
 
     # ---- the whole head ---------------------------------------------------------------------
 

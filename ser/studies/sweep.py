@@ -77,7 +77,7 @@ class SweepSettings:
     out: Path | None = None  # default: runs/<corpus>/<model>/sweep
     device: str = "auto"
     jobs: int | None = None  # None: from the device and the free memory
-    threads: int | None = None  # intra-op threads per solo run (None: 1) or stacked model (None: every CPU)
+    threads: int | None = None  # per worker (None: 1), or of stacked models trained in this process (None: all CPUs)
     batch_runs: str = "auto"  # on | off | auto (on a GPU): runs that share a graph train as one stacked model
     folds: str | None = None  # fold scheme (None: the corpus default)
     k: int | None = None
