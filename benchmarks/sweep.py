@@ -12,6 +12,15 @@ random weights), <= 0.1 on a GPU.
     python benchmarks/sweep.py --epochs 5                 # K = 16, fbank, CPU
     python benchmarks/sweep.py --cache wavlm --epochs 2   # the wavlm-base-shaped cache
     python benchmarks/sweep.py --device cuda --jobs 4
+
+Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only):
+- fbank, `--epochs 5 --speakers 4 --sessions 2 --per-class 8`: batched / separate 0.213 (0.218
+  in an earlier run; 0.261 with one in-process stacked model on 2 threads and padded frames),
+  one by one / separate 0.220, batched / one by one 0.969. About 4-5 s of each sweep is
+  spawning the two workers; each of the 16 separate runs pays about 4-5 s of imports.
+- wavlm-shaped, `--cache wavlm --epochs 2 --speakers 4 --sessions 2 --per-class 4
+  --separate-sample 4`: batched (4 stacked models of K = 4) / separate 0.357 (0.547 before),
+  one by one / separate 0.369, batched / one by one 0.966.
 """
 
 from __future__ import annotations
