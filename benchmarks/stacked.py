@@ -11,6 +11,10 @@ overhead (no FLOPs are saved); on a GPU it shows the launches it saves.
 2026-12-01, 2 cores, K=8, taking turns, fastest of 5: D=80 658 vs 550 ms (1.20); D=768 × 13
 layers 23.8 vs 20.5 s (1.16). Single unpaired runs on this machine ranged 0.8-1.3 (its load
 drifts). Before its tensors were joined with stack/unbind: about 1.4 (D=80) and 1.3-1.5 (D=768).
+Later that day, with the MLP on real frames only (heads/stacked.py RealFrames), fastest of 3:
+D=80 781 vs 751 ms (1.04); D=768 × 13 layers 22.2 vs 21.9 s (1.01). The solo heads here run
+on the padding of this batch too; in a sweep the saving is larger, since members' batches come
+from different length buckets.
 """
 
 from __future__ import annotations
