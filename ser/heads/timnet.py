@@ -18,7 +18,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     padding never changes the result (padded frames come out as zero). In eval mode the running
     statistics are used as usual.
 
-    Training gathers the real frames into (N, C) and runs torch's fused batch norm on them: one
+    Training gathers the real frames into (C, N) and runs torch's fused batch norm on them: one
     kernel forward and backward instead of a dozen masked products. `real` holds the positions of
     the real frames in the flattened (B·T) time axis, computed once per batch (a boolean mask
     would be turned into positions again by every norm).
@@ -50,9 +50,10 @@ class TemporalAwareBlock(nn.Module):
         self.dropout = nn.Dropout1d(dropout)
 
     def forward(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """x (B, C, T) with zero padding (`real`: the real frames' positions in B·T) → the same shape, padding still zero. No mask products are
-        needed: causal convs never carry padding into real frames, the norm's statistics use the real
-        frames only, and the gate multiplies x, whose padding is zero."""
+        """x (B, C, T) with zero padding (`real`: the real frames' positions in B·T) → the same
+        shape, padding still zero. No mask products are needed: causal convs never carry padding
+        into real frames, the norm's statistics use the real frames only, and the gate multiplies
+        x, whose padding is zero."""
         y = x
         for conv, norm in zip(self.convs, self.norms):
             y = conv(F.pad(y, (self.causal_pad, 0)))  # (B, C, T), causal: left padding only

@@ -287,8 +287,6 @@ def resolve_inputs(settings: SweepSettings) -> tuple[Path, Path, str, str, Path,
 
 def _batches(batch_runs: str, device: torch.device) -> bool:
     """Whether runs that share a graph train as stacked models (`batch_runs`: on | off | auto)."""
-    if batch_runs not in ("on", "off", "auto"):
-        raise UserInputError(f"--batch-runs {batch_runs!r} is not on, off or auto")
     return batch_runs == "on" or (batch_runs == "auto" and device.type == "cuda")
 
 
@@ -300,6 +298,8 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
         raise UserInputError("--jobs must be at least 1")
     if settings.threads is not None and settings.threads < 1:
         raise UserInputError("--threads must be at least 1")
+    if settings.batch_runs not in ("on", "off", "auto"):  # before the cache is loaded
+        raise UserInputError(f"--batch-runs {settings.batch_runs!r} is not on, off or auto")
     if settings.backend not in BACKENDS:
         raise UserInputError(f"unknown sweep backend {settings.backend!r}", f"choose from: {', '.join(BACKENDS)}")
     for head in grid.values("head"):
