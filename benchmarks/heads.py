@@ -4,8 +4,9 @@ For each head at D=80 (an fbank cache: 1 layer) and D=768 (a wavlm-base cache: 1
 32 × 250 frames, one training step (forward, loss, backward, optimiser step) is timed:
   masked     utterance lengths spread over [T/2, T] (the heads mask their padding);
   unmasked   every frame real, with the padding helpers of ser.heads replaced by their no-mask
-             versions (identity, plain mean, flip, a plain nn.LSTM call, plain BatchNorm;
-             measured here only, never used in training).
+             versions (identity, plain mean, flip, a plain nn.LSTM call) and TIM-Net a plain
+             PyTorch TIM-Net on the padded batch (conv1d, BatchNorm1d over every frame); measured
+             here only, never used in training.
 The masked and unmasked steps take turns (median of --steps each), so drift in this machine's
 load shows in both.
 Each setting runs in its own process (OpenMP reads its wait policy once, at import):
@@ -58,19 +59,48 @@ import subprocess
 import sys
 import time
 
-SETTINGS = {"default": ("PASSIVE", None), "active": ("ACTIVE", None), "1 thread": ("PASSIVE", 1)}
+SETTINGS = {  # name: (OpenMP environment, intra-op threads; None = what `ser` commands use)
+    "default": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
+    "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, None),
+    "spin 10k": ({"GOMP_SPINCOUNT": "10000"}, None),
+    "spin 100k": ({"GOMP_SPINCOUNT": "100000"}, None),
+    "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1),
+}
 HEADS = ("linear", "cnn", "shiftcnn", "lstm", "shiftlstm", "transformer", "shiftformer", "timnet", "ctarnn")
 BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 
 
+def plain_timnet_forward(head, x, lengths):
+    """TIM-Net as a plain PyTorch model that ignores padding: conv1d on the padded (B, C, T) batch,
+    nn.BatchNorm1d over every frame, flip, mean over all T. The head's own modules and weights."""
+    import torch
+    from torch.nn import functional as F
+
+    def block(tab, y):  # (B, C, T) → (B, C, T)
+        x = y
+        for conv, norm in zip(tab.convs, tab.norms):
+            y = conv(F.pad(y, ((conv.kernel_size[0] - 1) * tab.dilation, 0)))
+            y = tab.dropout(F.relu(torch.nn.BatchNorm1d.forward(norm, y)))
+        return x * torch.sigmoid(y)
+
+    h = head.layer_sum(x).transpose(1, 2)  # (B, D, T)
+    ahead, behind = head.forward_input(h), head.backward_input(h.flip(2))  # (B, C, T)
+    pooled = []
+    for forward_block, backward_block in zip(head.forward_blocks, head.backward_blocks):
+        ahead, behind = block(forward_block, ahead), block(backward_block, behind)
+        pooled.append((ahead + behind).mean(dim=2))  # (B, C)
+    return head.classifier(torch.einsum("bjc,j->bc", torch.stack(pooled, dim=1), head.fusion))
+
+
 @contextlib.contextmanager
 def unmasked_heads():
-    """While open, the padding helpers every head module imported are versions that ignore lengths."""
+    """While open, the padding helpers every head module imported are versions that ignore lengths,
+    and TIM-Net is the plain model of `plain_timnet_forward`."""
     import torch
 
     import ser.heads as package
     from ser.heads import masking
-    from ser.heads.timnet import MaskedBatchNorm1d
+    from ser.heads.timnet import TIMNetHead
 
     def zero_padding(x, lengths):
         return x
@@ -87,17 +117,14 @@ def unmasked_heads():
     def run_lstm_over_lengths(lstm, x, lengths):
         return lstm(x)[0]
 
-    def plain_batch_norm(self, x, real):
-        return torch.nn.BatchNorm1d.forward(self, x)
-
     replacements = {"zero_padding": zero_padding, "masked_mean": masked_mean, "frame_mask": frame_mask,
                     "reverse_within_lengths": reverse_within_lengths, "run_lstm_over_lengths": run_lstm_over_lengths}
-    originals = [(MaskedBatchNorm1d, "forward", MaskedBatchNorm1d.forward)]
+    originals = [(TIMNetHead, "forward", TIMNetHead.forward)]
     for name, module in list(sys.modules.items()):
         if name.startswith(package.__name__ + ".") or module is masking:
             originals += [(module, attribute, getattr(module, attribute)) for attribute in replacements
                           if hasattr(module, attribute)]
-    MaskedBatchNorm1d.forward = plain_batch_norm
+    TIMNetHead.forward = plain_timnet_forward
     for module, attribute, _ in originals[1:]:
         setattr(module, attribute, replacements[attribute])
     try:
@@ -151,8 +178,9 @@ def measure(heads: list[str], dims: list[int], steps: int) -> dict[str, dict[str
 
 def child(setting: str, heads: list[str], dims: list[int], steps: int) -> dict:
     """Run `measure` in a fresh process with the setting's OpenMP policy and thread count."""
-    policy, threads = SETTINGS[setting]
-    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+    openmp, threads = SETTINGS[setting]
+    env = {name: value for name, value in os.environ.items() if name not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(openmp)
     code = ("import json, sys, torch\n"
             "sys.path.insert(0, 'benchmarks')\n"
             "from heads import measure\n"

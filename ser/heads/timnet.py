@@ -1,7 +1,14 @@
-"""TIM-Net (Ye et al., 2023): bidirectional temporal-aware blocks with dynamic fusion."""
+"""TIM-Net (Ye et al., 2023): bidirectional temporal-aware blocks with dynamic fusion.
+
+The blocks run on the batch's real frames only, packed sequence after sequence into (C, N):
+padding never enters a convolution, a norm's statistics or a pooled mean, so no mask product or
+masked statistic is needed, and the causal dilated convolutions are plain matrix products whose
+shifted taps stop at each sequence's start.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -10,61 +17,92 @@ from torch.nn import functional as F
 
 from ser.errors import UserInputError
 from ser.heads.base import Head
-from ser.heads.masking import frame_mask, reverse_within_lengths
+from ser.heads.masking import frame_mask
 
 
-class MaskedBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm over (B, C, T) whose training statistics use only the real frames, so a batch's
-    padding never changes the result (padded frames come out as zero). In eval mode the running
-    statistics are used as usual.
+@dataclass(frozen=True)
+class PackedFrames:
+    """Where a batch's real frames sit once packed sequence after sequence: N real frames of B
+    sequences padded to T. Built once per batch and shared by every block."""
 
-    Training gathers the real frames into (C, N) and runs torch's fused batch norm on them: one
-    kernel forward and backward instead of a dozen masked products. `real` holds the positions of
-    the real frames in the flattened (B·T) time axis, computed once per batch (a boolean mask
-    would be turned into positions again by every norm).
-    """
+    real: torch.Tensor  # (N,) positions of the real frames in the flattened (B·T) batch
+    time: torch.Tensor  # (N,) each frame's time step within its own sequence
+    sequence: torch.Tensor  # (N,) each frame's sequence
+    reversed_order: torch.Tensor  # (N,) packed position of the frame at the mirrored time step
+    pooling: torch.Tensor  # (N, B): 1/length on the frames of each sequence, else 0
 
-    def forward(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        if not self.training or len(real) < 2:  # eval, or too few frames for batch statistics: running ones
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        B, C, T = x.shape
-        # (1, C, N): channels first and contiguous, the layout torch's batch norm kernels are fast on
-        frames = x.transpose(0, 1).reshape(C, B * T).index_select(1, real).float()[None]  # float32 stats under autocast
-        normalised = F.batch_norm(frames, self.running_mean, self.running_var, self.weight, self.bias, True,
-                                  self.momentum, self.eps)[0]  # (C, N); running stats updated (unbiased variance)
-        with torch.no_grad():
-            self.num_batches_tracked += 1
-        out = normalised.new_zeros(C, B * T).index_copy(1, real, normalised)  # (C, B·T), padding zero
-        return out.view(C, B, T).transpose(0, 1).contiguous().to(x.dtype)  # (B, C, T)
+    @classmethod
+    def of(cls, lengths: torch.Tensor, max_len: int, dtype: torch.dtype) -> "PackedFrames":
+        real = frame_mask(lengths, max_len).flatten().nonzero().squeeze(1)  # (N,)
+        sequence, time = real // max_len, real % max_len
+        starts = lengths.cumsum(0) - lengths  # (B,) packed position of each sequence's first frame
+        reversed_order = starts[sequence] + lengths[sequence] - 1 - time
+        pooling = torch.zeros(len(real), len(lengths), dtype=dtype, device=lengths.device)
+        pooling[torch.arange(len(real), device=lengths.device), sequence] = 1 / lengths[sequence].to(dtype)
+        return cls(real, time, sequence, reversed_order, pooling)
+
+    def shift(self, z: torch.Tensor, lag: int) -> torch.Tensor:
+        """z (C, N) delayed by `lag` steps within each sequence: a sequence's first `lag` frames get 0."""
+        if lag == 0:
+            return z
+        started = (self.time >= lag).to(z.dtype)  # (N,)
+        return F.pad(z, (lag, 0))[:, : z.shape[1]] * started
+
+
+class FrameBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over packed real frames (C, N): torch's fused kernel, statistics of real frames
+    only. In eval mode, or with fewer than two frames, the running statistics are used."""
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        training = self.training and frames.shape[1] >= 2
+        normalised = F.batch_norm(frames.float()[None], self.running_mean, self.running_var, self.weight, self.bias,
+                                  training, self.momentum, self.eps)[0]  # (C, N), float32 stats under autocast
+        if training:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+        return normalised.to(frames.dtype)
 
 
 class TemporalAwareBlock(nn.Module):
     """TAB: two [causal dilated Conv1d → BatchNorm → ReLU → channel dropout] sub-blocks;
-    output = x ⊙ sigmoid(sub-blocks(x)), a gate with no residual add. Works on (B, C, T)."""
+    output = x ⊙ sigmoid(sub-blocks(x)), a gate with no residual add. Works on packed frames (C, N)."""
 
     def __init__(self, channels: int, kernel_size: int, dilation: int, dropout: float):
         super().__init__()
-        self.causal_pad = (kernel_size - 1) * dilation
+        self.dilation = dilation
         self.convs = nn.ModuleList(nn.Conv1d(channels, channels, kernel_size, dilation=dilation) for _ in range(2))
-        self.norms = nn.ModuleList(MaskedBatchNorm1d(channels, eps=1e-3, momentum=0.01) for _ in range(2))
+        self.norms = nn.ModuleList(FrameBatchNorm1d(channels, eps=1e-3, momentum=0.01) for _ in range(2))
         self.dropout = nn.Dropout1d(dropout)
 
-    def forward(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """x (B, C, T) with zero padding (`real`: the real frames' positions in B·T) → the same
-        shape, padding still zero. No mask products are needed: causal convs never carry padding
-        into real frames, the norm's statistics use the real frames only, and the gate multiplies
-        x, whose padding is zero."""
+    def causal_conv(self, conv: nn.Conv1d, x: torch.Tensor, frames: PackedFrames) -> torch.Tensor:
+        """What conv computes on each sequence left-padded by (k-1)·dilation, on packed x (C, N)."""
+        k, (C_out, C_in) = conv.kernel_size[0], conv.weight.shape[:2]
+        taps = conv.weight.permute(2, 0, 1).reshape(k * C_out, C_in) @ x  # (k·C, N): tap i of every frame
+        out = conv.bias[:, None] + taps[(k - 1) * C_out:]  # the last tap looks at the frame itself
+        for i in range(k - 1):  # tap i looks (k-1-i)·dilation steps back
+            out = out + frames.shift(taps[i * C_out:(i + 1) * C_out], (k - 1 - i) * self.dilation)
+        return out  # (C, N)
+
+    def drop_channels(self, y: torch.Tensor, frames: PackedFrames, batch_size: int) -> torch.Tensor:
+        """nn.Dropout1d on the padded (B, C, T) batch, the same random draws, applied to packed y (C, N)."""
+        p = self.dropout.p
+        if not self.training or p == 0:
+            return y
+        keep = y.new_empty(batch_size, y.shape[0], 1).bernoulli_(1 - p).div_(1 - p)  # (B, C, 1) as Dropout1d draws
+        return y * keep[:, :, 0].t()[:, frames.sequence]  # (C, N)
+
+    def forward(self, x: torch.Tensor, frames: PackedFrames, batch_size: int) -> torch.Tensor:
+        """Packed x (C, N) → (C, N)."""
         y = x
         for conv, norm in zip(self.convs, self.norms):
-            y = conv(F.pad(y, (self.causal_pad, 0)))  # (B, C, T), causal: left padding only
-            y = self.dropout(F.relu(norm(y, real)))
+            y = self.drop_channels(F.relu(norm(self.causal_conv(conv, y, frames))), frames, batch_size)
         return x * torch.sigmoid(y)
 
 
 class TIMNetHead(Head):
     """Layer sum → 1×1 conv to `channels` → `num_blocks` TABs (dilation 2^(j-1), kernel 2, causal)
     on the sequence and, with their own weights, on the sequence reversed within its true length.
-    After block j: g_j = masked mean over time of (forward_j + backward_j); z = Σ_j w_j g_j with
+    After block j: g_j = mean over the real frames of (forward_j + backward_j); z = Σ_j w_j g_j with
     learned w (init uniform ±0.05, no softmax) → Linear. Per the paper: 8 blocks (10 for IEMOCAP).
     """
 
@@ -98,15 +136,17 @@ class TIMNetHead(Head):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.frames(x, lengths)  # (B, T, D)
-        lengths = lengths.to(h.device)
-        mask = frame_mask(lengths, h.shape[1])  # (B, T)
-        keep = mask[:, None, :].to(h.dtype)  # (B, 1, T)
-        ahead = self.forward_input(h.transpose(1, 2)) * keep  # (B, C, T)
-        behind = self.backward_input(reverse_within_lengths(h, lengths).transpose(1, 2)) * keep  # (B, C, T)
-        real = mask.flatten().nonzero().squeeze(1)  # (N,) positions of the real frames in B·T
-        pooled = []
+        B, T, D = h.shape
+        frames = PackedFrames.of(lengths.to(h.device), T, h.dtype)
+        C = self.forward_input.out_channels
+        weight = torch.cat([self.forward_input.weight, self.backward_input.weight])[:, :, 0]  # (2C, D)
+        bias = torch.cat([self.forward_input.bias, self.backward_input.bias])  # (2C,)
+        inputs = F.linear(h.reshape(B * T, D).index_select(0, frames.real), weight, bias).t()  # (2C, N)
+        ahead = inputs[:C]  # (C, N) each sequence in time order
+        behind = inputs[C:].index_select(1, frames.reversed_order)  # (C, N) each sequence reversed in place
+        summed = []
         for forward_block, backward_block in zip(self.forward_blocks, self.backward_blocks):
-            ahead, behind = forward_block(ahead, real), backward_block(behind, real)
-            pooled.append((ahead + behind).sum(dim=2) / lengths[:, None].to(h.dtype))  # (B, C)
-        fused = torch.einsum("bjc,j->bc", torch.stack(pooled, dim=1), self.fusion)  # (B, J, C) → (B, C)
-        return self.classifier(fused)  # (B, C)
+            ahead, behind = forward_block(ahead, frames, B), backward_block(behind, frames, B)
+            summed.append(ahead + behind)  # (C, N): a sequence's frames sum to the same in either order
+        weighted = torch.einsum("jcn,j->cn", torch.stack(summed), self.fusion)  # (C, N)
+        return self.classifier((weighted @ frames.pooling).t())  # (C, B) means → (B, classes)

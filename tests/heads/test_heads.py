@@ -75,6 +75,43 @@ def test_timnet_training_statistics_ignore_padding():
     assert not torch.equal(norm_a.running_var, torch.ones_like(norm_a.running_var))  # they were updated
 
 
+def conv1d_timnet(head, x):
+    """TIM-Net written plainly with torch's Conv1d and BatchNorm1d on a batch without padding."""
+    import torch.nn.functional as F
+
+    def block(tab, y):  # (B, C, T)
+        gate = y
+        for conv, norm in zip(tab.convs, tab.norms):
+            y = conv(F.pad(y, ((conv.kernel_size[0] - 1) * tab.dilation, 0)))
+            y = tab.dropout(F.relu(torch.nn.BatchNorm1d.forward(norm, y)))
+        return gate * torch.sigmoid(y)
+
+    h = head.layer_sum(x).transpose(1, 2)  # (B, D, T)
+    ahead, behind = head.forward_input(h), head.backward_input(h.flip(2))
+    pooled = []
+    for forward_block, backward_block in zip(head.forward_blocks, head.backward_blocks):
+        ahead, behind = block(forward_block, ahead), block(backward_block, behind)
+        pooled.append((ahead + behind).mean(dim=2))  # (B, C)
+    return head.classifier(torch.einsum("bjc,j->bc", torch.stack(pooled, dim=1), head.fusion))
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_timnet_on_packed_frames_computes_what_conv1d_computes(kernel_size):
+    torch.manual_seed(0)
+    head = create_head("timnet", DIM, LAYERS, CLASSES, num_blocks=4, kernel_size=kernel_size).train()
+    x, lengths = batch([20, 20, 20])
+    torch.manual_seed(1)
+    packed = head(x, lengths)  # dropout on: the same channel draws as nn.Dropout1d
+    packed_norm = head.backward_blocks[3].norms[0].running_var.clone()
+    torch.manual_seed(1)
+    plain = conv1d_timnet(head, x)
+    torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(packed_norm, head.backward_blocks[3].norms[0].running_var)  # both updated it
+    gradients = [torch.autograd.grad(out.square().sum(), list(head.parameters())) for out in (packed, plain)]
+    for packed_grad, plain_grad in zip(*gradients):
+        torch.testing.assert_close(packed_grad, plain_grad, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", ALL_HEADS)
 def test_constructor_kwargs_rebuild_the_same_head(name):
     torch.manual_seed(1)
