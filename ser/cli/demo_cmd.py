@@ -15,13 +15,17 @@ The same steps by hand:
 
   ser prepare synthetic demo-workdir/audio --workdir demo-workdir
   ser extract --model fbank --workdir demo-workdir
-  ser train --head shiftcnn --standardize --head-option spec_augment=false --epochs 15 --batch-size 16 --lr 3e-3 --workdir demo-workdir
+  ser train --head shiftcnn --standardize --head-option spec_augment=false --epochs 15 --batch-size 16 --lr 3e-3 --jobs 2 --workdir demo-workdir
   ser report demo-workdir/runs"""
 
 DEMO_EPOCHS = 15
+DEMO_FOLDS = 4  # the synthetic corpus's sessions, one fold each
 
 
 def demo(workdir: Workdir = Path("demo-workdir"), threads: Threads = None) -> None:
+    """The folds train side by side, one CPU thread each (`ser train --jobs`): on 2 cores this beats
+    one fold at a time on 2 threads, and gives the same numbers on any number of CPUs. --threads N
+    (N > 1) trains one fold at a time on N threads instead."""
     from rich.console import Console
 
     from ser.cli.train_cmd import print_results
@@ -31,10 +35,11 @@ def demo(workdir: Workdir = Path("demo-workdir"), threads: Threads = None) -> No
     from ser.studies.report import write_report
     from ser.training.config import TrainConfig
     from ser.training.run import run_training
-    from ser.training.threads import use_threads
+    from ser.training.threads import available_cpus, use_threads
 
     console = Console()
-    use_threads(threads)
+    jobs = 1 if threads is not None and threads > 1 else min(available_cpus(), DEMO_FOLDS)
+    use_threads(threads if jobs == 1 else 1)
     workspace = Workspace(Path(workdir))
     console.print("[bold]1/4 prepare[/bold] the synthetic corpus (8 speakers, 4 sessions, 4 emotions)")
     prepared = prepare_corpus(CORPORA.get("synthetic"), workspace.root / "audio", workspace.manifest_for("synthetic"), {})
@@ -42,11 +47,12 @@ def demo(workdir: Workdir = Path("demo-workdir"), threads: Threads = None) -> No
     console.print("[bold]2/4 extract[/bold] 80 log-mel filterbanks into the cache")
     summary = extract_corpus(workspace.root, "fbank", device="cpu")
     console.print(f"    {summary.cache_path}")
-    console.print(f"[bold]3/4 train[/bold] shiftcnn, leave-one-session-out, {DEMO_EPOCHS} epochs per fold")
+    console.print(f"[bold]3/4 train[/bold] shiftcnn, leave-one-session-out, {DEMO_EPOCHS} epochs per fold"
+                  + (f", {jobs} folds at a time" if jobs > 1 else ""))
     config = TrainConfig.create(
         "shiftcnn", {"spec_augment": False}, epochs=DEMO_EPOCHS, batch_size=16, lr=3e-3, standardize=True,
     )
-    run_dir, results = run_training(workspace.root, config, "all", device="cpu")
+    run_dir, results = run_training(workspace.root, config, "all", device="cpu", jobs=jobs)
     print_results(results)
     console.print(f"run directory: {run_dir}", soft_wrap=True)
     console.print("[bold]4/4 report[/bold] tables and figures")

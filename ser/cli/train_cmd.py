@@ -20,6 +20,8 @@ EXAMPLES = """Examples:
 
   ser train --head shiftcnn --fold all
 
+  ser train --head shiftcnn --fold all --jobs 2   (two folds at a time, one CPU thread each)
+
   ser train --head shiftcnn --fold 1 --model wavlm-base --epochs 30 --seed 1
 
   ser train --head shiftcnn --fold none   (every labelled utterance; runs/…/<run>-full/full/, no test metrics)
@@ -153,6 +155,8 @@ def train(
     out: OutPath = None,
     log: TrackingLog = None,
     threads: Threads = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Folds trained side by side in forked worker processes "
+                                      "of one thread each, as `--threads 1` trains them (CPU, cache in memory).")] = 1,
 ) -> None:
     from ser.training.config import TrainConfig
     from ser.training.run import run_training
@@ -171,8 +175,13 @@ def train(
         raise UserInputError("--test-manifest is not available with --teacher")
     if head is None and not teacher:
         raise UserInputError("missing option --head", "choose one with `ser list heads`, e.g. --head shiftcnn")
+    if jobs > 1 and teacher:
+        raise UserInputError("--jobs is not available with --teacher", "train the teacher's folds with --jobs 1")
+    if jobs > 1 and threads is not None and threads > 1:
+        raise UserInputError(f"--jobs {jobs} trains each fold on one thread, not --threads {threads}",
+                             "drop --threads, or use --jobs 1 --threads N")
     head = head or TEACHER_HEAD
-    use_threads(threads)
+    use_threads(1 if jobs > 1 else threads)
     head_kwargs = {
         "shift_proportion": shift_proportion,
         "shift_placement": shift_placement,
@@ -196,7 +205,7 @@ def train(
         else:
             run_dir, results = run_training(
                 workdir, config, fold, manifest=manifest, model=model, out=out, run_name=run_name, device=device,
-                stream=stream, progress=progress, log=log,
+                stream=stream, progress=progress, log=log, jobs=jobs,
             )
     print_results(results)
     print(f"run directory: {run_dir}")

@@ -3,23 +3,17 @@
 - `stop_on_signals()` (main process): SIGTERM and SIGINT raise `SweepStopped`, so the sweep stops
   its worker processes instead of waiting for them to finish their runs. Finished runs are kept and
   interrupted ones resume from their checkpoints when the same command is run again.
-- `die_with_parent()` (worker process): asks Linux to SIGKILL the worker when the process that
-  started it dies (`PR_SET_PDEATHSIG`), even by SIGKILL, so no orphan keeps training.
+- workers call `ser.training.worker_processes.die_with_parent()`, so no orphan keeps training.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
 import signal
-import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
 
 from ser.errors import SerError
-
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class SweepStopped(SerError):
@@ -49,17 +43,6 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for signum, action in previous.items():
             signal.signal(signum, action)
-
-
-def die_with_parent(parent_pid: int | None) -> None:
-    """In a worker: be SIGKILLed when the parent dies; exit now if it has already died. SIGINT is
-    left to the parent, which stops the workers itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if parent_pid is not None and os.getppid() != parent_pid:  # it died before prctl took effect
-        os._exit(1)
 
 
 def kill_processes(processes) -> None:

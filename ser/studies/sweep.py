@@ -1,7 +1,8 @@
 """`ser sweep`: train every configuration of a grid × fold on ONE loaded copy of the cache.
 
 The cache is loaded once (RAM, or GPU memory when it fits); `jobs` worker processes share it
-through torch's shared memory and train runs concurrently. Each run × fold writes its own run
+(forked one-thread workers inherit it, spawned ones read it through torch's shared memory) and
+train runs concurrently. Each run × fold writes its own run
 directory (the trainer's contract), so a finished run is skipped when the sweep is started again
 and an interrupted one resumes from its checkpoint; a failed run writes `error.txt` and the sweep
 goes on. After every finished run the sweep rewrites `sweep.csv` (one row per run × fold) and
@@ -56,6 +57,7 @@ from ser.training.loading import load_training_data
 from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
 from ser.training.run import find_test_cache
 from ser.training.training_data import TrainingData
+from ser.training.worker_processes import fork_is_safe
 
 if TYPE_CHECKING:
     from ser.studies.shards import Shard
@@ -219,7 +221,8 @@ def _run_in_pool(work: list[RunTask | list[RunTask]], data: TrainingData, jobs: 
     """At most `jobs` items of `work` in flight in worker processes that share `data`: a run, or
     a list of runs that trains as one stacked model. A pool whose worker died is replaced and the
     runs it held are recorded as failed."""
-    context = torch.multiprocessing.get_context("spawn")
+    forked = fork_is_safe(data.device, data.streamed, threads)  # forked workers start in milliseconds
+    context = torch.multiprocessing.get_context("fork" if forked else "spawn")
     pending = deque(work)
     while pending:
         events = context.Queue()

@@ -18,10 +18,11 @@ import torch
 
 from ser.data.folds import Fold
 from ser.errors import DivergedError, SerError
-from ser.studies.stopping import SweepStopped, die_with_parent
+from ser.studies.stopping import SweepStopped
 from ser.training.config import TrainConfig
 from ser.training.loop import train_fold
 from ser.training.tracking import open_tracker
+from ser.training.worker_processes import die_with_parent
 from ser.training.training_data import TrainingData
 
 ERROR_FILE = "error.txt"

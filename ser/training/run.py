@@ -6,15 +6,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
+
+from ser.data.folds import Fold
 from ser.data.workspace import Workspace
 from ser.errors import DivergedError, UserInputError
 from ser.training import run_dir as files
 from ser.training.config import TrainConfig
+from ser.training.fold_workers import train_folds_side_by_side
 from ser.training.loading import load_training_data
 from ser.training.loop import ProgressCallback, train_fold
 from ser.training.protocol import NO_TEST, fold_dir_of, no_test_fold, protocol_folds, select_folds
 from ser.training.tracking import open_tracker
 from ser.training.training_data import TrainingData
+from ser.training.worker_processes import fork_is_safe
 
 
 def train_folds(
@@ -24,27 +29,39 @@ def train_folds(
     which: str = "all",
     progress: ProgressCallback | None = None,
     log: str | None = None,
+    jobs: int = 1,
 ) -> dict[str, dict]:
     """Train the selected folds into run_dir/fold<K>/ (`none`: run_dir/full/, no test); `all` also
     writes summary.json. `log`: tensorboard | mlflow records each fold's epochs and final metrics
-    (tracking.py).
+    (tracking.py). `jobs` > 1 trains the folds side by side in forked one-thread workers
+    (fold_workers.py; a CPU cache held in memory only).
 
     Returns {fold directory name: metrics}.
     """
     chosen = [(0, no_test_fold(config, data))] if which == NO_TEST else select_folds(protocol_folds(config, data), which)
-    results = {}
-    for index, fold in chosen:
+
+    def train_one(index: int, fold: Fold, fold_progress: ProgressCallback | None) -> tuple[str, dict]:
         fold_name = fold_dir_of(fold, index)
         fold_dir, name = Path(run_dir) / fold_name, f"{Path(run_dir).name}/{fold_name}"
         kind = None if files.is_finished(fold_dir) else log  # a finished fold is not logged again
         with open_tracker(kind, fold_dir, name, f"ser/{config.corpus}/{config.model}",
                           {**config.to_dict(), "fold": fold.name}) as tracker:
             try:
-                results[fold_name] = train_fold(config, data, fold, fold_dir, tracker.progress(progress))
+                metrics = train_fold(config, data, fold, fold_dir, tracker.progress(fold_progress))
             except DivergedError as error:  # recorded, so that `ser report` lists the fold as diverged
                 files.write_text(fold_dir / files.ERROR, f"{error}\n")
                 raise
-            tracker.log_final(results[fold_name])
+            tracker.log_final(metrics)
+        return fold_name, metrics
+
+    if jobs > 1 and len(chosen) > 1:
+        if not fork_is_safe(data.device, data.streamed, torch.get_num_threads()):
+            raise UserInputError(
+                "--jobs trains folds in one-thread worker processes forked on CPU, from a cache held in memory",
+                "use --jobs 1 with --threads, a GPU or --stream (or `ser sweep` for parallel runs on a GPU)")
+        results = train_folds_side_by_side(chosen, train_one, min(jobs, len(chosen)), progress)
+    else:
+        results = dict(train_one(index, fold, progress) for index, fold in chosen)
     if which == "all":
         files.write_json(Path(run_dir) / files.SUMMARY, files.fold_summary(results, run_dir))
     return results
@@ -88,8 +105,10 @@ def run_training(
     stream: bool | None = None,
     progress: ProgressCallback | None = None,
     log: str | None = None,
+    jobs: int = 1,
 ) -> tuple[Path, dict[str, dict]]:
-    """`ser train`: resolve manifest and cache in the workspace, load them once, train the folds.
+    """`ser train`: resolve manifest and cache in the workspace, load them once, train the folds
+    (`jobs` > 1: side by side, see train_folds).
 
     Returns (run directory, {fold directory name: metrics}).
     """
@@ -101,4 +120,4 @@ def run_training(
                               test_manifest=config.test_manifest, test_cache=test_cache, label_map=config.label_map)
     default_name = config.run_name() + ("-full" if which == NO_TEST else "")  # the deployable model: its own run
     run_dir = Path(out) if out is not None else workspace.runs_root(inputs.corpus, inputs.model) / (run_name or default_name)
-    return run_dir, train_folds(config, data, run_dir, which, progress, log)
+    return run_dir, train_folds(config, data, run_dir, which, progress, log, jobs)

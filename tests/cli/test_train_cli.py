@@ -94,3 +94,26 @@ def test_unknown_head_is_a_one_line_error(trained):
     assert "error: unknown head 'shiftcnm'" in result.stderr and "did you mean shiftcnn" in result.stderr
     assert "Traceback" not in result.stderr
     assert not list((workdir / "runs").rglob("shiftcnm*")), "a refused run must leave no run directory"
+
+
+def test_folds_trained_side_by_side_equal_folds_trained_one_after_another(trained):
+    import torch
+
+    workdir, run_dir, _ = trained  # trained one fold after another on one thread (OMP_NUM_THREADS=1)
+    out = workdir / "side-by-side"
+    result = ser("train", *TRAIN_OPTIONS, "--fold", "all", "--jobs", "2", "--out", str(out), workdir=workdir)
+    for fold in ("fold1", "fold2", "fold3", "fold4"):
+        assert json.loads((out / fold / "metrics.json").read_text()) == json.loads((run_dir / fold / "metrics.json").read_text())
+        side_by_side = torch.load(out / fold / "model.pt", weights_only=False)["state_dict"]
+        one_by_one = torch.load(run_dir / fold / "model.pt", weights_only=False)["state_dict"]
+        assert all(torch.equal(side_by_side[name], one_by_one[name]) for name in one_by_one)
+    assert result.stdout.count("epoch 8/8") == 4  # every fold's progress reached the terminal
+    summaries = [json.loads((d / "summary.json").read_text())["test"] for d in (out, run_dir)]
+    assert summaries[0] == summaries[1]
+
+
+def test_jobs_with_several_threads_is_a_one_line_error(trained):
+    workdir, _, _ = trained
+    result = ser("train", *TRAIN_OPTIONS, "--jobs", "2", "--threads", "2", workdir=workdir, check=False)
+    assert result.returncode == 2 and "--jobs 2 trains each fold on one thread" in result.stderr
+    assert "Traceback" not in result.stderr
