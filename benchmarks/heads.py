@@ -11,7 +11,9 @@ The masked and unmasked steps take turns (median of --steps each), so drift in t
 load shows in both.
 Each setting runs in its own process (OpenMP reads its wait policy once, at import):
   default    what `ser` commands do: threads = CPUs this process may use, OMP_WAIT_POLICY=PASSIVE;
-  active     the same threads, libgomp's spinning default (OMP_WAIT_POLICY=ACTIVE);
+  active     the same threads, spinning while they wait (OMP_WAIT_POLICY=ACTIVE);
+  spin 10k   the same threads, libgomp spinning 10,000 (100,000) rounds before it sleeps
+  spin 100k  (GOMP_SPINCOUNT; libgomp's own default is 300,000);
   1 thread   PASSIVE, one intra-op thread.
 "busy" runs the same measurements while two background processes spin on the CPU (they stop
 by themselves after --busy-seconds at most). Every ratio is measured side by side in one run.
@@ -41,8 +43,20 @@ Findings, 2 cores:
   (cnn@80 151 ms against 88 ms an hour earlier), which flatters busy/idle; the earlier run
   (`--steps 2`, D=768, not in turns) gave busy/idle 1.76-2.64: linear 2.05, cnn 1.94, shiftcnn
   1.91, lstm 2.14, shiftlstm 2.14, transformer 2.64, shiftformer 2.21, timnet 2.20, ctarnn 1.76.
-  TIM-Net's masked step stays about 1.35x: gathering and scattering the real frames of its 32
-  small norms per step (copies of (B, C, T) tensors: 912 copy_ calls in 3 steps against 333).
+  TIM-Net's masked step stayed about 1.35x: gathering and scattering the real frames of its 32
+  small norms per step (copies of (B, C, T) tensors: 912 copy_ calls in 3 steps against 333);
+  fixed below.
+- 2026-12-01, TIM-Net on packed real frames (its blocks' convs as matrix products, a plain
+  fused BatchNorm, no gathers), `python benchmarks/heads.py --heads timnet --steps 5 --settings
+  "default,1 thread"`: masked / plain padded conv1d TIM-Net 1.11 at D=80, 0.75 at D=768 (was
+  1.36 / 1.34); 1 thread 0.96 / 0.69. Busy/idle (default) 2.50 / 1.47, 1 thread 1.68 / 1.85.
+- Spin counts, same day, `--heads shiftcnn,timnet,lstm --steps 3 --settings "default,spin
+  10k,spin 100k,1 thread"`: idle, spin 100k was up to 1.6x faster than PASSIVE on the small
+  D=80 steps (lstm 91 vs 150 ms, timnet 202 vs 240 ms) but busy/idle grew to 2.2-6.9 (shiftcnn@80
+  725 ms busy against 173 ms for PASSIVE); spin 10k sat between (busy/idle 1.6-2.6). PASSIVE's
+  busy/idle was 1.06-2.66 and 1 thread's 1.32-2.29 in the same run, so PASSIVE stays the default.
+  Busy/idle is noisy from run to run (timnet default 2.13 here, 2.50 an hour earlier); with two
+  spinning processes on two cores it cannot fall much below the idle two-thread speed-up.
 - `transformer` at D=80 takes about 2-3 s a step: its reference relative key-query attention
   with 10 heads of size 8 builds (B, H, T, T) tensors of 20M elements (scores, two position
   terms, softmax), and a (B, H, T, 8) x (8, 2T) product per position term.

@@ -13,7 +13,19 @@ random weights), <= 0.1 on a GPU.
     python benchmarks/sweep.py --cache wavlm --epochs 2   # the wavlm-base-shaped cache
     python benchmarks/sweep.py --device cuda --jobs 4
 
-Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only):
+Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only).
+Latest (workers forked, not spawned: they start at once, with the cache already loaded):
+- fbank, `--epochs 5 --speakers 4 --sessions 2 --per-class 8`, three runs: batched / separate
+  0.197, 0.225, 0.193; one by one / separate 0.189, 0.211, 0.188; batched / one by one 1.04,
+  1.07, 1.03. The batched training phase took 18.5-21.2 s, against 20.7-22.7 s with spawned
+  workers; the 16 separate runs spend 57-78 s of their 121-125 s importing.
+- wavlm-shaped (same options as below): batched / separate 0.395, one by one / separate 0.379,
+  batched / one by one 1.04.
+- Profile of a K = 8 stacked model in one process, one thread (`OMP_NUM_THREADS=1 python -m
+  cProfile -m ser.cli sweep ... --seeds 0 --batch-runs on --jobs 1`, 30.8 s): backward 5.6 s,
+  batched products 3.7 s, GELU 1.5 s, conv 1.3 s, the rest mostly imports. The time is
+  arithmetic that stacking does not reduce on CPU, so the ratio follows the machine's load.
+Earlier, with spawned workers:
 - fbank, `--epochs 5 --speakers 4 --sessions 2 --per-class 8`: batched / separate 0.213 (0.218
   in an earlier run; 0.261 with one in-process stacked model on 2 threads and padded frames),
   one by one / separate 0.220, batched / one by one 0.969. About 4-5 s of each sweep is
