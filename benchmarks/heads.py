@@ -50,6 +50,13 @@ Findings, 2 cores:
   fused BatchNorm, no gathers), `python benchmarks/heads.py --heads timnet --steps 5 --settings
   "default,1 thread"`: masked / plain padded conv1d TIM-Net 1.11 at D=80, 0.75 at D=768 (was
   1.36 / 1.34); 1 thread 0.96 / 0.69. Busy/idle (default) 2.50 / 1.47, 1 thread 1.68 / 1.85.
+- Then the forward and backward TABs of each level as one (a batched product and one norm over
+  both directions' channels), same command, two runs: masked / plain 1.05 and 0.95 at D=80, 0.73
+  and 0.67 at D=768; busy/idle (default) 1.70 and 1.47 at D=80, 2.29 and 2.26 at D=768; 1 thread
+  1.24 and 1.37, 1.91 and 1.51. At D=768 two threads made the idle step only 1.14x faster than
+  one (354 vs 402 ms) but lost 2.3x under load: the layer sum and the input projection read
+  the (B, 13, T, 768) batch, and a thread waiting at each op's barrier for its descheduled partner
+  costs more than the second thread gained.
 - Spin counts, same day, `--heads shiftcnn,timnet,lstm --steps 3 --settings "default,spin
   10k,spin 100k,1 thread"`: idle, spin 100k was up to 1.6x faster than PASSIVE on the small
   D=80 steps (lstm 91 vs 150 ms, timnet 202 vs 240 ms) but busy/idle grew to 2.2-6.9 (shiftcnn@80

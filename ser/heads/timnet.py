@@ -42,61 +42,79 @@ class PackedFrames:
         return cls(real, time, sequence, reversed_order, pooling)
 
     def shift(self, z: torch.Tensor, lag: int) -> torch.Tensor:
-        """z (C, N) delayed by `lag` steps within each sequence: a sequence's first `lag` frames get 0."""
+        """z (..., N) delayed by `lag` steps within each sequence: a sequence's first `lag` frames get 0."""
         if lag == 0:
             return z
         started = (self.time >= lag).to(z.dtype)  # (N,)
-        return F.pad(z, (lag, 0))[:, : z.shape[1]] * started
-
-
-class FrameBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm over packed real frames (C, N): torch's fused kernel, statistics of real frames
-    only. In eval mode, or with fewer than two frames, the running statistics are used."""
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        training = self.training and frames.shape[1] >= 2
-        normalised = F.batch_norm(frames.float()[None], self.running_mean, self.running_var, self.weight, self.bias,
-                                  training, self.momentum, self.eps)[0]  # (C, N), float32 stats under autocast
-        if training:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-        return normalised.to(frames.dtype)
+        return F.pad(z, (lag, 0))[..., : z.shape[-1]] * started
 
 
 class TemporalAwareBlock(nn.Module):
     """TAB: two [causal dilated Conv1d → BatchNorm → ReLU → channel dropout] sub-blocks;
-    output = x ⊙ sigmoid(sub-blocks(x)), a gate with no residual add. Works on packed frames (C, N)."""
+    output = x ⊙ sigmoid(sub-blocks(x)), a gate with no residual add. It holds the parameters;
+    `run_side_by_side` computes TABs of one level together (the forward and backward direction)."""
 
     def __init__(self, channels: int, kernel_size: int, dilation: int, dropout: float):
         super().__init__()
         self.dilation = dilation
         self.convs = nn.ModuleList(nn.Conv1d(channels, channels, kernel_size, dilation=dilation) for _ in range(2))
-        self.norms = nn.ModuleList(FrameBatchNorm1d(channels, eps=1e-3, momentum=0.01) for _ in range(2))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01) for _ in range(2))
         self.dropout = nn.Dropout1d(dropout)
 
-    def causal_conv(self, conv: nn.Conv1d, x: torch.Tensor, frames: PackedFrames) -> torch.Tensor:
-        """What conv computes on each sequence left-padded by (k-1)·dilation, on packed x (C, N)."""
-        k, (C_out, C_in) = conv.kernel_size[0], conv.weight.shape[:2]
-        taps = conv.weight.permute(2, 0, 1).reshape(k * C_out, C_in) @ x  # (k·C, N): tap i of every frame
-        out = conv.bias[:, None] + taps[(k - 1) * C_out:]  # the last tap looks at the frame itself
-        for i in range(k - 1):  # tap i looks (k-1-i)·dilation steps back
-            out = out + frames.shift(taps[i * C_out:(i + 1) * C_out], (k - 1 - i) * self.dilation)
-        return out  # (C, N)
-
-    def drop_channels(self, y: torch.Tensor, frames: PackedFrames, batch_size: int) -> torch.Tensor:
-        """nn.Dropout1d on the padded (B, C, T) batch, the same random draws, applied to packed y (C, N)."""
+    def channel_keep(self, batch_size: int, channels: int, like: torch.Tensor) -> torch.Tensor | None:
+        """nn.Dropout1d's random draw for a (B, C, T) batch, as (C, B) scale factors; None without dropout."""
         p = self.dropout.p
         if not self.training or p == 0:
-            return y
-        keep = y.new_empty(batch_size, y.shape[0], 1).bernoulli_(1 - p).div_(1 - p)  # (B, C, 1) as Dropout1d draws
-        return y * keep[:, :, 0].t()[:, frames.sequence]  # (C, N)
+            return None
+        return like.new_empty(batch_size, channels, 1).bernoulli_(1 - p).div_(1 - p)[:, :, 0].t()  # (C, B)
 
-    def forward(self, x: torch.Tensor, frames: PackedFrames, batch_size: int) -> torch.Tensor:
-        """Packed x (C, N) → (C, N)."""
-        y = x
-        for conv, norm in zip(self.convs, self.norms):
-            y = self.drop_channels(F.relu(norm(self.causal_conv(conv, y, frames))), frames, batch_size)
-        return x * torch.sigmoid(y)
+
+def causal_convs(convs: list[nn.Conv1d], dilation: int, x: torch.Tensor, frames: PackedFrames) -> torch.Tensor:
+    """What each conv computes on its sequences left-padded by (k-1)·dilation: x (G, C, N) → (G, C, N)."""
+    k, C = convs[0].kernel_size[0], convs[0].out_channels
+    weights = torch.stack([conv.weight.permute(2, 0, 1).reshape(k * C, -1) for conv in convs])  # (G, k·C, C)
+    taps = torch.bmm(weights, x)  # (G, k·C, N): tap i of every frame
+    out = torch.stack([conv.bias for conv in convs])[:, :, None] + taps[:, (k - 1) * C:]  # the last tap: the frame itself
+    for i in range(k - 1):  # tap i looks (k-1-i)·dilation steps back
+        out = out + frames.shift(taps[:, i * C:(i + 1) * C], (k - 1 - i) * dilation)
+    return out
+
+
+def batch_norms(norms: list[nn.BatchNorm1d], y: torch.Tensor) -> torch.Tensor:
+    """Each norm on its group of packed frames y (G, C, N), as one fused batch norm over G·C channels
+    (float32 statistics under autocast). In eval mode, or with fewer than two frames, the running
+    statistics are used."""
+    G, C, N = y.shape
+    first = norms[0]
+    training = first.training and N >= 2
+    running_mean = torch.cat([norm.running_mean for norm in norms])  # (G·C,)
+    running_var = torch.cat([norm.running_var for norm in norms])
+    out = F.batch_norm(y.float().reshape(1, G * C, N), running_mean, running_var,
+                       torch.cat([norm.weight for norm in norms]), torch.cat([norm.bias for norm in norms]),
+                       training, first.momentum, first.eps)  # updates the concatenated running statistics
+    if training:
+        with torch.no_grad():
+            for group, norm in enumerate(norms):
+                norm.running_mean.copy_(running_mean[group * C:(group + 1) * C])
+                norm.running_var.copy_(running_var[group * C:(group + 1) * C])
+                norm.num_batches_tracked += 1
+    return out.view(G, C, N).to(y.dtype)
+
+
+def run_side_by_side(tabs: Sequence[TemporalAwareBlock], x: torch.Tensor, frames: PackedFrames,
+                     batch_size: int) -> torch.Tensor:
+    """TABs of one level, each on its own packed frames: x (G, C, N) → (G, C, N), one product and
+    one norm per sub-block for all G. Dropout draws come in the order the TABs would draw them one
+    after another."""
+    C = x.shape[1]
+    keeps = [[tab.channel_keep(batch_size, C, x) for _ in range(2)] for tab in tabs]  # per TAB: (C, B) or None
+    y = x
+    for sub in range(2):
+        y = causal_convs([tab.convs[sub] for tab in tabs], tabs[0].dilation, y, frames)
+        y = F.relu(batch_norms([tab.norms[sub] for tab in tabs], y))
+        if keeps[0][sub] is not None:
+            y = y * torch.stack([keep[sub] for keep in keeps])[:, :, frames.sequence]  # (G, C, N)
+    return x * torch.sigmoid(y)
 
 
 class TIMNetHead(Head):
@@ -144,9 +162,10 @@ class TIMNetHead(Head):
         inputs = F.linear(h.reshape(B * T, D).index_select(0, frames.real), weight, bias).t()  # (2C, N)
         ahead = inputs[:C]  # (C, N) each sequence in time order
         behind = inputs[C:].index_select(1, frames.reversed_order)  # (C, N) each sequence reversed in place
+        both = torch.stack([ahead, behind])  # (2, C, N)
         summed = []
-        for forward_block, backward_block in zip(self.forward_blocks, self.backward_blocks):
-            ahead, behind = forward_block(ahead, frames, B), backward_block(behind, frames, B)
-            summed.append(ahead + behind)  # (C, N): a sequence's frames sum to the same in either order
+        for level in zip(self.forward_blocks, self.backward_blocks):
+            both = run_side_by_side(level, both, frames, B)
+            summed.append(both.sum(dim=0))  # (C, N): a sequence's frames sum to the same in either order
         weighted = torch.einsum("jcn,j->cn", torch.stack(summed), self.fusion)  # (C, N)
         return self.classifier((weighted @ frames.pooling).t())  # (C, B) means → (B, classes)
