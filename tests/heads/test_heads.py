@@ -95,6 +95,17 @@ def conv1d_timnet(head, x):
     return head.classifier(torch.einsum("bjc,j->bc", torch.stack(pooled, dim=1), head.fusion))
 
 
+def test_timnet_has_the_parameters_of_the_official_keras_model():
+    """Counted from Jiaxin-Ye/TIM-Net_SER (Code/TIMNET.py, Model.py) for EmoDB (39 MFCCs, 7
+    classes, 39 filters, 8 dilations): two 1x1 input convs 2 x 1,560; 16 TABs of two causal
+    Conv1D (3,081) + BatchNormalization (156, 78 of them moving statistics); WeightLayer 8; Dense
+    280. Keras reports 106,992 parameters, 2,496 of them non-trainable."""
+    head = create_head("timnet", 39, 1, 7)
+    trainable = sum(p.numel() for p in head.parameters())
+    moving = sum(b.numel() for name, b in head.named_buffers() if name.endswith(("running_mean", "running_var")))
+    assert (trainable, moving) == (106_992 - 2_496, 2_496)
+
+
 @pytest.mark.parametrize("kernel_size", [2, 3])
 def test_timnet_on_packed_frames_computes_what_conv1d_computes(kernel_size):
     torch.manual_seed(0)
