@@ -20,6 +20,7 @@ by themselves after --busy-seconds at most). Every ratio is measured side by sid
 
     python benchmarks/heads.py                       # every head, both dims (minutes on 2 cores)
     python benchmarks/heads.py --heads shiftcnn,timnet --dims 80 --steps 3
+    python benchmarks/heads.py --heads timnet --keras-python kerasenv/bin/python   # + Keras TIM-Net
 
 Findings, 2 cores:
 - 2026-12-01, background load average 5-11, `--dims 80 --steps 1`: ACTIVE (spinning) waits are
@@ -57,6 +58,13 @@ Findings, 2 cores:
   one (354 vs 402 ms) but lost 2.3x under load: the layer sum and the input projection read
   the (B, 13, T, 768) batch, and a thread waiting at each op's barrier for its descheduled partner
   costs more than the second thread gained.
+- Keras TIM-Net column (benchmarks/keras_timnet.py in a venv with tensorflow-cpu 2.x and
+  tf-keras; its model has the official 106,992 parameters at 39 MFCCs and 7 classes), `--heads
+  timnet --steps 5 --settings "default,1 thread" --keras-python kerasenv/bin/python`, ms per
+  step idle / busy: ser default 297 / 393 at D=80 and 352 / 492 at D=768 (busy/idle 1.33,
+  1.40; 1 thread 0.99, 1.42); Keras 237 / 660 and 289 / 608 (busy/idle 2.78, 2.10). Idle, Keras
+  is 0.80x ser's masked step (it neither masks nor sums 13 layers at D=768); under load ser is
+  0.60x and 0.81x Keras's.
 - Spin counts, same day, `--heads shiftcnn,timnet,lstm --steps 3 --settings "default,spin
   10k,spin 100k,1 thread"`: idle, spin 100k was up to 1.6x faster than PASSIVE on the small
   D=80 steps (lstm 91 vs 150 ms, timnet 202 vs 240 ms) but busy/idle grew to 2.2-6.9 (shiftcnn@80
@@ -216,6 +224,17 @@ def child(setting: str, heads: list[str], dims: list[int], steps: int) -> dict:
     return {variant: {key: times[variant] for key, times in measured.items()} for variant in ("masked", "unmasked")}
 
 
+def keras_child(python: str, dims: list[int], steps: int) -> dict[str, float]:
+    """{"timnet@D": ms} of the Keras TIM-Net (benchmarks/keras_timnet.py) run by `python`."""
+    done = subprocess.run([python, "benchmarks/keras_timnet.py", "--dims", ",".join(map(str, dims)),
+                           "--steps", str(steps)], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"the Keras measurement failed:\n{done.stderr[-2000:]}")
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  keras: {measured}", file=sys.stderr, flush=True)
+    return measured
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heads", default=",".join(HEADS))
@@ -223,19 +242,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per head (median), after one warm-up")
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--busy-seconds", type=int, default=1800, help="the background load stops after this at most")
+    parser.add_argument("--keras-python", default=None,
+                        help="the Python of a venv with tensorflow-cpu and tf-keras: adds the Keras TIM-Net column")
     args = parser.parse_args()
     heads, dims = args.heads.split(","), [int(d) for d in args.dims.split(",")]
     settings = args.settings.split(",")
 
     from ser.training.threads import available_cpus
 
+    keras = args.keras_python is not None and "timnet" in heads
     table: dict[tuple[str, str], dict] = {}
     for setting in settings:
         table[(setting, "idle")] = child(setting, heads, dims, args.steps)
+    if keras:
+        table[("keras", "idle")] = keras_child(args.keras_python, dims, args.steps)
     busy = [subprocess.Popen([sys.executable, "-c", BUSY.format(seconds=args.busy_seconds)]) for _ in range(2)]
     try:
         for setting in settings:
             table[(setting, "busy")] = child(setting, heads, dims, args.steps)
+        if keras:
+            table[("keras", "busy")] = keras_child(args.keras_python, dims, args.steps)
     finally:
         for process in busy:
             process.kill()
@@ -255,6 +281,12 @@ def main() -> None:
             cells.append(f"{s}: mask {idle['masked'][key] / idle['unmasked'][key]:.2f} "
                          f"busy {loaded['masked'][key] / idle['masked'][key]:.2f}")
         print(f"{key:18}" + "   ".join(cells))
+    if keras:
+        print("\nKeras TIM-Net (the same layers, fixed-length input, no masking, one input layer; TensorFlow's "
+              "own threads), ms per step:")
+        for key, idle in table[("keras", "idle")].items():
+            loaded = table[("keras", "busy")][key]
+            print(f"{key:18}idle {idle:.1f}   busy {loaded:.1f}   busy/idle {loaded / idle:.2f}")
 
 
 if __name__ == "__main__":
