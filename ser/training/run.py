@@ -57,8 +57,9 @@ def train_folds(
     if jobs > 1 and len(chosen) > 1:
         if not fork_is_safe(data.device, data.streamed, torch.get_num_threads()):
             raise UserInputError(
-                "--jobs trains folds in one-thread worker processes forked on CPU, from a cache held in memory",
-                "use --jobs 1 with --threads, a GPU or --stream (or `ser sweep` for parallel runs on a GPU)")
+                f"--jobs {jobs} needs Linux, the CPU, the cache in memory and one thread per fold: folds train in "
+                "worker processes forked from this one",
+                "use --jobs 1 with --threads, a GPU or --stream (`ser sweep` runs in parallel on a GPU)")
         results = train_folds_side_by_side(chosen, train_one, min(jobs, len(chosen)), progress)
     else:
         results = dict(train_one(index, fold, progress) for index, fold in chosen)

@@ -112,8 +112,11 @@ def test_folds_trained_side_by_side_equal_folds_trained_one_after_another(traine
     assert summaries[0] == summaries[1]
 
 
-def test_jobs_with_several_threads_is_a_one_line_error(trained):
+def test_jobs_with_several_threads_or_a_streamed_cache_is_a_one_line_error(trained):
     workdir, _, _ = trained
     result = ser("train", *TRAIN_OPTIONS, "--jobs", "2", "--threads", "2", workdir=workdir, check=False)
     assert result.returncode == 2 and "--jobs 2 trains each fold on one thread" in result.stderr
-    assert "Traceback" not in result.stderr
+    streamed = ser("train", *TRAIN_OPTIONS, "--jobs", "2", "--stream", "--out", str(workdir / "refused"),
+                   workdir=workdir, check=False)
+    assert streamed.returncode == 2 and "--jobs 2 needs Linux, the CPU, the cache in memory" in streamed.stderr
+    assert "Traceback" not in result.stderr + streamed.stderr and not (workdir / "refused").exists()
