@@ -85,3 +85,23 @@ def test_folds_that_lack_a_class_score_without_warnings():
         warnings.simplefilter("ignore")
         assert score == pytest.approx(balanced_accuracy_score(truth, guess)) == pytest.approx((1 / 2 + 2 / 3) / 2)
     assert 0 < f1 < 1
+
+
+def test_classification_metrics_equal_scikit_learns_on_random_folds():
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+
+    rng = np.random.default_rng(0)
+    for case in range(300):
+        classes = int(rng.integers(2, 7))
+        size = int(rng.integers(1, 40))
+        truth = rng.integers(0, classes - (case % 3 == 0), size)  # sometimes a class is missing from truth
+        guess = rng.integers(0, classes, size) if case % 5 else truth.copy()
+        labels = list(range(classes))
+        present = np.unique(truth)
+        assert metrics.ua(truth, guess) == pytest.approx(recall_score(truth, guess, labels=present, average="macro",
+                                                                      zero_division=0))
+        assert metrics.wa(truth, guess) == pytest.approx(accuracy_score(truth, guess))
+        assert metrics.macro_f1(truth, guess) == pytest.approx(f1_score(truth, guess, average="macro", zero_division=0))
+        assert metrics.macro_f1(truth, guess, labels=labels) == pytest.approx(
+            f1_score(truth, guess, labels=labels, average="macro", zero_division=0))
+        assert metrics.confusion(truth, guess, labels) == confusion_matrix(truth, guess, labels=labels).tolist()
