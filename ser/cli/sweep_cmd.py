@@ -24,6 +24,9 @@ EXAMPLES = """Examples:
   ser sweep --head shiftcnn --shift-proportion 1/2,1/4,1/8,1/16 --seeds 0,1 --batch-runs on
   (the 8 runs train as stacked models, one forward/backward for all; the default on a GPU)
 
+  ser sweep --head linear --seeds 0,1,2,3 --lr 1e-4,1e-3 --batch-runs on
+  (8 SUPERB probes as one stacked model: on CPU too, several times faster than one by one)
+
   ser sweep --head shiftcnn,cnn --seeds 0,1,2 --test-manifest manifests/emodb.csv --label-map happiness=happy
   (cross-corpus: one fold, runs under runs/<corpus>/<model>/sweep-x<test corpus>/)
 
@@ -70,9 +73,10 @@ Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="Intra-
                    "process (default 1), or of a stacked model trained in the sweep process (GPU, or --jobs 1; "
                    "default: the CPUs this process may use).")]
 BatchRuns = Annotated[str, typer.Option("--batch-runs", help="on: runs of one head family that share a graph "
-                      "(seeds, folds, proportions, placements) train as stacked models (on CPU one per worker); "
-                      "off: one by one; auto (default): on with a GPU, off on CPU (no faster there, and a run "
-                      "alone matches `ser train` exactly).")]
+                      "(cnn/shiftcnn: seeds, folds, proportions, placements; linear: seeds, folds, learning rates) "
+                      "train as stacked models (on CPU one per worker); off: one by one; auto (default): on with a "
+                      "GPU, off on CPU (no faster there for the CNN family, and a run alone matches `ser train` "
+                      "exactly; linear-probe sweeps are several times faster with on).")]
 DevSplit = Annotated[str, typer.Option("--dev", help="Dev split: random | speaker.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", help="Cache layers, e.g. 0,4,8-12 (default all).")]
 Task = Annotated[str, typer.Option("--task", help="What to learn: categorical (the manifest's label).")]

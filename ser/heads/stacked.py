@@ -1,8 +1,13 @@
-"""K CNN/ShiftCNN heads as ONE computation: grouped kernels, per-member channel masks and gates.
+"""K heads of one family as ONE computation: batched matmuls, grouped kernels, per-member masks.
+
+Two families stack: `StackedCNN` (cnn/shiftcnn) and `StackedLinear` (the SUPERB linear probe).
+Each holds every member's parameters stacked on a leading axis K and runs all of them in one
+forward pass; `stacked_model` picks the family. What they share (`StackedHeads`): each member's
+layer sum of its own batch, the batches padded to one (K, B, T, D) tensor, SpecAugment drawn
+from each member's own RNG state. The linear probe averages over time first (see StackedLinear).
 
 A sweep's grid points of the CNN family share one graph; they differ only in where and how many
-channels shift. `StackedCNN` holds every member's parameters stacked on a leading axis K and
-runs all of them in one forward pass:
+channels shift. For them:
 - the depthwise convs of all members are one grouped conv over K·D channels, every Linear one
   batched matmul, every LayerNorm one call (its affine folded into the next Linear or the pooled
   mean);
@@ -33,20 +38,37 @@ from torch.nn import functional as F
 
 from ser.errors import UserInputError
 from ser.heads.cnn import CNNHead
+from ser.heads.linear import LinearHead
 from ser.heads.masking import frame_mask
 from ser.heads.spec_augment import span_masks
-
-SHIFT_OPTIONS = ("name", "shift_placement", "shift_blocks", "n_div", "bidirectional")
 
 MemberBatch = tuple[torch.Tensor, torch.Tensor]  # x (B, L, T, D), lengths (B,); B may be 0
 
 
 def stack_key(head) -> tuple | None:
     """What members of one stacked model must share (None: this head cannot be stacked)."""
-    if type(head) is not CNNHead:
-        return None
-    options = {k: v for k, v in head.constructor_kwargs.items() if k not in SHIFT_OPTIONS}
-    return ("cnn", tuple(sorted((k, repr(v)) for k, v in options.items())))
+    for family, stacked in STACKED.items():
+        if type(head) is stacked.head_class:
+            options = {k: v for k, v in head.constructor_kwargs.items() if k not in stacked.member_options}
+            return (family, tuple(sorted((k, repr(v)) for k, v in options.items())))
+    return None
+
+
+def stacked_model(members: Sequence, device: torch.device) -> "StackedHeads":
+    """The stacked forward pass of `members`, heads of one family with one graph."""
+    keys = {stack_key(head) for head in members}
+    if None in keys or len(keys) != 1:
+        raise UserInputError("these heads cannot be trained as one stacked model", "train them one by one")
+    return STACKED[keys.pop()[0]](members, device)
+
+
+def activation_floats_per_frame(head, num_layers: int, dim: int) -> int:
+    """Floats one member of a stacked model keeps per frame of its batch in a training step: its
+    input (kept for the layer-sum gradient) and the activations autograd keeps."""
+    if type(head) is LinearHead:
+        return num_layers * dim + 2 * dim + 3 * head.project.out_features
+    kw = head.constructor_kwargs
+    return num_layers * dim + kw["num_blocks"] * dim * (3 * kw["mlp_ratio"] + 12) + 8 * dim
 
 
 @dataclass(frozen=True)
@@ -98,28 +120,17 @@ class RealFrames:
         return out.view(K, B, T, D)
 
 
-class StackedCNN:
-    """The forward pass of K `CNNHead` members with stacked parameters `params[name]` (K, …),
-    named as in the members' state dicts."""
+class StackedHeads:
+    """What the stacked families share; `forward(params, inputs, training, rng_states)` → (K, B, C)
+    with stacked parameters `params[name]` (K, …), named as in the members' state dicts."""
 
-    def __init__(self, members: Sequence[CNNHead], device: torch.device):
-        keys = {stack_key(head) for head in members}
-        if None in keys or len(keys) != 1:
-            raise UserInputError("these heads cannot be trained as one stacked model", "train them one by one")
-        first = members[0]
-        self.template = first
-        self.dim = first.classifier.in_features
-        self.kernel_size = first.blocks[0].dwconv.kernel_size[0]
-        strides = {block.shift.stride for head in members for block in head.blocks if block.shift is not None}
-        self.stride = strides.pop() if strides else 1
-        if strides:
-            raise UserInputError("members of one stacked model must share the shift stride")
-        # per block, per member: its shift there (None: none)
-        self.block_shifts = [[_member_shift(head, index, self.dim) for head in members] for index in range(len(first.blocks))]
-        self.spec_augment = first.spec_augment
+    head_class: type  # the head each member is
+    member_options: tuple[str, ...] = ("name",)  # constructor options in which members may differ
+
+    def __init__(self, members: Sequence, device: torch.device):
+        self.template = members[0]
+        self.spec_augment = members[0].spec_augment
         self.size = len(members)
-
-    # ---- the stages -------------------------------------------------------------------------
 
     def _layer_sums(self, params: dict, inputs: list[MemberBatch]) -> list[torch.Tensor]:
         """Each member's weighted layer sum of its own batch → [(B_k, T_k, D)]; members that share
@@ -169,6 +180,97 @@ class StackedCNN:
         x = torch.where(time[..., None], embedding, x)
         return x.masked_fill(channels[:, :, None, :], 0.0)
 
+    def _padded(self, params: dict, inputs: list[MemberBatch], training: bool,
+                rng_states: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every member's layer sum of its batch, padded into x (K, B, T, D) (padding zero, SpecAugment
+        applied in training), with lengths (K, B) (0 marks a padded row) and valid (K, B, T, 1)."""
+        sums = self._layer_sums(params, inputs)  # [(B_k, T_k, D)]
+        rows = max(len(lengths) for _, lengths in inputs)
+        frames = max(1, max(s.shape[1] for s in sums))
+        # Built with pad + stack, not slice writes into a zero tensor: a slice write's backward
+        # clones the whole (K, B, T, D) gradient once per member.
+        x = torch.stack([F.pad(summed, (0, 0, 0, frames - summed.shape[1], 0, rows - summed.shape[0]))
+                         for summed in sums])  # (K, B, T, D)
+        lengths = torch.stack([F.pad(member_lengths.to(x.device), (0, rows - len(member_lengths)))
+                               for _, member_lengths in inputs])  # (K, B)
+        valid = frame_mask(lengths.flatten(), frames).view(len(inputs), rows, frames)[..., None].to(x.dtype)
+        x = x * valid  # (K, B, T, D)
+        if training and self.spec_augment is not None:
+            x = self._spec_augment(x, [l.to(x.device) for _, l in inputs], params, rng_states)
+        return x, lengths, valid
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Member k's Linear (weight (K, D_out, D_in), bias (K, D_out)) on x[k]: (K, N, D_in) →
+        (K, N, D_out) as one batched matmul."""
+        return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
+
+
+class StackedLinear(StackedHeads):
+    """K SUPERB linear probes (`LinearHead`: layer sum → Linear → mean over the real frames → Linear).
+
+    The layer sum and the first Linear are linear maps per frame, so they commute with the mean
+    over time: mean_t(W Σ_l w_l x_lt + b) = W Σ_l w_l mean_t(x_lt) + b. Without SpecAugment the
+    stacked probe therefore averages each input batch's layers over time once, (B, L, D), and
+    every member works on those means: one pass over the input for all K members, where K solo
+    probes each sum and project every frame. SpecAugment changes frames at random per member, so
+    with it the members' frames are averaged after their masks.
+    """
+
+    head_class = LinearHead
+
+    def _pooled(self, params: dict, inputs: list[MemberBatch]) -> torch.Tensor:
+        """Each member's layer sum averaged over the real frames of its batch → (K, B_max, D)."""
+        logits = params.get("layer_sum.logits")
+        rows = max(len(lengths) for _, lengths in inputs)
+        pooled: list[torch.Tensor | None] = [None] * len(inputs)
+        by_batch: dict[int, list[int]] = {}
+        for k, (x, _) in enumerate(inputs):
+            by_batch.setdefault(id(x), []).append(k)
+        for members in by_batch.values():
+            x, lengths = inputs[members[0]]
+            selected = self.template.layer_sum.select(x)  # (B, L', T, D)
+            B, L, T, D = selected.shape
+            weights = frame_mask(lengths.to(x.device), T).to(x.dtype) / lengths.clamp(min=1)[:, None].to(x.dtype)  # (B, T)
+            means = torch.bmm(weights[:, None, :], selected.transpose(1, 2).reshape(B, T, L * D)).view(B, L, D)
+            layer_weights = (torch.ones(len(members), 1, dtype=x.dtype, device=x.device) if logits is None
+                             else logits[members].softmax(dim=1).to(x.dtype))  # (G, L')
+            summed = torch.einsum("gl,bld->gbd", layer_weights, means)  # (G, B, D)
+            for k, member_means in zip(members, summed.unbind(0)):
+                pooled[k] = F.pad(member_means, (0, 0, 0, rows - B))  # (B_max, D)
+        return torch.stack(pooled)  # (K, B_max, D)
+
+    def forward(self, params: dict, inputs: list[MemberBatch], training: bool,
+                rng_states: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits of every member on its own batch → (K, B_max, C); rows past a member's B_k are padding."""
+        if training and self.spec_augment is not None:
+            x, lengths, _ = self._padded(params, inputs, training, rng_states)  # (K, B, T, D), padding zero
+            pooled = x.sum(dim=2) / lengths.clamp(min=1)[..., None].to(x.dtype)  # (K, B, D)
+        else:
+            pooled = self._pooled(params, inputs)  # (K, B, D)
+        hidden = self._linear(pooled, params["project.weight"], params["project.bias"])  # (K, B, H): the mean of W x + b
+        return self._linear(hidden, params["classifier.weight"], params["classifier.bias"])  # (K, B, C)
+
+
+class StackedCNN(StackedHeads):
+    """K `CNNHead` members (cnn and shiftcnn of any shift proportion, placement and direction)."""
+
+    head_class = CNNHead
+    member_options = ("name", "shift_placement", "shift_blocks", "n_div", "bidirectional")
+
+    def __init__(self, members: Sequence[CNNHead], device: torch.device):
+        super().__init__(members, device)
+        first = members[0]
+        self.dim = first.classifier.in_features
+        self.kernel_size = first.blocks[0].dwconv.kernel_size[0]
+        strides = {block.shift.stride for head in members for block in head.blocks if block.shift is not None}
+        self.stride = strides.pop() if strides else 1
+        if strides:
+            raise UserInputError("members of one stacked model must share the shift stride")
+        # per block, per member: its shift there (None: none)
+        self.block_shifts = [[_member_shift(head, index, self.dim) for head in members] for index in range(len(first.blocks))]
+
+    # ---- the stages -------------------------------------------------------------------------
+
     def _shifted(self, x: torch.Tensor, valid: torch.Tensor, shifts: list, where: str) -> torch.Tensor:
         """x (K, B, T, D) with the shift of each member whose placement puts it `where` ("shortcut" or
         "branch") applied to its own channels; padding stays zero. x itself when no member does."""
@@ -192,11 +294,6 @@ class StackedCNN:
         """LayerNorm over D without its affine (folded into what follows): (K, …, D)."""
         return F.layer_norm(x, x.shape[-1:], eps=self.template.norm.eps)
 
-    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Member k's Linear (weight (K, D_out, D_in), bias (K, D_out)) on x[k]: (K, N, D_in) →
-        (K, N, D_out) as one batched matmul."""
-        return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
-
     def _branch(self, x: torch.Tensor, frames: RealFrames, params: dict, prefix: str) -> torch.Tensor:
         """F(x) of every member's block for x (K, B, T, D) with zero padding: depthwise conv →
         LayerNorm → MLP (on the real frames), padding zero. The norm's affine is folded into the
@@ -218,19 +315,7 @@ class StackedCNN:
     def forward(self, params: dict, inputs: list[MemberBatch], training: bool,
                 rng_states: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Logits of every member on its own batch → (K, B_max, C); rows past a member's B_k are padding."""
-        sums = self._layer_sums(params, inputs)  # [(B_k, T_k, D)]
-        rows = max(len(lengths) for _, lengths in inputs)
-        frames = max(1, max(s.shape[1] for s in sums))
-        # Built with pad + stack, not slice writes into a zero tensor: a slice write's backward
-        # clones the whole (K, B, T, D) gradient once per member.
-        x = torch.stack([F.pad(summed, (0, 0, 0, frames - summed.shape[1], 0, rows - summed.shape[0]))
-                         for summed in sums])  # (K, B, T, D)
-        lengths = torch.stack([F.pad(member_lengths.to(x.device), (0, rows - len(member_lengths)))
-                               for _, member_lengths in inputs])  # (K, B); 0 marks a padded row
-        valid = frame_mask(lengths.flatten(), frames).view(len(inputs), rows, frames)[..., None].to(x.dtype)
-        x = x * valid  # (K, B, T, D)
-        if training and self.spec_augment is not None:
-            x = self._spec_augment(x, [l.to(x.device) for _, l in inputs], params, rng_states)
+        x, lengths, valid = self._padded(params, inputs, training, rng_states)
         frames = RealFrames(valid)
         for index, shifts in enumerate(self.block_shifts):
             shortcut = self._shifted(x, valid, shifts, "shortcut")
@@ -241,6 +326,9 @@ class StackedCNN:
         pooled = pooled * params["norm.weight"][:, None, :] + params["norm.bias"][:, None, :]  # the mean of γ n + β
         weight, bias = params["classifier.weight"], params["classifier.bias"]  # (K, C, D), (K, C)
         return torch.baddbmm(bias[:, None, :], pooled, weight.transpose(1, 2))  # (K, B, C)
+
+
+STACKED: dict[str, type[StackedHeads]] = {"cnn": StackedCNN, "linear": StackedLinear}
 
 
 def rng_state(device: torch.device) -> torch.Tensor:

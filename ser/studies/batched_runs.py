@@ -21,7 +21,7 @@ import torch
 
 from ser.errors import DivergedError, SerError
 from ser.heads import create_head
-from ser.heads.stacked import stack_key
+from ser.heads.stacked import activation_floats_per_frame, stack_key
 from ser.studies.stopping import SweepStopped
 from ser.studies.sweep_progress import SweepProgress
 from ser.studies.sweep_worker import ERROR_FILE, EpochEvent, RunOutcome, RunTask, WorkerState, describe_error
@@ -56,13 +56,12 @@ def _group_key(config: TrainConfig, data: TrainingData) -> tuple | None:
 
 
 def member_bytes(config: TrainConfig, data: TrainingData) -> int:
-    """Memory one CNN member of a stacked model needs for a training step at the longest batch:
-    its input (kept for the layer-sum gradient) and the activations autograd keeps per block."""
+    """Memory one member of a stacked model needs for a training step at the longest batch: its
+    input (kept for the layer-sum gradient) and the activations autograd keeps."""
     options = head_constructor_options(config.head_kwargs)
     head = create_head(config.head, data.dim, data.num_layers, data.task.num_outputs, **options)
-    kw = head.constructor_kwargs
     frames = int(data.lengths.max()) if len(data.lengths) else 1
-    per_frame = data.num_layers * data.dim + kw["num_blocks"] * data.dim * (3 * kw["mlp_ratio"] + 12) + 8 * data.dim
+    per_frame = activation_floats_per_frame(head, data.num_layers, data.dim)
     parameters = sum(p.numel() for p in head.parameters())
     return BYTES * (config.recipe.batch_size * frames * per_frame + 6 * parameters)
 

@@ -11,9 +11,10 @@ goes on. After every finished run the sweep rewrites `sweep.csv` (one row per ru
 Runs of one head family that share a graph train together as stacked models (batched_runs.py)
 when `batch_runs` is "on", or "auto" on a GPU: there one large stacked model at a time trains in
 this process; on CPU the stacked models are cut so that every worker gets one, and they share the
-pool with the runs that train alone. On CPU "auto" trains one by one: stacking saves no arithmetic
-there (benchmarks/sweep.py, 2 cores: batched / one by one = 0.97 on fbank and on a
-wavlm-base-shaped cache), and a run trained alone gives the same numbers as `ser train`.
+pool with the runs that train alone. On CPU "auto" trains one by one: stacking the CNN family
+saves no arithmetic there (benchmarks/sweep.py, 2 cores: batched / one by one = 0.97-1.07 on fbank
+and on a wavlm-base-shaped cache), and a run trained alone gives the same numbers as `ser train`.
+Stacked linear probes average over time before their Linear, so `--batch-runs on` pays on CPU too.
 
 Determinism: every run seeds its own generators and runs with the same intra-op thread count
 (`threads`, default 1 per run trained alone), so its numbers do not depend on `jobs` or on scheduling.

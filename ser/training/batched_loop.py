@@ -26,7 +26,7 @@ import torch
 
 from ser.data.folds import Fold
 from ser.errors import DivergedError
-from ser.heads.stacked import MemberBatch, StackedCNN, rng_state
+from ser.heads.stacked import MemberBatch, rng_state, stacked_model
 from ser.training import run_dir as files
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig
@@ -120,7 +120,7 @@ class _Group:
     def __init__(self, members: list[_Member], data: TrainingData):
         self.members, self.data = members, data
         heads = [m.head for m in members]
-        self.model = StackedCNN(heads, data.device)
+        self.model = stacked_model(heads, data.device)
         self.names = {p: name for name, p in heads[0].named_parameters()}
         self.params = {name: torch.stack([dict(h.named_parameters())[name].detach() for h in heads]).requires_grad_()
                        for name in dict(heads[0].named_parameters())}

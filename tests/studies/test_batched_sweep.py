@@ -37,17 +37,13 @@ def state_dict(run_dir: Path) -> dict:
     return files.load_torch(run_dir / files.MODEL)["state_dict"]
 
 
-def test_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path):
+def assert_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path, variants: list) -> None:
+    """Train `variants` (head, options, seed, fold index) as one stacked model for three optimiser
+    steps, then each alone; parameters within 1e-5 and the same run-directory files."""
     data = load_training_data(workspace / "manifests" / "synthetic.csv", workspace / "cache" / "synthetic" / "fbank.h5",
                               device="cpu")
-    first = TrainConfig.create("shiftcnn", epochs=1)
-    folds = protocol_folds(first, data)
+    folds = protocol_folds(TrainConfig.create(variants[0][0], epochs=1), data)
     batch_size = math.ceil(len(folds[0].train) / 3)  # one epoch = three optimiser steps on fold 1
-    variants = [("shiftcnn", {"shift_proportion": "1/2", "shift_placement": "residual"}, 0, 0),
-                ("shiftcnn", {"shift_proportion": "1/8", "shift_placement": "inplace"}, 1, 0),
-                ("cnn", {}, 2, 0),
-                ("shiftcnn", {"shift_proportion": "1/4", "shift_placement": "tsm-residual",
-                              "shift_bidirectional": True}, 0, 1)]  # another fold: other rows, other step count
     specs = [MemberSpec(TrainConfig.create(head, kwargs, epochs=1, batch_size=batch_size, seed=seed, standardize=True),
                         folds[fold], tmp_path / f"batched{i}") for i, (head, kwargs, seed, fold) in enumerate(variants)]
     results = train_group(specs, data)
@@ -64,6 +60,22 @@ def test_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Pa
         assert files.read_json(spec.out_dir / files.METRICS).keys() == files.read_json(solo / files.METRICS).keys()
     one, other = state_dict(specs[0].out_dir), state_dict(specs[1].out_dir)
     assert not torch.allclose(one["classifier.weight"], other["classifier.weight"], atol=1e-3)  # members differ
+
+
+def test_cnn_family_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path):
+    assert_members_match_solo_runs_after_three_steps(workspace, tmp_path, [
+        ("shiftcnn", {"shift_proportion": "1/2", "shift_placement": "residual"}, 0, 0),
+        ("shiftcnn", {"shift_proportion": "1/8", "shift_placement": "inplace"}, 1, 0),
+        ("cnn", {}, 2, 0),
+        ("shiftcnn", {"shift_proportion": "1/4", "shift_placement": "tsm-residual", "shift_bidirectional": True}, 0, 1),
+    ])  # the last on another fold: other rows, other step count
+
+
+@pytest.mark.parametrize("spec_augment", [False, True])  # with it, each member draws its masks from its own RNG
+def test_linear_probe_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path, spec_augment: bool):
+    options = {"spec_augment": spec_augment}
+    assert_members_match_solo_runs_after_three_steps(workspace, tmp_path, [
+        ("linear", options, 0, 0), ("linear", options, 1, 0), ("linear", options, 2, 1)])
 
 
 def sweep_command(workspace: Path, out: Path) -> list[str]:
