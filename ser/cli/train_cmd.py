@@ -177,6 +177,9 @@ def train(
         raise UserInputError("missing option --head", "choose one with `ser list heads`, e.g. --head shiftcnn")
     if jobs > 1 and teacher:
         raise UserInputError("--jobs is not available with --teacher", "train the teacher's folds with --jobs 1")
+    if jobs > 1 and stream:
+        raise UserInputError(f"--jobs {jobs} needs the cache in memory: its workers are forked with it",
+                             "drop --stream, or use --jobs 1")
     if jobs > 1 and threads is not None and threads > 1:
         raise UserInputError(f"--jobs {jobs} trains each fold on one thread, not --threads {threads}",
                              "drop --threads, or use --jobs 1 --threads N")

@@ -40,7 +40,7 @@ def trained(tmp_path_factory):
     ser("prepare", "synthetic", str(workdir / "audio"), "--speakers", "8", "--sessions", "4", "--per-class", "6",
         workdir=workdir)
     ser("extract", "--model", "fbank", "--device", "cpu", workdir=workdir)
-    result = ser("train", *TRAIN_OPTIONS, "--fold", "all", workdir=workdir)
+    result = ser("train", *TRAIN_OPTIONS, "--fold", "all", "--jobs", "2", workdir=workdir)  # folds side by side
     runs = workdir / "runs" / "synthetic" / "fbank"
     (run_dir,) = list(runs.iterdir())
     return workdir, run_dir, result.stdout
@@ -59,7 +59,7 @@ def test_train_all_folds_is_well_above_chance(trained):
 
 
 def test_rerun_of_a_killed_fold_resumes_to_identical_metrics(trained):
-    workdir, run_dir, _ = trained
+    workdir, run_dir, _ = trained  # fold1 trained side by side (--jobs 2), resumed here alone
     out = workdir / "again"
     command = [sys.executable, "-m", "ser.cli", "train", *TRAIN_OPTIONS, "--fold", "1", "--out", str(out),
                "--workdir", str(workdir)]  # fmt: skip
@@ -96,20 +96,17 @@ def test_unknown_head_is_a_one_line_error(trained):
     assert not list((workdir / "runs").rglob("shiftcnm*")), "a refused run must leave no run directory"
 
 
-def test_folds_trained_side_by_side_equal_folds_trained_one_after_another(trained):
+def test_folds_trained_side_by_side_equal_folds_trained_one_at_a_time(trained):
     import torch
 
-    workdir, run_dir, _ = trained  # trained one fold after another on one thread (OMP_NUM_THREADS=1)
-    out = workdir / "side-by-side"
-    result = ser("train", *TRAIN_OPTIONS, "--fold", "all", "--jobs", "2", "--out", str(out), workdir=workdir)
-    for fold in ("fold1", "fold2", "fold3", "fold4"):
-        assert json.loads((out / fold / "metrics.json").read_text()) == json.loads((run_dir / fold / "metrics.json").read_text())
-        side_by_side = torch.load(out / fold / "model.pt", weights_only=False)["state_dict"]
-        one_by_one = torch.load(run_dir / fold / "model.pt", weights_only=False)["state_dict"]
-        assert all(torch.equal(side_by_side[name], one_by_one[name]) for name in one_by_one)
-    assert result.stdout.count("epoch 8/8") == 4  # every fold's progress reached the terminal
-    summaries = [json.loads((d / "summary.json").read_text())["test"] for d in (out, run_dir)]
-    assert summaries[0] == summaries[1]
+    workdir, run_dir, stdout = trained  # --jobs 2: worker 1 trained fold2, then fold4
+    assert stdout.count("epoch 8/8") == 4  # every worker's progress reached the terminal
+    out = workdir / "alone"
+    ser("train", *TRAIN_OPTIONS, "--fold", "4", "--out", str(out), workdir=workdir)  # one thread (OMP_NUM_THREADS=1)
+    assert json.loads((out / "fold4" / "metrics.json").read_text()) == json.loads((run_dir / "fold4" / "metrics.json").read_text())
+    alone = torch.load(out / "fold4" / "model.pt", weights_only=False)["state_dict"]
+    side_by_side = torch.load(run_dir / "fold4" / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(alone[name], side_by_side[name]) for name in side_by_side)
 
 
 def test_jobs_with_several_threads_or_a_streamed_cache_is_a_one_line_error(trained):
@@ -118,5 +115,5 @@ def test_jobs_with_several_threads_or_a_streamed_cache_is_a_one_line_error(train
     assert result.returncode == 2 and "--jobs 2 trains each fold on one thread" in result.stderr
     streamed = ser("train", *TRAIN_OPTIONS, "--jobs", "2", "--stream", "--out", str(workdir / "refused"),
                    workdir=workdir, check=False)
-    assert streamed.returncode == 2 and "--jobs 2 needs Linux, the CPU, the cache in memory" in streamed.stderr
+    assert streamed.returncode == 2 and "--jobs 2 needs the cache in memory" in streamed.stderr
     assert "Traceback" not in result.stderr + streamed.stderr and not (workdir / "refused").exists()
