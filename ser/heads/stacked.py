@@ -45,6 +45,15 @@ from ser.heads.spec_augment import span_masks
 MemberBatch = tuple[torch.Tensor, torch.Tensor]  # x (B, L, T, D), lengths (B,); B may be 0
 
 
+def sharing_a_batch(inputs: list[MemberBatch]) -> list[list[int]]:
+    """The members, grouped by the batch object they were given (members of one fold and seed
+    draw the same batches): each group's layers are read once."""
+    groups: dict[int, list[int]] = {}
+    for k, (x, _) in enumerate(inputs):
+        groups.setdefault(id(x), []).append(k)
+    return list(groups.values())
+
+
 def stack_key(head) -> tuple | None:
     """What members of one stacked model must share (None: this head cannot be stacked)."""
     for family, stacked in STACKED.items():
@@ -138,10 +147,7 @@ class StackedHeads:
         layer_sum = self.template.layer_sum
         logits = params.get("layer_sum.logits")
         sums: list[torch.Tensor | None] = [None] * len(inputs)
-        by_batch: dict[int, list[int]] = {}
-        for k, (x, _) in enumerate(inputs):
-            by_batch.setdefault(id(x), []).append(k)
-        for members in by_batch.values():
+        for members in sharing_a_batch(inputs):
             selected = layer_sum.select(inputs[members[0]][0])  # (B, L', T, D)
             B, L, T, D = selected.shape
             if logits is None:
@@ -223,10 +229,7 @@ class StackedLinear(StackedHeads):
         logits = params.get("layer_sum.logits")
         rows = max(len(lengths) for _, lengths in inputs)
         pooled: list[torch.Tensor | None] = [None] * len(inputs)
-        by_batch: dict[int, list[int]] = {}
-        for k, (x, _) in enumerate(inputs):
-            by_batch.setdefault(id(x), []).append(k)
-        for members in by_batch.values():
+        for members in sharing_a_batch(inputs):
             x, lengths = inputs[members[0]]
             selected = self.template.layer_sum.select(x)  # (B, L', T, D)
             B, L, T, D = selected.shape
