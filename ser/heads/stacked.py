@@ -74,10 +74,7 @@ def stacked_model(members: Sequence, device: torch.device) -> "StackedHeads":
 def activation_floats_per_frame(head, num_layers: int, dim: int) -> int:
     """Floats one member of a stacked model keeps per frame of its batch in a training step: its
     input (kept for the layer-sum gradient) and the activations autograd keeps."""
-    if type(head) is LinearHead:
-        return num_layers * dim + 2 * dim + 3 * head.project.out_features
-    kw = head.constructor_kwargs
-    return num_layers * dim + kw["num_blocks"] * dim * (3 * kw["mlp_ratio"] + 12) + 8 * dim
+    return num_layers * dim + STACKED[stack_key(head)[0]].floats_per_frame(head, dim)
 
 
 @dataclass(frozen=True)
@@ -130,8 +127,10 @@ class RealFrames:
 
 
 class StackedHeads:
-    """What the stacked families share; `forward(params, inputs, training, rng_states)` → (K, B, C)
-    with stacked parameters `params[name]` (K, …), named as in the members' state dicts."""
+    """What the stacked families share. Each family defines `head_class`, `member_options`,
+    `floats_per_frame(head, dim)` (the activations a member keeps per frame for the backward pass,
+    beyond its input) and `forward(params, inputs, training, rng_states)` → (K, B, C), with stacked
+    parameters `params[name]` (K, …) named as in the members' state dicts."""
 
     head_class: type  # the head each member is
     member_options: tuple[str, ...] = ("name",)  # constructor options in which members may differ
@@ -224,6 +223,10 @@ class StackedLinear(StackedHeads):
 
     head_class = LinearHead
 
+    @staticmethod
+    def floats_per_frame(head: LinearHead, dim: int) -> int:
+        return 2 * dim + 3 * head.project.out_features
+
     def _pooled(self, params: dict, inputs: list[MemberBatch]) -> torch.Tensor:
         """Each member's layer sum averaged over the real frames of its batch → (K, B_max, D)."""
         logits = params.get("layer_sum.logits")
@@ -259,6 +262,11 @@ class StackedCNN(StackedHeads):
 
     head_class = CNNHead
     member_options = ("name", "shift_placement", "shift_blocks", "n_div", "bidirectional")
+
+    @staticmethod
+    def floats_per_frame(head: CNNHead, dim: int) -> int:
+        kw = head.constructor_kwargs
+        return kw["num_blocks"] * dim * (3 * kw["mlp_ratio"] + 12) + 8 * dim
 
     def __init__(self, members: Sequence[CNNHead], device: torch.device):
         super().__init__(members, device)
