@@ -61,7 +61,7 @@ def member_bytes(config: TrainConfig, data: TrainingData) -> int:
     options = head_constructor_options(config.head_kwargs)
     head = create_head(config.head, data.dim, data.num_layers, data.task.num_outputs, **options)
     frames = int(data.lengths.max()) if len(data.lengths) else 1
-    per_frame = activation_floats_per_frame(head, data.num_layers, data.dim)
+    per_frame = activation_floats_per_frame(head, data.num_layers, data.dim, frames)
     parameters = sum(p.numel() for p in head.parameters())
     return BYTES * (config.recipe.batch_size * frames * per_frame + 6 * parameters)
 

@@ -78,6 +78,21 @@ def test_linear_probe_members_match_solo_runs_after_three_steps(workspace: Path,
         ("linear", options, 0, 0), ("linear", options, 1, 0), ("linear", options, 2, 1)])
 
 
+def test_transformer_family_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path):
+    assert_members_match_solo_runs_after_three_steps(workspace, tmp_path, [
+        ("transformer", {}, 0, 0),
+        ("transformer", {"shift_proportion": "1/4", "shift_placement": "residual"}, 1, 0),
+        ("transformer", {"shift_proportion": "1/8", "shift_placement": "inplace", "shift_bidirectional": True}, 0, 1),
+    ])
+
+
+def test_shiftformer_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path):
+    assert_members_match_solo_runs_after_three_steps(workspace, tmp_path, [
+        ("shiftformer", {"shift_proportion": "1/4"}, 0, 0),
+        ("shiftformer", {"shift_proportion": "1/8", "shift_bidirectional": False}, 1, 1),
+    ])
+
+
 def sweep_command(workspace: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "ser.cli", "sweep", "--head", "shiftcnn", "--shift-proportion", "1/2,1/8",
             "--seeds", "0", "--epochs", "3", "--fold", "1", "--threads", "1", "--batch-runs", "on", "--device", "cpu",
