@@ -10,7 +10,9 @@ For each head at D=80 (an fbank cache: 1 layer) and D=768 (a wavlm-base cache: 1
 The masked and unmasked steps take turns (median of --steps each), so drift in this machine's
 load shows in both.
 Each setting runs in its own process (OpenMP reads its wait policy once, at import):
-  default    what `ser` commands do: threads = CPUs this process may use, OMP_WAIT_POLICY=PASSIVE;
+  default    what `ser` commands do: threads = CPUs this process may use, OMP_WAIT_POLICY=PASSIVE,
+             tensors over 2 MiB on huge pages (THP_MEM_ALLOC_ENABLE=1);
+  4k pages   the same without huge pages (THP_MEM_ALLOC_ENABLE=0);
   active     the same threads, spinning while they wait (OMP_WAIT_POLICY=ACTIVE);
   spin 10k   the same threads, libgomp spinning 10,000 (100,000) rounds before it sleeps
   spin 100k  (GOMP_SPINCOUNT; libgomp's own default is 300,000);
@@ -88,12 +90,14 @@ import subprocess
 import sys
 import time
 
-SETTINGS = {  # name: (OpenMP environment, intra-op threads; None = what `ser` commands use)
-    "default": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
-    "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, None),
-    "spin 10k": ({"GOMP_SPINCOUNT": "10000"}, None),
-    "spin 100k": ({"GOMP_SPINCOUNT": "100000"}, None),
-    "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1),
+HUGE_PAGES = {"THP_MEM_ALLOC_ENABLE": "1"}  # what `ser` commands set (ser/training/allocator.py)
+SETTINGS = {  # name: (environment, intra-op threads; None = what `ser` commands use)
+    "default": ({"OMP_WAIT_POLICY": "PASSIVE", **HUGE_PAGES}, None),
+    "4k pages": ({"OMP_WAIT_POLICY": "PASSIVE", "THP_MEM_ALLOC_ENABLE": "0"}, None),
+    "active": ({"OMP_WAIT_POLICY": "ACTIVE", **HUGE_PAGES}, None),
+    "spin 10k": ({"GOMP_SPINCOUNT": "10000", **HUGE_PAGES}, None),
+    "spin 100k": ({"GOMP_SPINCOUNT": "100000", **HUGE_PAGES}, None),
+    "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE", **HUGE_PAGES}, 1),
 }
 HEADS = ("linear", "cnn", "shiftcnn", "lstm", "shiftlstm", "transformer", "shiftformer", "timnet", "ctarnn")
 BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
@@ -208,7 +212,8 @@ def measure(heads: list[str], dims: list[int], steps: int) -> dict[str, dict[str
 def child(setting: str, heads: list[str], dims: list[int], steps: int) -> dict:
     """Run `measure` in a fresh process with the setting's OpenMP policy and thread count."""
     openmp, threads = SETTINGS[setting]
-    env = {name: value for name, value in os.environ.items() if name not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "THP_MEM_ALLOC_ENABLE")}
     env.update(openmp)
     code = ("import json, sys, torch\n"
             "sys.path.insert(0, 'benchmarks')\n"

@@ -26,9 +26,15 @@ copies into one (K, B, T, D) tensor cost more than the products.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import torch
+from ser.training.allocator import prefer_huge_pages
+
+if os.environ.get("THP_MEM_ALLOC_ENABLE") is None:
+    prefer_huge_pages()  # as `ser` commands do, before torch allocates; THP_MEM_ALLOC_ENABLE=0 measures 4 KiB pages
+
+import torch  # noqa: E402
 
 from ser.heads import create_head
 from ser.heads.stacked import stacked_model
@@ -51,12 +57,18 @@ def fastest(steps: list, repeats: int) -> list[float]:
 
 
 def member_heads(name: str, dim: int, layers: int, members: int, device: torch.device) -> list:
-    """K heads of family `name`: ShiftCNN's grid points, or K initialisations of the linear probe."""
+    """K heads of family `name`: its grid points (proportion × placement; Shiftformer: proportion ×
+    direction), or K initialisations of the linear probe."""
     torch.manual_seed(0)
     if name == "linear":
         return [create_head("linear", dim, layers, 4).to(device) for _ in range(members)]
-    return [create_head("shiftcnn", dim, layers, 4, n_div=n_div, shift_placement=placement).to(device)
-            for n_div, placement in (GRID * (members // len(GRID) + 1))[:members]]
+    grid = GRID if name != "shiftformer" else [(n_div, bidirectional) for n_div in (2, 4, 8, 16)
+                                               for bidirectional in (True, False)]
+    points = (grid * (members // len(grid) + 1))[:members]
+    if name == "shiftformer":
+        return [create_head(name, dim, layers, 4, n_div=n_div, bidirectional=bi).to(device) for n_div, bi in points]
+    return [create_head(name, dim, layers, 4, n_div=n_div, shift_placement=placement).to(device)
+            for n_div, placement in points]
 
 
 def compare(name: str, dim: int, layers: int, members: int, device: torch.device,
@@ -90,13 +102,14 @@ def compare(name: str, dim: int, layers: int, members: int, device: torch.device
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--head", choices=("shiftcnn", "linear"), default="shiftcnn")
+    parser.add_argument("--head", choices=("shiftcnn", "transformer", "shiftformer", "linear"), default="shiftcnn")
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"K = {args.members} {args.head} members, B=32, T=250, {device}, {torch.get_num_threads()} threads")
+    print(f"K = {args.members} {args.head} members, B=32, T=250, {device}, {torch.get_num_threads()} threads, "
+          f"THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}")
     for dim, layers in ((80, 1), (768, 13)):
         solo, together = compare(args.head, dim, layers, args.members, device, args.repeats)
         print(f"D={dim:4} × {layers:2} layers: {args.members} solo heads {1000 * solo:9.1f} ms, stacked "

@@ -1,0 +1,33 @@
+"""Large tensors on huge pages: fewer page faults for the big activations of every training step.
+
+A CPU training step allocates the same large tensors each time — a stacked model's (K, N, 4D)
+MLP activations, an attention's (K·B, H, T, T) scores, a wavlm-shaped batch (B, 13, T, 768).
+glibc serves blocks over 32 MiB with a fresh `mmap` and unmaps them on `free`, so each step
+faults every 4 KiB page of them in again. With `THP_MEM_ALLOC_ENABLE=1`, torch aligns blocks
+over 2 MiB to huge pages and asks the kernel for them (`madvise(MADV_HUGEPAGE)`): one fault per
+2 MiB. Measured (8 stacked Shiftformer members at D=80, B=32, T=150-250; /tmp scripts, 3 runs
+each): median step 451-571 ms → 388-443 ms, minor faults per step ~90,000 → ~4,500, peak RSS
+unchanged (876-894 MB vs 888-1,053 MB). Keeping freed blocks in glibc's heap instead
+(`mallopt`) was about as fast but grew the peak RSS by half, so it is not done.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def prefer_huge_pages() -> None:
+    """Ask torch to put blocks over 2 MiB on transparent huge pages (only effective before torch
+    allocates; a value the user set is kept). Without kernel support it changes nothing."""
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
+def huge_pages_available(setting: Path = THP_SETTING) -> bool:
+    """Whether the kernel gives huge pages to a region that asks for them ([always] or [madvise])."""
+    try:
+        return "[never]" not in setting.read_text()
+    except OSError:
+        return False
