@@ -106,11 +106,13 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dims", default="80,768", help="80 (fbank, 1 layer) and/or 768 (wavlm-base, 13 layers)")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"K = {args.members} {args.head} members, B=32, T=250, {device}, {torch.get_num_threads()} threads, "
           f"THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}")
-    for dim, layers in ((80, 1), (768, 13)):
+    for dim in map(int, args.dims.split(",")):
+        layers = 1 if dim == 80 else 13
         solo, together = compare(args.head, dim, layers, args.members, device, args.repeats)
         print(f"D={dim:4} × {layers:2} layers: {args.members} solo heads {1000 * solo:9.1f} ms, stacked "
               f"{1000 * together:9.1f} ms, ratio {together / solo:.2f}")
