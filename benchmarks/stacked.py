@@ -21,6 +21,12 @@ Linear probe (`--head linear --repeats 3`), after its stacked form averaged over
 Linear (the two commute): D=80 3.0 vs 105.8 ms (0.03), D=768 × 13 layers 153 vs 880 ms (0.17).
 Stacking it frame by frame like the CNN had taken 1.43 and 1.79: for a probe this thin the
 copies into one (K, B, T, D) tensor cost more than the products.
+Transformer family and huge pages, 2026-12-01, `--dims 80 --repeats 3`, each head run with
+THP_MEM_ALLOC_ENABLE=1 (what `ser` sets) and =0, stacked / solo: shiftformer 1.14 (572 vs
+504 ms) and 1.59 (983 vs 620 ms); transformer 1.35 (17.5 vs 12.9 s) and 1.69 (34.2 vs 20.3 s);
+shiftcnn 1.08 (649 vs 602 ms) and 1.00 (666 vs 669 ms). Without huge pages every large stacked
+tensor is page-faulted in again each step (ser/training/allocator.py); the solo transformer
+itself took 1.57x longer on 4 KiB pages.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ random weights), <= 0.1 on a GPU.
     python benchmarks/sweep.py --device cuda --jobs 4
 
 Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only).
+With tensors on huge pages (THP_MEM_ALLOC_ENABLE=1, set by every `ser` command), fbank, same
+options as below: batched / separate 0.163, one by one / separate 0.158, batched / one by one
+1.03 (training phase 17.9 vs 16.1 s).
 Latest (workers forked, not spawned: they start at once, with the cache already loaded):
 - fbank, `--epochs 5 --speakers 4 --sessions 2 --per-class 8`, three runs: batched / separate
   0.197, 0.225, 0.193; one by one / separate 0.189, 0.211, 0.188; batched / one by one 1.04,
