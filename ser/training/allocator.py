@@ -14,9 +14,6 @@ unchanged (876-894 MB vs 888-1,053 MB). Keeping freed blocks in glibc's heap ins
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
 def prefer_huge_pages() -> None:
@@ -24,10 +21,3 @@ def prefer_huge_pages() -> None:
     allocates; a value the user set is kept). Without kernel support it changes nothing."""
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-
-def huge_pages_available(setting: Path = THP_SETTING) -> bool:
-    """Whether the kernel gives huge pages to a region that asks for them ([always] or [madvise])."""
-    try:
-        return "[never]" not in setting.read_text()
-    except OSError:
-        return False

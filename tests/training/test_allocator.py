@@ -4,9 +4,9 @@ import os
 import subprocess
 import sys
 
-import pytest
+from pathlib import Path
 
-from ser.training.allocator import huge_pages_available
+import pytest
 
 # Allocates and fills a 256 MiB tensor three times; prints the minor page faults of the last two.
 FAULTS = """
@@ -31,6 +31,14 @@ except SystemExit:
     pass
 print(os.environ["THP_MEM_ALLOC_ENABLE"], file=sys.stderr)
 """
+
+
+def huge_pages_available(setting: Path = Path("/sys/kernel/mm/transparent_hugepage/enabled")) -> bool:
+    """Whether the kernel gives huge pages to a region that asks for them ([always] or [madvise])."""
+    try:
+        return "[never]" not in setting.read_text()
+    except OSError:
+        return False
 
 
 def page_faults(**env: str) -> int:

@@ -69,11 +69,11 @@ class StackedTransformer(StackedHeads):
         qkv = frames.put(self._linear(frames.take(x), params[f"{prefix}.qkv.weight"], params[f"{prefix}.qkv.bias"]))
         q, k, v = qkv.view(K * B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (K·B, H, T, Dh) each
         scores = q @ k.transpose(-2, -1)  # (K·B, H, T, T)
-        steps = torch.arange(T, device=x.device)
         if isinstance(attention, RelativeKeyQueryAttention):
             scores = (scores + self._relative_positions(q, k, params, prefix, attention.max_distance, K)) * attention.scale
         else:  # relative-bias: SDPA's default scale, then the bias of each member's head and distance
             reach = attention.max_distance
+            steps = torch.arange(T, device=x.device)
             distance = (steps[None, :] - steps[:, None]).clamp(-reach, reach) + reach  # (T, T)
             bias = params[f"{prefix}.relative_bias"][:, distance].permute(0, 3, 1, 2)  # (K, H, T, T)
             scores = (scores * (D // H) ** -0.5).view(K, B, H, T, T) + bias[:, None].to(scores.dtype)
