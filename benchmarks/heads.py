@@ -74,6 +74,13 @@ Findings, 2 cores:
   busy/idle was 1.06-2.66 and 1 thread's 1.32-2.29 in the same run, so PASSIVE stays the default.
   Busy/idle is noisy from run to run (timnet default 2.13 here, 2.50 an hour earlier); with two
   spinning processes on two cores it cannot fall much below the idle two-thread speed-up.
+- Huge pages, 2026-12-01, `--heads shiftcnn,timnet,lstm --steps 2 --settings "default,4k pages"`
+  (one run): no consistent difference for solo heads (idle ms default / 4k pages: shiftcnn@80
+  192 / 110, timnet@80 350 / 248, lstm@80 339 / 320, shiftcnn@768 5421 / 4358, timnet@768 266 /
+  292, lstm@768 5038 / 4688; the idle phases ran one after the other and the first was slower);
+  busy/idle default 1.58, 0.75, 0.41, 1.83, 1.56, 1.81 against 4k pages 1.40, 1.39, 0.79, 1.68,
+  1.72, 1.61. Huge pages pay where tensors are far above glibc's 32 MiB mmap threshold: stacked
+  models and attention (benchmarks/stacked.py).
 - `transformer` at D=80 takes about 2-3 s a step: its reference relative key-query attention
   with 10 heads of size 8 builds (B, H, T, T) tensors of 20M elements (scores, two position
   terms, softmax), and a (B, H, T, 8) x (8, 2T) product per position term.
