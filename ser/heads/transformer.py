@@ -25,6 +25,13 @@ def default_attention_heads(dim: int, preferred: int = 12) -> int:
 ATTENTIONS = ("relative-key-query", "relative-bias")
 
 
+def relative_index(length: int, reach: int, device: torch.device) -> torch.Tensor:
+    """(T, T): for query i and key j, i − j clipped to ±reach, plus reach — the row of a table of
+    2·reach + 1 distances. Its transpose gives j − i."""
+    steps = torch.arange(length, device=device)
+    return (steps[:, None] - steps[None, :]).clamp(-reach, reach) + reach
+
+
 class RelativeKeyQueryAttention(nn.Module):
     """ShiftSER's self-attention (its models/transformer.py): BERT's `relative_key_query` scores
     (q·k + q·r + k·r)·d^-0.5, where r = E[i − j] comes from ONE table E of 2·max_distance + 1
@@ -47,8 +54,7 @@ class RelativeKeyQueryAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
         reach = min(T - 1, self.max_distance)  # only the distances this length can hold
         table = self.distance_embedding.weight[self.max_distance - reach: self.max_distance + reach + 1]  # (K, Dh)
-        steps = torch.arange(T, device=x.device)
-        index = (steps[:, None] - steps[None, :]).clamp(-reach, reach) + reach  # (T, T): query i, key j → E[i − j]
+        index = relative_index(T, reach, x.device)  # (T, T): query i, key j → E[i − j]
         query_position = (q @ table.T.to(q.dtype)).gather(-1, index.expand(B, self.heads, T, T))  # (B, H, Ti, Tj)
         key_position = (k @ table.T.to(k.dtype)).gather(-1, index.T.expand(B, self.heads, T, T))  # (B, H, Tj, Ti)
         scores = (q @ k.transpose(-2, -1) + query_position + key_position.transpose(-2, -1)) * self.scale  # (B, H, T, T)
@@ -71,9 +77,8 @@ class RelativeBiasAttention(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
-        steps = torch.arange(T, device=x.device)
-        distance = (steps[None, :] - steps[:, None]).clamp(-self.max_distance, self.max_distance)  # (T, T)
-        bias = self.relative_bias[distance + self.max_distance].permute(2, 0, 1)  # (H, T, T)
+        distance = relative_index(T, self.max_distance, x.device).T  # (T, T): query i, key j → j − i
+        bias = self.relative_bias[distance].permute(2, 0, 1)  # (H, T, T)
         keys = frame_mask(lengths.to(x.device), T)[:, None, None, :]  # (B, 1, 1, T)
         mask = bias[None].to(q.dtype).masked_fill(~keys, float("-inf"))  # (B, H, T, T)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)

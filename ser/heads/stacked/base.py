@@ -36,7 +36,7 @@ class MemberShift:
     on_branch: bool
 
 
-def member_shift(head, block: int, dim: int) -> MemberShift | None:
+def _member_shift(head, block: int, dim: int) -> MemberShift | None:
     placement = head.blocks[block].placement
     if placement == "none":
         return None
@@ -45,12 +45,14 @@ def member_shift(head, block: int, dim: int) -> MemberShift | None:
                        placement in ("tsm-residual", "inplace"))
 
 
-def shift_stride(members: Sequence) -> int:
-    """The stride every member shifts by (1 when none shifts)."""
+def block_shifts(members: Sequence, dim: int) -> tuple[int, list[list[MemberShift | None]]]:
+    """The stride every member shifts by (1 when none shifts) and, per block and per member, its
+    shift there (None: none)."""
     strides = {block.shift.stride for head in members for block in head.blocks if block.shift is not None}
     if len(strides) > 1:
         raise UserInputError("members of one stacked model must share the shift stride")
-    return strides.pop() if strides else 1
+    shifts = [[_member_shift(head, index, dim) for head in members] for index in range(len(members[0].blocks))]
+    return (strides.pop() if strides else 1), shifts
 
 
 class RealFrames:
@@ -174,7 +176,7 @@ class StackedHeads:
     def _shifted(self, x: torch.Tensor, valid: torch.Tensor, shifts: list, where: str) -> torch.Tensor:
         """x (K, B, T, D) with the shift of each member whose placement puts it `where` ("shortcut" or
         "branch"; a replacement shift is on the shortcut) applied to its own channels; padding stays
-        zero. x itself when no member does. Needs `self.stride` (see shift_stride)."""
+        zero. x itself when no member does. Needs `self.stride` (see block_shifts)."""
         moved = [shift is not None and getattr(shift, f"on_{where}") for shift in shifts]
         if not any(moved):
             return x

@@ -30,7 +30,7 @@ import torch
 from torch.nn import functional as F
 
 from ser.heads.cnn import CNNHead
-from ser.heads.stacked.base import RealFrames, StackedHeads, member_shift, shift_stride
+from ser.heads.stacked.base import RealFrames, StackedHeads, block_shifts
 
 
 class StackedCNN(StackedHeads):
@@ -49,9 +49,7 @@ class StackedCNN(StackedHeads):
         first = members[0]
         self.dim = first.classifier.in_features
         self.kernel_size = first.blocks[0].dwconv.kernel_size[0]
-        self.stride = shift_stride(members)
-        # per block, per member: its shift there (None: none)
-        self.block_shifts = [[member_shift(head, index, self.dim) for head in members] for index in range(len(first.blocks))]
+        self.stride, self.block_shifts = block_shifts(members, self.dim)  # per block, per member: its shift (None: none)
 
     # ---- the stages -------------------------------------------------------------------------
 

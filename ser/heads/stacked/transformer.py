@@ -20,8 +20,8 @@ import torch
 from torch.nn import functional as F
 
 from ser.heads.masking import frame_mask
-from ser.heads.stacked.base import RealFrames, StackedHeads, member_shift, shift_stride
-from ser.heads.transformer import RelativeKeyQueryAttention, TransformerHead
+from ser.heads.stacked.base import RealFrames, StackedHeads, block_shifts
+from ser.heads.transformer import RelativeKeyQueryAttention, TransformerHead, relative_index
 
 
 class StackedTransformer(StackedHeads):
@@ -49,8 +49,7 @@ class StackedTransformer(StackedHeads):
         super().__init__(members, device)
         first = members[0]
         self.dim = first.classifier.in_features
-        self.stride = shift_stride(members)
-        self.block_shifts = [[member_shift(head, index, self.dim) for head in members] for index in range(len(first.blocks))]
+        self.stride, self.block_shifts = block_shifts(members, self.dim)  # per block, per member: its shift (None: none)
         self.attentions = [getattr(block, "attention", None) for block in first.blocks]  # the template's, for its settings
 
     # ---- the stages -------------------------------------------------------------------------
@@ -72,9 +71,7 @@ class StackedTransformer(StackedHeads):
         if isinstance(attention, RelativeKeyQueryAttention):
             scores = (scores + self._relative_positions(q, k, params, prefix, attention.max_distance, K)) * attention.scale
         else:  # relative-bias: SDPA's default scale, then the bias of each member's head and distance
-            reach = attention.max_distance
-            steps = torch.arange(T, device=x.device)
-            distance = (steps[None, :] - steps[:, None]).clamp(-reach, reach) + reach  # (T, T)
+            distance = relative_index(T, attention.max_distance, x.device).T  # (T, T): query i, key j → j − i
             bias = params[f"{prefix}.relative_bias"][:, distance].permute(0, 3, 1, 2)  # (K, H, T, T)
             scores = (scores * (D // H) ** -0.5).view(K, B, H, T, T) + bias[:, None].to(scores.dtype)
             scores = scores.view(K * B, H, T, T)
@@ -93,8 +90,7 @@ class StackedTransformer(StackedHeads):
         KB, H, T, Dh = q.shape
         reach = min(T - 1, max_distance)
         table = params[f"{prefix}.distance_embedding.weight"][:, max_distance - reach: max_distance + reach + 1]  # (K, R, Dh)
-        steps = torch.arange(T, device=q.device)
-        index = (steps[:, None] - steps[None, :]).clamp(-reach, reach) + reach  # (T, T): query i, key j → E[i − j]
+        index = relative_index(T, reach, q.device)  # (T, T): query i, key j → E[i − j]
         per_member = table.transpose(1, 2).to(q.dtype)  # (K, Dh, R)
         query_position = (q.reshape(K, -1, Dh) @ per_member).view(KB, H, T, -1).gather(-1, index.expand(KB, H, T, T))
         key_position = (k.reshape(K, -1, Dh) @ per_member).view(KB, H, T, -1).gather(-1, index.T.expand(KB, H, T, T))
