@@ -5,10 +5,11 @@ MLP activations, an attention's (K·B, H, T, T) scores, a wavlm-shaped batch (B,
 glibc serves blocks over 32 MiB with a fresh `mmap` and unmaps them on `free`, so each step
 faults every 4 KiB page of them in again. With `THP_MEM_ALLOC_ENABLE=1`, torch aligns blocks
 over 2 MiB to huge pages and asks the kernel for them (`madvise(MADV_HUGEPAGE)`): one fault per
-2 MiB. Measured (8 stacked Shiftformer members at D=80, B=32, T=150-250; /tmp scripts, 3 runs
-each): median step 451-571 ms → 388-443 ms, minor faults per step ~90,000 → ~4,500, peak RSS
-unchanged (876-894 MB vs 888-1,053 MB). Keeping freed blocks in glibc's heap instead
-(`mallopt`) was about as fast but grew the peak RSS by half, so it is not done.
+2 MiB. Measured: `benchmarks/stacked.py --head shiftformer --dims 80` (8 stacked members against
+8 solo heads) took 572 vs 504 ms per step with huge pages and 983 vs 620 ms without; a 12-step
+loop of that stacked model went from ~90,000 minor faults per step to ~4,500, with the same
+peak RSS. Keeping freed blocks in glibc's heap instead (`mallopt`) was about as fast but grew
+the peak RSS by half, so it is not done.
 """
 
 from __future__ import annotations
