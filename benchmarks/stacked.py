@@ -27,6 +27,14 @@ THP_MEM_ALLOC_ENABLE=1 (what `ser` sets) and =0, stacked / solo: shiftformer 1.1
 shiftcnn 1.08 (649 vs 602 ms) and 1.00 (666 vs 669 ms). Without huge pages every large stacked
 tensor is page-faulted in again each step (ser/training/allocator.py); the solo transformer
 itself took 1.57x longer on 4 KiB pages.
+LSTM, TIM-Net and CTA-RNN families, 2026-12-01, K=8 initialisations, `--repeats 3` (2 for
+ctarnn), stacked / solo: timnet D=80 1.11-1.43 over four runs (1.4 s vs 1.3 s), D=768 × 13
+layers 1.06 (1.91 vs 1.81 s; 2.66 while the shared layer sum was one matmul that copied the
+input transposed, 1.90 while the members' layer sums were padded into one (K, B, T, D) tensor);
+lstm D=80 1.40-1.80 (0.9-1.3 s vs 0.65-0.81 s); ctarnn D=80 2.22 (9.0 vs 4.1 s). torch runs a
+solo LSTM as one fused oneDNN kernel on CPU, the stacked families step through time with a few
+batched kernels per step (heads/stacked/recurrence.py), so on CPU they cost more; on a GPU the
+same loop is one launch per step for all K members instead of K.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import torch  # noqa: E402
 from ser.heads import create_head
 from ser.heads.stacked import stacked_model
 
+SEEDS_ONLY = ("linear", "timnet", "lstm", "ctarnn")
 GRID = [(n_div, placement) for n_div in (2, 4, 8, 16) for placement in ("residual", "inplace")]
 
 
@@ -64,10 +73,10 @@ def fastest(steps: list, repeats: int) -> list[float]:
 
 def member_heads(name: str, dim: int, layers: int, members: int, device: torch.device) -> list:
     """K heads of family `name`: its grid points (proportion × placement; Shiftformer: proportion ×
-    direction), or K initialisations of the linear probe."""
+    direction), or K initialisations (as seeds give) of a head without a shift grid here."""
     torch.manual_seed(0)
-    if name == "linear":
-        return [create_head("linear", dim, layers, 4).to(device) for _ in range(members)]
+    if name in SEEDS_ONLY:
+        return [create_head(name, dim, layers, 4).to(device) for _ in range(members)]
     grid = GRID if name != "shiftformer" else [(n_div, bidirectional) for n_div in (2, 4, 8, 16)
                                                for bidirectional in (True, False)]
     points = (grid * (members // len(grid) + 1))[:members]
@@ -108,7 +117,7 @@ def compare(name: str, dim: int, layers: int, members: int, device: torch.device
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--head", choices=("shiftcnn", "transformer", "shiftformer", "linear"), default="shiftcnn")
+    parser.add_argument("--head", choices=("shiftcnn", "transformer", "shiftformer", *SEEDS_ONLY), default="shiftcnn")
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)

@@ -73,8 +73,8 @@ Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="Intra-
                    "process (default 1), or of a stacked model trained in the sweep process (GPU, or --jobs 1; "
                    "default: the CPUs this process may use).")]
 BatchRuns = Annotated[str, typer.Option("--batch-runs", help="on: runs of one head family that share a graph "
-                      "(cnn/shiftcnn and transformer/shiftformer: seeds, folds, proportions, placements; linear: seeds, folds, "
-                      "learning rates) "
+                      "(cnn/shiftcnn, transformer/shiftformer, lstm/shiftlstm: seeds, folds, proportions, placements; timnet, "
+                      "ctarnn: seeds, folds; linear: seeds, folds, learning rates) "
                       "train as stacked models (on CPU one per worker); off: one by one; auto (default): on with a "
                       "GPU, off on CPU (no faster there for the CNN family, and a run alone matches `ser train` "
                       "exactly; linear-probe sweeps are several times faster with on).")]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -10,6 +10,25 @@ from torch import nn
 from ser.heads.base import Head
 from ser.heads.lstm import run_lstm_over_lengths
 from ser.heads.masking import AttentivePooling, frame_mask, zero_padding
+
+
+def channel_gates(selected: torch.Tensor, mask: torch.Tensor, mlp: Callable) -> torch.Tensor:
+    """Per-utterance layer gates from selected layers (B, L', T, D) with padding zero and frame mask
+    (B, T): sigmoid(mlp(masked mean) + mlp(masked max)) over (time, features) → (B, L')."""
+    real = mask[:, None, :, None]  # (B, 1, T, 1)
+    count = mask.sum(dim=1).to(selected.dtype) * selected.shape[-1]  # (B,)
+    mean = (selected * real).sum(dim=(2, 3)) / count[:, None]  # (B, L')
+    peak = selected.masked_fill(~real, float("-inf")).amax(dim=(2, 3))  # (B, L')
+    return torch.sigmoid(mlp(mean) + mlp(peak))
+
+
+def temporal_gates(gated: torch.Tensor, mask: torch.Tensor, conv: Callable) -> torch.Tensor:
+    """Per-frame gates from gated layers (B, L', T, D): sigmoid(conv([mean; max] over layers and
+    features)) → (B, T); padded frames give 0 descriptors."""
+    mean = gated.mean(dim=(1, 3))  # (B, T)
+    peak = gated.amax(dim=(1, 3))  # (B, T)
+    descriptors = torch.stack([mean, peak], dim=1) * mask[:, None, :].to(gated.dtype)  # (B, 2, T)
+    return torch.sigmoid(conv(descriptors)).squeeze(1)  # (B, T)
 
 
 class CTARNNHead(Head):
@@ -54,18 +73,11 @@ class CTARNNHead(Head):
 
     def channel_gates(self, selected: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-utterance layer gates from selected (B, L', T, D) → (B, L')."""
-        real = mask[:, None, :, None]  # (B, 1, T, 1)
-        count = mask.sum(dim=1).to(selected.dtype) * selected.shape[-1]  # (B,)
-        mean = (selected * real).sum(dim=(2, 3)) / count[:, None]  # (B, L')
-        peak = selected.masked_fill(~real, float("-inf")).amax(dim=(2, 3))  # (B, L')
-        return torch.sigmoid(self.channel_mlp(mean) + self.channel_mlp(peak))
+        return channel_gates(selected, mask, self.channel_mlp)
 
     def temporal_gates(self, gated: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per-frame gates from gated layers (B, L', T, D) → (B, T); padded frames give 0 descriptors."""
-        mean = gated.mean(dim=(1, 3))  # (B, T)
-        peak = gated.amax(dim=(1, 3))  # (B, T)
-        descriptors = torch.stack([mean, peak], dim=1) * mask[:, None, :].to(gated.dtype)  # (B, 2, T)
-        return torch.sigmoid(self.temporal_conv(descriptors)).squeeze(1)  # (B, T)
+        """Per-frame gates from gated layers (B, L', T, D) → (B, T)."""
+        return temporal_gates(gated, mask, self.temporal_conv)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         selected = self.layer_sum.select(x)  # (B, L', T, D)

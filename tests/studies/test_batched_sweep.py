@@ -5,6 +5,7 @@ Real fbank cache of a small synthetic corpus, the real trainer and the real `ser
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,9 +38,15 @@ def state_dict(run_dir: Path) -> dict:
     return files.load_torch(run_dir / files.MODEL)["state_dict"]
 
 
-def assert_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path, variants: list) -> None:
+def assert_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path, variants: list,
+                                                     noise_driven: str = "") -> None:
     """Train `variants` (head, options, seed, fold index) as one stacked model for three optimiser
-    steps, then each alone; parameters within 1e-5 and the same run-directory files."""
+    steps, then each alone; parameters within 1e-5 and the same run-directory files.
+
+    Parameters whose names match `noise_driven` get 1e-4: a bias right before a training-mode
+    BatchNorm has a true gradient of 0 (the norm subtracts the batch mean), so Adam turns its
+    float32 rounding noise into steps of up to the lr, and two exact implementations round
+    differently. 1e-4 is a tenth of one Adam step at lr 1e-3; a real gradient error moves more."""
     data = load_training_data(workspace / "manifests" / "synthetic.csv", workspace / "cache" / "synthetic" / "fbank.h5",
                               device="cpu")
     folds = protocol_folds(TrainConfig.create(variants[0][0], epochs=1), data)
@@ -54,7 +61,8 @@ def assert_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: 
         batched, alone = state_dict(spec.out_dir), state_dict(solo)
         assert batched.keys() == alone.keys()
         for name in batched:
-            assert torch.allclose(batched[name], alone[name], atol=1e-5, rtol=0), (i, name)
+            tolerance = 1e-4 if re.fullmatch(noise_driven, name) else 1e-5
+            assert torch.allclose(batched[name], alone[name], atol=tolerance, rtol=0), (i, name)
         assert sorted(p.name for p in spec.out_dir.iterdir()) == sorted(p.name for p in solo.iterdir())
         assert files.read_json(spec.out_dir / files.CONFIG) == files.read_json(solo / files.CONFIG)
         assert files.read_json(spec.out_dir / files.METRICS).keys() == files.read_json(solo / files.METRICS).keys()
@@ -91,6 +99,35 @@ def test_shiftformer_members_match_solo_runs_after_three_steps(workspace: Path, 
         ("shiftformer", {"shift_proportion": "1/4"}, 0, 0),
         ("shiftformer", {"shift_proportion": "1/8", "shift_bidirectional": False}, 1, 1),
     ])
+
+
+def test_timnet_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path):
+    # dropout 0.1 (the preset's): each member's channel masks come from its own RNG state;
+    # the BatchNorm running statistics are compared too (they are in the state dict)
+    options = {"num_blocks": 3}
+    assert_members_match_solo_runs_after_three_steps(workspace, tmp_path, [
+        ("timnet", options, 0, 0), ("timnet", options, 1, 0), ("timnet", options, 2, 1)],
+        noise_driven=r"(forward|backward)_blocks\.\d+\.convs\.\d+\.bias")
+
+
+def test_lstm_family_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path):
+    # the BiLSTMs as one grouped recurrence; each member's in-place shift its own; SpecAugment on (the preset's)
+    assert_members_match_solo_runs_after_three_steps(workspace, tmp_path, [
+        ("shiftlstm", {}, 0, 0),
+        ("shiftlstm", {"shift_proportion": "1/8", "shift_bidirectional": True}, 1, 0),
+        ("lstm", {}, 2, 1)])
+
+
+def test_lstm_members_with_dropout_between_layers_match_solo_runs(workspace: Path, tmp_path: Path):
+    options = {"lstm_layers": 2, "dropout": 0.2, "hidden_size": 16}
+    assert_members_match_solo_runs_after_three_steps(workspace, tmp_path, [
+        ("lstm", options, 0, 0), ("lstm", options, 1, 1)])
+
+
+def test_ctarnn_members_match_solo_runs_after_three_steps(workspace: Path, tmp_path: Path):
+    # the preset's dropout 0.1 between its two LSTM layers and before the classifier, drawn per member
+    assert_members_match_solo_runs_after_three_steps(workspace, tmp_path, [
+        ("ctarnn", {"hidden_size": 16}, 0, 0), ("ctarnn", {"hidden_size": 16}, 1, 0), ("ctarnn", {"hidden_size": 16}, 2, 1)])
 
 
 def sweep_command(workspace: Path, out: Path) -> list[str]:

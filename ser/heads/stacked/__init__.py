@@ -1,11 +1,13 @@
 """K heads of one family as ONE computation: batched matmuls, grouped kernels, per-member masks.
 
-Three families stack: `StackedCNN` (cnn/shiftcnn), `StackedTransformer` (transformer/shiftformer)
-and `StackedLinear` (the SUPERB linear probe). Each holds every member's parameters stacked on a
+Every head family of the ablation grids stacks: `StackedCNN` (cnn/shiftcnn), `StackedTransformer`
+(transformer/shiftformer), `StackedLSTM` (lstm/shiftlstm), `StackedTIMNet`, `StackedCTARNN` and
+`StackedLinear` (the SUPERB linear probe). Each holds every member's parameters stacked on a
 leading axis K and runs all of them in one forward pass; `stacked_model` picks the family. What
 they share is in `base.py`: each member's layer sum of its own batch, the batches padded to one
 (K, B, T, D) tensor (every head is padding-invariant, so a member computes what its solo head
-computes), SpecAugment drawn from each member's own RNG state, per-frame layers on real frames.
+computes), SpecAugment and dropout drawn from each member's own RNG state, per-frame layers on
+real frames. `recurrence.py` runs the members' LSTMs as one grouped recurrence.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ import torch
 from ser.errors import UserInputError
 from ser.heads.stacked.base import MemberBatch, StackedHeads, rng_state, set_rng_state
 from ser.heads.stacked.cnn import StackedCNN
+from ser.heads.stacked.ctarnn import StackedCTARNN
 from ser.heads.stacked.linear import StackedLinear
+from ser.heads.stacked.lstm import StackedLSTM
+from ser.heads.stacked.timnet import StackedTIMNet
 from ser.heads.stacked.transformer import StackedTransformer
 
 __all__ = ["MemberBatch", "STACKED", "activation_floats_per_frame", "rng_state", "set_rng_state", "stack_key",
            "stacked_model"]
 
-STACKED: dict[str, type[StackedHeads]] = {"cnn": StackedCNN, "transformer": StackedTransformer, "linear": StackedLinear}
+STACKED: dict[str, type[StackedHeads]] = {"cnn": StackedCNN, "transformer": StackedTransformer, "linear": StackedLinear,
+                                          "timnet": StackedTIMNet, "lstm": StackedLSTM, "ctarnn": StackedCTARNN}
 
 
 def stack_key(head) -> tuple | None:

@@ -4,7 +4,7 @@ layer sums and SpecAugment, the per-member temporal shift, per-frame work on rea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -123,7 +123,8 @@ class StackedHeads:
                     sums[k] = selected[:, 0]
                 continue
             weights = logits[members].softmax(dim=1).to(selected.dtype)  # (G, L')
-            summed = torch.matmul(weights, selected.flatten(2)).view(B, len(members), T, D)  # (B, G, T, D), no input copy
+            # a batched product as the solo layer sum does: matmul would copy the input transposed
+            summed = torch.bmm(weights.expand(B, -1, -1), selected.flatten(2)).view(B, len(members), T, D)  # (B, G, T, D)
             for k, member_sum in zip(members, summed.unbind(1)):
                 sums[k] = member_sum
         return sums
@@ -172,6 +173,28 @@ class StackedHeads:
         if training and self.spec_augment is not None:
             x = self._spec_augment(x, [l.to(x.device) for _, l in inputs], params, rng_states)
         return x, lengths, valid
+
+    def _dropout_scales(self, inputs: list[MemberBatch], rng_states: list[torch.Tensor], p: float,
+                        shapes: Callable[[int, int], list[tuple[int, ...]]], device: torch.device) -> list[torch.Tensor]:
+        """Each member's dropout scale factors (0 or 1/(1-p)), drawn from its RNG state as F.dropout
+        draws them in the solo head: `shapes(B_k, T_k)` lists the tensors that head drops, in order.
+        Each is zero-padded to the largest member's shape and stacked → [(K, …)]. Members without a
+        batch draw nothing. Call after `_padded`, whose SpecAugment draws come first."""
+        rows, frames = max(len(lengths) for _, lengths in inputs), max(1, max(x.shape[2] for x, _ in inputs))
+        padded = shapes(rows, frames)
+        scales = [torch.zeros(len(inputs), *shape, device=device) for shape in padded]
+        outside = rng_state(device)
+        try:
+            for k, (x, lengths) in enumerate(inputs):
+                if len(lengths) == 0:
+                    continue
+                set_rng_state(device, rng_states[k])
+                for scale, shape in zip(scales, shapes(len(lengths), x.shape[2])):
+                    scale[k][tuple(slice(0, n) for n in shape)] = torch.empty(shape, device=device).bernoulli_(1 - p).div_(1 - p)
+                rng_states[k] = rng_state(device)
+        finally:
+            set_rng_state(device, outside)
+        return scales
 
     def _shifted(self, x: torch.Tensor, valid: torch.Tensor, shifts: list, where: str) -> torch.Tensor:
         """x (K, B, T, D) with the shift of each member whose placement puts it `where` ("shortcut" or

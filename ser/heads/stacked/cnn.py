@@ -30,7 +30,7 @@ import torch
 from torch.nn import functional as F
 
 from ser.heads.cnn import CNNHead
-from ser.heads.stacked.base import RealFrames, StackedHeads, block_shifts
+from ser.heads.stacked.base import MemberBatch, RealFrames, StackedHeads, block_shifts
 
 
 class StackedCNN(StackedHeads):
