@@ -329,6 +329,7 @@ def train_group(specs: list[MemberSpec], data: TrainingData, progress: MemberPro
                 progress(indices[k], epoch + 1, members[k].epochs, members[k].last_row)
         if write_now:
             last_checkpoint = time.perf_counter()
+    group.model.release()
     for k, m in enumerate(members):
         if not m.alive:
             results[indices[k]].error = m.error

@@ -109,6 +109,10 @@ class StackedHeads:
         self.spec_augment = members[0].spec_augment
         self.size = len(members)
 
+    def release(self) -> None:
+        """Give the members back buffers of their own (for families whose buffers are views of a
+        stacked tensor), before their heads are saved or used alone."""
+
     def _layer_sums(self, params: dict, inputs: list[MemberBatch]) -> list[torch.Tensor]:
         """Each member's weighted layer sum of its own batch → [(B_k, T_k, D)]; members that share
         a batch object are summed in one matmul."""

@@ -91,7 +91,15 @@ class StackedTIMNet(StackedHeads):
                 for g, norm in enumerate(groups):
                     for name in _BUFFERS:
                         setattr(norm, name, running[name][level, sub, g])  # a view: the stacked tensor is the buffer
+        self.shared_norms = [norm for per_sub in norms for groups in per_sub for norm in groups]
         return running
+
+    def release(self) -> None:
+        """Each member's BatchNorm buffers become its own tensors again (a saved view would carry
+        the whole stacked tensor)."""
+        for norm in self.shared_norms:
+            for name in _BUFFERS:
+                setattr(norm, name, getattr(norm, name).clone())
 
     @staticmethod
     def _norms(head: TIMNetHead, level: int, sub: int) -> list:
