@@ -74,6 +74,12 @@ Findings, 2 cores:
   busy/idle was 1.06-2.66 and 1 thread's 1.32-2.29 in the same run, so PASSIVE stays the default.
   Busy/idle is noisy from run to run (timnet default 2.13 here, 2.50 an hour earlier); with two
   spinning processes on two cores it cannot fall much below the idle two-thread speed-up.
+- 2026-12-02, `--heads timnet,shiftcnn,lstm --steps 3 --settings "default,1 thread"` (load
+  average 3.2 before), masked/unmasked idle at D=80 / D=768: timnet 0.88 / 0.67, shiftcnn
+  1.04 / 0.99, lstm 1.04 / 1.00. Busy/idle, default: timnet 1.72 / 1.39, shiftcnn 1.46 / 2.37,
+  lstm 0.36 / 2.76 (its idle D=80 phase was slow: 294 ms against 90 ms with 1 thread); 1 thread:
+  1.42 / 1.47, 1.40 / 1.57, 1.61 / 1.40. The D=768 heads whose second thread nearly halves the
+  idle step (shiftcnn 2345 vs 5443 ms) are the ones over 2x busy, as above.
 - Huge pages, 2026-12-01, `--heads shiftcnn,timnet,lstm --steps 2 --settings "default,4k pages"`
   (one run): no consistent difference for solo heads (idle ms default / 4k pages: shiftcnn@80
   192 / 110, timnet@80 350 / 248, lstm@80 339 / 320, shiftcnn@768 5421 / 4358, timnet@768 266 /

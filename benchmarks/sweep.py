@@ -14,6 +14,11 @@ random weights), <= 0.1 on a GPU.
     python benchmarks/sweep.py --device cuda --jobs 4
 
 Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only).
+2026-12-02, after every head family stacked (same fbank options as below, one run): batched /
+separate 0.204, one by one / separate 0.171, batched / one by one 1.19 (training phase 15.5 vs
+12.5 s; the 16 separate runs spend 50 of their 95 s importing). benchmarks/stacked.py
+--head shiftcnn --dims 80 gave 1.29 at this commit and 1.15 at the commit before the LSTM,
+TIM-Net and CTA-RNN families (same session, --repeats 5), within this machine's drift.
 With tensors on huge pages (THP_MEM_ALLOC_ENABLE=1, set by every `ser` command), fbank, same
 options as below: batched / separate 0.163, one by one / separate 0.158, batched / one by one
 1.03 (training phase 17.9 vs 16.1 s).

@@ -115,7 +115,7 @@ class StackedHeads:
 
     def _layer_sums(self, params: dict, inputs: list[MemberBatch]) -> list[torch.Tensor]:
         """Each member's weighted layer sum of its own batch → [(B_k, T_k, D)]; members that share
-        a batch object are summed in one matmul."""
+        a batch object are summed in one batched product."""
         layer_sum = self.template.layer_sum
         logits = params.get("layer_sum.logits")
         sums: list[torch.Tensor | None] = [None] * len(inputs)
