@@ -75,24 +75,23 @@ class StackedTIMNet(StackedHeads):
         self.dropout = first.forward_blocks[0].dropout.p
         norm = first.forward_blocks[0].norms[0]
         self.eps, self.momentum = norm.eps, norm.momentum
-        self.running = self._share_running_statistics(members)
+        self.running, self.shared_norms = self._share_running_statistics(members)
 
-    def _share_running_statistics(self, members: Sequence[TIMNetHead]) -> dict[str, torch.Tensor]:
+    def _share_running_statistics(self, members: Sequence[TIMNetHead]) -> tuple[dict[str, torch.Tensor], list]:
         """The members' BatchNorm buffers as one tensor per kind, (levels, 2 sub-blocks, 2K, C) (no C
-        for the step count), group g = direction·K + k; each member's buffers become views of it."""
+        for the step count), group g = direction·K + k; each member's buffers become views of it.
+        Also returns those norms in the stacked tensor's (level, sub, g) order."""
         norms = [[[norm for direction in range(2) for norm in
                    (self._norms(head, level, sub)[direction] for head in members)]
                   for sub in range(2)] for level in range(self.levels)]  # [level][sub][g]
         running = {name: torch.stack([torch.stack([torch.stack([getattr(norm, name) for norm in groups])
                                                    for groups in per_sub]) for per_sub in norms]).clone()
                    for name in _BUFFERS}
-        for level, per_sub in enumerate(norms):
-            for sub, groups in enumerate(per_sub):
-                for g, norm in enumerate(groups):
-                    for name in _BUFFERS:
-                        setattr(norm, name, running[name][level, sub, g])  # a view: the stacked tensor is the buffer
-        self.shared_norms = [norm for per_sub in norms for groups in per_sub for norm in groups]
-        return running
+        shared = [norm for per_sub in norms for groups in per_sub for norm in groups]
+        for i, norm in enumerate(shared):
+            for name in _BUFFERS:
+                setattr(norm, name, running[name].flatten(0, 2)[i])  # a view: the stacked tensor is the buffer
+        return running, shared
 
     def release(self) -> None:
         """Each member's BatchNorm buffers become its own tensors again (a saved view would carry
