@@ -16,6 +16,7 @@ Each setting runs in its own process (OpenMP reads its wait policy once, at impo
   active     the same threads, spinning while they wait (OMP_WAIT_POLICY=ACTIVE);
   spin 10k   the same threads, libgomp spinning 10,000 (100,000) rounds before it sleeps
   spin 100k  (GOMP_SPINCOUNT; libgomp's own default is 300,000);
+  bound      PASSIVE, each thread pinned to its own core (OMP_PROC_BIND=true, OMP_PLACES=cores);
   1 thread   PASSIVE, one intra-op thread.
 "busy" runs the same measurements while two background processes spin on the CPU (they stop
 by themselves after --busy-seconds at most). Every ratio is measured side by side in one run.
@@ -80,6 +81,23 @@ Findings, 2 cores:
   lstm 0.36 / 2.76 (its idle D=80 phase was slow: 294 ms against 90 ms with 1 thread); 1 thread:
   1.42 / 1.47, 1.40 / 1.57, 1.61 / 1.40. The D=768 heads whose second thread nearly halves the
   idle step (shiftcnn 2345 vs 5443 ms) are the ones over 2x busy, as above.
+- Pinned threads, 2026-12-02 (load average ~3 while idle), `--heads shiftcnn,lstm --dims 768
+  --steps 3 --settings "default,bound,1 thread"`: busy/idle default 1.69 (shiftcnn) / 1.46
+  (lstm), bound 1.60 / 1.61, 1 thread 1.77 / 1.81; but bound's idle steps were 1.4-1.7x slower
+  (shiftcnn 8044 vs 4599 ms, lstm 6196 vs 4546 ms): a pinned thread cannot move off a core
+  another process holds. Not adopted.
+- 2026-12-02, every head, `--steps 3 --settings "default,1 thread"` (load average 3.0 before,
+  35 min), masked/unmasked idle at D=80 / D=768: linear 1.08 / 1.27, cnn 1.08 / 1.05, shiftcnn
+  1.13 / 1.02, lstm 0.97 / 1.04, shiftlstm 1.01 / 1.00, transformer 1.11 / 1.06, shiftformer
+  1.02 / 1.07, timnet 0.94 / 0.81, ctarnn 1.07 / 1.00. Busy/idle, default: linear 1.97 / 1.46,
+  cnn 2.98 / 2.05, shiftcnn 2.19 / 2.07, lstm 0.40 / 2.18, shiftlstm 0.51 / 2.38, transformer
+  2.85 / 2.04, shiftformer 2.43 / 1.82, timnet 1.33 / 1.23, ctarnn 1.06 / 2.16; 1 thread: 1.00 /
+  1.74, 1.87 / 1.87, 1.99 / 1.56, 1.80 / 1.65, 1.40 / 1.77, 2.15 / 1.60, 1.18 / 1.52, 1.38 /
+  1.62, 1.33 / 2.43. Its idle lstm@80 took 287 ms with 2 threads against 111 ms with 1
+  (shiftlstm 263 vs 97). On an idle machine (load average 0.2; a scratch loop of 5 LSTMHead steps
+  at D=80, B=32, T=250) 2 threads took 150-286 ms and 1 thread 201-285 ms: the gap was the
+  loaded machine's, so the recurrence keeps the default threads (running it on 1 thread inside
+  autograd markers had cost 1.7x at D=768).
 - Huge pages, 2026-12-01, `--heads shiftcnn,timnet,lstm --steps 2 --settings "default,4k pages"`
   (one run): no consistent difference for solo heads (idle ms default / 4k pages: shiftcnn@80
   192 / 110, timnet@80 350 / 248, lstm@80 339 / 320, shiftcnn@768 5421 / 4358, timnet@768 266 /
@@ -110,6 +128,8 @@ SETTINGS = {  # name: (environment, intra-op threads; None = what `ser` commands
     "active": ({"OMP_WAIT_POLICY": "ACTIVE", **HUGE_PAGES}, None),
     "spin 10k": ({"GOMP_SPINCOUNT": "10000", **HUGE_PAGES}, None),
     "spin 100k": ({"GOMP_SPINCOUNT": "100000", **HUGE_PAGES}, None),
+    "bound": ({"OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "true", "OMP_PLACES": "cores", **HUGE_PAGES},
+              None),
     "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE", **HUGE_PAGES}, 1),
 }
 HEADS = ("linear", "cnn", "shiftcnn", "lstm", "shiftlstm", "transformer", "shiftformer", "timnet", "ctarnn")
@@ -226,7 +246,7 @@ def child(setting: str, heads: list[str], dims: list[int], steps: int) -> dict:
     """Run `measure` in a fresh process with the setting's OpenMP policy and thread count."""
     openmp, threads = SETTINGS[setting]
     env = {name: value for name, value in os.environ.items()
-           if name not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "THP_MEM_ALLOC_ENABLE")}
+           if name not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "THP_MEM_ALLOC_ENABLE", "OMP_PROC_BIND", "OMP_PLACES")}
     env.update(openmp)
     code = ("import json, sys, torch\n"
             "sys.path.insert(0, 'benchmarks')\n"
