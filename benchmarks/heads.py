@@ -81,6 +81,20 @@ Findings, 2 cores:
   lstm 0.36 / 2.76 (its idle D=80 phase was slow: 294 ms against 90 ms with 1 thread); 1 thread:
   1.42 / 1.47, 1.40 / 1.57, 1.61 / 1.40. The D=768 heads whose second thread nearly halves the
   idle step (shiftcnn 2345 vs 5443 ms) are the ones over 2x busy, as above.
+- 2026-12-02 11:35 UTC, every head, `--steps 3 --settings "default,1 thread"` (machine idle before
+  the run: load average 0.8, 45 min), masked/unmasked idle at D=80 / D=768: linear 1.13 / 1.09,
+  cnn 0.94 / 0.94, shiftcnn 1.04 / 0.94, lstm 1.00 / 1.05, shiftlstm 0.97 / 0.94, transformer
+  1.04 / 1.00, shiftformer 1.06 / 0.98, timnet 1.02 / 0.71, ctarnn 0.99 / 1.06: every head within
+  1.13. Busy/idle, default: linear 2.30 / 1.55, cnn 2.89 / 1.65, shiftcnn 2.13 / 1.75, lstm
+  1.32 / 1.54, shiftlstm 1.17 / 1.91, transformer 1.75 / 1.84, shiftformer 2.19 / 1.67, timnet
+  2.02 / 1.28, ctarnn 1.37 / 1.65: every D=768 head within 1.91, five D=80 heads over 2. 1 thread:
+  linear 2.48 / 1.56, cnn 1.40 / 1.48, shiftcnn 1.41 / 1.40, lstm 1.71 / 1.60, shiftlstm 1.40 /
+  1.53, transformer 1.55 / 1.60, shiftformer 1.25 / 1.66, timnet 1.49 / 1.71, ctarnn 1.56 / 1.26.
+  The D=80 heads over 2 are those whose second thread speeds the idle step most (1-thread /
+  2-thread idle ms: cnn 255 / 124 = 2.06, shiftcnn 1.86, shiftformer 1.57, timnet 1.42); with
+  the busy processes a process gets about one core, so their busy/idle cannot fall much below
+  that speed-up. linear@80 (a 25 ms step) is over 2 with one thread too (57 vs 23 ms): a
+  spinning neighbour slows a lone thread beyond its 2/3 share of the two CPUs.
 - Pinned threads, 2026-12-02 (load average ~3 while idle), `--heads shiftcnn,lstm --dims 768
   --steps 3 --settings "default,bound,1 thread"`: busy/idle default 1.69 (shiftcnn) / 1.46
   (lstm), bound 1.60 / 1.61, 1 thread 1.77 / 1.81; but bound's idle steps were 1.4-1.7x slower

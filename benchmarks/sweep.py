@@ -14,6 +14,12 @@ random weights), <= 0.1 on a GPU.
     python benchmarks/sweep.py --device cuda --jobs 4
 
 Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only).
+2026-12-02 12:20 UTC (idle machine, load average 0.2 before): fbank `--epochs 5 --speakers 4
+--sessions 2 --per-class 8`: batched / separate 0.197, one by one / separate 0.163, batched /
+one by one 1.21 (training phase 27.8 vs 22.7 s; the 16 separate runs spend 99 of their 180 s
+importing). wavlm-shaped `--cache wavlm --epochs 2 --speakers 4 --sessions 2 --per-class 4
+--separate-sample 4`: batched (4 stacked models of K = 4) / separate 0.350, one by one /
+separate 0.388, batched / one by one 0.901.
 2026-12-02, after every head family stacked (same fbank options as below, one run): batched /
 separate 0.204, one by one / separate 0.171, batched / one by one 1.19 (training phase 15.5 vs
 12.5 s; the 16 separate runs spend 50 of their 95 s importing). benchmarks/stacked.py
