@@ -146,6 +146,7 @@ SETTINGS = {  # name: (environment, intra-op threads; None = what `ser` commands
               None),
     "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE", **HUGE_PAGES}, 1),
 }
+SETTING_VARIABLES = {name for environment, _ in SETTINGS.values() for name in environment}  # what a child must not inherit
 HEADS = ("linear", "cnn", "shiftcnn", "lstm", "shiftlstm", "transformer", "shiftformer", "timnet", "ctarnn")
 BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 
@@ -259,8 +260,7 @@ def measure(heads: list[str], dims: list[int], steps: int) -> dict[str, dict[str
 def child(setting: str, heads: list[str], dims: list[int], steps: int) -> dict:
     """Run `measure` in a fresh process with the setting's OpenMP policy and thread count."""
     openmp, threads = SETTINGS[setting]
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "THP_MEM_ALLOC_ENABLE", "OMP_PROC_BIND", "OMP_PLACES")}
+    env = {name: value for name, value in os.environ.items() if name not in SETTING_VARIABLES}
     env.update(openmp)
     code = ("import json, sys, torch\n"
             "sys.path.insert(0, 'benchmarks')\n"
