@@ -100,6 +100,14 @@ Findings, 2 cores:
   (lstm), bound 1.60 / 1.61, 1 thread 1.77 / 1.81; but bound's idle steps were 1.4-1.7x slower
   (shiftcnn 8044 vs 4599 ms, lstm 6196 vs 4546 ms): a pinned thread cannot move off a core
   another process holds. Not adopted.
+  Again at D=80 that afternoon (`--heads linear,cnn,shiftcnn,shiftformer,timnet --dims 80 --steps 3
+  --settings "default,bound,1 thread"`, load average 2.7 before): busy/idle default 1.57, 1.87,
+  1.92, 2.02, 1.17; bound 1.35, 1.47, 1.52, 1.59, 1.47; 1 thread 1.81, 1.70, 1.42, 1.51, 1.77.
+  Bound's busy steps were faster than default's for four heads (shiftformer 312 vs 385 ms) and
+  slower for timnet (839 vs 596 ms); its idle steps 0-21% slower. It is still not a default:
+  with OMP_PROC_BIND set, libgomp binds the first thread of every process to the first place,
+  so the one-thread fold and sweep workers would all run on CPU 0 (os.sched_getaffinity(0) is
+  {0} after one torch op on 1 thread).
 - 2026-12-02, every head, `--steps 3 --settings "default,1 thread"` (load average 3.0 before,
   35 min), masked/unmasked idle at D=80 / D=768: linear 1.08 / 1.27, cnn 1.08 / 1.05, shiftcnn
   1.13 / 1.02, lstm 0.97 / 1.04, shiftlstm 1.01 / 1.00, transformer 1.11 / 1.06, shiftformer
