@@ -93,8 +93,9 @@ Findings, 2 cores:
   The D=80 heads over 2 are those whose second thread speeds the idle step most (1-thread /
   2-thread idle ms: cnn 255 / 124 = 2.06, shiftcnn 1.86, shiftformer 1.57, timnet 1.42); with
   the busy processes a process gets about one core, so their busy/idle cannot fall much below
-  that speed-up. linear@80 (a 25 ms step) is over 2 with one thread too (57 vs 23 ms): a
-  spinning neighbour slows a lone thread beyond its 2/3 share of the two CPUs.
+  that speed-up. linear@80 (a 25 ms step) was over 2 with one thread too in this run (57 vs 23
+  ms) but 1.57 default / 1.81 one thread in the D=80 run under "Pinned threads": at D=80 these
+  ratios move by about 0.5 from run to run.
 - Pinned threads, 2026-12-02 (load average ~3 while idle), `--heads shiftcnn,lstm --dims 768
   --steps 3 --settings "default,bound,1 thread"`: busy/idle default 1.69 (shiftcnn) / 1.46
   (lstm), bound 1.60 / 1.61, 1 thread 1.77 / 1.81; but bound's idle steps were 1.4-1.7x slower
