@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.fft import dct
-from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
 from ser.features.backbone import SAMPLE_RATE, Backbone
+from ser.features.spectral import kaldi_mel_filters, mel_power, periodic_hann, power_to_db, slaney_mel_filters
 
 FBANK_WINDOW, FBANK_HOP, FBANK_FFT, FBANK_BANDS = 400, 160, 512, 80
 MFCC_WINDOW, MFCC_HOP, MFCC_FFT, MFCC_BANDS, MFCC_COEFFICIENTS = 1486, 372, 2048, 128, 39
@@ -30,24 +30,15 @@ class FbankFrontend(Backbone):
             name=name, source=f"ser:{name}", revision="builtin", random_init=False,
             num_layers=1, dim=FBANK_BANDS, frame_rate=SAMPLE_RATE / FBANK_HOP, batching="frontend",
         )
-        self._window = window_function(FBANK_WINDOW, "hann", periodic=True)
-        self._mel = mel_filter_bank(
-            FBANK_FFT // 2 + 1, FBANK_BANDS, 20.0, SAMPLE_RATE / 2, SAMPLE_RATE,
-            mel_scale="kaldi", triangularize_in_mel_space=True,
-        )
+        self._window = periodic_hann(FBANK_WINDOW)
+        self._mel = kaldi_mel_filters(FBANK_FFT, FBANK_BANDS, 20.0, SAMPLE_RATE / 2, SAMPLE_RATE)  # (257, 80)
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + (num_samples - FBANK_WINDOW) // FBANK_HOP
 
     def forward(self, waves: list[np.ndarray], full_precision: bool = False) -> list[np.ndarray]:
-        out = []
-        for wave in waves:
-            logmel = spectrogram(
-                wave, self._window, FBANK_WINDOW, FBANK_HOP, FBANK_FFT, power=2.0, center=False,
-                mel_filters=self._mel, log_mel="log",
-            )  # (80, T)
-            out.append(np.ascontiguousarray(logmel.T[None], dtype=np.float32))  # (1, T, 80)
-        return out
+        return [np.log(mel_power(wave, self._window, FBANK_HOP, FBANK_FFT, self._mel)).astype(np.float32)[None]
+                for wave in waves]  # each (1, T, 80)
 
 
 class MfccFrontend(Backbone):
@@ -58,10 +49,8 @@ class MfccFrontend(Backbone):
             name=name, source=f"ser:{name}", revision="builtin", random_init=False,
             num_layers=1, dim=MFCC_COEFFICIENTS, frame_rate=SAMPLE_RATE / MFCC_HOP, batching="frontend",
         )
-        self._window = window_function(MFCC_WINDOW, "hann", periodic=True)
-        self._mel = mel_filter_bank(
-            MFCC_FFT // 2 + 1, MFCC_BANDS, 0.0, SAMPLE_RATE / 2, SAMPLE_RATE, norm="slaney", mel_scale="slaney"
-        )
+        self._window = periodic_hann(MFCC_WINDOW)
+        self._mel = slaney_mel_filters(MFCC_FFT, MFCC_BANDS, 0.0, SAMPLE_RATE / 2, SAMPLE_RATE)  # (1025, 128)
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // MFCC_HOP
@@ -69,10 +58,8 @@ class MfccFrontend(Backbone):
     def forward(self, waves: list[np.ndarray], full_precision: bool = False) -> list[np.ndarray]:
         out = []
         for wave in waves:
-            db = spectrogram(
-                wave, self._window, MFCC_WINDOW, MFCC_HOP, MFCC_FFT, power=2.0, center=True, pad_mode="constant",
-                mel_filters=self._mel, log_mel="dB", db_range=80.0,
-            )  # (128, T)
-            coefficients = dct(db, type=2, axis=0, norm="ortho")[:MFCC_COEFFICIENTS]  # (39, T)
-            out.append(np.ascontiguousarray(coefficients.T[None], dtype=np.float32))  # (1, T, 39)
+            power = mel_power(wave, self._window, MFCC_HOP, MFCC_FFT, self._mel, center=True)  # (T, 128)
+            db = power_to_db(power, db_range=80.0).astype(np.float32)  # (T, 128), float32 as transformers returns it
+            coefficients = dct(db, type=2, axis=1, norm="ortho")[:, :MFCC_COEFFICIENTS]  # (T, 39)
+            out.append(np.ascontiguousarray(coefficients[None], dtype=np.float32))  # (1, T, 39)
         return out
