@@ -44,7 +44,8 @@ def demo(workdir: Workdir = Path("demo-workdir"), threads: Threads = None) -> No
     use_threads(threads if jobs == 1 else 1)
     workspace = Workspace(Path(workdir))
     console.print("[bold]1/4 prepare[/bold] the synthetic corpus (8 speakers, 4 sessions, 4 emotions)")
-    prepared = prepare_corpus(CORPORA.get("synthetic"), workspace.root / "audio", workspace.manifest_for("synthetic"), {})
+    prepared = prepare_corpus(CORPORA.get("synthetic"), workspace.root / "audio", workspace.manifest_for("synthetic"),
+                              {"jobs": max(jobs, threads or 1)})
     console.print(f"    {len(prepared.table)} utterances → {prepared.manifest}")
     console.print("[bold]2/4 extract[/bold] 80 log-mel filterbanks into the cache")
     summary = extract_corpus(workspace.root, "fbank", device="cpu")

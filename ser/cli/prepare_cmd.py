@@ -14,7 +14,7 @@ from ser.cli.options import OutPath, Workdir
 HELP = "Write <workdir>/manifests/<corpus>.csv from a corpus folder (see `ser list corpora`)."
 EXAMPLES = """Examples:
 
-  ser prepare synthetic ./data/synthetic            (generates the built-in demo corpus)
+  ser prepare synthetic ./data/synthetic --jobs 2   (generates the built-in demo corpus in 2 processes)
 
   ser prepare iemocap /data/IEMOCAP_full_release --classes 4 --improvised-only
 
@@ -68,6 +68,10 @@ def prepare(
         typer.Option("--rated-share", help="synthetic: fraction of utterances with V/A/D ratings; the rest are "
                      "unrated, for `ser distill` (1)."),
     ] = None,
+    jobs: Annotated[
+        Optional[int], typer.Option("--jobs", help="synthetic: worker processes generating the audio (1); the "
+                                    "corpus is the same for any number.", min=1),
+    ] = None,
 ) -> None:
     from rich.console import Console
 
@@ -86,6 +90,7 @@ def prepare(
         "seed": seed,
         "rater_noise": rater_noise,
         "rated_share": rated_share,
+        "jobs": jobs,
     }
     result = prepare_corpus(recipe, root, out or Workspace(workdir).manifest_for(name or recipe.name), options, name)
     print_summary(result, Console())

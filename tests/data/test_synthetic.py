@@ -57,6 +57,18 @@ def test_same_seed_same_audio_other_seed_other_audio(tmp_path):
         prepare_synthetic(tmp_path / "d", speakers=2, sessions=3)
 
 
+def test_worker_processes_make_the_same_corpus(tmp_path):
+    alone = prepare_synthetic(tmp_path / "a", speakers=2, sessions=1, per_class=3, seed=4, rater_noise=0.5,
+                              rated_share=0.6)
+    shared = prepare_synthetic(tmp_path / "b", speakers=2, sessions=1, per_class=3, seed=4, rater_noise=0.5,
+                               rated_share=0.6, jobs=3)
+    assert list(shared.columns) == list(alone.columns)
+    assert shared.drop(columns="path").equals(alone.drop(columns="path"))
+    assert all(np.array_equal(sf.read(p)[0], sf.read(q)[0]) for p, q in zip(alone["path"], shared["path"]))
+    with pytest.raises(UserInputError, match="--jobs"):
+        prepare_synthetic(tmp_path / "c", speakers=2, sessions=1, per_class=1, jobs=0)
+
+
 def test_rater_noise_changes_only_the_ratings(tmp_path):
     latent = prepare_synthetic(tmp_path / "a", speakers=2, sessions=1, per_class=6, seed=3)
     rated = prepare_synthetic(tmp_path / "b", speakers=2, sessions=1, per_class=6, seed=3, rater_noise=1.0)

@@ -21,6 +21,7 @@ categorical labels do not depend on them.
 
 from __future__ import annotations
 
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,11 +172,37 @@ def transcript(valence: float, rng: np.random.Generator) -> str:
     return " ".join(words)
 
 
+def _render(job: tuple) -> dict:
+    """Synthesise one planned utterance into its wav file; its manifest row without ratings, and its
+    latent (valence, arousal, dominance) under "vad". Runs in a worker when there are several."""
+    voice, channel, emotion, k, seed, root = job
+    rng = np.random.default_rng(seed)
+    vad = tuple(float(np.clip(c + rng.normal(0, SPREAD), 1.0, 5.0)) for c in CENTRES[emotion])
+    audio = synthesize(voice, channel, vad, rng)  # type: ignore[arg-type]
+    utt_id = f"{voice.speaker}_{emotion}_{k:02d}"
+    path = root / "wav" / voice.session / voice.speaker / f"{utt_id}.wav"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
+    return {"id": utt_id, "path": str(path.resolve()), "label": emotion, "speaker": voice.speaker,
+            "session": voice.session, "gender": voice.gender, "vad": vad, "duration": len(audio) / SAMPLE_RATE,
+            "text": transcript(vad[0], rng)}
+
+
+def _render_all(jobs: list[tuple], workers: int) -> list[dict]:
+    """`_render` over `jobs` in order, in `workers` forked processes (each utterance has its own seed,
+    so the corpus is the same for any number of workers)."""
+    if workers <= 1:
+        return [_render(job) for job in jobs]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(_render, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+
+
 def prepare_synthetic(
     root: Path, speakers: int = 8, sessions: int = 4, per_class: int = 12, seed: int = 0,
-    rater_noise: float = RATER_NOISE, rated_share: float = 1.0,
+    rater_noise: float = RATER_NOISE, rated_share: float = 1.0, jobs: int = 1,
 ) -> pd.DataFrame:
-    """Generate the corpus into ROOT/wav/<session>/<speaker>/ and return its manifest rows."""
+    """Generate the corpus into ROOT/wav/<session>/<speaker>/ (in `jobs` processes) and return its
+    manifest rows."""
     if speakers < 2 or not 1 <= sessions <= speakers or per_class < 1:
         raise UserInputError(
             f"synthetic: cannot make {speakers} speakers in {sessions} sessions with {per_class} clips per class",
@@ -186,6 +213,8 @@ def prepare_synthetic(
     if not 0 < rated_share <= 1:
         raise UserInputError(f"synthetic: --rated-share {rated_share} is outside (0, 1]",
                              "give the fraction of utterances that get V/A/D ratings, e.g. 0.3")
+    if jobs < 1:
+        raise UserInputError(f"synthetic: --jobs {jobs} is not a number of processes", "use --jobs 1 or more")
     root = Path(root)
     seeds = np.random.SeedSequence(seed)
     voice_seed, utterance_seed = seeds.spawn(2)
@@ -195,24 +224,16 @@ def prepare_synthetic(
     voices = _voices(speakers, sessions, voice_rng)
     channels = _channels(sessions, voice_rng)
     plan = [(voice, emotion, k) for voice in voices for emotion in CENTRES for k in range(per_class)]
+    rendered = _render_all([(voice, channels[voice.session], emotion, k, child, root)
+                            for (voice, emotion, k), child in zip(plan, utterance_seed.spawn(len(plan)))], jobs)
     rows = []
-    for (voice, emotion, k), child in zip(plan, utterance_seed.spawn(len(plan))):
-        rng = np.random.default_rng(child)
-        vad = tuple(float(np.clip(c + rng.normal(0, SPREAD), 1.0, 5.0)) for c in CENTRES[emotion])
-        audio = synthesize(voice, channels[voice.session], vad, rng)  # type: ignore[arg-type]
-        utt_id = f"{voice.speaker}_{emotion}_{k:02d}"
-        path = root / "wav" / voice.session / voice.speaker / f"{utt_id}.wav"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
+    for row in rendered:
+        vad, duration, text = row.pop("vad"), row.pop("duration"), row.pop("text")
         rating = np.clip(np.asarray(vad) + rater_noise * rating_rng.standard_normal(3), 1.0, 5.0)
         if rating_rng.random() >= rated_share:
             rating = np.full(3, np.nan)  # unrated
-        rows.append({
-            "id": utt_id, "path": str(path.resolve()), "label": emotion,
-            "speaker": voice.speaker, "session": voice.session, "gender": voice.gender,
-            "valence": round(rating[0], 3), "arousal": round(rating[1], 3), "dominance": round(rating[2], 3),
-            "duration": len(audio) / SAMPLE_RATE, "text": transcript(vad[0], rng),
-        })  # fmt: skip
+        rows.append({**row, "valence": round(rating[0], 3), "arousal": round(rating[1], 3),
+                     "dominance": round(rating[2], 3), "duration": duration, "text": text})
     return corpus_frame(rows, "synthetic")
 
 
@@ -222,6 +243,6 @@ RECIPE = CorpusRecipe(
     default_scheme="session",
     labels=tuple(CENTRES),
     help="Built-in synthetic corpus generated into ROOT (4 emotions, 8 speakers, 4 sessions; V/A/D; transcripts)",
-    options=("speakers", "sessions", "per_class", "seed", "rater_noise", "rated_share"),
+    options=("speakers", "sessions", "per_class", "seed", "rater_noise", "rated_share", "jobs"),
     generates_audio=True,
 )
