@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version  # the installed transformers' version without its 1.5 s import
 from pathlib import Path
 from typing import Sequence
 
@@ -262,10 +263,8 @@ def _extract_holding_lock(
                                          skipped_csv=skipped_csv_path if cache.skipped else None,
                                          already_complete=True)
         rebuild_from = out
-    import transformers
-
     attrs = dict(
-        identity, model=backbone.name, revision=backbone.revision, transformers_version=transformers.__version__,
+        identity, model=backbone.name, revision=backbone.revision, transformers_version=version("transformers"),
         sample_rate=SAMPLE_RATE, frame_rate=float(backbone.frame_rate), num_layers=len(layer_index), dim=backbone.dim,
         dtype="float16", model_num_layers=backbone.num_layers, batching=backbone.batching,
     )

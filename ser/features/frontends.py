@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.fft import dct
 
 from ser.features.backbone import SAMPLE_RATE, Backbone
 from ser.features.spectral import kaldi_mel_filters, mel_power, periodic_hann, power_to_db, slaney_mel_filters
@@ -56,6 +55,8 @@ class MfccFrontend(Backbone):
         return 1 + num_samples // MFCC_HOP
 
     def forward(self, waves: list[np.ndarray], full_precision: bool = False) -> list[np.ndarray]:
+        from scipy.fft import dct  # imported here: 0.7 s that the fbank frontend does not need
+
         out = []
         for wave in waves:
             power = mel_power(wave, self._window, MFCC_HOP, MFCC_FFT, self._mel, center=True)  # (T, 128)
