@@ -24,5 +24,6 @@ test: .installed
 
 bench: .installed
 	$(PYTHON) benchmarks/extract.py
+	$(PYTHON) benchmarks/frontends.py
 	$(PYTHON) benchmarks/train.py
 	$(PYTHON) benchmarks/sweep.py
