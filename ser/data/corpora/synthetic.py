@@ -172,9 +172,9 @@ def transcript(valence: float, rng: np.random.Generator) -> str:
     return " ".join(words)
 
 
-def _render(job: tuple) -> dict:
-    """Synthesise one planned utterance into its wav file; its manifest row without ratings, and its
-    latent (valence, arousal, dominance) under "vad". Runs in a worker when there are several."""
+def _render(job: tuple) -> tuple[dict, tuple[float, float, float]]:
+    """Synthesise one planned utterance into its wav file: its manifest row (ratings still unset) and
+    its latent (valence, arousal, dominance). Runs in a worker when there are several."""
     voice, channel, emotion, k, seed, root = job
     rng = np.random.default_rng(seed)
     vad = tuple(float(np.clip(c + rng.normal(0, SPREAD), 1.0, 5.0)) for c in CENTRES[emotion])
@@ -183,12 +183,13 @@ def _render(job: tuple) -> dict:
     path = root / "wav" / voice.session / voice.speaker / f"{utt_id}.wav"
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
-    return {"id": utt_id, "path": str(path.resolve()), "label": emotion, "speaker": voice.speaker,
-            "session": voice.session, "gender": voice.gender, "vad": vad, "duration": len(audio) / SAMPLE_RATE,
-            "text": transcript(vad[0], rng)}
+    row = {"id": utt_id, "path": str(path.resolve()), "label": emotion, "speaker": voice.speaker,
+           "session": voice.session, "gender": voice.gender, "valence": None, "arousal": None, "dominance": None,
+           "duration": len(audio) / SAMPLE_RATE, "text": transcript(vad[0], rng)}
+    return row, vad
 
 
-def _render_all(jobs: list[tuple], workers: int) -> list[dict]:
+def _render_all(jobs: list[tuple], workers: int) -> list[tuple[dict, tuple[float, float, float]]]:
     """`_render` over `jobs` in order, in `workers` forked processes (each utterance has its own seed,
     so the corpus is the same for any number of workers)."""
     if workers <= 1:
@@ -226,15 +227,12 @@ def prepare_synthetic(
     plan = [(voice, emotion, k) for voice in voices for emotion in CENTRES for k in range(per_class)]
     rendered = _render_all([(voice, channels[voice.session], emotion, k, child, root)
                             for (voice, emotion, k), child in zip(plan, utterance_seed.spawn(len(plan)))], jobs)
-    rows = []
-    for row in rendered:
-        vad, duration, text = row.pop("vad"), row.pop("duration"), row.pop("text")
+    for row, vad in rendered:  # ratings in plan order, from their own stream
         rating = np.clip(np.asarray(vad) + rater_noise * rating_rng.standard_normal(3), 1.0, 5.0)
         if rating_rng.random() >= rated_share:
             rating = np.full(3, np.nan)  # unrated
-        rows.append({**row, "valence": round(rating[0], 3), "arousal": round(rating[1], 3),
-                     "dominance": round(rating[2], 3), "duration": duration, "text": text})
-    return corpus_frame(rows, "synthetic")
+        row.update(valence=round(rating[0], 3), arousal=round(rating[1], 3), dominance=round(rating[2], 3))
+    return corpus_frame([row for row, _ in rendered], "synthetic")
 
 
 RECIPE = CorpusRecipe(
