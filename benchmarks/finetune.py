@@ -94,7 +94,7 @@ def main() -> None:
             begin = time.perf_counter()
             for x, lengths, targets in cached.batches(batches):
                 loss = torch.nn.functional.cross_entropy(head(x, lengths), targets)
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
             synchronize(device)

@@ -252,7 +252,7 @@ def measure(heads: list[str], dims: list[int], steps: int) -> dict[str, dict[str
                 head, optimizer, times = runs[variant]
                 started = time.perf_counter()
                 loss = torch.nn.functional.cross_entropy(head(x, lengths if variant == "masked" else full), targets)
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 times.append(time.perf_counter() - started)

@@ -32,7 +32,7 @@ from ser.training.recipes import build_optimizer, recipe_for
 
 def step(head, optimizer, task_loss, x, lengths, targets) -> None:
     loss = task_loss(head(x, lengths), targets)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()
     loss.backward()
     optimizer.step()
 

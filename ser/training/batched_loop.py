@@ -28,6 +28,7 @@ from ser.data.folds import Fold
 from ser.errors import DivergedError
 from ser.heads.stacked import MemberBatch, rng_state, stacked_model
 from ser.training import run_dir as files
+from ser.training.adam import Adam
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig
 from ser.training.divergence import check_loss, check_outputs
@@ -63,7 +64,7 @@ class _Member:
     saved_config: dict
     rows: tuple[np.ndarray, np.ndarray, np.ndarray]  # train, dev, test positions
     scaler: FeatureScaler | None
-    optimizer: torch.optim.Optimizer  # a solo run's optimiser: the checkpoint format
+    optimizer: Adam  # a solo run's optimiser: the checkpoint format
     state: dict
     rng: torch.Tensor  # this member's torch RNG state (SpecAugment draws)
     checkpoint_rng: dict = field(default_factory=dict)

@@ -64,7 +64,7 @@ def predict(model: FinetuneModel, data: FinetuneData, rows: np.ndarray, batching
 def _train_step(model, optimizer, task, data, rows, batching, config, device) -> float:
     """One optimiser step on the batch `rows`; returns the summed loss (× utterances)."""
     conv_input = data.conv_cache is not None
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()
     groups = [rows[i : i + 1] for i in range(len(rows))] if batching == "accumulate" else [rows]
     loss_sum = 0.0
     for group in groups:

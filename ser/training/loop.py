@@ -27,6 +27,7 @@ from ser.data.folds import Fold
 from ser.errors import TrainingError
 from ser.heads import create_head
 from ser.training import run_dir as files
+from ser.training.adam import Adam
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig, head_constructor_options
 from ser.training.divergence import check_loss, check_outputs
@@ -72,7 +73,7 @@ def fresh_state() -> dict:
             "best_state": None, "optimistic": None, "last_test": None, "best_dev": None}
 
 
-def resume_state(checkpoint_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+def resume_state(checkpoint_path: Path, model: nn.Module, optimizer: Adam) -> dict:
     """The loop's state to continue from: restored, with the model's, optimiser's and RNG states,
     from the checkpoint an interrupted run left at `checkpoint_path`; else a fresh one."""
     if not checkpoint_path.is_file():
@@ -199,7 +200,7 @@ def train_fold(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = task.loss(head(x, lengths, *extra), targets)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             if recipe.grad_clip is not None:
                 nn.utils.clip_grad_norm_(head.parameters(), recipe.grad_clip)

@@ -20,10 +20,10 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from ser.errors import UserInputError
+from ser.training.adam import Adam, adam, adamw
 
 
 
@@ -122,7 +122,7 @@ HEAD_RECIPES = {
     "ctarnn": CTARNN_RECIPE,
 }
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+OPTIMIZERS = {"adam": adam, "adamw": adamw}  # torch.optim's updates and checkpoints (adam.py)
 
 
 def recipe_for(head: str) -> Recipe:
@@ -161,7 +161,7 @@ def corpus_head_defaults(head: str, corpus: str | None) -> dict:
     return {}
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, recipe: Recipe) -> Adam:
     """The recipe's optimiser; weight decay only on parameters with ≥ 2 dims (no biases, norms, masks)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     decayed = [p for p in trainable if p.dim() >= 2]

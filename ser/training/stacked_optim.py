@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ser.training.adam import Adam
 from ser.training.recipes import Recipe
 
 EPS = 1e-8  # torch.optim.Adam's default
@@ -71,7 +72,7 @@ class StackedAdam:
             self.exp_avg[name] = torch.where(on, exp_avg, self.exp_avg[name])
             self.exp_avg_sq[name] = torch.where(on, exp_avg_sq, self.exp_avg_sq[name])
 
-    def member_state(self, k: int, optimizer: torch.optim.Optimizer, names: dict[torch.nn.Parameter, str],
+    def member_state(self, k: int, optimizer: Adam, names: dict[torch.nn.Parameter, str],
                      lr: float) -> dict:
         """Member k's moments as `optimizer`'s state dict (a solo run's optimiser over the same head)."""
         optimizer.state.clear()
@@ -86,7 +87,7 @@ class StackedAdam:
             group["lr"] = lr
         return optimizer.state_dict()
 
-    def load_member(self, k: int, optimizer: torch.optim.Optimizer, names: dict[torch.nn.Parameter, str]) -> None:
+    def load_member(self, k: int, optimizer: Adam, names: dict[torch.nn.Parameter, str]) -> None:
         """Member k's moments from `optimizer` (after its load_state_dict of a checkpoint)."""
         for p, state in optimizer.state.items():
             name = names[p]
