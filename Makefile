@@ -25,5 +25,6 @@ test: .installed
 bench: .installed
 	$(PYTHON) benchmarks/extract.py
 	$(PYTHON) benchmarks/frontends.py
+	$(PYTHON) benchmarks/optimizer.py
 	$(PYTHON) benchmarks/train.py
 	$(PYTHON) benchmarks/sweep.py
