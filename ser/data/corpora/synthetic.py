@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from scipy.signal import lfilter
 
 from ser.data.corpora.recipe import CorpusRecipe, corpus_frame
 from ser.errors import UserInputError
@@ -119,6 +118,8 @@ def _pulse_train(f0_track: np.ndarray, jitter: float, rng: np.random.Generator) 
 
 def synthesize(voice: Voice, channel: Channel, vad: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
     """One utterance (float32 mono at 16 kHz) expressing (valence, arousal, dominance)."""
+    from scipy.signal import lfilter  # here, not at import: the corpus registry loads this module
+
     valence, arousal, dominance = ((x - 3.0) / 2.0 for x in vad)  # each about -1 … 1
     e = voice.expressivity
     f0 = voice.f0 * 2 ** (e * 0.35 * arousal + 0.03 * valence)
@@ -194,6 +195,8 @@ def _render_all(jobs: list[tuple], workers: int) -> list[tuple[dict, tuple[float
     so the corpus is the same for any number of workers)."""
     if workers <= 1:
         return [_render(job) for job in jobs]
+    import scipy.signal  # noqa: F401 — once, before the fork, rather than in every worker
+
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         return pool.map(_render, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
 
