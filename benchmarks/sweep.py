@@ -14,6 +14,15 @@ random weights), <= 0.1 on a GPU.
     python benchmarks/sweep.py --device cuda --jobs 4
 
 Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only).
+2026-12-02 16:25 UTC, after `ser train` stopped importing torch._dynamo (torch.optim's first use)
+and scikit-learn: fbank `--epochs 5 --speakers 4 --sessions 2 --per-class 8`: batched / separate
+0.256, one by one / separate 0.240, batched / one by one 1.07. The separate runs got cheaper,
+not the sweeps slower: in the same session before these changes, separate 173.3 s (109 s of it
+start-up, 6.8 s per process), one by one 33.3 s, batched 35.0 s (0.202); after, separate
+122.0 s (69.5 s start-up, 4.3 s per process), one by one 29.3 s, batched 31.3 s.
+wavlm-shaped (`--cache wavlm --epochs 2 --speakers 4 --sessions 2 --per-class 4
+--separate-sample 4`), same session: batched (4 stacked models of K = 4) / separate 0.474, one by
+one / separate 0.513, batched / one by one 0.924 (separate 268 s estimated from 4 runs).
 2026-12-02 12:20 UTC (idle machine, load average 0.2 before): fbank `--epochs 5 --speakers 4
 --sessions 2 --per-class 8`: batched / separate 0.197, one by one / separate 0.163, batched /
 one by one 1.21 (training phase 27.8 vs 22.7 s; the 16 separate runs spend 99 of their 180 s
