@@ -31,6 +31,8 @@ class Adam:
             groups = [{"params": groups}]
         self.param_groups: list[dict[str, Any]] = [{**defaults, **group, "params": list(group["params"])}
                                                    for group in groups]
+        if not any(group["params"] for group in self.param_groups):
+            raise ValueError("the optimiser got no parameters to train")
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
 
     def zero_grad(self) -> None:

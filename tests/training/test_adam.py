@@ -83,10 +83,12 @@ def test_state_dicts_load_either_way_and_training_continues_identically(ours, th
     assert _same_state(optimizer, back) and back.param_groups[1]["weight_decay"] == 0.0
 
 
-def test_a_state_dict_for_other_parameter_groups_is_refused():
+def test_other_parameter_groups_and_no_parameters_are_refused():
     head = create_head("shiftcnn", 16, 2, 4)
     with pytest.raises(ValueError, match="parameter groups"):
         adamw(list(head.parameters())).load_state_dict(adamw(_groups(head)).state_dict())
+    with pytest.raises(ValueError, match="no parameters"):
+        adam([{"params": []}, {"params": []}])
 
 
 def test_training_steps_do_not_import_torch_dynamo():
