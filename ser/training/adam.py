@@ -95,17 +95,13 @@ class Adam:
             raise ValueError("the saved optimiser state has different parameter groups than this optimiser")
         by_number = {number: p for saved_group, group in zip(saved_groups, self.param_groups)
                      for number, p in zip(saved_group["params"], group["params"])}
-        self.state = {by_number[number]: {key: value if key == "step" else value.to(dtype=by_number[number].dtype,
-                                                                                      device=by_number[number].device)
-                                          for key, value in state.items()}
-                      for number, state in saved["state"].items()}
+        self.state = {}
+        for number, state in saved["state"].items():  # moments follow their parameter's dtype and device
+            p = by_number[number]
+            self.state[p] = {key: value if key == "step" else value.to(dtype=p.dtype, device=p.device)
+                             for key, value in state.items()}
         for saved_group, group in zip(saved_groups, self.param_groups):
             group.update({key: copy.deepcopy(saved_group[key]) for key in HYPERPARAMETERS if key in saved_group})
-
-
-def adam(params: Iterable[torch.Tensor] | Iterable[dict], **options: Any) -> Adam:
-    """torch.optim.Adam's updates (L2 weight decay added to the gradient)."""
-    return Adam(params, **options)
 
 
 def adamw(params: Iterable[torch.Tensor] | Iterable[dict], weight_decay: float = 1e-2, **options: Any) -> Adam:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ser.errors import UserInputError
-from ser.training.adam import Adam, adam, adamw
+from ser.training.adam import Adam, adamw
 
 
 
@@ -122,7 +122,7 @@ HEAD_RECIPES = {
     "ctarnn": CTARNN_RECIPE,
 }
 
-OPTIMIZERS = {"adam": adam, "adamw": adamw}  # torch.optim's updates and checkpoints (adam.py)
+OPTIMIZERS = {"adam": Adam, "adamw": adamw}  # torch.optim's updates and checkpoints (adam.py)
 
 
 def recipe_for(head: str) -> Recipe:

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from ser.heads import create_head
-from ser.training.adam import adam, adamw
+from ser.training.adam import Adam, adamw
 
-PAIRS = [(adam, torch.optim.Adam), (adamw, torch.optim.AdamW)]
+PAIRS = [(Adam, torch.optim.Adam), (adamw, torch.optim.AdamW)]
 
 
 def _groups(head: nn.Module) -> list[dict]:
@@ -88,7 +88,7 @@ def test_other_parameter_groups_and_no_parameters_are_refused():
     with pytest.raises(ValueError, match="parameter groups"):
         adamw(list(head.parameters())).load_state_dict(adamw(_groups(head)).state_dict())
     with pytest.raises(ValueError, match="no parameters"):
-        adam([{"params": []}, {"params": []}])
+        Adam([{"params": []}, {"params": []}])
 
 
 def test_training_steps_do_not_import_torch_dynamo():
