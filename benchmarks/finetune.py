@@ -26,6 +26,7 @@ from ser.data.corpora import CORPORA, prepare_corpus
 from ser.data.extraction import extract_corpus
 from ser.data.workspace import Workspace
 from ser.heads import create_head
+from ser.training.adam import Adam
 from ser.training.batching import bucketed_batches
 from ser.training.finetune_config import FinetuneConfig
 from ser.training.finetune_conv_cache import build_conv_cache, conv_cache_path
@@ -74,7 +75,7 @@ def main() -> None:
             model = build_finetune_model(config, pristine, data.task.num_outputs)
             batching = resolve_batching("auto", data.conv_cache is not None, model)
             groups = model.parameter_groups(config.recipe.lr, config.recipe.backbone_lr, 0.0)
-            optimizer = torch.optim.Adam(groups, lr=config.recipe.lr)
+            optimizer = Adam(groups, lr=config.recipe.lr)  # the optimiser `ser finetune` trains with
             model.train()
             synchronize(device)
             begin = time.perf_counter()

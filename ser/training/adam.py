@@ -16,13 +16,14 @@ from typing import Any, Iterable
 import torch
 
 HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay")
+EPS = 1e-8  # torch.optim.Adam's default
 
 
 class Adam:
     """torch.optim.Adam (decoupled_weight_decay=False) or AdamW (True), without amsgrad or maximize."""
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = EPS, weight_decay: float = 0.0,
                  decoupled_weight_decay: bool = False):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                     "decoupled_weight_decay": decoupled_weight_decay}

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ser.training.adam import Adam
+from ser.training.adam import EPS, Adam
 from ser.training.recipes import Recipe
-
-EPS = 1e-8  # torch.optim.Adam's default
 
 
 class StackedAdam:
