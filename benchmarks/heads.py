@@ -11,8 +11,9 @@ The masked and unmasked steps take turns (median of --steps each), so drift in t
 load shows in both.
 Each setting runs in its own process (OpenMP reads its wait policy once, at import):
   default    what `ser` commands do: threads = CPUs this process may use, OMP_WAIT_POLICY=PASSIVE,
-             tensors over 2 MiB on huge pages (THP_MEM_ALLOC_ENABLE=1);
-  4k pages   the same without huge pages (THP_MEM_ALLOC_ENABLE=0);
+             freed blocks kept in the heap (ser/training/allocator.py);
+  huge pages the default before 2026-12-02: glibc's own thresholds, tensors over 2 MiB on huge
+             pages (THP_MEM_ALLOC_ENABLE=1);
   active     the same threads, spinning while they wait (OMP_WAIT_POLICY=ACTIVE);
   spin 10k   the same threads, libgomp spinning 10,000 (100,000) rounds before it sleeps
   spin 100k  (GOMP_SPINCOUNT; libgomp's own default is 300,000);
@@ -121,7 +122,8 @@ Findings, 2 cores:
   at D=80, B=32, T=250) 2 threads took 150-286 ms and 1 thread 201-285 ms: the gap was the
   loaded machine's, so the recurrence keeps the default threads (running it on 1 thread inside
   autograd markers had cost 1.7x at D=768).
-- Huge pages, 2026-12-01, `--heads shiftcnn,timnet,lstm --steps 2 --settings "default,4k pages"`
+- Huge pages, 2026-12-01 (then the default; "4k pages" was glibc's own allocation), `--heads
+  shiftcnn,timnet,lstm --steps 2 --settings "default,4k pages"`
   (one run): no consistent difference for solo heads (idle ms default / 4k pages: shiftcnn@80
   192 / 110, timnet@80 350 / 248, lstm@80 339 / 320, shiftcnn@768 5421 / 4358, timnet@768 266 /
   292, lstm@768 5038 / 4688; the idle phases ran one after the other and the first was slower);
@@ -144,18 +146,16 @@ import subprocess
 import sys
 import time
 
-HUGE_PAGES = {"THP_MEM_ALLOC_ENABLE": "1"}  # what `ser` commands set (ser/training/allocator.py)
-SETTINGS = {  # name: (environment, intra-op threads; None = what `ser` commands use)
-    "default": ({"OMP_WAIT_POLICY": "PASSIVE", **HUGE_PAGES}, None),
-    "4k pages": ({"OMP_WAIT_POLICY": "PASSIVE", "THP_MEM_ALLOC_ENABLE": "0"}, None),
-    "active": ({"OMP_WAIT_POLICY": "ACTIVE", **HUGE_PAGES}, None),
-    "spin 10k": ({"GOMP_SPINCOUNT": "10000", **HUGE_PAGES}, None),
-    "spin 100k": ({"GOMP_SPINCOUNT": "100000", **HUGE_PAGES}, None),
-    "bound": ({"OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "true", "OMP_PLACES": "cores", **HUGE_PAGES},
-              None),
-    "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE", **HUGE_PAGES}, 1),
+SETTINGS = {  # name: (environment, intra-op threads, freed blocks kept; None = what `ser` commands use)
+    "default": ({"OMP_WAIT_POLICY": "PASSIVE"}, None, True),
+    "huge pages": ({"OMP_WAIT_POLICY": "PASSIVE", "THP_MEM_ALLOC_ENABLE": "1"}, None, False),
+    "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, None, True),
+    "spin 10k": ({"GOMP_SPINCOUNT": "10000"}, None, True),
+    "spin 100k": ({"GOMP_SPINCOUNT": "100000"}, None, True),
+    "bound": ({"OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "true", "OMP_PLACES": "cores"}, None, True),
+    "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1, True),
 }
-SETTING_VARIABLES = {name for environment, _ in SETTINGS.values() for name in environment}  # what a child must not inherit
+SETTING_VARIABLES = {name for environment, _, _ in SETTINGS.values() for name in environment}  # what a child must not inherit
 HEADS = ("linear", "cnn", "shiftcnn", "lstm", "shiftlstm", "transformer", "shiftformer", "timnet", "ctarnn")
 BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 
@@ -268,14 +268,16 @@ def measure(heads: list[str], dims: list[int], steps: int) -> dict[str, dict[str
 
 def child(setting: str, heads: list[str], dims: list[int], steps: int) -> dict:
     """Run `measure` in a fresh process with the setting's OpenMP policy and thread count."""
-    openmp, threads = SETTINGS[setting]
+    openmp, threads, keep_freed = SETTINGS[setting]
     env = {name: value for name, value in os.environ.items() if name not in SETTING_VARIABLES}
     env.update(openmp)
     code = ("import json, sys, torch\n"
             "sys.path.insert(0, 'benchmarks')\n"
             "from heads import measure\n"
+            "from ser.training.allocator import keep_freed_blocks\n"
             "from ser.training.threads import use_threads\n"
             f"use_threads({threads!r})\n"
+            + ("keep_freed_blocks()\n" if keep_freed else "") +
             f"print(json.dumps(measure({heads!r}, {dims!r}, {steps})))\n")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if done.returncode != 0:

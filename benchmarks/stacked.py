@@ -22,7 +22,7 @@ Linear (the two commute): D=80 3.0 vs 105.8 ms (0.03), D=768 × 13 layers 153 vs
 Stacking it frame by frame like the CNN had taken 1.43 and 1.79: for a probe this thin the
 copies into one (K, B, T, D) tensor cost more than the products.
 Transformer family and huge pages, 2026-12-01, `--dims 80 --repeats 3`, each head run with
-THP_MEM_ALLOC_ENABLE=1 (what `ser` sets) and =0, stacked / solo: shiftformer 1.14 (572 vs
+THP_MEM_ALLOC_ENABLE=1 (what `ser` set until 2026-12-02) and =0, stacked / solo: shiftformer 1.14 (572 vs
 504 ms) and 1.59 (983 vs 620 ms); transformer 1.35 (17.5 vs 12.9 s) and 1.69 (34.2 vs 20.3 s);
 shiftcnn 1.08 (649 vs 602 ms) and 1.00 (666 vs 669 ms). Without huge pages every large stacked
 tensor is page-faulted in again each step (ser/training/allocator.py); the solo transformer
@@ -35,6 +35,14 @@ lstm D=80 1.40-1.80 (0.9-1.3 s vs 0.65-0.81 s); ctarnn D=80 2.22 (9.0 vs 4.1 s).
 solo LSTM as one fused oneDNN kernel on CPU, the stacked families step through time with a few
 batched kernels per step (heads/stacked/recurrence.py), so on CPU they cost more; on a GPU the
 same loop is one launch per step for all K members instead of K.
+Freed blocks kept in the heap (ser/training/allocator.py, every `ser` command since 2026-12-02)
+against huge pages (THP_MEM_ALLOC_ENABLE=1, the default before), 2026-12-02, one run each,
+8 solo heads / stacked, ms per step: shiftcnn D=80 (`--repeats 5`) 585 / 499 (0.85; a second
+run 676 / 543) against 640 / 743 (1.16), and 665 / 855 with neither; shiftcnn D=768 × 13 layers
+(`--repeats 2`) 28.3 / 22.3 s (0.79) against 32.3 / 31.6 s (0.98); shiftformer D=80 (`--repeats
+3`) 407 / 379 (0.93) against 470 / 515 (1.09); timnet D=80 1241 / 982 (0.79) against 923 / 1077
+(1.17). Peak RSS of these runs (both models in one process) grew by 27% at D=80 and 54% at D=768.
+Huge pages on top of the kept heap were slower for the stacked model (shiftcnn D=80 565 / 587).
 """
 
 from __future__ import annotations
@@ -43,15 +51,11 @@ import argparse
 import os
 import time
 
-from ser.training.allocator import prefer_huge_pages
-
-if os.environ.get("THP_MEM_ALLOC_ENABLE") is None:
-    prefer_huge_pages()  # as `ser` commands do, before torch allocates; THP_MEM_ALLOC_ENABLE=0 measures 4 KiB pages
-
-import torch  # noqa: E402
+import torch
 
 from ser.heads import create_head
 from ser.heads.stacked import stacked_model
+from ser.training.allocator import keep_freed_blocks
 
 SEEDS_ONLY = ("linear", "timnet", "lstm", "ctarnn")
 GRID = [(n_div, placement) for n_div in (2, 4, 8, 16) for placement in ("residual", "inplace")]
@@ -124,8 +128,9 @@ def main() -> None:
     parser.add_argument("--dims", default="80,768", help="80 (fbank, 1 layer) and/or 768 (wavlm-base, 13 layers)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    kept = keep_freed_blocks()  # as `ser` commands do; MALLOC_MMAP_THRESHOLD_=33554432 measures glibc's own ceiling
     print(f"K = {args.members} {args.head} members, B=32, T=250, {device}, {torch.get_num_threads()} threads, "
-          f"THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}")
+          f"freed blocks kept: {'yes' if kept else 'no'}, THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 0)}")
     for dim in map(int, args.dims.split(",")):
         layers = 1 if dim == 80 else 13
         solo, together = compare(args.head, dim, layers, args.members, device, args.repeats)

@@ -14,6 +14,15 @@ random weights), <= 0.1 on a GPU.
     python benchmarks/sweep.py --device cuda --jobs 4
 
 Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only).
+2026-12-02 (faster machine that day), freed blocks kept in the heap (ser/training/allocator.py)
+against huge pages, same fbank options as below: separate 69.0 s (40.6 s start-up), one by one
+15.0 s, batched 17.9 s: batched / separate 0.259, one by one / separate 0.218, batched / one by
+one 1.19 (huge pages, same day: 0.273 / 0.225 / 1.22). The separate runs got cheaper again, so
+the ratios rose. wavlm-shaped (`--cache wavlm --epochs 2 --speakers 4 --sessions 2 --per-class 4
+--separate-sample 4`): batched / separate 0.523, one by one / separate 0.579, batched / one by
+one 0.904 (separate 154 s estimated, 9.6 s per run); the batched sweep alone, huge pages against
+kept blocks, alternating: 92.4 / 77.5 s and 92.2 / 83.1 s, peak RSS 3.3 / 3.7 GB. Capping K at
+2 or 4 instead of 8 (fbank, 4 rounds each) changed the batched sweep by less than its noise.
 2026-12-02 16:25 UTC, after `ser train` stopped importing torch._dynamo (torch.optim's first use)
 and scikit-learn: fbank `--epochs 5 --speakers 4 --sessions 2 --per-class 8`: batched / separate
 0.256, one by one / separate 0.240, batched / one by one 1.07. The separate runs got cheaper,
@@ -34,7 +43,7 @@ separate 0.204, one by one / separate 0.171, batched / one by one 1.19 (training
 12.5 s; the 16 separate runs spend 50 of their 95 s importing). benchmarks/stacked.py
 --head shiftcnn --dims 80 gave 1.29 at this commit and 1.15 at the commit before the LSTM,
 TIM-Net and CTA-RNN families (same session, --repeats 5), within this machine's drift.
-With tensors on huge pages (THP_MEM_ALLOC_ENABLE=1, set by every `ser` command), fbank, same
+With tensors on huge pages (THP_MEM_ALLOC_ENABLE=1, set by every `ser` command until 2026-12-02), fbank, same
 options as below: batched / separate 0.163, one by one / separate 0.158, batched / one by one
 1.03 (training phase 17.9 vs 16.1 s).
 Latest (workers forked, not spawned: they start at once, with the cache already loaded):

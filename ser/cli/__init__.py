@@ -59,11 +59,11 @@ app.add_typer(cache_cmd.cache_app, name="cache", help=cache_cmd.HELP)
 
 def main() -> None:
     """Console-script entry point: usage errors the click way, `SerError`s as one line + hint."""
-    from ser.training.allocator import prefer_huge_pages
+    from ser.training.allocator import keep_freed_blocks
     from ser.training.threads import prefer_passive_wait
 
     prefer_passive_wait()  # before any command imports torch (OpenMP reads it once)
-    prefer_huge_pages()  # before torch allocates; worker processes inherit both
+    keep_freed_blocks()  # large tensors freed in one training step are reused by the next; forked workers inherit it
     try:
         app()  # standalone mode: click prints usage errors itself and exits with code 2
     except (SerError, OSError) as caught:

@@ -19,6 +19,7 @@ import torch
 from ser.data.folds import Fold
 from ser.errors import DivergedError, SerError
 from ser.studies.stopping import SweepStopped
+from ser.training.allocator import keep_freed_blocks
 from ser.training.config import TrainConfig
 from ser.training.loop import train_fold
 from ser.training.tracking import open_tracker
@@ -58,8 +59,10 @@ class WorkerState:
 
 
 def init_worker(data: TrainingData, threads: int, events: Any, parent_pid: int | None = None) -> None:
-    """Pool initializer: die with the parent, pin the intra-op thread count and keep the shared data."""
+    """Pool initializer: die with the parent, keep freed blocks (a spawned worker did not run the
+    CLI's start-up), pin the intra-op thread count and keep the shared data."""
     die_with_parent(parent_pid)
+    keep_freed_blocks()
     torch.set_num_threads(threads)
     WorkerState.data = data
     WorkerState.events = events
