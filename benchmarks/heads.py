@@ -10,15 +10,18 @@ For each head at D=80 (an fbank cache: 1 layer) and D=768 (a wavlm-base cache: 1
 The masked and unmasked steps take turns (median of --steps each), so drift in this machine's
 load shows in both.
 Each setting runs in its own process (OpenMP reads its wait policy once, at import):
-  default    what `ser` commands do: threads = CPUs this process may use, OMP_WAIT_POLICY=PASSIVE,
-             freed blocks kept in the heap (ser/training/allocator.py);
-  huge pages the default before 2026-12-02: glibc's own thresholds, tensors over 2 MiB on huge
+  default    what `ser` commands do: threads = CPUs this process may use, a waiting thread
+             spins 1,000 rounds (~10 µs) and then sleeps (OMP_WAIT_POLICY=PASSIVE,
+             GOMP_SPINCOUNT=1000), freed blocks kept in the heap (ser/training/allocator.py);
+  passive    the default until 2026-12-03: a waiting thread sleeps at once (PASSIVE alone);
+  huge pages the allocation before 2026-12-02: glibc's own thresholds, tensors over 2 MiB on huge
              pages (THP_MEM_ALLOC_ENABLE=1);
   active     the same threads, spinning while they wait (OMP_WAIT_POLICY=ACTIVE);
   spin 10k   the same threads, libgomp spinning 10,000 (100,000) rounds before it sleeps
-  spin 100k  (GOMP_SPINCOUNT; libgomp's own default is 300,000);
-  bound      PASSIVE, each thread pinned to its own core (OMP_PROC_BIND=true, OMP_PLACES=cores);
-  1 thread   PASSIVE, one intra-op thread.
+  spin 100k  (GOMP_SPINCOUNT alone; libgomp's own default is 300,000);
+  bound      the default's waits, each thread pinned to its own core (OMP_PROC_BIND=true,
+             OMP_PLACES=cores);
+  1 thread   the default's waits, one intra-op thread.
 "busy" runs the same measurements while two background processes spin on the CPU (they stop
 by themselves after --busy-seconds at most). Every ratio is measured side by side in one run.
 
@@ -130,6 +133,22 @@ Findings, 2 cores:
   busy/idle default 1.58, 0.75, 0.41, 1.83, 1.56, 1.81 against 4k pages 1.40, 1.39, 0.79, 1.68,
   1.72, 1.61. Huge pages pay where tensors are far above glibc's 32 MiB mmap threshold: stacked
   models and attention (benchmarks/stacked.py).
+- Brief spinning, 2026-12-03 (load average 2-3 before each run, left by the previous one): the
+  idle recurrent steps with PASSIVE were the slow ones, again and again (lstm@80 224-231 ms idle
+  against 84-400 ms busy). Each of the LSTM's many small parallel regions woke a sleeping thread,
+  and on an idle virtual CPU that wake-up is slow. Letting a waiting thread spin first
+  (PASSIVE with GOMP_SPINCOUNT), `--heads lstm,ctarnn,shiftcnn,timnet,shiftformer[,linear]
+  --dims 80 --steps 5`, two runs, ms per step idle / busy: lstm PASSIVE 224 / 278 and 231 / 400,
+  spin 1,000 51 / 153 and 50 / 157; ctarnn 566 / 396 and 559 / 404, spin 1,000 236 / 513 and
+  221 / 547; shiftcnn, timnet, shiftformer and linear within noise of PASSIVE idle and busy
+  (timnet busy 436 vs 358 and 246 vs 236). 300 rounds helped half as much (lstm 168 ms idle);
+  3,000 and 10,000 rounds were no faster idle than 1,000 and slower busy (lstm 277 and 682 ms,
+  ctarnn 762 and 1696 ms). At D=768 (`--heads lstm,ctarnn,shiftcnn,timnet --steps 3`), PASSIVE /
+  spin 1,000 idle: lstm 1841 / 1635, ctarnn 1084 / 715, shiftcnn 1710 / 1629, timnet 224 / 214;
+  busy: lstm 3191 / 3501, ctarnn 2242 / 1500, shiftcnn 3501 / 3569, timnet 316 / 526. One thread
+  (same D=80 run): lstm 73 / 120, ctarnn 344 / 505. So `ser` spins 1,000 rounds (the "default"
+  setting since); busy/idle of the recurrent heads rose (lstm@80 3.1) because their idle step
+  got 2.5-4.5x faster, not because the busy step got slower.
 - `transformer` at D=80 takes about 2-3 s a step: its reference relative key-query attention
   with 10 heads of size 8 builds (B, H, T, T) tensors of 20M elements (scores, two position
   terms, softmax), and a (B, H, T, 8) x (8, 2T) product per position term.
@@ -146,14 +165,17 @@ import subprocess
 import sys
 import time
 
+from ser.training.threads import WAIT_SETTINGS
+
 SETTINGS = {  # name: (environment, intra-op threads, freed blocks kept; None = what `ser` commands use)
-    "default": ({"OMP_WAIT_POLICY": "PASSIVE"}, None, True),
-    "huge pages": ({"OMP_WAIT_POLICY": "PASSIVE", "THP_MEM_ALLOC_ENABLE": "1"}, None, False),
+    "default": (WAIT_SETTINGS, None, True),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, None, True),
+    "huge pages": ({**WAIT_SETTINGS, "THP_MEM_ALLOC_ENABLE": "1"}, None, False),
     "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, None, True),
     "spin 10k": ({"GOMP_SPINCOUNT": "10000"}, None, True),
     "spin 100k": ({"GOMP_SPINCOUNT": "100000"}, None, True),
-    "bound": ({"OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "true", "OMP_PLACES": "cores"}, None, True),
-    "1 thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1, True),
+    "bound": ({**WAIT_SETTINGS, "OMP_PROC_BIND": "true", "OMP_PLACES": "cores"}, None, True),
+    "1 thread": (WAIT_SETTINGS, 1, True),
 }
 SETTING_VARIABLES = {name for environment, _, _ in SETTINGS.values() for name in environment}  # what a child must not inherit
 HEADS = ("linear", "cnn", "shiftcnn", "lstm", "shiftlstm", "transformer", "shiftformer", "timnet", "ctarnn")

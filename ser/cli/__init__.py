@@ -60,9 +60,9 @@ app.add_typer(cache_cmd.cache_app, name="cache", help=cache_cmd.HELP)
 def main() -> None:
     """Console-script entry point: usage errors the click way, `SerError`s as one line + hint."""
     from ser.training.allocator import keep_freed_blocks
-    from ser.training.threads import prefer_passive_wait
+    from ser.training.threads import prefer_brief_waits
 
-    prefer_passive_wait()  # before any command imports torch (OpenMP reads it once)
+    prefer_brief_waits()  # before any command imports torch (OpenMP reads it once)
     keep_freed_blocks()  # large tensors freed in one training step are reused by the next; forked workers inherit it
     try:
         app()  # standalone mode: click prints usage errors itself and exits with code 2

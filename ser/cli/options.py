@@ -35,7 +35,7 @@ Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:
 Threads = Annotated[
     Optional[int],
     typer.Option("--threads", min=1, help="CPU threads (default: the CPUs this process may use — affinity and "
-                 "cgroup quota; OpenMP threads sleep rather than spin while they wait)."),
+                 "cgroup quota; a waiting OpenMP thread spins ~10 µs, then sleeps)."),
 ]
 
 

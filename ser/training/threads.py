@@ -1,10 +1,15 @@
 """How many CPU threads a command uses, and how they wait: training that keeps its speed on a busy machine.
 
 Measured on a shared 2-core machine (benchmarks/heads.py): OpenMP threads that spin-wait for a
-core they do not get (libgomp's default ACTIVE policy) made a TIM-Net step 3.8× slower with two
-busy background processes; with `OMP_WAIT_POLICY=PASSIVE` a waiting thread sleeps instead and
-the slowdown fell to about 2×. So every command:
-- sets `OMP_WAIT_POLICY=PASSIVE` before torch is imported (a value the user set is kept), and
+core they do not get (libgomp's default: spin up to ~3 ms) made a TIM-Net step 3.8× slower with
+two busy background processes; with `OMP_WAIT_POLICY=PASSIVE` a waiting thread sleeps at once
+and the slowdown fell to about 2×. But sleeping at once made the recurrent heads slow on an idle
+machine: an LSTM step runs thousands of small parallel regions, and waking a sleeping thread
+for each (on an idle virtual CPU) made lstm@80 take 220-230 ms against 50 ms when a thread
+spins about 10 µs first (`GOMP_SPINCOUNT=1000`; ctarnn@80 560 against 220 ms), while the busy
+steps stayed within noise of PASSIVE for the other heads. So every command:
+- sets `OMP_WAIT_POLICY=PASSIVE` and `GOMP_SPINCOUNT=1000` before torch is imported (wait
+  settings the user made are kept: neither is set when either is), and
 - uses as many intra-op threads as CPUs it may actually run on: the scheduler affinity mask
   and the cgroup CPU quota (a container or a Slurm job), not `os.cpu_count()` of the host —
   unless `OMP_NUM_THREADS` says otherwise (torchrun sets it to 1 per rank, and a user's choice
@@ -19,6 +24,8 @@ import os
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# libgomp spins GOMP_SPINCOUNT rounds (~100 per µs) before a waiting thread sleeps
+WAIT_SETTINGS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}
 
 
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
@@ -46,9 +53,11 @@ def available_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
     return max(1, cpus)
 
 
-def prefer_passive_wait() -> None:
-    """Ask OpenMP to sleep, not spin, while it waits (only effective before torch is imported)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+def prefer_brief_waits() -> None:
+    """Ask OpenMP's waiting threads to spin about 10 µs, then sleep (only effective before torch
+    is imported); when the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT, nothing is changed."""
+    if not any(name in os.environ for name in WAIT_SETTINGS):
+        os.environ.update(WAIT_SETTINGS)
 
 
 def default_threads() -> int:

@@ -1,4 +1,4 @@
-"""Thread defaults: the CPUs a process may use (affinity, cgroup quota), a passive OpenMP wait, `--threads`."""
+"""Thread defaults: the CPUs a process may use (affinity, cgroup quota), brief OpenMP waits, `--threads`."""
 
 import os
 import subprocess
@@ -46,12 +46,24 @@ def test_available_cpus_respects_affinity_and_quota(tmp_path: Path, monkeypatch)
         torch.set_num_threads(before)
 
 
-def test_cli_waits_passively_and_validates_threads():
-    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
-    env["PYTHONPATH"] = str(REPO)
+def cli_wait_settings(**env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run `ser train --threads 0` with `env` over the wait variables; its exit and the wait
+    variables it ended with (OMP_WAIT_POLICY, GOMP_SPINCOUNT)."""
+    environment = {key: value for key, value in os.environ.items() if key not in threads.WAIT_SETTINGS}
     code = ("import os, sys\nfrom ser.cli import main\nsys.argv = ['ser', 'train', '--threads', '0']\n"
-            "try:\n    main()\nfinally:\n    print(os.environ.get('OMP_WAIT_POLICY'))\n")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+            "try:\n    main()\nfinally:\n    print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))\n")
+    done = subprocess.run([sys.executable, "-c", code], env={**environment, "PYTHONPATH": str(REPO), **env},
+                          capture_output=True, text=True, timeout=120)
+    return done, done.stdout.split()
+
+
+def test_cli_waits_briefly_and_validates_threads():
+    done, waits = cli_wait_settings()
     assert done.returncode == 2
     assert "--threads" in done.stderr and "Traceback" not in done.stderr
-    assert done.stdout.strip() == "PASSIVE"
+    assert waits == ["PASSIVE", "1000"]
+
+
+def test_wait_settings_the_user_made_are_kept():
+    assert cli_wait_settings(OMP_WAIT_POLICY="ACTIVE")[1] == ["ACTIVE", "None"]  # a spin count would cut ACTIVE short
+    assert cli_wait_settings(GOMP_SPINCOUNT="0")[1] == ["None", "0"]
