@@ -149,6 +149,15 @@ Findings, 2 cores:
   (same D=80 run): lstm 73 / 120, ctarnn 344 / 505. So `ser` spins 1,000 rounds (the "default"
   setting since); busy/idle of the recurrent heads rose (lstm@80 3.1) because their idle step
   got 2.5-4.5x faster, not because the busy step got slower.
+  Then every head at D=80, `--settings "default,passive" --steps 5`, idle / busy ms, default
+  against passive: lstm 44 / 123 vs 235 / 84, shiftlstm 48 / 130 vs 246 / 87, ctarnn 212 / 540
+  vs 579 / 392, timnet 158 / 242 vs 184 / 222, shiftformer 48 / 89 vs 53 / 85, transformer 684 /
+  1523 vs 684 / 1288, linear 7.3 / 13.9 vs 6.6 / 12.4, cnn 52 / 164 vs 58 / 95, shiftcnn 56 /
+  166 vs 61 / 98. The cnn pair did not repeat with the order swapped (`--heads
+  cnn,shiftcnn,lstm,ctarnn --settings "passive,default"`): cnn 60 / 99 vs 59 / 97, shiftcnn 59 /
+  98 vs 61 / 100 (passive first), lstm 235 / 373 vs 52 / 159, ctarnn 579 / 1093 vs 219 / 542.
+  Masked / unmasked idle in that run and the one before: every head within 1.12 except linear
+  (1.21; a 7 ms step), timnet 0.89.
 - `transformer` at D=80 takes about 2-3 s a step: its reference relative key-query attention
   with 10 heads of size 8 builds (B, H, T, T) tensors of 20M elements (scores, two position
   terms, softmax), and a (B, H, T, 8) x (8, 2T) product per position term.
