@@ -43,6 +43,12 @@ run 676 / 543) against 640 / 743 (1.16), and 665 / 855 with neither; shiftcnn D=
 3`) 407 / 379 (0.93) against 470 / 515 (1.09); timnet D=80 1241 / 982 (0.79) against 923 / 1077
 (1.17). Peak RSS of these runs (both models in one process) grew by 27% at D=80 and 54% at D=768.
 Huge pages on top of the kept heap were slower for the stacked model (shiftcnn D=80 565 / 587).
+Real frames taken out and put back by row gathers in both directions (heads/stacked/real_frames.py)
+instead of gather / scatter_add, 2026-12-03, old and new commit in turns, stacked ms per step:
+shiftcnn D=80 381 -> 356 (2 threads), 720 and 735 -> 671 and 677 (OMP_NUM_THREADS=1);
+shiftformer D=80 328 -> 302; timnet unchanged (it takes its frames once). The fbank batched sweep
+(16 runs, `ser sweep --batch-runs on`, 2 workers) went from 14.4 and 13.8 s to 12.7 and 12.8 s,
+with bit-identical parameters in every member's model.pt.
 """
 
 from __future__ import annotations

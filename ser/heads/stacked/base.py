@@ -1,5 +1,5 @@
 """What the stacked families share: members' batches padded into one (K, B, T, D) tensor, their
-layer sums and SpecAugment, the per-member temporal shift, per-frame work on real frames only."""
+layer sums and SpecAugment, the per-member temporal shift."""
 
 from __future__ import annotations
 
@@ -53,35 +53,6 @@ def block_shifts(members: Sequence, dim: int) -> tuple[int, list[list[MemberShif
         raise UserInputError("members of one stacked model must share the shift stride")
     shifts = [[_member_shift(head, index, dim) for head in members] for index in range(len(members[0].blocks))]
     return (strides.pop() if strides else 1), shifts
-
-
-class RealFrames:
-    """Where each member's real frames lie in its flattened (B·T) frame axis, so that per-frame
-    layers run on (K, N, D) — N the most real frames of any member — instead of (K, B, T, D)."""
-
-    def __init__(self, valid: torch.Tensor):
-        K, B, T, _ = valid.shape  # valid (K, B, T, 1): 1 on real frames
-        real = valid.reshape(K, B * T) > 0  # (K, B·T)
-        counts = real.sum(dim=1)  # (K,)
-        width = max(1, int(counts.max()))
-        # the real positions first, in order; slots past a member's count point at frame 0 (masked)
-        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)[:, :width]  # (K, N)
-        self.slots = (torch.arange(width, device=valid.device)[None, :] < counts[:, None])[..., None]  # (K, N, 1)
-        self.index = torch.where(self.slots[..., 0], order, 0)  # (K, N)
-        self.shape = (K, B, T)
-
-    def take(self, x: torch.Tensor) -> torch.Tensor:
-        """x (K, B, T, D) → its real frames (K, N, D)."""
-        K, B, T, D = x.shape
-        return x.reshape(K, B * T, D).gather(1, self.index[..., None].expand(-1, -1, D))
-
-    def put(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (K, N, D) back in place → (K, B, T, D), padding zero."""
-        K, B, T = self.shape
-        D = frames.shape[-1]
-        kept = frames * self.slots.to(frames.dtype)  # unused slots add zero to frame 0
-        out = frames.new_zeros(K, B * T, D).scatter_add(1, self.index[..., None].expand(-1, -1, D), kept)
-        return out.view(K, B, T, D)
 
 
 class StackedHeads:

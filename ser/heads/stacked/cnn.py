@@ -30,7 +30,8 @@ import torch
 from torch.nn import functional as F
 
 from ser.heads.cnn import CNNHead
-from ser.heads.stacked.base import MemberBatch, RealFrames, StackedHeads, block_shifts
+from ser.heads.stacked.base import MemberBatch, StackedHeads, block_shifts
+from ser.heads.stacked.real_frames import RealFrames
 
 
 class StackedCNN(StackedHeads):

@@ -17,7 +17,8 @@ from torch.nn import functional as F
 
 from ser.errors import UserInputError
 from ser.heads.lstm import LSTMHead
-from ser.heads.stacked.base import MemberBatch, MemberShift, RealFrames, StackedHeads
+from ser.heads.stacked.base import MemberBatch, MemberShift, StackedHeads
+from ser.heads.stacked.real_frames import RealFrames
 from ser.heads.stacked.recurrence import grouped_bilstm
 
 

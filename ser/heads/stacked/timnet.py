@@ -21,7 +21,8 @@ import torch
 from torch.nn import functional as F
 
 from ser.heads.masking import frame_mask
-from ser.heads.stacked.base import MemberBatch, RealFrames, StackedHeads
+from ser.heads.stacked.base import MemberBatch, StackedHeads
+from ser.heads.stacked.real_frames import RealFrames
 from ser.heads.timnet import TIMNetHead
 
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")

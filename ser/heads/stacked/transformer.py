@@ -20,7 +20,8 @@ import torch
 from torch.nn import functional as F
 
 from ser.heads.masking import frame_mask
-from ser.heads.stacked.base import RealFrames, StackedHeads, block_shifts
+from ser.heads.stacked.base import StackedHeads, block_shifts
+from ser.heads.stacked.real_frames import RealFrames
 from ser.heads.transformer import RelativeKeyQueryAttention, TransformerHead, relative_index
 
 
