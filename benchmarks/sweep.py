@@ -14,6 +14,15 @@ random weights), <= 0.1 on a GPU.
     python benchmarks/sweep.py --device cuda --jobs 4
 
 Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only).
+2026-12-03 (machine faster again: benchmarks/stacked.py shiftcnn D=80 at 356-381 ms against
+585-640 the day before), after real frames moved by row gathers: fbank, same options as below:
+separate 45.6 s (27.5 s start-up, 1.1 s of training each), one by one 12.9 s, batched 12.8 s:
+batched / separate 0.281, one by one / separate 0.283, batched / one by one 0.993 (before the
+row gathers, same day: 0.285 and 0.311, batched / one by one 1.02 and 1.12). wavlm-shaped, same
+options as below: separate 88.0 s estimated (5.5 s per run), one by one 49.2 s, batched 50.7 s:
+0.576 / 0.559 / 1.03. On 2 CPU cores the stacked step does the arithmetic of its K solo steps;
+the separate runs are cheap enough now (1.7 s of start-up each) that no CPU sweep reaches the
+targets.
 2026-12-02 (faster machine that day), freed blocks kept in the heap (ser/training/allocator.py)
 against huge pages, same fbank options as below: separate 69.0 s (40.6 s start-up), one by one
 15.0 s, batched 17.9 s: batched / separate 0.259, one by one / separate 0.218, batched / one by
