@@ -12,6 +12,15 @@ import torch  # noqa: E402
 torch.set_num_threads(1)  # tiny models: OpenMP threads only wait on each other
 
 
+@pytest.fixture(autouse=True)
+def one_thread_again_after_each_test():
+    """An in-process CLI call sets torch to the CPUs it may use; the next test (and the fixtures it
+    builds, such as a reference cache that must match one-thread torchrun ranks bit for bit)
+    starts from one thread again, whichever tests its worker ran before."""
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def build_fbank_workspace():
     """A builder: (root, corpus sizes for prepare_synthetic) → root, now holding
