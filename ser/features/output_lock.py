@@ -4,7 +4,8 @@
         ...  # only this process writes cache_path, its .partial/ folder and its temporaries
 
 The lock is `fcntl.flock` on `<out>.lock`, which holds the holder's pid. A second process asking
-for the same output fails at once with a `CacheError` that names that pid; the kernel drops the
+for the same output fails at once with a `CacheError` that names that pid (waiting at most
+half a second for it when the holder has only just locked); the kernel drops the
 lock when its holder exits, however it exits (SIGKILL included), so a stale file never blocks a
 rerun. The file is removed on release; a process that locked a file another one had just removed
 notices (different inode) and tries again, so two processes never both hold "the" lock.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -26,12 +28,20 @@ def lock_path(out: Path) -> Path:
     return Path(out).with_name(Path(out).name + ".lock")
 
 
-def _holder(path: Path) -> str:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return "another process"
-    return f"process {text}" if text.isdigit() else "another process"
+def _holder(path: Path, patience: float = 0.5) -> str:
+    """Who holds the lock at `path`: the pid its holder writes just after locking, waited for up
+    to `patience` seconds (a holder that has just locked has not written it yet)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            text = path.read_text()
+        except OSError:  # released and removed meanwhile
+            return "another process"
+        if text.endswith("\n") and text.strip().isdigit():
+            return f"process {text.strip()}"
+        if time.monotonic() >= deadline:
+            return "another process"
+        time.sleep(0.01)
 
 
 def _acquire(path: Path) -> int:

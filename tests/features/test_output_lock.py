@@ -95,3 +95,32 @@ def test_a_second_ser_extract_fails_at_once_naming_the_holder(audio_files, tmp_p
     assert not lock_path(out).exists()
     with exclusive_output(out):  # free again
         pass
+
+
+# Locks the file named in argv[1], says so, and writes its pid only after argv[2] seconds: the
+# moment between a holder's flock and its pid, which a refused process once reported as "another
+# process".
+LATE_PID = """
+import fcntl, os, sys, time
+descriptor = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+os.write(descriptor, f"{os.getpid()}\\n".encode())
+sys.stdin.read()
+"""
+
+
+def test_a_refusal_names_a_holder_that_has_only_just_locked(tmp_path):
+    out = tmp_path / "cache.h5"
+    holder = subprocess.Popen([sys.executable, "-c", LATE_PID, str(lock_path(out)), "0.2"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        try:
+            with exclusive_output(out):
+                raise AssertionError("the lock was held")
+        except CacheError as refused:
+            assert f"is being written by process {holder.pid} " in str(refused)
+    finally:
+        holder.communicate("", timeout=30)
