@@ -158,6 +158,10 @@ Findings, 2 cores:
   98 vs 61 / 100 (passive first), lstm 235 / 373 vs 52 / 159, ctarnn 579 / 1093 vs 219 / 542.
   Masked / unmasked idle in that run and the one before: every head within 1.12 except linear
   (1.21; a 7 ms step), timnet 0.89.
+  Whole `ser train --head H --fold 1 --epochs 3 --workdir demo-workdir --model fbank` processes
+  (the demo's cache, 2 threads), OMP_WAIT_POLICY=PASSIVE against the default, two runs each:
+  shiftlstm 7.9 / 7.7 s against 3.8 / 3.7 s, ctarnn 15.7 / 15.7 s against 7.5 / 7.6 s, with
+  byte-identical model.pt files (the spin count changes timing, not arithmetic).
 - `transformer` at D=80 takes about 2-3 s a step: its reference relative key-query attention
   with 10 heads of size 8 builds (B, H, T, T) tensors of 20M elements (scores, two position
   terms, softmax), and a (B, H, T, 8) x (8, 2T) product per position term.
