@@ -5,9 +5,13 @@ import torch
 from ser.heads.stacked.real_frames import RealFrames
 
 
+def valid_of(lengths: list[list[int]], T: int) -> torch.Tensor:
+    """(K, B, T, 1): 1 on each member's real frames."""
+    return (torch.arange(T)[None, None, :] < torch.tensor(lengths)[..., None])[..., None].double()
+
+
 def frames_of(lengths: list[list[int]], T: int) -> RealFrames:
-    valid = torch.arange(T)[None, None, :] < torch.tensor(lengths)[..., None]  # (K, B, T)
-    return RealFrames(valid[..., None].double())
+    return RealFrames(valid_of(lengths, T))
 
 
 def test_take_then_put_keeps_real_frames_and_zeroes_padding():
@@ -17,8 +21,7 @@ def test_take_then_put_keeps_real_frames_and_zeroes_padding():
     taken = frames.take(x)  # (K, N, D)
     assert taken.shape == (2, 7, 4)
     assert torch.equal(taken[0, :5], x[0, 0]) and torch.equal(taken[0, 5:], x[0, 1, :2])
-    valid = (torch.arange(5)[None, None, :] < torch.tensor([[5, 2, 0], [3, 3, 1]])[..., None])[..., None]
-    assert torch.equal(frames.put(taken), x * valid)
+    assert torch.equal(frames.put(taken), x * valid_of([[5, 2, 0], [3, 3, 1]], T=5))
 
 
 def test_unused_slots_are_zero_and_get_no_gradient():
@@ -43,7 +46,7 @@ def test_a_per_frame_layer_on_real_frames_equals_it_on_the_padded_batch():
     torch.manual_seed(2)
     lengths = [[7, 3], [5, 6]]
     frames = frames_of(lengths, T=7)
-    valid = (torch.arange(7)[None, None, :] < torch.tensor(lengths)[..., None])[..., None].double()
+    valid = valid_of(lengths, T=7)
     weight = torch.randn(2, 3, dtype=torch.double, requires_grad=True)
     x = torch.randn(2, 2, 7, 2, dtype=torch.double, requires_grad=True)
     packed = frames.put(torch.tanh(frames.take(x) @ weight))

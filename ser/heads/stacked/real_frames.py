@@ -48,9 +48,8 @@ class RealFrames:
         used = self.slots.reshape(K * width)  # (K·N,)
         self.rows = (self.index + B * T * torch.arange(K, device=valid.device)[:, None]).reshape(K * width)  # (K·N,) into K·B·T
         self.unused = ~used[:, None]  # (K·N, 1)
-        slot_of_frame = torch.zeros(K * B * T, dtype=torch.long, device=valid.device)
-        slot_of_frame[self.rows[used]] = torch.arange(K * width, device=valid.device)[used]
-        self.slot_of_frame = slot_of_frame  # (K·B·T,) the slot of each real frame (0 for padding)
+        self.slot_of_frame = torch.zeros(K * B * T, dtype=torch.long, device=valid.device)  # (K·B·T,) 0 for padding
+        self.slot_of_frame[self.rows[used]] = torch.arange(K * width, device=valid.device)[used]  # each real frame's slot
         self.padding = ~real.reshape(K * B * T, 1)  # (K·B·T, 1)
 
     def take(self, x: torch.Tensor) -> torch.Tensor:
