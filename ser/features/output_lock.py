@@ -4,10 +4,10 @@
         ...  # only this process writes cache_path, its .partial/ folder and its temporaries
 
 The lock is `fcntl.flock` on `<out>.lock`, which holds the holder's pid. A second process asking
-for the same output fails at once with a `CacheError` that names that pid (waiting at most
-half a second for it when the holder has only just locked); the kernel drops the
-lock when its holder exits, however it exits (SIGKILL included), so a stale file never blocks a
-rerun. The file is removed on release; a process that locked a file another one had just removed
+for the same output fails at once with a `CacheError` that names that pid, read from the file it
+tried to lock (waiting at most half a second for it when the holder has only just locked); the
+kernel drops the lock when its holder exits, however it exits (SIGKILL included), so a stale file
+never blocks a rerun. The file is removed on release; a process that locked a file another one had just removed
 notices (different inode) and tries again, so two processes never both hold "the" lock.
 """
 
@@ -28,15 +28,14 @@ def lock_path(out: Path) -> Path:
     return Path(out).with_name(Path(out).name + ".lock")
 
 
-def _holder(path: Path, patience: float = 0.5) -> str:
-    """Who holds the lock at `path`: the pid its holder writes just after locking, waited for up
-    to `patience` seconds (a holder that has just locked has not written it yet)."""
+def holder_of(descriptor: int, patience: float = 0.5) -> str:
+    """Who holds the lock file open at `descriptor`: the pid its holder writes just after
+    locking, waited for up to `patience` seconds (a holder that has only just locked has not
+    written it yet). It reads the file this process tried to lock, not the path, so a holder that
+    finishes and removes the file in the meantime is still named."""
     deadline = time.monotonic() + patience
     while True:
-        try:
-            text = path.read_text()
-        except OSError:  # released and removed meanwhile
-            return "another process"
+        text = os.pread(descriptor, 64, 0).decode(errors="replace")
         if text.endswith("\n") and text.strip().isdigit():
             return f"process {text.strip()}"
         if time.monotonic() >= deadline:
@@ -51,10 +50,12 @@ def _acquire(path: Path) -> int:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
+            held = error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+            holder = holder_of(descriptor) if held else ""
             os.close(descriptor)
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if held:
                 raise CacheError(
-                    f"{path.with_suffix('')} is being written by {_holder(path)} (lock {path})",
+                    f"{path.with_suffix('')} is being written by {holder} (lock {path})",
                     "wait for that run to finish, or stop it; use --out to write elsewhere",
                 ) from None
             raise

@@ -21,7 +21,7 @@ from ser.features.backbones import load_backbone
 from ser.features.cache import CacheReader
 from ser.features.cache_writer import partial_dir
 from ser.features.extract import extract
-from ser.features.output_lock import exclusive_output, lock_path
+from ser.features.output_lock import exclusive_output, holder_of, lock_path
 
 REFUSED = 3
 
@@ -124,3 +124,32 @@ def test_a_refusal_names_a_holder_that_has_only_just_locked(tmp_path):
             assert f"is being written by process {holder.pid} " in str(refused)
     finally:
         holder.communicate("", timeout=30)
+
+
+# Locks and names itself in the file named in argv[1], says so, and on a line from stdin finishes
+# as a holder does: removes the file, then exits (dropping the lock).
+FINISHING_HOLDER = """
+import fcntl, os, sys
+descriptor = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+os.write(descriptor, f"{os.getpid()}\\n".encode())
+print("locked", flush=True)
+sys.stdin.readline()
+os.unlink(sys.argv[1])
+"""
+
+
+def test_a_holder_that_finishes_just_after_the_refusal_is_still_named(tmp_path):
+    # The refused process names whoever held the file it tried to lock, even once that holder
+    # has removed the file: CI once saw "another process" when a holder finished in that moment.
+    path = lock_path(tmp_path / "cache.h5")
+    holder = subprocess.Popen([sys.executable, "-c", FINISHING_HOLDER, str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        holder.communicate("done\n", timeout=30)
+        assert not path.exists()
+        assert holder_of(descriptor, patience=0.0) == f"process {holder.pid}"
+    finally:
+        os.close(descriptor)
