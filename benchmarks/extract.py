@@ -131,7 +131,7 @@ def main() -> None:
         bare = min(bare_rounds)
         started = time.perf_counter()
         cli = subprocess.run(
-            [sys.executable, "-c", "from ser.cli import main; main()", "extract", "--model", args.model,
+            [sys.executable, "-c", "from ser.cli import run; run()", "extract", "--model", args.model,
              "--random-init", "--device", "cpu", "--workdir", str(root)],
             capture_output=True, text=True,
         )

@@ -88,7 +88,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SER = [sys.executable, "-c", "from ser.cli import main; main()"]
+SER = [sys.executable, "-c", "from ser.cli import run; run()"]
 PROPORTIONS = ("1/2", "1/4", "1/8", "1/16")
 PLACEMENTS = ("residual", "inplace")
 SEEDS = ("0", "1")

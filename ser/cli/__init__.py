@@ -13,6 +13,7 @@ import typer
 
 from ser.cli import cache_cmd, demo_cmd, extract_cmd, folds_cmd, listing_cmd, prepare_cmd
 from ser.cli import distill_cmd, export_cmd, finetune_cmd, predict_cmd, probe_cmd, report_cmd, sweep_cmd, train_cmd
+from ser.cli.process_exit import exit_without_teardown
 from ser.errors import SerError, os_failure
 
 app = typer.Typer(
@@ -76,5 +77,15 @@ def main() -> None:
         sys.exit(getattr(error, "exit_code", 2))
 
 
+def run() -> None:
+    """The `ser` program: `main()`, then the process ends without tearing the interpreter down
+    (cli/process_exit.py). Tracebacks (SER_DEBUG=1, Ctrl-C) take the normal way out."""
+    try:
+        main()
+    except SystemExit as exiting:
+        exit_without_teardown(exiting.code)
+    exit_without_teardown(0)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -1,5 +1,5 @@
 """`python -m ser.cli` runs the command line."""
 
-from ser.cli import main
+from ser.cli import run
 
-main()
+run()

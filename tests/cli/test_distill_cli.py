@@ -5,7 +5,7 @@ import sys
 
 
 def run(*args, cwd):
-    return subprocess.run([sys.executable, "-c", "from ser.cli import main; main()", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-c", "from ser.cli import run; run()", *args], cwd=cwd,
                           capture_output=True, text=True)
 
 

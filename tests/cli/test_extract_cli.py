@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def ser(*args: str, cwd=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-c", "from ser.cli import main; main()", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=180)
+    return subprocess.run([sys.executable, "-c", "from ser.cli import run; run()", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=180)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def ser(*args, cwd):
-    return subprocess.run([sys.executable, "-c", "from ser.cli import main; main()", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-c", "from ser.cli import run; run()", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SER = [sys.executable, "-c", "from ser.cli import main; main()"]  # the console script's entry point
+SER = [sys.executable, "-c", "from ser.cli import run; run()"]  # the console script's entry point
 GRID = ["--head", "shiftcnn", "--shift-proportion", "1/2,1/8", "--shift-placement", "residual,inplace",
         "--fold", "all", "--epochs", "2", "--jobs", "2", "--device", "cpu"]
 

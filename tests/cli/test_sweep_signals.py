@@ -21,7 +21,7 @@ from ser.errors import TrainingError
 
 pytestmark = pytest.mark.slow
 
-SWEEP = [sys.executable, "-c", "from ser.cli import main; main()", "sweep", "--head", "shiftcnn", "--seeds", "0,1",
+SWEEP = [sys.executable, "-c", "from ser.cli import run; run()", "sweep", "--head", "shiftcnn", "--seeds", "0,1",
          "--epochs", "500", "--fold", "1", "--jobs", "2", "--batch-runs", "off", "--device", "cpu"]  # the worker pool
 
 

@@ -25,8 +25,8 @@ LIMITED = textwrap.dedent(
     limit = int(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
     sys.argv = ["ser", *sys.argv[2:]]
-    from ser.cli import main
-    main()
+    from ser.cli import run
+    run()
     """
 )
 

@@ -202,7 +202,7 @@ def test_reference_parameter_counts_at_768(names, expected):
 
 def test_ser_list_heads_describes_every_head():
     result = subprocess.run(
-        [sys.executable, "-c", "from ser.cli import main; main()", "list", "heads"],
+        [sys.executable, "-c", "from ser.cli import run; run()", "list", "heads"],
         capture_output=True, text=True, env={"COLUMNS": "250", "PATH": ""}, check=True,
     )
     for name in HEADS.names():
