@@ -14,6 +14,12 @@ random weights), <= 0.1 on a GPU.
     python benchmarks/sweep.py --device cuda --jobs 4
 
 Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only).
+2026-12-03 afternoon, after `ser` stopped tearing the interpreter down at exit (0.3-0.7 s of
+every command, benchmarks/process_exit.py), fbank, same options as below: separate 41.3 s (was
+45.6), one by one 13.0 s, batched 12.2 s: batched / separate 0.295, one by one / separate
+0.315, batched / one by one 0.938. Every process got cheaper by the same fixed amount, so the
+ratios to the separate runs rose. (Its start-up row, 29.0 s, still counted each process's
+teardown; it no longer does.)
 2026-12-03 (machine faster again: benchmarks/stacked.py shiftcnn D=80 at 356-381 ms against
 585-640 the day before), after real frames moved by row gathers: fbank, same options as below:
 separate 45.6 s (27.5 s start-up, 1.1 s of training each), one by one 12.9 s, batched 12.8 s:
@@ -120,8 +126,9 @@ def prepare_workspace(workdir: Path, args: argparse.Namespace) -> None:
 
 
 def startup_seconds(repeats: int = 3) -> float:
-    """Interpreter + imports of a training process (median of a few)."""
-    return statistics.median(run([sys.executable, "-c", "import ser.cli, ser.training.run"])[0]
+    """Interpreter + imports of a training process (median of a few); it ends as `ser` does, without
+    the interpreter's teardown (ser/cli/process_exit.py)."""
+    return statistics.median(run([sys.executable, "-c", "import os, ser.cli, ser.training.run; os._exit(0)"])[0]
                              for _ in range(repeats))
 
 
