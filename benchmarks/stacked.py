@@ -20,7 +20,9 @@ from different length buckets.
 Linear probe (`--head linear --repeats 3`), after its stacked form averaged over time before its
 Linear (the two commute): D=80 3.0 vs 105.8 ms (0.03), D=768 × 13 layers 153 vs 880 ms (0.17).
 Stacking it frame by frame like the CNN had taken 1.43 and 1.79: for a probe this thin the
-copies into one (K, B, T, D) tensor cost more than the products.
+copies into one (K, B, T, D) tensor cost more than the products. 2026-12-03, after the solo
+probe also averaged before its projection (heads/linear.py), `--head linear --repeats 3`: D=80
+1.0 vs 3.1 ms (0.32), D=768 × 13 layers 17.2 vs 104.6 ms (0.16).
 Transformer family and huge pages, 2026-12-01, `--dims 80 --repeats 3`, each head run with
 THP_MEM_ALLOC_ENABLE=1 (what `ser` set until 2026-12-02) and =0, stacked / solo: shiftformer 1.14 (572 vs
 504 ms) and 1.59 (983 vs 620 ms); transformer 1.35 (17.5 vs 12.9 s) and 1.69 (34.2 vs 20.3 s);

@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from ser.heads.base import Head
-from ser.heads.masking import masked_mean
+from ser.heads.masking import layer_means, masked_mean
 
 
 class LinearHead(Head):
-    """SUPERB ER head (s3prl): weighted layer sum → Linear(D, hidden) → masked mean → Linear(hidden, C)."""
+    """SUPERB ER head (s3prl): weighted layer sum → Linear(D, hidden) → masked mean → Linear(hidden, C)
+    (computed as mean → layer sum → Linear, equal up to rounding: see forward)."""
 
     def __init__(
         self,
@@ -30,6 +31,13 @@ class LinearHead(Head):
         self.classifier = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        frames = self.frames(x, lengths)  # (B, T, D)
-        pooled = masked_mean(self.project(frames), lengths)  # (B, hidden)
-        return self.classifier(pooled)  # (B, C)
+        """Logits (B, C). The layer sum and the projection are affine per frame, so they commute
+        with the mean over time: each layer is averaged over the real frames first (one pass over
+        x), and the sum and the projection run once per utterance. SpecAugment changes frames at
+        random, so in training with it the augmented frames are averaged instead."""
+        if self.training and self.spec_augment is not None:
+            pooled = masked_mean(self.frames(x, lengths), lengths)  # (B, D)
+        else:
+            means = layer_means(self.layer_sum.select(x), lengths)  # (B, L', D)
+            pooled = self.layer_sum.combine(means[:, :, None, :])[:, 0]  # (B, D)
+        return self.classifier(self.project(pooled))  # (B, C)

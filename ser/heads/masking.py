@@ -25,6 +25,15 @@ def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.bmm(weights[:, None, :], x).squeeze(1)  # (B, D): one product, no masked copy of x
 
 
+def layer_means(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean over the real frames of every layer of x (B, L, T, D) → (B, L, D)."""
+    B, L, T, D = x.shape
+    lengths = lengths.to(x.device)
+    weights = frame_mask(lengths, T).to(x.dtype) / lengths.clamp(min=1)[:, None].to(x.dtype)  # (B, T)
+    rows = weights[:, None, None, :].expand(B, L, 1, T).reshape(B * L, 1, T)  # (B·L, 1, T)
+    return torch.bmm(rows, x.reshape(B * L, T, D)).view(B, L, D)  # one product per layer, no copy of x
+
+
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each sequence of x (B, T, D) inside its true length; padding stays at the end."""
     B, T, D = x.shape

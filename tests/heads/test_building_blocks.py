@@ -5,7 +5,7 @@ import torch
 
 from ser.errors import UserInputError
 from ser.heads import SpecAugment, WeightedLayerSum
-from ser.heads.masking import AttentivePooling, masked_mean, reverse_within_lengths
+from ser.heads.masking import AttentivePooling, layer_means, masked_mean, reverse_within_lengths
 from ser.heads.spec_augment import span_masks
 
 
@@ -53,6 +53,16 @@ def test_masked_mean_and_attentive_pooling_ignore_padding():
     torch.testing.assert_close(masked_mean(x, lengths)[1], x[1, :4].mean(dim=0))
     pool = AttentivePooling(3)
     torch.testing.assert_close(pool(x, lengths)[1], pool(x[1:, :4], lengths[1:])[0])
+
+
+def test_layer_means_average_each_layer_over_its_real_frames():
+    x = torch.randn(2, 3, 6, 4)  # (B, L, T, D)
+    x[1, :, 4:] = 50.0  # padding that must not count
+    lengths = torch.tensor([6, 4])
+    means = layer_means(x, lengths)  # (B, L, D)
+    assert means.shape == (2, 3, 4)
+    for layer in range(3):
+        torch.testing.assert_close(means[:, layer], masked_mean(x[:, layer], lengths))
 
 
 def test_reverse_within_lengths_keeps_padding_at_the_end():

@@ -61,6 +61,20 @@ def test_logits_do_not_depend_on_padding(name):
         torch.testing.assert_close(head(extra, lengths), together, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("options", [{}, {"layer_norm": True, "layers": [0, 2]}, {"layers": 1}])
+def test_the_linear_probe_computes_the_superb_order_of_operations(options):
+    # SUPERB projects every frame, then averages the real frames; `ser` averages first (the
+    # layer sum and the projection are affine per frame), which must give the same logits.
+    torch.manual_seed(0)
+    head = create_head("linear", DIM, LAYERS, CLASSES, **options)
+    x, lengths = batch([40, 23, 7])
+    for mode in (head.eval(), head.train()):  # in training too: the probe has no SpecAugment by default
+        frames = head.layer_sum(x) * (torch.arange(40)[None, :, None] < lengths[:, None, None])  # (B, T, D), padding zero
+        projected = head.project(frames)  # (B, T, hidden)
+        pooled = torch.stack([projected[row, :n].mean(dim=0) for row, n in enumerate(lengths.tolist())])
+        torch.testing.assert_close(mode(x, lengths), head.classifier(pooled), atol=1e-5, rtol=1e-5)
+
+
 def test_timnet_training_statistics_ignore_padding():
     heads = []
     for _ in range(2):

@@ -6,7 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from ser.heads.linear import LinearHead
-from ser.heads.masking import frame_mask
+from ser.heads.masking import layer_means
 from ser.heads.stacked.base import MemberBatch, StackedHeads, sharing_a_batch
 
 
@@ -34,10 +34,8 @@ class StackedLinear(StackedHeads):
         pooled: list[torch.Tensor | None] = [None] * len(inputs)
         for members in sharing_a_batch(inputs):
             x, lengths = inputs[members[0]]
-            selected = self.template.layer_sum.select(x)  # (B, L', T, D)
-            B, L, T, D = selected.shape
-            weights = frame_mask(lengths.to(x.device), T).to(x.dtype) / lengths.clamp(min=1)[:, None].to(x.dtype)  # (B, T)
-            means = torch.bmm(weights[:, None, :], selected.transpose(1, 2).reshape(B, T, L * D)).view(B, L, D)
+            means = layer_means(self.template.layer_sum.select(x), lengths)  # (B, L', D)
+            B = len(means)
             layer_weights = (torch.ones(len(members), 1, dtype=x.dtype, device=x.device) if logits is None
                              else logits[members].softmax(dim=1).to(x.dtype))  # (G, L')
             summed = torch.einsum("gl,bld->gbd", layer_weights, means)  # (G, B, D)
