@@ -3,8 +3,10 @@
 A normal exit frees every module and object one by one; with torch, pandas and scipy loaded that
 takes 0.3-0.6 s after the command has finished (benchmarks/startup.py). Once a command has
 returned, its files are closed and renamed into place, so the process runs its exit handlers
-(logging, multiprocessing, trackers), flushes its output and ends at once. While another thread
-is alive it exits the normal way, which waits for that thread.
+(logging, multiprocessing, trackers), flushes its output and ends at once. It exits the normal
+way while another thread is alive (the normal exit waits for it) and while a profiler or tracer
+watches the process (`python -m cProfile -m ser.cli …`, pdb, coverage: they write their results
+after the program returns).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ def exit_code_of(code: object) -> int:
 
 def exit_without_teardown(code: object) -> NoReturn:
     """End the process with `sys.exit(code)`'s status: exit handlers run and output is flushed,
-    but modules and objects are not freed one by one. The normal exit while other threads run."""
-    if threading.active_count() > 1:
+    but modules and objects are not freed one by one. The normal exit while other threads run or
+    a profiler or tracer is set."""
+    if threading.active_count() > 1 or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     status = exit_code_of(code)
     atexit._run_exitfuncs()

@@ -65,6 +65,14 @@ def test_a_running_thread_is_waited_for(tmp_path):
     assert written.read_text() == "written"  # an exit without teardown would have ended the thread mid-sleep
 
 
+def test_a_profiled_command_exits_the_normal_way_so_the_profile_is_written(tmp_path):
+    profile = tmp_path / "list.prof"
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "ser.cli", "list", "heads"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert profile.stat().st_size > 0 and "shiftcnn" in done.stdout
+
+
 def test_a_message_code_exits_with_status_one(capsys):
     assert exit_code_of(None) == 0 and exit_code_of(3) == 3
     assert exit_code_of("stopped: disk full") == 1
