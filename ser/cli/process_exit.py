@@ -1,7 +1,7 @@
 """Ending the `ser` process without tearing the interpreter down.
 
 A normal exit frees every module and object one by one; with torch, pandas and scipy loaded that
-takes 0.3-0.6 s after the command has finished (benchmarks/startup.py). Once a command has
+takes 0.3-0.7 s after the command has finished (benchmarks/process_exit.py). Once a command has
 returned, its files are closed and renamed into place, so the process runs its exit handlers
 (logging, multiprocessing, trackers), flushes its output and ends at once. It exits the normal
 way while another thread is alive (the normal exit waits for it) and while a profiler or tracer

@@ -7,8 +7,9 @@ The lock is `fcntl.flock` on `<out>.lock`, which holds the holder's pid. A secon
 for the same output fails at once with a `CacheError` that names that pid, read from the file it
 tried to lock (waiting at most half a second for it when the holder has only just locked); the
 kernel drops the lock when its holder exits, however it exits (SIGKILL included), so a stale file
-never blocks a rerun. The file is removed on release; a process that locked a file another one had just removed
-notices (different inode) and tries again, so two processes never both hold "the" lock.
+never blocks a rerun. The file is removed on release; a process that locked a file another one
+had just removed notices (different inode) and tries again, so two processes never both hold
+"the" lock.
 """
 
 from __future__ import annotations

@@ -18,18 +18,23 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x * mask[:, :, None].to(x.dtype)
 
 
+def mean_weights(lengths: torch.Tensor, max_len: int, like: torch.Tensor) -> torch.Tensor:
+    """(B,) lengths → (B, T) weights of a mean over the real frames: 1/length on them, 0 on padding
+    (dtype and device of `like`)."""
+    lengths = lengths.to(like.device)
+    return frame_mask(lengths, max_len).to(like.dtype) / lengths.clamp(min=1)[:, None].to(like.dtype)
+
+
 def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean over the real frames of x (B, T, D) → (B, D)."""
-    lengths = lengths.to(x.device)
-    weights = frame_mask(lengths, x.shape[1]).to(x.dtype) / lengths.clamp(min=1)[:, None].to(x.dtype)  # (B, T)
+    weights = mean_weights(lengths, x.shape[1], x)  # (B, T)
     return torch.bmm(weights[:, None, :], x).squeeze(1)  # (B, D): one product, no masked copy of x
 
 
 def layer_means(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean over the real frames of every layer of x (B, L, T, D) → (B, L, D)."""
     B, L, T, D = x.shape
-    lengths = lengths.to(x.device)
-    weights = frame_mask(lengths, T).to(x.dtype) / lengths.clamp(min=1)[:, None].to(x.dtype)  # (B, T)
+    weights = mean_weights(lengths, T, x)  # (B, T)
     rows = weights[:, None, None, :].expand(B, L, 1, T).reshape(B * L, 1, T)  # (B·L, 1, T)
     return torch.bmm(rows, x.reshape(B * L, T, D)).view(B, L, D)  # one product per layer, no copy of x
 
