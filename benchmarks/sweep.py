@@ -19,7 +19,9 @@ every command, benchmarks/process_exit.py), fbank, same options as below: separa
 45.6), one by one 13.0 s, batched 12.2 s: batched / separate 0.295, one by one / separate
 0.315, batched / one by one 0.938. Every process got cheaper by the same fixed amount, so the
 ratios to the separate runs rose. (Its start-up row, 29.0 s, still counted each process's
-teardown; it no longer does.)
+teardown; it no longer does.) wavlm-shaped, same options as below: separate 74.0 s estimated (4.5
+s per run), one by one 42.2 s, batched (4 stacked models of K = 4) 44.7 s: 0.604 / 0.571 /
+1.058.
 2026-12-03 (machine faster again: benchmarks/stacked.py shiftcnn D=80 at 356-381 ms against
 585-640 the day before), after real frames moved by row gathers: fbank, same options as below:
 separate 45.6 s (27.5 s start-up, 1.1 s of training each), one by one 12.9 s, batched 12.8 s:
