@@ -169,6 +169,12 @@ Findings, 2 cores:
   variant's plain mean over T of the (B, L, T, D) batch is the slower reduction), busy/idle
   1.86 / 2.14 → 0.63 / 2.00. A 30-epoch `ser train --head linear` on the demo's cache ended
   with the same metrics and parameters within 4e-8 of the old order's.
+- The relative key-query terms are strided views of the (…, T, 2T − 1) products instead of
+  gathers (heads/transformer.py by_distance): the gathers and their scatter_add backward had been
+  23% of a transformer step at D=80 (torch profiler, 2 threads). 2026-12-03, one step timed by a
+  scratch loop (B=32, T=250, median of 5 after a warm-up), old and new commits taking turns: D=80
+  686 / 669 → 575 / 581 ms, D=768 × 13 layers 3595 / 3273 → 3154 / 3145 ms; after six Adam steps
+  the parameter sums agree to 3e-7 (D=80) and 7e-6 (D=768, of 3618).
 - `transformer` at D=80 takes about 2-3 s a step: its reference relative key-query attention
   with 10 heads of size 8 builds (B, H, T, T) tensors of 20M elements (scores, two position
   terms, softmax), and a (B, H, T, 8) x (8, 2T) product per position term.

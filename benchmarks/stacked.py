@@ -23,6 +23,10 @@ Stacking it frame by frame like the CNN had taken 1.43 and 1.79: for a probe thi
 copies into one (K, B, T, D) tensor cost more than the products. 2026-12-03, after the solo
 probe also averaged before its projection (heads/linear.py), `--head linear --repeats 3`: D=80
 1.0 vs 3.1 ms (0.32), D=768 × 13 layers 17.2 vs 104.6 ms (0.16).
+Transformer, same day, after its relative terms became strided views (no gathers), `--head
+transformer --dims 80 --repeats 2`, four runs with the old commit taking turns: 8 solo heads
+4.4-4.6 s against 5.5-5.8 s before; stacked 6.0-10.7 s against 9.6-12.7 s. The stacked step's
+(K·B, H, T, T) tensors are 640 MB each, and its times swing by 2x from run to run.
 Transformer family and huge pages, 2026-12-01, `--dims 80 --repeats 3`, each head run with
 THP_MEM_ALLOC_ENABLE=1 (what `ser` set until 2026-12-02) and =0, stacked / solo: shiftformer 1.14 (572 vs
 504 ms) and 1.59 (983 vs 620 ms); transformer 1.35 (17.5 vs 12.9 s) and 1.69 (34.2 vs 20.3 s);

@@ -32,6 +32,39 @@ def relative_index(length: int, reach: int, device: torch.device) -> torch.Tenso
     return (steps[:, None] - steps[None, :]).clamp(-reach, reach) + reach
 
 
+def distance_rows(table: torch.Tensor, length: int, max_distance: int) -> torch.Tensor:
+    """The rows of a distance table (…, 2·max_distance + 1, Dh), row max_distance + d for distance
+    d, for the distances −(T−1) … T−1 in order, clipped to ±max_distance → (…, 2T − 1, Dh)."""
+    if length - 1 <= max_distance:
+        return table[..., max_distance - (length - 1): max_distance + length, :]
+    clipped = torch.arange(1 - length, length, device=table.device).clamp(-max_distance, max_distance) + max_distance
+    return table.index_select(-2, clipped)
+
+
+def by_distance(products: torch.Tensor) -> torch.Tensor:
+    """(…, T, 2T − 1) products of each position a with the distances −(T−1) … T−1 → (…, T, T)
+    whose [a, b] is the product at distance b − a. A strided view of the products: a gather would
+    copy them, and its backward would scatter."""
+    *batch, length, width = products.shape
+    products = products.contiguous()
+    return products.as_strided((*batch, length, length), (*products.stride()[:-2], width - 1, 1),
+                               products.storage_offset() + length - 1)  # [a, b] at a·(2T−1) + (b − a) + T − 1
+
+
+def relative_key_query(q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """BERT's relative_key_query terms q_i·E[i − j] + k_j·E[i − j] → (G, …, Ti, Tj), for q, k
+    (G, …, T, Dh) and each group's rows (G, 2T − 1, Dh) = E[−(T−1)] … E[T−1] (see distance_rows)."""
+    G, Dh = q.shape[0], q.shape[-1]
+    rows = rows.to(q.dtype)
+
+    def products(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:  # (G, …, T, 2T − 1)
+        return torch.bmm(x.reshape(G, -1, Dh), table.transpose(1, 2)).view(*x.shape[:-1], -1)
+
+    query_position = by_distance(products(q, rows.flip(1)))  # [i, j]: q_i·E[−(j − i)]
+    key_position = by_distance(products(k, rows))  # [j, i]: k_j·E[i − j]
+    return query_position + key_position.transpose(-2, -1)
+
+
 class RelativeKeyQueryAttention(nn.Module):
     """ShiftSER's self-attention (its models/transformer.py): BERT's `relative_key_query` scores
     (q·k + q·r + k·r)·d^-0.5, where r = E[i − j] comes from ONE table E of 2·max_distance + 1
@@ -52,12 +85,9 @@ class RelativeKeyQueryAttention(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
-        reach = min(T - 1, self.max_distance)  # only the distances this length can hold
-        table = self.distance_embedding.weight[self.max_distance - reach: self.max_distance + reach + 1]  # (K, Dh)
-        index = relative_index(T, reach, x.device)  # (T, T): query i, key j → E[i − j]
-        query_position = (q @ table.T.to(q.dtype)).gather(-1, index.expand(B, self.heads, T, T))  # (B, H, Ti, Tj)
-        key_position = (k @ table.T.to(k.dtype)).gather(-1, index.T.expand(B, self.heads, T, T))  # (B, H, Tj, Ti)
-        scores = (q @ k.transpose(-2, -1) + query_position + key_position.transpose(-2, -1)) * self.scale  # (B, H, T, T)
+        rows = distance_rows(self.distance_embedding.weight, T, self.max_distance)  # (2T − 1, Dh)
+        relative = relative_key_query(q[None], k[None], rows[None])[0]  # (B, H, T, T)
+        scores = (q @ k.transpose(-2, -1) + relative) * self.scale  # (B, H, T, T)
         keys = frame_mask(lengths.to(x.device), T)[:, None, None, :]  # (B, 1, 1, T)
         weights = torch.softmax(scores.masked_fill(~keys, float("-inf")), dim=-1)  # (B, H, T, T)
         return (weights @ v).transpose(1, 2).reshape(B, T, D)  # (B, T, D)

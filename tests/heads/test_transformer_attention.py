@@ -8,7 +8,7 @@ import torch
 
 from ser.errors import UserInputError
 from ser.heads import create_head
-from ser.heads.transformer import RelativeBiasAttention, RelativeKeyQueryAttention
+from ser.heads.transformer import RelativeBiasAttention, RelativeKeyQueryAttention, by_distance
 
 
 def pairwise_scores_attention(attention: RelativeKeyQueryAttention, x: torch.Tensor, length: int) -> torch.Tensor:
@@ -42,6 +42,29 @@ def test_key_query_attention_matches_the_pairwise_formula(max_distance):
         for row, n in enumerate(lengths.tolist()):
             expected = pairwise_scores_attention(attention, x[row], n)
             torch.testing.assert_close(batched[row, :n], expected[:n], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("max_distance", [373, 3])
+def test_key_query_attention_gradients_match_the_pairwise_formula(max_distance):
+    # the distance terms are strided views of the products (by_distance), not gathers: their
+    # backward must still send each pair's gradient to its table row and its query and key
+    torch.manual_seed(0)
+    attention = RelativeKeyQueryAttention(16, 4, max_distance)
+    x, n = torch.randn(1, 9, 16), 7
+    weights = torch.randn(n, 16)  # a loss that weighs every output element differently
+    batched = (attention(x, torch.tensor([n]))[0, :n] * weights).sum()
+    expected = (pairwise_scores_attention(attention, x[0], n)[:n] * weights).sum()
+    parameters = [attention.qkv.weight, attention.distance_embedding.weight]
+    for got, want in zip(torch.autograd.grad(batched, parameters), torch.autograd.grad(expected, parameters)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_by_distance_reads_each_pair_at_its_distance():
+    products = torch.randn(2, 5, 9)  # (…, T, 2T − 1): column m is distance m − (T − 1)
+    viewed = by_distance(products)  # (…, T, T)
+    for a in range(5):
+        for b in range(5):
+            assert torch.equal(viewed[:, a, b], products[:, a, b - a + 4])
 
 
 def test_the_transformer_preset_is_shiftser_s_transformer():

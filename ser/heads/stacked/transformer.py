@@ -22,7 +22,8 @@ from torch.nn import functional as F
 from ser.heads.masking import frame_mask
 from ser.heads.stacked.base import StackedHeads, block_shifts
 from ser.heads.stacked.real_frames import RealFrames
-from ser.heads.transformer import RelativeKeyQueryAttention, TransformerHead, relative_index
+from ser.heads.transformer import (RelativeKeyQueryAttention, TransformerHead, distance_rows, relative_index,
+                                  relative_key_query)
 
 
 class StackedTransformer(StackedHeads):
@@ -89,13 +90,9 @@ class StackedTransformer(StackedHeads):
                             K: int) -> torch.Tensor:
         """BERT's relative_key_query terms q·E[i − j] + k·E[i − j] of each member's table E → (K·B, H, T, T)."""
         KB, H, T, Dh = q.shape
-        reach = min(T - 1, max_distance)
-        table = params[f"{prefix}.distance_embedding.weight"][:, max_distance - reach: max_distance + reach + 1]  # (K, R, Dh)
-        index = relative_index(T, reach, q.device)  # (T, T): query i, key j → E[i − j]
-        per_member = table.transpose(1, 2).to(q.dtype)  # (K, Dh, R)
-        query_position = (q.reshape(K, -1, Dh) @ per_member).view(KB, H, T, -1).gather(-1, index.expand(KB, H, T, T))
-        key_position = (k.reshape(K, -1, Dh) @ per_member).view(KB, H, T, -1).gather(-1, index.T.expand(KB, H, T, T))
-        return query_position + key_position.transpose(-2, -1)  # (K·B, H, Ti, Tj)
+        rows = distance_rows(params[f"{prefix}.distance_embedding.weight"], T, max_distance)  # (K, 2T − 1, Dh)
+        members = (K, KB // K, H, T, Dh)
+        return relative_key_query(q.view(members), k.view(members), rows).view(KB, H, T, T)
 
     def _mlp(self, x: torch.Tensor, params: dict, prefix: str) -> torch.Tensor:
         """Post-norm MLP sub-block LN(x + MLP(x)) on real frames x (K, N, D)."""
