@@ -113,7 +113,7 @@ def run_side_by_side(tabs: Sequence[TemporalAwareBlock], x: torch.Tensor, frames
         y = causal_convs([tab.convs[sub] for tab in tabs], tabs[0].dilation, y, frames)
         y = F.relu(batch_norms([tab.norms[sub] for tab in tabs], y))
         if keeps[0][sub] is not None:
-            y = y * torch.stack([keep[sub] for keep in keeps])[:, :, frames.sequence]  # (G, C, N)
+            y = y * torch.stack([keep[sub] for keep in keeps]).index_select(2, frames.sequence)  # (G, C, N)
     return x * torch.sigmoid(y)
 
 
