@@ -38,6 +38,22 @@ def test_wa_interval_is_scipy_s_bootstrap_of_the_mean_correctness():
     assert intervals["wa"]["ci95"] == pytest.approx([0.7 - half_width, 0.7 + half_width], abs=0.006)
 
 
+def test_the_bootstrap_is_scipy_s_percentile_bootstrap():
+    # statistics computes scipy.stats.bootstrap's percentile intervals itself (its import cost half
+    # a second); a three-metric statistic in batches must give scipy's numbers
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 4, 500)
+    predicted = np.where(rng.random((2, 500)) < 0.55, truth, rng.integers(0, 4, (2, 500)))  # two seeds
+    statistic = statistics.categorical_statistic(truth, predicted, 4)
+    point, low, high = statistics._bootstrap(statistic, 500)
+    expected = stats.bootstrap((np.arange(500),), statistic, vectorized=True, n_resamples=statistics.RESAMPLES,
+                               batch=statistics.BATCH, method="percentile", confidence_level=statistics.CONFIDENCE,
+                               random_state=np.random.default_rng(0)).confidence_interval
+    np.testing.assert_allclose(low, expected.low, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(high, expected.high, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(point, statistic(np.arange(500)))
+
+
 def test_ua_and_macro_f1_intervals_surround_the_pooled_metrics():
     rng = np.random.default_rng(1)
     truth = rng.integers(0, 3, 600)
