@@ -14,6 +14,9 @@ random weights), <= 0.1 on a GPU.
     python benchmarks/sweep.py --device cuda --jobs 4
 
 Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only).
+2026-12-03, later, after the sweep stopped importing scipy.stats (its imports 1.79 -> 1.14 s),
+fbank, same options as below: separate 35.2 s, one by one 10.8 s, batched 10.8 s: 0.306 /
+0.308 / 0.993 (the separate runs were faster too than an hour before: the machine drifts).
 2026-12-03 afternoon, after `ser` stopped tearing the interpreter down at exit (0.3-0.7 s of
 every command, benchmarks/process_exit.py), fbank, same options as below: separate 41.3 s (was
 45.6), one by one 13.0 s, batched 12.2 s: batched / separate 0.295, one by one / separate
