@@ -8,6 +8,7 @@ import torch
 
 from ser.errors import UserInputError
 from ser.heads import create_head
+from ser.heads.stacked import stacked_model
 from ser.heads.transformer import RelativeBiasAttention, RelativeKeyQueryAttention, by_distance
 
 
@@ -86,3 +87,19 @@ def test_longer_inputs_than_the_table_run_and_the_bias_attention_remains_an_opti
     assert isinstance(bias.blocks[0].attention, RelativeBiasAttention)
     with pytest.raises(UserInputError, match="attention"):
         create_head("transformer", 16, 2, 4, attention="absolute")
+
+
+def test_stacked_members_with_a_clipped_table_compute_their_solo_logits():
+    # inputs longer than the distance table (max_relative_distance 3 < T − 1): the stacked model's
+    # per-member table rows are clipped as each solo head clips its own
+    torch.manual_seed(0)
+    heads = [create_head("transformer", 16, 2, 4, max_relative_distance=3, num_blocks=1).eval() for _ in range(2)]
+    stacked = stacked_model(heads, torch.device("cpu"))
+    params = {name: torch.stack([dict(h.named_parameters())[name].detach() for h in heads]) for name, _ in
+              heads[0].named_parameters()}
+    batches = [(torch.randn(3, 2, 11, 16), torch.tensor([11, 8, 5])), (torch.randn(2, 2, 9, 16), torch.tensor([9, 6]))]
+    batches = [(x * (torch.arange(x.shape[2])[None, None, :, None] < n[:, None, None, None]), n) for x, n in batches]
+    with torch.no_grad():
+        together = stacked.forward(params, batches, training=False)  # (K, B_max, C)
+        for k, (head, (x, lengths)) in enumerate(zip(heads, batches)):
+            torch.testing.assert_close(together[k, : len(lengths)], head(x, lengths), atol=1e-5, rtol=1e-5)
