@@ -27,6 +27,12 @@ Transformer, same day, after its relative terms became strided views (no gathers
 transformer --dims 80 --repeats 2`, four runs with the old commit taking turns: 8 solo heads
 4.4-4.6 s against 5.5-5.8 s before; stacked 6.0-10.7 s against 9.6-12.7 s. The stacked step's
 (K·B, H, T, T) tensors are 640 MB each, and its times swing by 2x from run to run.
+ShiftCNN, same day, after the depthwise convs became channels-last conv2d on the frames' own
+layout (heads/cnn.py depthwise_conv_over_time; conv1d's backward had been 11% of the stacked
+step), `--head shiftcnn --dims 80 --repeats 5`, old and new commits taking turns: 8 solo heads
+388.7 / 386.9 -> 322.2 / 314.3 ms, stacked 364.4 / 357.2 -> 319.2 / 311.4 ms. The batched fbank
+sweep of benchmarks/sweep.py (its `ser sweep --batch-runs on` command alone, twice each): 11.08 /
+10.99 -> 10.22 / 10.49 s.
 Transformer family and huge pages, 2026-12-01, `--dims 80 --repeats 3`, each head run with
 THP_MEM_ALLOC_ENABLE=1 (what `ser` set until 2026-12-02) and =0, stacked / solo: shiftformer 1.14 (572 vs
 504 ms) and 1.59 (983 vs 620 ms); transformer 1.35 (17.5 vs 12.9 s) and 1.69 (34.2 vs 20.3 s);

