@@ -16,6 +16,8 @@ random weights), <= 0.1 on a GPU.
 Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only).
 2026-12-03, after the CNN heads' depthwise conv went channels-last (heads/cnn.py), fbank, same
 options as below: separate 33.3 s, one by one 9.6 s, batched 10.0 s: 0.299 / 0.286 / 1.044.
+wavlm-shaped, same options as below: separate 70.7 s estimated, one by one 38.5 s, batched (4
+stacked models of K = 4) 40.9 s: 0.579 / 0.545 / 1.062.
 2026-12-03, later, after the sweep stopped importing scipy.stats (its imports 1.79 -> 1.14 s),
 fbank, same options as below: separate 35.2 s, one by one 10.8 s, batched 10.8 s: 0.306 /
 0.308 / 0.993 (the separate runs were faster too than an hour before: the machine drifts).
