@@ -181,6 +181,14 @@ Findings, 2 cores:
   loop, B=32, T=250, old and new commits taking turns): D=80 51.9 / 52.0 -> 45.9 / 44.2 ms, D=768
   x 13 layers 1659 / 1686 -> 1543 / 1552 ms; parameters after 20 steps agree to rounding (sums
   within 2e-6 and 6e-6).
+- End of 2026-12-03, every head, `--settings default`, masked/unmasked idle and busy/idle:
+  D=80 (`--dims 80 --steps 5`, before the channels-last conv): linear 0.99 / 0.73, cnn 1.06 /
+  2.70, shiftcnn 1.08 / 3.01, lstm 1.06 / 2.46, shiftlstm 1.11 / 2.54, transformer 1.02 / 2.25,
+  shiftformer 1.07 / 1.81, timnet 0.92 / 1.47, ctarnn 1.08 / 2.54; after it (`--heads
+  cnn,shiftcnn --steps 4`) cnn 1.06 / 1.95, shiftcnn 1.15 / 1.71. D=768 (`--dims 768 --steps
+  3`, load average 3.8 before): linear 0.64 / 1.97, cnn 1.01 / 1.94, shiftcnn 1.03 / 1.96, lstm
+  1.00 / 2.01, shiftlstm 1.02 / 2.01, transformer 1.02 / 1.90, shiftformer 1.02 / 2.06, timnet
+  0.82 / 2.31, ctarnn 1.03 / 1.98 (idle ms: 14.7, 1430, 1389, 1573, 1599, 2962, 1422, 214, 694).
 - `transformer` at D=80 takes about 2-3 s a step: its reference relative key-query attention
   with 10 heads of size 8 builds (B, H, T, T) tensors of 20M elements (scores, two position
   terms, softmax), and a (B, H, T, 8) x (8, 2T) product per position term.
