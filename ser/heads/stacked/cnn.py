@@ -3,9 +3,8 @@
 A sweep's grid points of the CNN family share one graph; they differ only in where and how many
 channels shift. For them:
 - the depthwise convs of all members are one grouped conv over K·D channels (channels-last, as
-  the solo head's), every Linear one
-  batched matmul, every LayerNorm one call (its affine folded into the next Linear or the pooled
-  mean);
+  the solo head's), every Linear one batched matmul, every LayerNorm one call (its affine folded
+  into the next Linear or the pooled mean);
 - the temporal shift is per member: which channels move (the proportion and direction) and
   whether the shortcut and/or the branch input is shifted (the placement), so `cnn` (no shift),
   residual, tsm-residual and in-place members of any proportion batch together;
