@@ -1,5 +1,5 @@
 """`ser` ends without the interpreter's teardown, yet with its exit status, exit handlers and all
-its output; while another thread runs it exits the normal way, which waits for that thread.
+its output; while another thread runs, or under a profiler, it exits the normal way.
 
 Real `ser` processes; a module-level object whose finaliser writes to stderr shows whether the
 interpreter was torn down.
