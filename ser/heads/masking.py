@@ -39,13 +39,40 @@ def layer_means(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.bmm(rows, x.reshape(B * L, T, D)).view(B, L, D)  # one product per layer, no copy of x
 
 
+class _SwapRows(torch.autograd.Function):
+    """out[i] = x[index[i]] for an index that is its own inverse (index[index[i]] == i), so the
+    gradient is the same row gather: no `scatter_add` in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        return _SwapRows.apply(grad, index), None
+
+
+def swap_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows of x (N, D) permuted by `index` (N,), an involution: x[index], with the gradient as cheap."""
+    return _SwapRows.apply(x, index)
+
+
+def reversal_source(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(...) lengths → (..., T) the frame each frame takes when every sequence is reversed inside
+    its true length: length − 1 − t on real frames, t (itself) on padding."""
+    steps = torch.arange(max_len, device=lengths.device)  # (T,)
+    ends = lengths[..., None]  # (..., 1)
+    return torch.where(steps < ends, ends - 1 - steps, steps)  # (..., T)
+
+
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each sequence of x (B, T, D) inside its true length; padding stays at the end."""
     B, T, D = x.shape
-    lengths = lengths.to(x.device)
-    steps = torch.arange(T, device=x.device)[None, :]  # (1, T)
-    source = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)  # (B, T)
-    return x.gather(1, source[:, :, None].expand(B, T, D))
+    source = reversal_source(lengths.to(x.device), T)  # (B, T)
+    rows = (source + T * torch.arange(B, device=x.device)[:, None]).reshape(B * T)  # (B·T,) into x's rows
+    return swap_rows(x.reshape(B * T, D), rows).view(B, T, D)
 
 
 class AttentivePooling(nn.Module):

@@ -8,6 +8,7 @@ from ser.heads import SpecAugment, WeightedLayerSum
 from ser.heads.cnn import depthwise_conv_over_time
 from ser.heads.masking import AttentivePooling, layer_means, masked_mean, reverse_within_lengths
 from ser.heads.spec_augment import span_masks
+from ser.heads.stacked.recurrence import reverse_within_lengths as reverse_within_lengths_stacked
 
 
 def test_layer_sum_starts_uniform_and_learns():
@@ -71,6 +72,30 @@ def test_reverse_within_lengths_keeps_padding_at_the_end():
     out = reverse_within_lengths(x, torch.tensor([5, 3]))
     assert out[0, :, 0].tolist() == [5, 4, 3, 2, 1]
     assert out[1, :3, 0].tolist() == [3, 2, 1]
+
+
+def test_reversal_gradients_are_the_reversed_gradients_solo_and_stacked():
+    torch.manual_seed(0)
+    lengths = torch.tensor([7, 4, 1, 6])
+    x = torch.randn(4, 7, 3, requires_grad=True)  # (B, T, D)
+    grad = torch.randn(4, 7, 3)
+    flipped = [torch.cat([row[:n].flip(0), row[n:]]) for row, n in zip(x, lengths.tolist())]
+    expected = torch.autograd.grad(torch.stack(flipped), x, grad)[0]
+    out = reverse_within_lengths(x, lengths)
+    assert torch.equal(out, torch.stack(flipped))
+    assert torch.equal(torch.autograd.grad(out, x, grad)[0], expected)
+    double = torch.randn(2, 5, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda v: reverse_within_lengths(v, torch.tensor([5, 2])), (double,))
+
+    members = torch.randn(2, 4, 7, 3, requires_grad=True)  # (K, B, T, D)
+    member_lengths = torch.stack([lengths, lengths.flip(0)])  # (K, B)
+    stacked = reverse_within_lengths_stacked(members.transpose(1, 2), member_lengths).transpose(1, 2)  # (K, B, T, D)
+    for k in range(2):
+        assert torch.equal(stacked[k], reverse_within_lengths(members[k], member_lengths[k]))
+    upstream = torch.randn_like(stacked)
+    stacked_grad = torch.autograd.grad(stacked, members, upstream)[0]
+    for k in range(2):  # reversal is its own inverse: the gradient is the reversed upstream gradient
+        assert torch.equal(stacked_grad[k], reverse_within_lengths(upstream[k], member_lengths[k]))
 
 
 def test_span_masks_stay_inside_lengths_and_meet_the_minimum():

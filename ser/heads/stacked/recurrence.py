@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ser.heads.masking import frame_mask
+from ser.heads.masking import frame_mask, reversal_source, swap_rows
 
 
 class GroupedLSTMRecurrence(torch.autograd.Function):
@@ -72,10 +72,11 @@ class GroupedLSTMRecurrence(torch.autograd.Function):
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Each member's sequences of x (K, T, B, D) (time before batch) reversed inside their true lengths (K, B)."""
     K, T, B, D = x.shape
-    steps = torch.arange(T, device=x.device)[:, None]  # (T, 1)
-    ends = lengths[:, None, :]  # (K, 1, B)
-    source = torch.where(steps < ends, ends - 1 - steps, steps)  # (K, T, B)
-    return x.gather(1, source[..., None].expand(K, T, B, D))
+    source = reversal_source(lengths, T).transpose(1, 2)  # (K, T, B): the time step each (t, b) takes
+    member = T * torch.arange(K, device=x.device)[:, None, None]  # (K, 1, 1)
+    batch = torch.arange(B, device=x.device)  # (B,)
+    rows = ((member + source) * B + batch).reshape(K * T * B)  # (K·T·B,) into x's rows
+    return swap_rows(x.reshape(K * T * B, D), rows).view(K, T, B, D)
 
 
 def grouped_bilstm(x: torch.Tensor, lengths: torch.Tensor, params: dict, prefix: str, num_layers: int,
