@@ -7,7 +7,8 @@ by default, fold 1) are trained three ways, side by side in one run of this scri
   batched    `ser sweep --batch-runs on` (the K runs as stacked models: one forward/backward for K members).
 Prints each wall time and the ratios to the separate runs. Targets: batched <= 0.2 of separate
 on an fbank cache, <= 0.5 on a wavlm-base-shaped cache (--cache wavlm: D=768, 13 layers,
-random weights), <= 0.1 on a GPU.
+random weights), <= 0.1 on a GPU. On a GPU it also prints the GPU's utilisation during each
+sweep (nvidia-smi sampled every 0.25 s: mean, median and peak %, and peak memory).
 
     python benchmarks/sweep.py --epochs 5                 # K = 16, fbank, CPU
     python benchmarks/sweep.py --cache wavlm --epochs 2   # the wavlm-base-shaped cache
@@ -100,6 +101,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -117,6 +119,45 @@ def run(command: list[str]) -> tuple[float, str]:
     if done.returncode != 0:
         sys.exit(f"command failed: {' '.join(command)}\n{done.stderr}")
     return time.perf_counter() - started, done.stdout + done.stderr
+
+
+class GpuUtilisation:
+    """Samples `nvidia-smi` (utilisation %, memory used MiB of every GPU) every `period` seconds
+    while a command runs: `with GpuUtilisation() as gpu: ...`, then `gpu.summary()`."""
+
+    QUERY = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
+
+    def __init__(self, period: float = 0.25):
+        self.period, self.samples = period, []  # [(max utilisation %, total memory MiB)] over the GPUs
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self.stopped.wait(self.period):
+            try:
+                out = subprocess.run(self.QUERY, capture_output=True, text=True, timeout=5).stdout
+                rows = [[float(v) for v in line.split(",")] for line in out.strip().splitlines()]
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                return
+            if rows:
+                self.samples.append((max(r[0] for r in rows), sum(r[1] for r in rows)))
+
+    def __enter__(self) -> "GpuUtilisation":
+        if shutil.which("nvidia-smi"):
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "not measured (no nvidia-smi answer)"
+        busy = [u for u, _ in self.samples]
+        return (f"mean {statistics.mean(busy):.0f}%, median {statistics.median(busy):.0f}%, peak {max(busy):.0f}%, "
+                f"memory peak {max(m for _, m in self.samples):.0f} MiB ({len(self.samples)} samples)")
 
 
 def configurations(count: int) -> list[tuple[str, str, str]]:
@@ -197,10 +238,12 @@ def main() -> None:
     one_by_one = [*SER, "sweep", *grid, *common, "--batch-runs", "off", "--out", str(workdir / "bench-sweep-off")]
     if args.jobs is not None:
         one_by_one += ["--jobs", str(args.jobs)]
-    off_wall, off = sweep_seconds(one_by_one, len(configs))
+    with GpuUtilisation() as off_gpu:
+        off_wall, off = sweep_seconds(one_by_one, len(configs))
     print(f"  ser sweep --batch-runs off: {off_wall:.1f} s", flush=True)
-    on_wall, on = sweep_seconds([*SER, "sweep", *grid, *common, "--batch-runs", "on", "--out",
-                                 str(workdir / "bench-sweep-on")], len(configs))
+    with GpuUtilisation() as on_gpu:
+        on_wall, on = sweep_seconds([*SER, "sweep", *grid, *common, "--batch-runs", "on", "--out",
+                                     str(workdir / "bench-sweep-on")], len(configs))
     print(f"  ser sweep (batched, {on['models']} stacked models of K = {on['members']}): {on_wall:.1f} s", flush=True)
 
     startup = startup_seconds()
@@ -221,6 +264,9 @@ def main() -> None:
               f"<= 0.1 GPU)")
         print(f"ratio one by one / separate = {off_wall / total:.3f}")
     print(f"ratio batched / one by one = {on_wall / off_wall:.3f}")
+    if args.device != "cpu":
+        print(f"GPU utilisation, one by one: {off_gpu.summary()}")
+        print(f"GPU utilisation, batched:    {on_gpu.summary()}")
 
 
 if __name__ == "__main__":
