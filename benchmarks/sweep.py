@@ -15,6 +15,12 @@ sweep (nvidia-smi sampled every 0.25 s: mean, median and peak %, and peak memory
     python benchmarks/sweep.py --device cuda --jobs 4
 
 Findings, 2 cores, 2026-12-01 (batched: 2 workers, one stacked model each, real frames only).
+2026-12-03, 12:25 and 12:35 UTC, fbank, same options as below: separate 32.9 / 32.8 s, one by one
+9.6 / 9.4 s, batched 11.7 / 11.3 s: 0.354 / 0.346, 0.293 / 0.288, batched / one by one 1.21 / 1.20.
+The batched command alone at this commit and at eb0809f (1.04 the evening before), taking turns:
+10.6 / 10.1 s against 10.9 / 10.0 s, so the change is this machine's drift, not a regression.
+wavlm-shaped, same options as below: separate 73.3 s estimated (4.5-4.8 s per run), one by one
+42.9 s, batched (4 stacked models of K = 4) 48.0 s: 0.655 / 0.586 / 1.119.
 2026-12-03, after the CNN heads' depthwise conv went channels-last (heads/cnn.py), fbank, same
 options as below: separate 33.3 s, one by one 9.6 s, batched 10.0 s: 0.299 / 0.286 / 1.044.
 wavlm-shaped, same options as below: separate 70.7 s estimated, one by one 38.5 s, batched (4
