@@ -28,11 +28,11 @@ from ser.data.workspace import Workspace
 from ser.heads import create_head
 from ser.training.adam import Adam
 from ser.training.batching import bucketed_batches
-from ser.training.finetune_config import FinetuneConfig
-from ser.training.finetune_conv_cache import build_conv_cache, conv_cache_path
-from ser.training.finetune_data import load_finetune_data, resolve_batching
-from ser.training.finetune_loop import _train_step
-from ser.training.finetune_model import build_finetune_model, load_speech_backbone
+from ser.finetune.config import FinetuneConfig
+from ser.finetune.conv_cache import build_conv_cache, conv_cache_path
+from ser.finetune.data import load_finetune_data, resolve_batching
+from ser.finetune.loop import _train_step
+from ser.finetune.model import build_finetune_model, load_speech_backbone
 from ser.training.loading import load_training_data
 from ser.training.recipes import build_optimizer, recipe_for
 

@@ -24,9 +24,9 @@ from ser.features.audio import load_audio
 from ser.features.backbones import load_backbone
 from ser.features.records import UtteranceRecord
 from ser.heads import create_head
-from ser.training.inference import EmotionRecognizer
+from ser.inference.predict import EmotionRecognizer
 from ser.training.tasks import CategoricalTask
-from ser.training.trained_model import FoldModel, TrainedModel
+from ser.inference.trained_model import FoldModel, TrainedModel
 
 
 def write_clips(root: Path, seconds: float, clip: float) -> list[UtteranceRecord]:

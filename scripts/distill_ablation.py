@@ -16,7 +16,7 @@ from pathlib import Path
 from ser.data.corpora.synthetic import prepare_synthetic
 from ser.studies.distill_ablation import ABLATION_HEADING, ablation_runs, ablation_table, synthetic_text_workspace
 from ser.studies.report import ABLATION_TABLE_FILE
-from ser.training.distill import DistillConfig
+from ser.distill.student import DistillConfig
 
 
 def prepare_synthetic_workspace(workdir: Path, speakers: int, per_class: int, rater_noise: float,

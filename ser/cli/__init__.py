@@ -79,7 +79,9 @@ def main() -> None:
 
 def run() -> None:
     """The `ser` program: `main()`, then the process ends without tearing the interpreter down
-    (cli/process_exit.py). Tracebacks (SER_DEBUG=1, Ctrl-C) take the normal way out."""
+    (cli/process_exit.py). Ctrl-C takes that fast exit too, with status 130: typer turns the
+    KeyboardInterrupt into `Exit(130)`, a SystemExit like any other. Only a traceback (an error
+    under SER_DEBUG=1, a bug) leaves the normal way, through the interpreter's teardown."""
     try:
         main()
     except SystemExit as exiting:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ser.cli.options import Device, Epochs, ManifestPath, OutPath, Workdir
-from ser.cli.train_cmd import _progress_bar, parse_head_options, print_results
+from ser.cli.train_cmd import ProgressBar, parse_head_options, print_results
 
 HELP = "Train an audio-only student on a mix of ground truth and a teacher run's predictions."
 EXAMPLES = """Examples:
@@ -64,10 +64,10 @@ def distill(
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
     out: OutPath = None,
 ) -> None:
-    from ser.training.distill import DistillConfig, run_distillation
+    from ser.distill.student import DistillConfig, run_distillation
 
     settings = DistillConfig(quality, alpha, temperature, soft_temperature, crossfit_parts, mc_samples, unlabelled)
-    with _progress_bar() as progress:
+    with ProgressBar() as progress:
         run_dir, results = run_distillation(
             workdir, teacher, head, settings, fold, parse_head_options(head_option or []), seed=seed,
             manifest=manifest, out=out, run_name=run_name, device=device, progress=progress,

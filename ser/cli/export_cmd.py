@@ -28,7 +28,7 @@ def export(
     include_backbone: Annotated[bool, typer.Option("--include-backbone", help="Copy the run's local backbone folder "
                                                    "in (hub backbones are referenced by id and revision).")] = False,
 ) -> None:
-    from ser.training.export import ONNX_TOLERANCE, export_model
+    from ser.inference.export import ONNX_TOLERANCE, export_model
 
     summary = export_model(run, out, fold, onnx=onnx, overwrite=overwrite, include_backbone=include_backbone)
     print(f"exported {len(summary.folds)} fold(s) ({', '.join(summary.folds)}) → {summary.folder}")

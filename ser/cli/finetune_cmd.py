@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, TrackingLog, Workdir
-from ser.cli.train_cmd import _progress_bar, parse_head_options, print_results
+from ser.cli.train_cmd import ProgressBar, parse_head_options, print_results
 
 HELP = "Fine-tune a speech model (CNN frozen, transformer trained) with a head on top, from the manifest's audio."
 EXAMPLES = """Examples:
@@ -73,8 +73,8 @@ def finetune(
     out: OutPath = None,
     log: TrackingLog = None,
 ) -> None:
-    from ser.training.finetune_config import FinetuneConfig
-    from ser.training.finetune_run import run_finetune
+    from ser.finetune.config import FinetuneConfig
+    from ser.finetune.run import run_finetune
 
     head_kwargs = {"shift_proportion": shift_proportion, "shift_placement": shift_placement,
                    "shift_bidirectional": shift_bidirectional, "shift_stride": shift_stride,
@@ -86,7 +86,7 @@ def finetune(
         batching=batching, conv_cache=conv_cache, precision=precision, gradient_checkpointing=gradient_checkpointing,
         random_init=random_init, seed=seed, task=task, folds=folds, k=k, dev=dev, dev_fraction=dev_fraction,
     )
-    with _progress_bar() as progress:
+    with ProgressBar() as progress:
         run_dir, results = run_finetune(workdir, config, fold, manifest=manifest, out=out, run_name=run_name,
                                         device=device, allow_download=allow_download, progress=progress,
                                         show_progress=sys.stdout.isatty(), log=log)

@@ -56,7 +56,7 @@ def predict(
             raise typer.BadParameter(f"must be positive, not {value}", param_hint=name)
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise typer.BadParameter(f"{out} must end in .csv or .json", param_hint="--out")
-    from ser.training.inference import predict_inputs, save_result
+    from ser.inference.predict import predict_inputs, save_result
 
     result = predict_inputs(
         run or model_dir, inputs, fold, show_progress=sys.stderr.isatty() and (len(inputs) > 1 or Path(inputs[0]).is_dir()),

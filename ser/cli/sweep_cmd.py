@@ -96,7 +96,7 @@ def check_cluster_options(backend: str, address: str | None, gpus_per_run: float
                           device: str, shard: str | None, collect: bool):
     """Option combinations that cannot work, refused before anything loads; returns the parsed shard."""
     from ser.errors import UserInputError
-    from ser.studies.shards import parse_shard
+    from ser.studies.shard import parse_shard
     from ser.studies.sweep import BACKENDS
 
     if backend not in BACKENDS:
@@ -200,7 +200,7 @@ def sweep(
         if head_name is not None:
             warn_schedule(recipe_for(head_name).with_overrides(epochs=epoch_count))
     if collect:
-        from ser.studies.shards import collect_sweep
+        from ser.studies.collect import collect_sweep
 
         print_collected(collect_sweep(plan, settings))
         return

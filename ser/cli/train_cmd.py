@@ -160,7 +160,7 @@ def train(
 ) -> None:
     from ser.training.config import TrainConfig
     from ser.training.run import run_training
-    from ser.training.teacher import TEACHER_HEAD, run_teacher_training
+    from ser.distill.teacher import TEACHER_HEAD, run_teacher_training
     from ser.training.threads import use_threads
 
     if teacher and not text_model:
@@ -199,7 +199,7 @@ def train(
         label_map=parse_label_map(label_map),
     )
     warn_schedule(config.recipe)
-    with _progress_bar() as progress:
+    with ProgressBar() as progress:
         if teacher:
             run_dir, results = run_teacher_training(
                 workdir, config, text_model, fold, manifest=manifest, model=model, out=out, run_name=run_name,
@@ -217,7 +217,7 @@ def train(
 PLAIN_PROGRESS_SECONDS = 10.0
 
 
-class _progress_bar:
+class ProgressBar:
     """A rich progress bar over epochs when stdout is a terminal; otherwise (a log file, a pipe, a
     batch job) one plain line per epoch, at most one every 10 s besides each fold's last epoch."""
 

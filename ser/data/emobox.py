@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from ser.data.folds import Fold, _dev_split, check_fold, usable_rows
+from ser.data.fold import Fold, check_fold, dev_split, usable_rows
 from ser.errors import FoldError
 
 EMOBOX_SCHEME = "emobox"
@@ -154,7 +154,7 @@ def emobox_folds(
             train = [utt for utt in ids["train"] if utt not in set(dev_ids)]  # dev never trains
         else:
             train_part = rows.set_index("id", drop=False).loc[ids["train"]].reset_index(drop=True)
-            train, dev_ids = _dev_split(train_part, dev, seed, dev_fraction, label_column, number)
+            train, dev_ids = dev_split(train_part, dev, seed, dev_fraction, label_column, number)
         fold = Fold(number, train, dev_ids, ids["test"])
         check_fold(fold, rows, EMOBOX_SCHEME)
         folds.append(fold)

@@ -11,12 +11,11 @@ by the schemes that need its splitters: importing it costs a training process 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-from ser.data.held_out import held_out_rows
+from ser.data.emobox import emobox_folds
+from ser.data.fold import Fold, check_fold, dev_split, require_column, usable_rows
 from ser.errors import FoldError, UserInputError
 
 SCHEMES = ("session", "speaker", "kfold", "split")
@@ -26,14 +25,6 @@ DEFAULT_KFOLD_K = 10  # TIM-Net's protocol
 DEV_SPLIT_VALUES = ("dev",)
 EMOBOX_PREFIX = "emobox:"  # --folds emobox:DIR
 FULL_FOLD = "full"  # `--fold none`: every labelled utterance trains (dev held out), no test
-
-
-@dataclass(frozen=True)
-class Fold:
-    name: str
-    train: list[str]
-    dev: list[str]
-    test: list[str]
 
 
 def _has_values(df: pd.DataFrame, column: str, at_least: int = 1) -> bool:
@@ -60,50 +51,6 @@ def default_scheme(df: pd.DataFrame) -> str:
     return _protocol(df)[0]
 
 
-def usable_rows(df: pd.DataFrame, label_column: str | None = "label") -> pd.DataFrame:
-    """The rows folds are made from: those with a non-empty label (all rows when label_column is None)."""
-    if label_column is None:
-        return df.reset_index(drop=True)
-    if label_column not in df.columns:
-        raise FoldError(
-            f"the manifest has no {label_column!r} column",
-            "for dimensional targets build folds with label_column=None",
-        )
-    labels = df[label_column]
-    return df[labels.notna() & (labels.astype(str).str.strip() != "")].reset_index(drop=True)
-
-
-def _require(df: pd.DataFrame, column: str, scheme: str) -> np.ndarray:
-    if column not in df.columns or df[column].isna().any():
-        raise FoldError(
-            f"--folds {scheme} needs a {column!r} value on every row",
-            "choose another --folds scheme, or add the column to the manifest",
-        )
-    return df[column].astype(str).to_numpy()
-
-
-def _dev_split(
-    train: pd.DataFrame, dev: str, seed: int, fraction: float, label_column: str | None, fold: str
-) -> tuple[list[str], list[str]]:
-    """Hold out `fraction` of a training part as dev: stratified rows, or whole speakers."""
-    ids = train["id"].to_numpy()
-    if dev == "speaker":
-        speakers = _require(train, "speaker", "--dev speaker")
-        if len(set(speakers)) < 2:
-            raise FoldError(f"fold {fold}: --dev speaker needs at least 2 training speakers", "use --dev random")
-        from sklearn.model_selection import GroupShuffleSplit
-
-        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-        keep, held = next(splitter.split(ids, groups=speakers))
-        return ids[keep].tolist(), ids[held].tolist()
-    labels = train[label_column].astype(str).to_numpy() if label_column else None
-    try:
-        keep, held = held_out_rows(labels, len(ids), fraction, seed)
-    except ValueError as error:  # a class too small to stratify
-        raise FoldError(f"fold {fold}: cannot draw a stratified dev split ({error})", "use --dev speaker") from None
-    return ids[np.sort(keep)].tolist(), ids[np.sort(held)].tolist()  # manifest order: reproducible listings
-
-
 def _test_groups(
     df: pd.DataFrame, scheme: str, k: int | None, seed: int, label_column: str | None
 ) -> list[tuple[str, np.ndarray]]:
@@ -111,12 +58,12 @@ def _test_groups(
     if scheme in ("session", "speaker") and (k is None or scheme == "session"):
         if k is not None:
             raise UserInputError("--k applies to --folds kfold and --folds speaker only")
-        values = _require(df, scheme, scheme)
+        values = require_column(df, scheme, scheme)
         if len(set(values)) < 2:
             raise FoldError(f"--folds {scheme} needs at least 2 {scheme}s, the manifest has {len(set(values))}")
         return [(value, values == value) for value in sorted(set(values))]
     if scheme == "speaker":  # k speaker-disjoint groups
-        speakers = _require(df, "speaker", scheme)
+        speakers = require_column(df, "speaker", scheme)
         if not 2 <= k <= len(set(speakers)):
             raise FoldError(f"--folds speaker --k {k}: need 2 <= k <= {len(set(speakers))} speakers")
         labels = df[label_column].astype(str).to_numpy() if label_column else np.zeros(len(df))
@@ -143,7 +90,7 @@ def _test_groups(
     if scheme == "split":
         if k is not None:
             raise UserInputError("--k applies to --folds kfold and --folds speaker only")
-        splits = _require(df, "split", scheme)
+        splits = require_column(df, "split", scheme)
         tests = sorted(s for s in set(splits) if s.startswith("test"))
         if "train" not in set(splits) or not tests:
             raise FoldError(
@@ -151,24 +98,6 @@ def _test_groups(
             )
         return [(name, splits == name) for name in tests]
     raise UserInputError(f"unknown fold scheme {scheme!r}", "choose one of: " + ", ".join(SCHEMES))
-
-
-def check_fold(fold: Fold, df: pd.DataFrame, scheme: str) -> None:
-    """Refuse overlapping parts, empty parts, and (session/speaker schemes) speakers in train and test."""
-    train, dev, test = set(fold.train), set(fold.dev), set(fold.test)
-    if not train or not test:
-        raise FoldError(f"fold {fold.name} has an empty {'train' if not train else 'test'} part")
-    if train & test or dev & test or train & dev:
-        raise FoldError(f"fold {fold.name}: an utterance appears in two of train/dev/test")
-    if scheme in ("session", "speaker") and "speaker" in df.columns:
-        speakers = df.set_index("id")["speaker"]
-        leaked = set(speakers[list(train | dev)].dropna()) & set(speakers[list(test)].dropna())
-        if leaked:
-            raise FoldError(
-                f"fold {fold.name}: speaker(s) {', '.join(sorted(map(str, leaked))[:5])} "
-                "appear in both training and test",
-                "speaker ids must be unique to one session; fix the manifest's speaker column",
-            )
 
 
 def make_folds(
@@ -191,8 +120,6 @@ def make_folds(
     if scheme is not None and scheme.startswith(EMOBOX_PREFIX):
         if k is not None:
             raise UserInputError("--k does not apply to EmoBox folds", "EmoBox fixes the number of folds")
-        from ser.data.emobox import emobox_folds
-
         return emobox_folds(df, scheme[len(EMOBOX_PREFIX):], seed, dev, dev_fraction, label_column).folds
     if scheme is None:
         scheme, default_k = _protocol(df)
@@ -206,14 +133,14 @@ def make_folds(
     for name, test_mask in _test_groups(rows, scheme, k, seed, label_column):
         test_ids = rows.loc[test_mask, "id"].tolist()
         if scheme == "split":  # predefined parts; dev drawn from train only when none is given
-            splits = _require(rows, "split", scheme)
+            splits = require_column(rows, "split", scheme)
             train_part, given_dev = rows[splits == "train"], rows[np.isin(splits, DEV_SPLIT_VALUES)]
             if not given_dev.empty:
                 folds.append(Fold(name, train_part["id"].tolist(), given_dev["id"].tolist(), test_ids))
                 continue
         else:
             train_part = rows[~test_mask]
-        train_ids, dev_ids = _dev_split(train_part, dev, seed, dev_fraction, label_column, name)
+        train_ids, dev_ids = dev_split(train_part, dev, seed, dev_fraction, label_column, name)
         folds.append(Fold(name, train_ids, dev_ids, test_ids))
     for fold in folds:
         check_fold(fold, rows, scheme)
@@ -226,7 +153,7 @@ def full_data_fold(
     """The model one deploys: train on every usable row except a seeded dev share (for epoch
     selection), with no test set. Named `full`."""
     rows = usable_rows(df, label_column)
-    train_ids, dev_ids = _dev_split(rows, dev, seed, dev_fraction, label_column, FULL_FOLD)
+    train_ids, dev_ids = dev_split(rows, dev, seed, dev_fraction, label_column, FULL_FOLD)
     return Fold(FULL_FOLD, train_ids, dev_ids, [])
 
 
@@ -263,7 +190,7 @@ def cross_corpus_fold(
     if test_rows.empty:
         raise FoldError("no test utterance is left after the label mapping")
     name = f"{_corpus_name(train_df)}-to-{_corpus_name(test_df)}"
-    train_ids, dev_ids = _dev_split(train_rows, dev, seed, dev_fraction, label_column, name)
+    train_ids, dev_ids = dev_split(train_rows, dev, seed, dev_fraction, label_column, name)
     return Fold(name, train_ids, dev_ids, test_rows["id"].tolist())
 
 

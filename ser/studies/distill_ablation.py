@@ -21,9 +21,9 @@ from ser.features.backbones import load_backbone
 from ser.features.extract import extract
 from ser.features.text_backbones import save_tiny_text_model
 from ser.training.config import TrainConfig
-from ser.training.distill import DistillConfig, run_distillation
+from ser.distill.student import DistillConfig, run_distillation
 from ser.training.run import run_training
-from ser.training.teacher import TEACHER_HEAD, run_teacher_training
+from ser.distill.teacher import TEACHER_HEAD, run_teacher_training
 
 METRICS = ("ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean")
 ABLATION_HEADING = "## Distillation ablation: audio-only vs teacher vs students (test CCC, mean ± std over seeds)"

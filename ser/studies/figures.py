@@ -25,7 +25,7 @@ from ser.studies.results import proportion_value  # noqa: E402
 FORMATS = ("png", "pdf", "svg")
 
 
-def _save(figure: plt.Figure, path: Path, caption: str | None = None) -> Path:
+def save_figure(figure: plt.Figure, path: Path, caption: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if figure.get_layout_engine() is None:
         figure.tight_layout()
@@ -66,7 +66,7 @@ def confusion_figure(matrices: dict[str, np.ndarray], labels: list[str], title: 
     figure.suptitle(title, fontsize=10)
     caption = ("Test utterances at the dev-selected epoch, summed over seeds. Each row is normalised to 100% "
                "(diagonal = recall of that class); numbers in brackets are utterance counts.")
-    return _save(figure, path, caption)
+    return save_figure(figure, path, caption)
 
 
 def layer_weights_figure(weights: dict[str, np.ndarray], path: Path) -> Path:
@@ -92,7 +92,7 @@ def layer_weights_figure(weights: dict[str, np.ndarray], path: Path) -> Path:
     figure.colorbar(image, ax=axis, fraction=0.04, label="weight × L (1 = uniform 1/L)")
     caption = ("Softmax layer weights; cells show the weight, colours its ratio to the uniform 1/L: white = "
                "uniform, red = above, blue = below.")
-    return _save(figure, path, caption)
+    return save_figure(figure, path, caption)
 
 
 def proportion_figure(summary: pd.DataFrame, metric: str, path: Path) -> Path:
@@ -125,7 +125,7 @@ def proportion_figure(summary: pd.DataFrame, metric: str, path: Path) -> Path:
     axes[0][-1].legend(handles=handles, fontsize=8)
     caption = (f"Test {metric.upper()} at the dev-selected epoch: mean ± sample std over folds and seeds"
                + ("; dashed: heads without a shift." if len(unshifted) else "."))
-    return _save(figure, path, caption)
+    return save_figure(figure, path, caption)
 
 
 def curves_figure(histories: dict[str, list[pd.DataFrame]], path: Path) -> Path:
@@ -151,4 +151,4 @@ def curves_figure(histories: dict[str, list[pd.DataFrame]], path: Path) -> Path:
     if len(histories) <= 12:
         dev_axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     figure.suptitle("training curves (mean over folds and seeds)", fontsize=10)
-    return _save(figure, path, "Lines share a colour per configuration in both panels.")
+    return save_figure(figure, path, "Lines share a colour per configuration in both panels.")

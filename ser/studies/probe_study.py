@@ -37,7 +37,7 @@ def probe_figure(summary: pd.DataFrame, metric: str, title: str, path: Path) -> 
     all-layer probe as a dashed line with its ± std band."""
     import matplotlib.pyplot as plt
 
-    from ser.studies.figures import _save as save_figure  # the report's PNG settings
+    from ser.studies.figures import save_figure  # the report's PNG settings
 
     layers = summary[summary["layer"] != ALL_LAYERS]
     x = layers["layer"].astype(int).to_numpy()

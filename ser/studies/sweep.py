@@ -20,7 +20,7 @@ Determinism: every run seeds its own generators and runs with the same intra-op 
 (`threads`, default 1 per run trained alone), so its numbers do not depend on `jobs` or on scheduling.
 
 Past one machine: `backend="ray"` sends every run × fold to a Ray cluster (backends/ray_backend.py),
-and `shard` trains one share of the grid for array jobs whose tables `--collect` merges (shards.py);
+and `shard` trains one share of the grid for array jobs whose tables `--collect` merges (shard.py, collect.py);
 Ray tasks train every run alone, a shard batches its own share like a local sweep.
 """
 
@@ -35,7 +35,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import pandas as pd
 import torch
@@ -48,6 +48,7 @@ from ser.studies import results
 from ser.studies.backends.ray_backend import run_on_ray
 from ser.studies.batched_runs import plan_batches, run_chunk_in_worker, run_chunks
 from ser.studies.grid import HEAD_OPTION_PREFIX, Grid
+from ser.studies.shard import Shard
 from ser.studies.stopping import SweepStopped, kill_processes, stop_on_signals
 from ser.studies.sweep_progress import SweepProgress
 from ser.studies.sweep_worker import ERROR_FILE, RunOutcome, RunTask, init_worker, run_in_worker, run_task
@@ -59,9 +60,6 @@ from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
 from ser.training.run import find_test_cache
 from ser.training.training_data import TrainingData
 from ser.training.worker_processes import fork_is_safe
-
-if TYPE_CHECKING:
-    from ser.studies.shards import Shard
 
 HEAD_AXES = ("shift_proportion", "shift_placement", "shift_bidirectional", "shift_stride")
 RECIPE_AXES = ("epochs", "lr", "batch_size", "weight_decay")
@@ -93,7 +91,7 @@ class SweepSettings:
     backend: str = "local"  # see BACKENDS
     address: str | None = None  # Ray: the cluster to join (None: start Ray on this machine)
     gpus_per_run: float = 0.0  # Ray: GPUs per run, fractions share one
-    shard: Shard | None = None  # train only this share of the grid (array jobs; see shards.py)
+    shard: Shard | None = None  # train only this share of the grid (array jobs; see shard.py)
 
 
 @dataclass

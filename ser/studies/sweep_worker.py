@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from ser.data.folds import Fold
+from ser.data.fold import Fold
 from ser.errors import DivergedError, SerError
 from ser.studies.stopping import SweepStopped
 from ser.training.allocator import keep_freed_blocks

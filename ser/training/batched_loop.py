@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ser.data.folds import Fold
+from ser.data.fold import Fold
 from ser.errors import DivergedError
 from ser.heads.stacked import MemberBatch, rng_state, stacked_model
 from ser.training import run_dir as files
@@ -32,7 +32,7 @@ from ser.training.adam import Adam
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig
 from ser.training.divergence import check_loss, check_outputs
-from ser.training.loop import CHECKPOINT_EVERY_SECONDS, _rng_state, fresh_state, start_fold, write_fold_results
+from ser.training.loop import CHECKPOINT_EVERY_SECONDS, fresh_state, random_state, start_fold, write_fold_results
 from ser.training.recipes import build_optimizer, lr_at
 from ser.training.stacked_optim import StackedAdam
 from ser.training.training_data import FeatureScaler, TrainingData
@@ -104,7 +104,7 @@ def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict) -> _Membe
     optimizer = build_optimizer(head, config.recipe)
     state = fresh_state()
     rng = rng_state(data.device)
-    checkpoint_rng = _rng_state()
+    checkpoint_rng = random_state()
     checkpoint_path = out_dir / files.CHECKPOINT
     if checkpoint_path.is_file():
         saved = files.load_torch(checkpoint_path)

@@ -31,7 +31,7 @@ class TrainConfig:
     standardize: bool = False  # per-layer, per-channel z-scores with the fold's training statistics
     model: str | None = None  # the cache's model alias (informational)
     corpus: str | None = None
-    text_model: str | None = None  # a teacher's text cache model (teacher.py); None = audio only
+    text_model: str | None = None  # a teacher's text cache model (ser/distill/teacher.py); None = audio only
     test_manifest: str | None = None  # cross-corpus: test on this manifest's corpus (cross_corpus.py)
     test_corpus: str | None = None
     label_map: dict[str, str | None] | None = None  # test label → training label (None: drop)

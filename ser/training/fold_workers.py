@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from ser.data.folds import Fold
+from ser.data.fold import Fold
 from ser.errors import DivergedError, SerError, TrainingError
 from ser.training.loop import ProgressCallback
 from ser.training.worker_processes import die_with_parent

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ser.data.folds import Fold
+from ser.data.fold import Fold
 from ser.errors import TrainingError
 from ser.heads import create_head
 from ser.training import run_dir as files
@@ -46,7 +46,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
+def random_state() -> dict:
     numpy_state = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -228,7 +228,7 @@ def train_fold(
         state["epoch"] = epoch + 1
         if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
             files.save_torch(checkpoint_path, {"model": head.state_dict(), "optimizer": optimizer.state_dict(),
-                                               "rng": _rng_state(), "state": state})
+                                               "rng": random_state(), "state": state})
             last_checkpoint = time.perf_counter()
         if progress is not None:
             progress(fold.name, epoch + 1, total_epochs, row)

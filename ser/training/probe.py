@@ -26,7 +26,8 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from ser.data.atomic_files import write_text
-from ser.data.folds import Fold, make_folds
+from ser.data.fold import Fold
+from ser.data.folds import make_folds
 from ser.data.manifest import read_manifest
 from ser.errors import UserInputError
 from ser.features.cache import CacheReader

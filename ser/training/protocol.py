@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ser.data.folds import FULL_FOLD, Fold, cross_corpus_fold, full_data_fold, make_folds
+from ser.data.fold import Fold
+from ser.data.folds import FULL_FOLD, cross_corpus_fold, full_data_fold, make_folds
 from ser.errors import UserInputError
 from ser.training.config import TrainConfig
 from ser.training.training_data import TrainingData

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ser.data.folds import Fold
+from ser.data.fold import Fold
 from ser.data.workspace import Workspace
 from ser.errors import DivergedError, UserInputError
 from ser.training import run_dir as files

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from ser.cli import app
 from ser.errors import UserInputError
 from ser.studies.grid import build_grid
-from ser.studies.shards import Shard, collect_sweep, parse_shard
+from ser.studies.collect import collect_sweep
+from ser.studies.shard import Shard, parse_shard
 from ser.studies.sweep import SweepSettings, run_sweep
 
 GRID = build_grid(None, {"head": ["linear"], "seed": ["0,1"], "epochs": ["2"]}, [], None)  # 2 seeds × 2 folds

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ser.data.folds import Fold
+from ser.data.fold import Fold
 from ser.errors import DivergedError, TrainingError
 from ser.training.fold_workers import train_folds_side_by_side
 

@@ -28,8 +28,8 @@ from ser.features.cache import CacheReader
 from ser.features.extract import extract
 from ser.features.progress import ExtractionProgress
 from ser.features.records import UtteranceRecord
-from ser.training.recorded_backbone import load_recorded_backbone
-from ser.training.trained_model import FoldModel, TrainedModel, load_trained
+from ser.inference.recorded_backbone import load_recorded_backbone
+from ser.inference.trained_model import FoldModel, TrainedModel, load_trained
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
 CHUNK_SECONDS = 300.0  # audio per temporary cache: bounds its size and memory (≈ 1 MB/s for wavlm-base)

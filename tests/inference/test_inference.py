@@ -23,7 +23,7 @@ from ser.data.corpora import CORPORA
 from ser.data.extraction import extract_corpus
 from ser.data.manifest import read_manifest, write_manifest
 from ser.errors import ModelLoadError
-from ser.training.inference import collect_inputs
+from ser.inference.predict import collect_inputs
 from ser.training.config import TrainConfig
 from ser.training.run import run_training
 
@@ -214,8 +214,8 @@ def test_export_predicts_like_its_run(workspace, tmp_path, monkeypatch, capsys):
 def test_onnx_head_matches_torch_on_cached_features(workspace, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra (pip install '.[onnx]') is not installed")
     from ser.features.cache import CacheReader
-    from ser.training.export import export_onnx
-    from ser.training.trained_model import load_run, pad_batch
+    from ser.inference.export import export_onnx
+    from ser.inference.trained_model import load_run, pad_batch
 
     fold = load_run(workspace["fbank"], "1").folds[0]  # shiftcnn + feature scaler
     error = export_onnx(fold, tmp_path / "fold1.onnx")

@@ -12,11 +12,11 @@ from ser.errors import UserInputError
 from ser.features.backbones import load_backbone
 from ser.training import run_dir as files
 from ser.training.cache_access import resolve_device
-from ser.training.finetune_config import FinetuneConfig
-from ser.training.finetune_conv_cache import build_conv_cache, conv_cache_path
-from ser.training.finetune_data import load_finetune_data
-from ser.training.finetune_loop import finetune_fold
-from ser.training.finetune_model import build_finetune_model, load_speech_backbone
+from ser.finetune.config import FinetuneConfig
+from ser.finetune.conv_cache import build_conv_cache, conv_cache_path
+from ser.finetune.data import load_finetune_data
+from ser.finetune.loop import finetune_fold
+from ser.finetune.model import build_finetune_model, load_speech_backbone
 from ser.training.loop import CHECKPOINT_EVERY_SECONDS, ProgressCallback
 from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
 from ser.training.tracking import open_tracker

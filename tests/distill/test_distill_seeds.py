@@ -20,7 +20,7 @@ import pytest
 from ser.data.corpora.synthetic import prepare_synthetic
 from ser.studies.distill_ablation import ablation_runs, ablation_table, synthetic_text_workspace
 from ser.training import run_dir as files
-from ser.training.distill import CROSSFIT, DISTILL, DistillConfig
+from ser.distill.student import CROSSFIT, DISTILL, DistillConfig
 
 SEEDS = [0, 1, 2]
 # The fixture trains 84 fold runs: 118 s on an idle core (it ran past 300 s on a busy machine).

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ser.errors import UserInputError
-from ser.training.distill_targets import (
+from ser.distill.targets import (
     categorical_weights,
     dimensional_weights,
     mix_categorical,

@@ -12,10 +12,10 @@ from ser.data.corpora.synthetic import prepare_synthetic
 from ser.studies.distill_ablation import synthetic_text_workspace
 from ser.training import run_dir as files
 from ser.training.config import TrainConfig
-from ser.training.distill import CROSSFIT, DISTILL, DistillConfig, run_distillation
+from ser.distill.student import CROSSFIT, DISTILL, DistillConfig, run_distillation
 from ser.training.loading import load_training_data
 from ser.training.protocol import protocol_folds
-from ser.training.teacher import TEACHER_HEAD, run_teacher_training
+from ser.distill.teacher import TEACHER_HEAD, run_teacher_training
 
 QUICK = dict(task="dimensional", epochs=2, batch_size=8, standardize=True)
 

@@ -1,4 +1,5 @@
-"""A sweep split over independent jobs (Slurm arrays): `--shard I/N` and `--collect`.
+"""A sweep split over independent jobs (Slurm arrays): `--collect` merges the shares of `--shard I/N`
+(shard.py).
 
 `ser sweep … --shard I/N` plans the whole grid and trains only its I-th share (every N-th
 run × fold, starting with the I-th, so every share holds a similar mix of heads); its own table
@@ -10,10 +11,8 @@ directories: the same tables one `ser sweep` would have written.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, TypeVar
 
 import pandas as pd
 
@@ -22,35 +21,6 @@ from ser.studies import results
 from ser.studies.grid import Grid
 from ser.studies.sweep import SweepSettings, SweepTable, plan_runs, resolve_inputs, write_run_summaries
 from ser.training.loading import load_training_data
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """The `index`-th (1-based) of `count` disjoint shares of a sweep."""
-
-    index: int
-    count: int
-
-    def take(self, items: Sequence[T]) -> list[T]:
-        """Every `count`-th item, starting with item `index` (1-based): disjoint, together all."""
-        return list(items[self.index - 1 :: self.count])
-
-    @property
-    def table_stem(self) -> str:
-        return f"sweep-shard{self.index}of{self.count}"
-
-
-def parse_shard(text: str) -> Shard:
-    """`2/8` → Shard(2, 8); the form an array job writes: `$((SLURM_ARRAY_TASK_ID + 1))/N`."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not match:
-        raise UserInputError(f"--shard {text!r} is not of the form I/N", "e.g. --shard 1/4 … --shard 4/4")
-    index, count = int(match.group(1)), int(match.group(2))
-    if not 1 <= index <= count:
-        raise UserInputError(f"--shard {text}: I must be between 1 and N", "shares are numbered 1/N … N/N")
-    return Shard(index, count)
 
 
 @dataclass

@@ -26,14 +26,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ser.data.folds import Fold
+from ser.data.fold import Fold
 from ser.errors import TrainingError, UserInputError
 from ser.features.audio import SAMPLE_RATE
 from ser.training import run_dir as files
-from ser.training.finetune_config import FinetuneConfig, lr_factor
-from ser.training.finetune_data import FinetuneData, iterate, resolve_batching
-from ser.training.finetune_model import FinetuneModel
-from ser.training.loop import CHECKPOINT_EVERY_SECONDS, ProgressCallback, _rng_state, resume_state
+from ser.finetune.config import FinetuneConfig, lr_factor
+from ser.finetune.data import FinetuneData, iterate, resolve_batching
+from ser.finetune.model import FinetuneModel
+from ser.training.loop import CHECKPOINT_EVERY_SECONDS, ProgressCallback, random_state, resume_state
 from ser.training.recipes import OPTIMIZERS
 
 BACKBONE_DIR = "backbone"
@@ -173,7 +173,7 @@ def finetune_fold(
         state["epoch"] = epoch + 1
         if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
             files.save_torch(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                               "rng": _rng_state(), "state": state})
+                                               "rng": random_state(), "state": state})
             last_checkpoint = time.perf_counter()
         if progress is not None:
             progress(fold.name, epoch + 1, recipe.epochs, row)

@@ -23,7 +23,7 @@ from torch import nn
 from ser.errors import UserInputError
 from ser.training import run_dir as files
 from ser.training.batching import sorted_batches
-from ser.training.recorded_backbone import FOLD_BACKBONE, read_features_record
+from ser.inference.recorded_backbone import FOLD_BACKBONE, read_features_record
 from ser.training.tasks import Task, task_from_dict
 from ser.training.training_data import FeatureScaler
 

@@ -23,11 +23,11 @@ from ser.errors import UserInputError
 from ser.features.audio import load_audio
 from ser.features.cache import CacheReader
 from ser.training import run_dir as files
-from ser.training.finetune_config import FinetuneConfig, FinetuneRecipe, lr_factor
-from ser.training.finetune_data import load_finetune_data, resolve_batching
-from ser.training.finetune_loop import finetune_fold
-from ser.training.finetune_model import build_finetune_model, load_speech_backbone
-from ser.training.finetune_run import load_finetuned, run_finetune
+from ser.finetune.config import FinetuneConfig, FinetuneRecipe, lr_factor
+from ser.finetune.data import load_finetune_data, resolve_batching
+from ser.finetune.loop import finetune_fold
+from ser.finetune.model import build_finetune_model, load_speech_backbone
+from ser.finetune.run import load_finetuned, run_finetune
 from ser.training.protocol import protocol_folds
 
 REPO = Path(__file__).resolve().parents[2]

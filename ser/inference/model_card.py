@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser.training.trained_model import TrainedModel
+from ser.inference.trained_model import TrainedModel
 
 SCALAR_METRICS = ("ua", "wa", "macro_f1", "ccc_mean", "ccc_arousal", "ccc_valence", "ccc_dominance", "mse")
 

@@ -7,7 +7,7 @@ For every fold of the teacher's protocol:
    predicts the held-out group, deterministically and with MC dropout (`mc_samples` passes)
    for the spread. Cached in <teacher run>/fold<K>/crossfit/ so several students share them.
 2. The student's training targets mix truth and teacher per utterance and dimension with the
-   chosen quality estimate (distill_targets.py); dev and test keep the ground truth.
+   chosen quality estimate (targets.py); dev and test keep the ground truth.
 3. Unlabelled utterances (in the manifest with audio and a transcript but no target, e.g. no
    ratings) join the student's training part with the teacher's prediction as their target when
    `unlabelled=True` (`--unlabelled`); the fold's own teacher labels them. One is used for a fold
@@ -36,14 +36,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ser.data.folds import Fold
+from ser.data.fold import Fold
 from ser.data.workspace import Workspace
 from ser.errors import TrainingError, UserInputError
 from ser.training import run_dir as files
 from ser.training.batching import sorted_batches
 from ser.training.config import TrainConfig
 from ser.training.dimensional import DimensionalTask
-from ser.training.distill_targets import (
+from ser.distill.targets import (
     QUALITY_ESTIMATES,
     categorical_weights,
     dimensional_weights,
@@ -54,7 +54,7 @@ from ser.training.distill_targets import (
 from ser.training.loop import ProgressCallback, train_fold
 from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
 from ser.training.tasks import CategoricalTask, task_from_dict
-from ser.training.teacher import MultimodalTrainingData, load_multimodal_data, text_cache_path
+from ser.distill.teacher import MultimodalTrainingData, load_multimodal_data, text_cache_path
 from ser.training.training_data import FeatureScaler, TrainingData
 
 CROSSFIT = "crossfit"
@@ -63,7 +63,7 @@ DISTILL = "distill.json"
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """How the student's targets are made (see distill_targets.py for the estimates)."""
+    """How the student's targets are made (see targets.py for the estimates)."""
 
     quality: str = "mc-dropout"
     alpha: float = 0.5  # the largest weight the teacher gets

@@ -29,9 +29,9 @@ from torch import nn
 
 from ser.data.atomic_files import write_json, write_text
 from ser.errors import UserInputError
-from ser.training.model_card import model_card
-from ser.training.recorded_backbone import FOLD_BACKBONE, backbone_reference
-from ser.training.trained_model import (EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_SCALER,
+from ser.inference.model_card import model_card
+from ser.inference.recorded_backbone import FOLD_BACKBONE, backbone_reference
+from ser.inference.trained_model import (EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_SCALER,
                                         EXPORT_WEIGHTS, FoldModel, TrainedModel, is_export, load_run)
 from ser.training.training_data import FeatureScaler
 
