@@ -23,19 +23,22 @@ def one_thread_again_after_each_test():
 
 @pytest.fixture(scope="session")
 def build_fbank_workspace():
-    """A builder: (root, corpus sizes for prepare_synthetic) → root, now holding
-    manifests/synthetic.csv and its fbank cache cache/synthetic/fbank.h5."""
+    """The one builder of "a synthetic workspace with its feature cache" for every test module:
+    (root, corpus name, seed, label renames, model, cache name, corpus sizes for prepare_synthetic)
+    → root, now holding manifests/<corpus>.csv (audio under data/<corpus>/) and its cache
+    cache/<corpus>/<cache name or model>.h5, extracted with `model` (fbank by default)."""
     from ser.data.corpora.synthetic import prepare_synthetic
     from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
     from ser.features.backbones import load_backbone
     from ser.features.extract import extract
 
-    def build(root, **sizes):
-        manifest = root / "manifests" / "synthetic.csv"
-        write_manifest(prepare_synthetic(root / "data", seed=0, **sizes), manifest)
+    def build(root, corpus="synthetic", seed=0, renamed=None, model="fbank", cache_name=None, **sizes):
+        manifest = root / "manifests" / f"{corpus}.csv"
+        df = prepare_synthetic(root / "data" / corpus, seed=seed, **sizes)
+        write_manifest(df.assign(label=df["label"].replace(renamed or {})), manifest)
         rows = read_manifest(manifest)
-        extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / "synthetic" / "fbank.h5",
-                manifest_sha256=manifest_sha256(rows))
+        extract(utterance_records(rows, manifest), load_backbone(model),
+                root / "cache" / corpus / f"{cache_name or model}.h5", manifest_sha256=manifest_sha256(rows))
         return root
 
     return build

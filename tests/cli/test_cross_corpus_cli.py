@@ -10,21 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ser.data.corpora.synthetic import prepare_synthetic
-from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
-from ser.features.backbones import load_backbone
-from ser.features.extract import extract
+from ser.data.manifest import read_manifest
 
-
-def add_corpus(root: Path, corpus: str, seed: int, renamed: dict[str, str] | None = None) -> Path:
-    """manifests/<corpus>.csv (small synthetic corpus, labels renamed) and cache/<corpus>/fbank.h5."""
-    manifest = root / "manifests" / f"{corpus}.csv"
-    df = prepare_synthetic(root / corpus, speakers=4, sessions=2, per_class=4, seed=seed)
-    write_manifest(df.assign(label=df["label"].replace(renamed or {})), manifest)
-    rows = read_manifest(manifest)
-    extract(utterance_records(rows, manifest), load_backbone("fbank"), root / "cache" / corpus / "fbank.h5",
-            manifest_sha256=manifest_sha256(rows))
-    return manifest
 
 
 def ser(*args: str, workdir: Path) -> subprocess.CompletedProcess:
@@ -33,9 +20,10 @@ def ser(*args: str, workdir: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_train_with_test_manifest_and_label_map(tmp_path):
-    train_manifest = add_corpus(tmp_path, "synthetic", seed=0)
-    test_manifest = add_corpus(tmp_path, "other", seed=1, renamed={"happy": "joy"})
+def test_train_with_test_manifest_and_label_map(tmp_path, build_fbank_workspace):
+    build_fbank_workspace(tmp_path, "synthetic", seed=0, speakers=4, sessions=2, per_class=4)
+    build_fbank_workspace(tmp_path, "other", seed=1, renamed={"happy": "joy"}, speakers=4, sessions=2, per_class=4)
+    train_manifest, test_manifest = tmp_path / "manifests" / "synthetic.csv", tmp_path / "manifests" / "other.csv"
     common = ["train", "--head", "linear", "--epochs", "2", "--device", "cpu", "--manifest", str(train_manifest),
               "--test-manifest", str(test_manifest)]
 

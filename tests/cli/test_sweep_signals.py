@@ -14,9 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from ser.cli import app
-from ser.data.corpora.synthetic import prepare_synthetic
-from ser.data.extraction import extract_corpus
-from ser.data.manifest import write_manifest
 from ser.errors import TrainingError
 
 pytestmark = pytest.mark.slow
@@ -26,12 +23,8 @@ SWEEP = [sys.executable, "-c", "from ser.cli import run; run()", "sweep", "--hea
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("signals")
-    write_manifest(prepare_synthetic(root / "data", speakers=4, sessions=2, per_class=2, seed=0),
-                   root / "manifests" / "synthetic.csv")
-    extract_corpus(root, "fbank", device="cpu")
-    return root
+def workdir(tmp_path_factory, build_fbank_workspace) -> Path:
+    return build_fbank_workspace(tmp_path_factory.mktemp("signals"), speakers=4, sessions=2, per_class=2)
 
 
 def descendants(pid: int) -> set[int]:

@@ -9,21 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
-from ser.data.corpora import CORPORA, prepare_corpus
-from ser.data.extraction import extract_corpus
-from ser.data.workspace import Workspace
 from ser.training import run_dir as files
 from ser.training.config import TrainConfig
 from ser.training.run import run_training
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("bridges-ws")
-    prepare_corpus(CORPORA.get("synthetic"), root / "audio", Workspace(root).manifest_for("synthetic"),
-                   {"speakers": 4, "sessions": 2, "per_class": 3})
-    extract_corpus(root, "fbank", device="cpu")
-    return root
+def workspace(tmp_path_factory, build_fbank_workspace) -> Path:
+    return build_fbank_workspace(tmp_path_factory.mktemp("bridges-ws"), speakers=4, sessions=2, per_class=3)
 
 
 @pytest.fixture(autouse=True)

@@ -12,11 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ser.data.corpora.synthetic import prepare_synthetic
-from ser.data.manifest import manifest_sha256, read_manifest, utterance_records, write_manifest
+from ser.data.manifest import read_manifest
 from ser.errors import CacheError, FoldError, UserInputError
-from ser.features.backbones import load_backbone
-from ser.features.extract import extract
 from ser.studies.grid import build_grid
 from ser.studies.sweep import SweepSettings, run_sweep
 from ser.training import run_dir as files
@@ -24,19 +21,6 @@ from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
 from ser.training.protocol import protocol_folds
 from ser.training.run import run_training
-
-
-def add_corpus(root: Path, corpus: str, seed: int, renamed: dict[str, str] | None = None, model: str = "fbank",
-               cache_name: str = "fbank") -> Path:
-    """manifests/<corpus>.csv (4 speakers, 2 sessions, 4 clips per class; labels renamed) and its
-    cache/<corpus>/<cache_name>.h5 extracted with `model`."""
-    manifest = root / "manifests" / f"{corpus}.csv"
-    df = prepare_synthetic(root / corpus, speakers=4, sessions=2, per_class=4, seed=seed)
-    write_manifest(df.assign(label=df["label"].replace(renamed or {})), manifest)
-    rows = read_manifest(manifest)
-    extract(utterance_records(rows, manifest), load_backbone(model), root / "cache" / corpus / f"{cache_name}.h5",
-            manifest_sha256=manifest_sha256(rows))
-    return manifest
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,11 +32,10 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(tmp_path_factory, build_fbank_workspace) -> Path:
     root = tmp_path_factory.mktemp("cross-ws")
-    add_corpus(root, "synthetic", seed=0)
-    add_corpus(root, "other", seed=1, renamed={"happy": "joy"})
-    return root
+    build_fbank_workspace(root, "synthetic", seed=0, speakers=4, sessions=2, per_class=4)
+    return build_fbank_workspace(root, "other", seed=1, renamed={"happy": "joy"}, speakers=4, sessions=2, per_class=4)
 
 
 def small_config(**changes) -> TrainConfig:
@@ -143,7 +126,7 @@ def test_a_dropped_label_leaves_its_rows_out_of_the_test_set(workspace):
     assert len(fold.test) == int((other["label"] != "joy").sum())
 
 
-def test_missing_or_foreign_test_cache_is_refused(workspace, tmp_path):
+def test_missing_or_foreign_test_cache_is_refused(workspace, build_fbank_workspace):
     shutil.copy(workspace / "manifests" / "other.csv", workspace / "manifests" / "nocache.csv")
     config = small_config(test_manifest=str(workspace / "manifests" / "nocache.csv"), label_map={"joy": "happy"})
     with pytest.raises(UserInputError) as error:
@@ -151,7 +134,8 @@ def test_missing_or_foreign_test_cache_is_refused(workspace, tmp_path):
     assert "nocache" in error.value.message and "ser extract" in error.value.hint
 
     # an mfcc cache where the fbank one should be
-    add_corpus(workspace, "foreign", seed=1, renamed={"happy": "joy"}, model="mfcc", cache_name="fbank")
+    build_fbank_workspace(workspace, "foreign", seed=1, renamed={"happy": "joy"}, model="mfcc", cache_name="fbank",
+                          speakers=4, sessions=2, per_class=4)
     config = small_config(test_manifest=str(workspace / "manifests" / "foreign.csv"), label_map={"joy": "happy"})
     with pytest.raises(CacheError) as error:
         run_training(workspace, config, manifest=workspace / "manifests" / "synthetic.csv", device="cpu")

@@ -7,8 +7,6 @@ import pandas as pd
 import pytest
 import torch
 
-from ser.data.corpora import CORPORA, prepare_corpus
-from ser.data.extraction import extract_corpus
 from ser.data.workspace import Workspace
 from ser.errors import TrainingError, UserInputError
 from ser.training import run_dir as files
@@ -29,13 +27,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ws")
-    ws = Workspace(root)
-    options = {"speakers": 4, "sessions": 2, "per_class": 3}
-    prepare_corpus(CORPORA.get("synthetic"), root / "audio", ws.manifest_for("synthetic"), options)
-    extract_corpus(root, "fbank", device="cpu")
-    return ws
+def workspace(tmp_path_factory, build_fbank_workspace):
+    return Workspace(build_fbank_workspace(tmp_path_factory.mktemp("ws"), speakers=4, sessions=2, per_class=3))
 
 
 @pytest.fixture(scope="module")
