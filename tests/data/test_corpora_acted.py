@@ -8,7 +8,9 @@ import soundfile as sf
 
 from ser.data.corpora import CORPORA, prepare_corpus
 from ser.data.corpora.acted import prepare_crema_d, prepare_ravdess, prepare_savee, prepare_tess
-from ser.data.corpora.acted_world import prepare_casia, prepare_emodb, prepare_emovo
+from ser.data.corpora.acted_world import prepare_ased, prepare_casia, prepare_emodb, prepare_emovo, prepare_turev
+from ser.data.folds import make_folds
+from ser.data.manifest import read_manifest
 from ser.errors import CorpusError
 
 
@@ -102,6 +104,75 @@ def test_emovo_and_casia(tmp_path):
     write_wav(tmp_path / "casia" / "CASIA" / "wangzhe" / "bored" / "202.wav")
     with pytest.raises(CorpusError, match="naming pattern"):
         prepare_casia(tmp_path / "casia")
+
+
+def default_folds_by_speaker(corpus: str, root: Path, out: Path) -> list[tuple[set, set]]:
+    """(test speakers, train + dev speakers) of each default fold of the prepared manifest."""
+    prepare_corpus(CORPORA.get(corpus), root, out, {})
+    df = read_manifest(out)
+    speakers = df.set_index("id")["speaker"]
+    return [(set(speakers[f.test]), set(speakers[f.train + f.dev])) for f in make_folds(df)]
+
+
+ASED_FOLDERS = {"n1": "01Neutral", "f2": "02Fearful", "h3": "03Happy", "s4": "04Sad", "a5": "05Angry"}
+
+
+def test_ased_labels_speakers_and_majority_gender(tmp_path):
+    write_wav(tmp_path / "05Angry" / "a5-03-01-02-50.wav")
+    write_wav(tmp_path / "04Sad" / "S4-04-02-01-29.wav")  # the published capital S
+    write_wav(tmp_path / "01Neutral" / "n1-01-01-01-09.wav")
+    write_wav(tmp_path / "02Fearful" / "f2-02-02-01-09.wav")
+    write_wav(tmp_path / "03Happy" / "h3-05-01-02-09.wav")  # speaker 09's lone male code
+    df = by_id(prepare_ased(tmp_path))
+    assert df.loc["a5-03-01-02-50", ["label", "speaker", "gender", "sentence"]].tolist() == ["angry", "50", "M", "03"]
+    assert df.loc["s4-04-02-01-29", ["label", "speaker", "gender", "repetition"]].tolist() == ["sad", "29", "F", "02"]
+    assert df.loc["f2-02-02-01-09", "label"] == "fear"
+    assert df.loc[df["speaker"] == "09", "gender"].tolist() == ["F", "F", "F"]
+    assert "session" not in df.columns
+    write_wav(tmp_path / "03Happy" / "a5-01-01-02-50.wav")  # an angry name in the happy folder
+    with pytest.raises(CorpusError, match="1 audio file.*disagrees with their folder"):
+        prepare_ased(tmp_path)
+
+
+def test_ased_default_folds_are_five_speaker_disjoint_groups(tmp_path):
+    for speaker in range(1, 11):
+        for code, folder in ASED_FOLDERS.items():
+            write_wav(tmp_path / "ASED_V1" / folder / f"{code}-01-01-0{1 + speaker % 2}-{speaker:02d}.wav")
+    folds = default_folds_by_speaker("ased", tmp_path / "ASED_V1", tmp_path / "m" / "ased.csv")
+    assert len(folds) == 5
+    assert all(test and not test & rest for test, rest in folds)
+    assert set().union(*(test for test, _ in folds)) == {f"{s:02d}" for s in range(1, 11)}
+
+
+TUREV_CODES = {"kz": "Angry", "sk": "Calm", "mt": "Happy", "hl": "Sad"}
+
+
+def test_turev_reads_sound_source_only(tmp_path):
+    write_wav(tmp_path / "Sound Source" / "Angry" / "1157_kz_acik.wav")
+    write_wav(tmp_path / "Sound Source" / "Sad" / "7895_hl_ogul1.wav")
+    write_wav(tmp_path / "Sound Source" / "Calm" / "1234_sk_cay.wav")
+    write_wav(tmp_path / "Model Output for Test Data" / "testEmotions500HighPass" / "sound" / "Angry" / "1157_kz_dil.wav")
+    df = by_id(prepare_turev(tmp_path))
+    assert sorted(df.index) == ["1157_kz_acik", "1234_sk_cay", "7895_hl_ogul1"]
+    assert df.loc["1157_kz_acik", ["label", "speaker", "text"]].tolist() == ["angry", "1157", "acik"]
+    assert df.loc["7895_hl_ogul1", ["label", "speaker", "text"]].tolist() == ["sad", "7895", "ogul"]
+    assert df.loc["1234_sk_cay", "label"] == "calm"
+    write_wav(tmp_path / "Sound Source" / "Happy" / "1234_kz_kedi.wav")  # an angry code in Happy/
+    with pytest.raises(CorpusError, match="disagrees with their folder"):
+        prepare_turev(tmp_path)
+    with pytest.raises(CorpusError, match="expected folder Sound Source/"):
+        prepare_turev(tmp_path / "Sound Source")
+
+
+def test_turev_default_folds_leave_one_speaker_out(tmp_path):
+    speakers = ("1157", "1234", "1358", "1984", "6783", "7895")
+    for speaker in speakers:
+        for code, folder in TUREV_CODES.items():
+            for word in ("kedi", "simit"):
+                write_wav(tmp_path / "Sound Source" / folder / f"{speaker}_{code}_{word}.wav")
+    folds = default_folds_by_speaker("turev", tmp_path, tmp_path / "m" / "turev.csv")
+    assert [sorted(test) for test, _ in folds] == [[s] for s in speakers]
+    assert all(not test & rest for test, rest in folds)
 
 
 def test_a_root_without_audio_names_the_expected_pattern(tmp_path):

@@ -21,6 +21,8 @@ for _recipe in (
     acted_world.EMODB,
     acted_world.EMOVO,
     acted_world.CASIA,
+    acted_world.ASED,
+    acted_world.TUREV,
     generic.FOLDER,
     generic.CSV,
 ):

@@ -121,6 +121,14 @@ def unexpected_name(corpus: str, file: Path, pattern: str, count: int) -> Corpus
     )
 
 
+def folder_disagrees(corpus: str, file: Path, count: int) -> CorpusError:
+    """The error for files whose name's label code disagrees with the label folder they sit in."""
+    return CorpusError(
+        f"{corpus}: {count} audio file(s) whose label code disagrees with their folder, e.g. {file}",
+        "the label would be a guess: point ROOT at an unmodified copy of the corpus (or refile those files)",
+    )
+
+
 def match_all(files: list[Path], regex: re.Pattern, corpus: str, pattern: str) -> list[tuple[Path, re.Match]]:
     """Match every file stem against `regex`; refuse (naming one) the files that do not match."""
     matches = [(f, regex.match(f.stem)) for f in files]
