@@ -1,0 +1,155 @@
+"""Accuracy on real speech: every head with default options against the probe floor.
+
+For one corpus, through the real CLI as a user runs it (`ser prepare`, `ser extract`, `ser probe`,
+`ser train --fold all`), on the recipe's speaker-independent protocol, with default options:
+
+    python benchmarks/accuracy.py --corpus turev --root /corpora/TurEV-DB
+    python benchmarks/accuracy.py --corpus ased --root /corpora/ASED_V1 --features fbank,mfcc,egemaps
+    python benchmarks/accuracy.py --corpus ased --root … --heads shiftcnn,timnet --jobs 2
+
+It prints one table per corpus: head × features → test UA mean ± sample std over folds, the
+pooled 95% bootstrap interval (test utterances of all folds), Δ to the floor of the same features
+(mean UA − the probe's mean UA, the probe's layer chosen on dev), the epochs trained and the mean
+dev-selected epoch, and wall time. The floor rows are `ser probe` on the cache's pooled
+statistics. Rows whose run failed keep their place with the error. The table also goes to
+`<workdir>/accuracy-<corpus>.md`; each step is skipped when its output exists, so a killed run
+resumes. Nothing here is tuned per corpus: the heads run with the options a new user gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+HEADS = ("cnn", "shiftcnn", "lstm", "shiftlstm", "transformer", "shiftformer", "timnet", "ctarnn", "linear")
+
+
+@dataclass
+class Row:
+    """One line of the table: a head (or the floor) on one kind of features."""
+
+    head: str
+    features: str
+    ua_mean: float | None = None
+    ua_std: float | None = None
+    pooled: tuple[float, float, float] | None = None  # (pooled UA, ci low, ci high)
+    epochs: str = ""
+    seconds: float | None = None
+    error: str = ""
+
+
+def ser(*args: str, workdir: Path) -> float:
+    """Run one `ser` command in a subprocess (output to the log); its wall time in seconds."""
+    log = workdir / "accuracy.log"
+    start = time.perf_counter()
+    with log.open("a") as out:
+        out.write(f"\n$ ser {' '.join(args)}\n")
+        out.flush()
+        done = subprocess.run([sys.executable, "-m", "ser.cli", *args, "--workdir", str(workdir)],
+                              stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"ser {args[0]} exited {done.returncode}: see {log}")
+    return time.perf_counter() - start
+
+
+def floor_row(workdir: Path, features: str) -> Row:
+    """`ser probe` on the cache: the layer with the best mean dev UA (every layer, and all together)."""
+    out = workdir / "probes" / features
+    seconds = None
+    if not (out / "probe_summary.csv").exists():
+        seconds = ser("probe", "--model", features, "--out", str(out), workdir=workdir)
+    summary = pd.read_csv(out / "probe_summary.csv", dtype={"layer": str})
+    best = summary.loc[summary["dev_ua_mean"].idxmax()]
+    return Row("probe floor", features, best["ua_mean"], best["ua_std"], epochs=f"layer {best['layer']}",
+               seconds=seconds)
+
+
+def head_row(workdir: Path, corpus: str, features: str, head: str, jobs: int, epochs: int | None) -> Row:
+    """`ser train --head HEAD --fold all` with default options, read back from its summary.json."""
+    run_name = f"accuracy-{head}" + (f"-e{epochs}" if epochs else "")
+    run_dir = workdir / "runs" / corpus / features / run_name
+    row = Row(head, features)
+    timing = run_dir / "wall_seconds.txt"
+    if not (run_dir / "summary.json").exists():
+        options = ["--epochs", str(epochs)] if epochs else []
+        try:
+            row.seconds = ser("train", "--head", head, "--model", features, "--fold", "all", "--jobs", str(jobs),
+                              "--run-name", run_name, *options, workdir=workdir)
+        except RuntimeError as error:
+            row.error = str(error)
+            return row
+        timing.write_text(f"{row.seconds:.1f}\n")
+    elif timing.exists():
+        row.seconds = float(timing.read_text())
+    ua = json.loads((run_dir / "summary.json").read_text())["test"]["ua"]
+    row.ua_mean, row.ua_std = ua["mean"], ua["std"]
+    if "ci95" in ua:
+        row.pooled = (ua["pooled"], *ua["ci95"])
+    folds = sorted(p for p in run_dir.iterdir() if (p / "metrics.json").exists())
+    trained = json.loads((folds[0] / "config.json").read_text()).get("epochs")
+    best = [json.loads((p / "metrics.json").read_text()).get("best_epoch") for p in folds]
+    best = [b for b in best if b is not None]
+    row.epochs = f"{sum(best) / len(best):.0f} of {trained}" if best else str(trained)
+    return row
+
+
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def table(corpus: str, rows: list[Row], floors: dict[str, Row]) -> str:
+    """The Markdown table: floors first, then every head per features."""
+    lines = [f"### {corpus}: test UA (%) over speaker-independent folds, default options", "",
+             "| head | features | UA mean ± std | pooled [95% CI] | Δ floor | epochs (selected of trained) | wall s |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if row.error:
+            lines.append(f"| {row.head} | {row.features} | failed: {row.error} | | | | |")
+            continue
+        pooled = f"{percent(row.pooled[0])} [{percent(row.pooled[1])}, {percent(row.pooled[2])}]" if row.pooled else ""
+        floor = floors[row.features]
+        delta = "" if row is floor else f"{100 * (row.ua_mean - floor.ua_mean):+.1f}"
+        seconds = "" if row.seconds is None else f"{row.seconds:.0f}"
+        lines.append(f"| {row.head} | {row.features} | {percent(row.ua_mean)} ± {percent(row.ua_std)} | {pooled} | "
+                     f"{delta} | {row.epochs} | {seconds} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", required=True, help="a `ser prepare` recipe, e.g. ased or turev")
+    parser.add_argument("--root", required=True, type=Path, help="the corpus as published")
+    parser.add_argument("--features", default="fbank,mfcc", help="comma-separated cache models")
+    parser.add_argument("--heads", default=",".join(HEADS))
+    parser.add_argument("--workdir", type=Path, help="default: ./accuracy-<corpus>")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="folds trained side by side")
+    parser.add_argument("--epochs", type=int, help="replace every recipe's epochs (default: the recipes' own)")
+    args = parser.parse_args()
+    workdir = (args.workdir or Path(f"accuracy-{args.corpus}")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "manifests" / f"{args.corpus}.csv").exists():
+        ser("prepare", args.corpus, str(args.root.resolve()), workdir=workdir)
+    rows, floors = [], {}
+    for features in args.features.split(","):
+        if not (workdir / "cache" / args.corpus / f"{features}.h5").exists():
+            ser("extract", "--model", features, workdir=workdir)
+        floors[features] = floor_row(workdir, features)
+        rows.append(floors[features])
+        for head in args.heads.split(","):
+            rows.append(head_row(workdir, args.corpus, features, head, args.jobs, args.epochs))
+            print(table(args.corpus, rows, floors).splitlines()[-1], flush=True)
+    text = table(args.corpus, rows, floors)
+    (workdir / f"accuracy-{args.corpus}.md").write_text(text + "\n")
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
