@@ -46,6 +46,10 @@ def extract(
     layers: Annotated[Optional[str], typer.Option("--layers", help="Keep only these hidden states, e.g. 0,4,8-12.")] = None,
     batch_seconds: Annotated[Optional[float], typer.Option("--batch-seconds", help="Padded audio per forward pass (default 20 CPU / 200 GPU).", callback=validation.positive_seconds)] = None,
     on_error: Annotated[str, typer.Option("--on-error", help="skip (default: list them in <cache>.skipped.csv) | fail.")] = "skip",
+    memory_budget: Annotated[Optional[str], typer.Option(
+        "--memory-budget", envvar="SER_MEMORY_BUDGET", show_default=False, callback=validation.memory_size,
+        help="Memory one forward pass may use, e.g. 8GiB (default: 70% of available memory); a clip that needs "
+             "more is skipped, with the --max-seconds that fits.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing cache (kept until the new one is complete).")] = False,
     text: Annotated[bool, typer.Option("--text", help="Encode the manifest's transcripts with a text model instead.")] = False,
     threads: Threads = None,
@@ -67,7 +71,7 @@ def extract(
     summary = extract_corpus(
         workdir, model, manifest=manifest, out=out, device=device, precision=precision, random_init=random_init,
         allow_download=allow_download, max_seconds=max_seconds, layers=layers, batch_seconds=batch_seconds,
-        on_error=on_error, overwrite=overwrite, show_progress=True,
+        on_error=on_error, overwrite=overwrite, show_progress=True, memory_budget=memory_budget,
     )
     if is_follower_rank():
         return  # under torchrun, rank 0 reports for every rank

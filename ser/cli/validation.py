@@ -30,6 +30,17 @@ def positive_seconds(value: float | None) -> float | None:
     return value
 
 
+def memory_size(value: str | None) -> str | None:
+    """--memory-budget: unset, or a size such as 2GiB, 500MB or a number of bytes."""
+    from ser.errors import UserInputError
+    from ser.features.memory_guard import parse_size
+
+    try:
+        return value if value is None else str(parse_size(value))
+    except UserInputError as error:
+        raise typer.BadParameter(f"{error.message}: {error.hint}") from None
+
+
 def precision(value: str) -> str:
     """--precision: one of PRECISIONS."""
     if value not in PRECISIONS:

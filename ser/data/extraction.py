@@ -33,6 +33,7 @@ def extract_corpus(
     on_error: str = "skip",
     overwrite: bool = False,
     show_progress: bool = False,
+    memory_budget: str | int | None = None,
 ) -> ExtractionSummary:
     """Extract the manifest's utterances with `model` into cache/<corpus>/<model>.h5 (or `out`)."""
     workspace = Workspace(Path(workdir))
@@ -53,7 +54,7 @@ def extract_corpus(
                 utterance_records(df, manifest_path), backbone, out,
                 manifest_sha256=digest, layers=parse_layers(layers, backbone.num_layers), max_seconds=max_seconds,
                 batch_seconds=batch_seconds, on_error=on_error, overwrite=overwrite,
-                show_progress=show_progress and group.is_leader, group=group,
+                show_progress=show_progress and group.is_leader, memory_budget=memory_budget, group=group,
             )
     finally:
         group.close()

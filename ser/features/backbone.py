@@ -8,6 +8,7 @@ import numpy as np
 
 SAMPLE_RATE = 16000
 BATCHING_KINDS = ("single", "masked", "whisper", "frontend")
+FORWARD_ALLOWANCE = 64 * 2**20  # what a first forward pass allocates besides its tensors (kernels, scratch)
 
 
 class Backbone(ABC):
@@ -58,6 +59,14 @@ class Backbone(ABC):
 
         `full_precision=True` disables GPU autocast (used to redo an utterance that overflowed).
         """
+
+    def peak_memory_bytes(self, num_samples: int) -> int:
+        """Estimated peak memory of `forward` on one wave of `num_samples` samples (see
+        features/memory_guard.py): a fixed allowance, the wave in float64, and the states
+        (L, T, D) about three times over in float64 (outputs, their stack, the numpy copy).
+        Families whose activations grow faster (attention: T²) add theirs."""
+        frames = max(self.num_frames(num_samples), 0)
+        return FORWARD_ALLOWANCE + 8 * (2 * num_samples + 3 * self.num_layers * frames * self.dim)
 
     def utterance_functionals(self, wave: np.ndarray) -> np.ndarray | None:
         """Utterance-level features of one wave, (F,) float32, stored beside the pooled statistics;

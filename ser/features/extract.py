@@ -29,6 +29,7 @@ from ser.features.cache_writer import ShardedCacheWriter, UtteranceFeatures, exi
 from ser.features.distributed import SingleProcess, leader_holds_output
 from ser.features.fingerprint import changed_sources, fingerprint
 from ser.features.layer_spec import read_layer_spec
+from ser.features import memory_guard
 from ser.features.progress import ExtractionProgress
 from ser.features.records import UtteranceRecord
 
@@ -214,7 +215,8 @@ def extract(records: Sequence[UtteranceRecord], backbone: Backbone, out: str | P
     holding the exclusive lock on `out`: a second process writing the same output fails at once.
 
     Options (see `_extract_holding_lock`): manifest_sha256, layers, max_seconds, batch_seconds,
-    on_error, overwrite, show_progress, flush_seconds, group (torchrun ranks: only the leader locks).
+    on_error, overwrite, show_progress, flush_seconds, memory_budget, group (torchrun ranks: only
+    the leader locks).
     """
     with leader_holds_output(options.get("group") or SingleProcess(), out):
         return _extract_holding_lock(records, backbone, out, **options)
@@ -233,12 +235,15 @@ def _extract_holding_lock(
     overwrite: bool = False,
     show_progress: bool = False,
     flush_seconds: float = 10.0,
+    memory_budget: str | int | None = None,
     group: SingleProcess | None = None,
 ) -> ExtractionSummary:
     """The extraction itself; only the holder of `out`'s lock may call it.
 
     `layers`: indices of the backbone's hidden states to keep (default all). `batch_seconds`:
     padded audio per forward pass for batchable families (default 20 s on CPU, 200 s on GPU).
+    `memory_budget`: bytes or "2GiB" one forward pass may use (default: $SER_MEMORY_BUDGET,
+    else a share of available memory); a clip over it is skipped (features/memory_guard.py).
     `group`: the torchrun ranks sharing the work (default: this process alone).
     """
     started = time.perf_counter()
@@ -290,10 +295,14 @@ def _extract_holding_lock(
             raise error
         skipped[error.utt_id] = error.reason
 
+    # the leader's budget for every rank: the plan (and who does which batch) must be the same
+    budget = group.from_leader(lambda: memory_guard.memory_budget(memory_budget, str(backbone.device)))
     planned = []
     for record in records:
         try:
-            planned.append((record, probe_audio(record, max_seconds).num_samples))
+            num_samples = probe_audio(record, max_seconds).num_samples
+            memory_guard.check_forward_memory(backbone, record.id, num_samples, budget)
+            planned.append((record, num_samples))
         except AudioError as error:
             if record.id not in done:
                 failed(error)

@@ -39,6 +39,21 @@ def padding_is_safe(config) -> bool:
     return not uses_group_norm(config) and config.model_type != "data2vec-audio"
 
 
+def attention_bytes_per_pair(config) -> int:
+    """Bytes held per pair of frames (T² of them) at the peak of one transformer layer, measured
+    against tiny models (tests/features/test_memory_guard.py):
+    - WavLM always runs its own attention: int64 relative-position buckets (first layer) and, per
+      head, the position bias, its gated copy, the scores and their softmax in float32;
+    - eager attention: scores, softmax and probabilities per head in float32;
+    - SDPA on one unpadded wave: memory-efficient kernels, no T² term."""
+    heads = int(config.num_attention_heads)
+    if config.model_type == "wavlm":
+        return 32 + 14 * heads
+    if getattr(config, "_attn_implementation", "eager") == "eager":
+        return 12 * heads
+    return 0
+
+
 class SpeechBackbone(Backbone):
     """All L+1 hidden states of a transformers speech encoder (CNN + transformer)."""
 
@@ -57,9 +72,21 @@ class SpeechBackbone(Backbone):
         self.autocast_dtype = autocast_dtype
         self._kernels = tuple(config.conv_kernel)
         self._strides = tuple(config.conv_stride)
+        self._conv_channels = int(config.conv_dim[0])
+        self._intermediate = int(config.intermediate_size)
+        self.attention_bytes_per_pair = attention_bytes_per_pair(config)
 
     def num_frames(self, num_samples: int) -> int:
         return conv_output_frames(num_samples, self._kernels, self._strides)
+
+    def peak_memory_bytes(self, num_samples: int) -> int:
+        """Besides the states: the first conv layer's output (C, n / stride) in float32 three times
+        over (conv, norm, GELU), one feed-forward block, and attention's T² terms
+        (`attention_bytes_per_pair`)."""
+        frames = self.num_frames(num_samples)
+        conv = 3 * 4 * self._conv_channels * (num_samples // self._strides[0])
+        feed_forward = 4 * 2 * frames * (self._intermediate + 4 * self.dim)
+        return super().peak_memory_bytes(num_samples) + conv + feed_forward + frames**2 * self.attention_bytes_per_pair
 
     def _prepare(self, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.normalize_input:

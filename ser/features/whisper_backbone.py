@@ -48,6 +48,18 @@ class WhisperBackbone(Backbone):
         full, rest = divmod(num_samples, WINDOW_SAMPLES)
         return full * window_frames(WINDOW_SAMPLES) + (window_frames(rest) if rest else 0)
 
+    def peak_memory_bytes(self, num_samples: int) -> int:
+        """Besides the states: one call's windows (log-mel input, encoder states, eager attention's
+        T² per head) and every window's encoder states before the valid frames are sliced out."""
+        windows = max(1, math.ceil(num_samples / WINDOW_SAMPLES))
+        frames = window_frames(WINDOW_SAMPLES)
+        states = 4 * self.num_layers * frames * self.dim  # (L, 1500, D) float32 of one window
+        eager = getattr(self.encoder.config, "_attn_implementation", "eager") == "eager"
+        attention = 12 * self.encoder.config.encoder_attention_heads * frames**2 if eager else 0
+        mel = 4 * self.encoder.config.num_mel_bins * 2 * frames
+        call = min(windows, self.max_windows) * (mel + 3 * states + attention)
+        return super().peak_memory_bytes(num_samples) + call + 2 * windows * states
+
     def _encode(self, windows: list[np.ndarray], full_precision: bool) -> np.ndarray:
         mel = self.feature_extractor(windows, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_features"]
         x = torch.from_numpy(np.asarray(mel, dtype=np.float32)).to(self.device)  # (W, mels, 3000)
