@@ -24,8 +24,8 @@ EXAMPLES = """Examples:
 
   ser prepare folder ./my-recordings --name clinic   (→ manifests/clinic.csv; ROOT may be relative)
 
-Files listed in a corpus's label table but missing (or empty) on disk are left out, counted
-and listed in <manifest>.missing.txt."""
+Files listed in a corpus's label table but unusable on disk (missing, a folder or device, empty,
+truncated, not audio) are left out, counted and listed with the reason in <manifest>.missing.txt."""
 
 
 def _check_name(value: str | None) -> str | None:
@@ -109,9 +109,9 @@ def print_summary(result, console) -> None:
             console.print(f"{column}s: {values.nunique()} ({', '.join(sorted(map(str, values.unique()))[:8])}"
                           f"{', …' if values.nunique() > 8 else ''})")
     if result.excluded:
-        print(f"warning: {len(result.excluded)} labelled file(s) left out (missing, empty or unreadable), "
+        print(f"warning: {len(result.excluded)} labelled file(s) left out (missing, not audio, empty or truncated), "
               f"listed in {result.excluded_list}", file=sys.stderr)
         for excluded in result.excluded[:5]:
-            print(f"  {excluded.id}: {excluded.reason} ({excluded.path})", file=sys.stderr)
+            print(f"  {excluded.id}: {excluded.reason}", file=sys.stderr)  # the reason names the file
     else:
         console.print("missing files: 0")

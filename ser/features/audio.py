@@ -6,8 +6,10 @@ Every problem with a file raises `AudioError` naming the utterance, so extractio
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,21 +53,82 @@ def _segment_frames(record: UtteranceRecord, sample_rate: int, total_frames: int
     return start, min(stop, total_frames)
 
 
-def _open_info(record: UtteranceRecord) -> sf._SoundFileInfo:
-    if not os.path.isfile(record.path):
-        if os.path.islink(record.path):  # a loop, or a link to nothing
-            raise AudioError(record.id, f"cannot read {record.path}: a symbolic link that loops or points nowhere",
-                             "fix the link")
-        raise AudioError(record.id, f"file not found: {record.path}", "check the path in the manifest")
+def path_problem(path: str) -> str | None:
+    """Why `path` cannot be an audio file, as one phrase that names it (missing, a dangling or
+    looping link, a folder, a device or FIFO, empty, unreadable); None when it is worth decoding.
+    Only `stat`s the path: opening a FIFO would block."""
     try:
-        return sf.info(record.path)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as error:
-        raise AudioError(record.id, f"cannot read {record.path}: {error}", "the file is corrupt or not audio") from None
+        status = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"cannot read {path}: a symbolic link that loops or points nowhere"
+        return f"file not found: {path}"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"cannot read {path}: a symbolic link that loops or points nowhere"
+        return f"cannot read {path}: {error.strerror or error}"
+    except ValueError:  # an embedded NUL
+        return f"{path!r} is not a valid path"
+    if stat.S_ISDIR(status.st_mode):
+        return f"{path} is a folder, not an audio file"
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(status.st_mode)), "a special file")
+        return f"{path} is {kind}, not an audio file"
+    if status.st_size == 0:
+        return f"{path} is empty (0 bytes)"
+    if not os.access(path, os.R_OK):
+        return f"cannot read {path}: permission denied"
+    return None
+
+
+_SPECIAL_FILES = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                  (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+_NO_SIZE = (0, 0xFFFFFFFF)  # data sizes of a WAV written as a stream, never filled in
+
+
+def declared_wav_frames(path: str) -> int | None:
+    """Frames a RIFF/WAVE header declares (its `data` size over the `fmt` block size); None when
+    the file is not a WAV or leaves the size open. libsndfile instead counts the frames the file
+    holds, so a truncated WAV decodes short without a word."""
+    block, chunks = 0, 0
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"RIFF" or len(handle.read(4)) < 4 or handle.read(4) != b"WAVE":
+            return None
+        while chunks < 64 and len(header := handle.read(8)) == 8:
+            name, size = header[:4], int.from_bytes(header[4:], "little")
+            if name == b"fmt ":
+                body = handle.read(size)
+                block = int.from_bytes(body[12:14], "little") if len(body) >= 14 else 0
+                handle.seek(size & 1, os.SEEK_CUR)
+            elif name == b"data":
+                return size // block if block and size not in _NO_SIZE else None
+            else:
+                handle.seek(size + (size & 1), os.SEEK_CUR)
+            chunks += 1
+    return None
+
+
+def audio_file_info(path: str, utt_id: str) -> sf._SoundFileInfo:
+    """`sf.info` of a file that exists, is a regular non-empty readable file, decodes as audio and
+    holds every frame its header declares; otherwise AudioError naming `utt_id` with the reason.
+    Every command probes audio through this (prepare, extract, predict)."""
+    problem = path_problem(path)
+    if problem:
+        raise AudioError(utt_id, problem, "check the path in the manifest")
+    try:
+        info = sf.info(path)
+        declared = declared_wav_frames(path) if info.format in ("WAV", "WAVEX") else None
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as error:
+        raise AudioError(utt_id, f"cannot read {path}: {error}", "the file is corrupt or not audio") from None
+    if declared is not None and declared > info.frames and info.samplerate > 0:
+        raise AudioError(utt_id, f"{path} is truncated: its header declares {declared / info.samplerate:.2f} s, the "
+                                 f"file holds {info.frames / info.samplerate:.2f} s", "copy or export it again")
+    return info
 
 
 def probe_audio(record: UtteranceRecord, max_seconds: float | None = None) -> AudioInfo:
     """Duration and format of a record without decoding (raises AudioError)."""
-    info = _open_info(record)
+    info = audio_file_info(record.path, record.id)
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(record.id, f"{record.path} is empty (0 samples)", "remove it from the manifest")
     start, stop = _segment_frames(record, info.samplerate, info.frames)
@@ -77,7 +140,7 @@ def probe_audio(record: UtteranceRecord, max_seconds: float | None = None) -> Au
 
 def load_audio(record: UtteranceRecord, max_seconds: float | None = None) -> np.ndarray:
     """Mono float32 samples at 16 kHz of the record's segment, cropped to `max_seconds`."""
-    info = _open_info(record)
+    info = audio_file_info(record.path, record.id)
     start, stop = _segment_frames(record, info.samplerate, max(info.frames, 1))
     if max_seconds is not None:
         stop = min(stop, start + int(math.ceil(max_seconds * info.samplerate)))

@@ -63,7 +63,8 @@ def test_crema_d_with_demographics_and_an_empty_file(tmp_path):
     assert df.loc["1001_DFA_ANG_XX", ["label", "speaker", "gender"]].tolist() == ["angry", "1001", "M"]
     assert df.loc["1002_IEO_HAP_HI", "gender"] == "F"
     result = prepare_corpus(CORPORA.get("crema-d"), tmp_path, tmp_path / "m" / "crema-d.csv", {})
-    assert [(e.id, e.reason) for e in result.excluded] == [("1002_TIE_SAD_XX", "empty")]
+    assert [(e.id, e.reason) for e in result.excluded] == [
+        ("1002_TIE_SAD_XX", f"{tmp_path / 'AudioWAV' / '1002_TIE_SAD_XX.wav'} is empty (0 samples)")]
     assert len(result.table) == 2
     with pytest.raises(CorpusError, match="expected folder AudioWAV/"):
         prepare_crema_d(tmp_path / "AudioWAV")

@@ -97,7 +97,7 @@ def test_missing_wavs_are_excluded_listed_and_counted(root, tmp_path):
     out = tmp_path / "manifests" / "iemocap.csv"
     result = prepare_corpus(CORPORA.get("iemocap"), root, out, {})
     assert [e.id for e in result.excluded] == [MISSING_WAV]
-    assert result.excluded[0].reason == "missing on disk"
+    assert result.excluded[0].reason == f"file not found: {result.excluded[0].path}"  # extract's own wording
     listed = (tmp_path / "manifests" / "iemocap.missing.txt").read_text()
     assert MISSING_WAV in listed
     df = read_manifest(out)

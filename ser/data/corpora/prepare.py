@@ -6,18 +6,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import soundfile as sf
 
 from ser.data.corpora.recipe import CorpusRecipe
 from ser.data.manifest import validate_manifest, write_manifest
-from ser.errors import CorpusError, UserInputError
+from ser.errors import AudioError, CorpusError, UserInputError
+from ser.features.audio import audio_file_info
 
 
 @dataclass(frozen=True)
 class ExcludedFile:
     id: str
     path: str
-    reason: str  # "missing on disk" | "empty" | "unreadable: …"
+    reason: str  # one line: "file not found: …", "… is empty (0 bytes)", "… is truncated: …", …
 
 
 @dataclass(frozen=True)
@@ -29,15 +29,14 @@ class PreparedCorpus:
 
 
 def audio_duration(path: str) -> tuple[float | None, str | None]:
-    """(seconds, None) for a usable file, else (None, why it cannot be used)."""
-    if not Path(path).is_file():
-        return None, "missing on disk"
+    """(seconds, None) for a usable file, else (None, why it cannot be used): the reasons of
+    `ser extract` and `ser predict` (features.audio.audio_file_info)."""
     try:
-        info = sf.info(path)
-    except (RuntimeError, sf.LibsndfileError) as error:
-        return None, f"unreadable: {error}"
-    if info.frames == 0:
-        return None, "empty"
+        info = audio_file_info(path, "")
+    except AudioError as error:
+        return None, error.reason
+    if info.frames <= 0 or info.samplerate <= 0:
+        return None, f"{path} is empty (0 samples)"
     return info.frames / info.samplerate, None
 
 
