@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ COLUMN_ORDER = (
     "id", "path", "start", "end", "label", "speaker", "session", "gender", "split",
     "arousal", "valence", "dominance", "duration", "corpus", "text",
 )  # fmt: skip
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+NUL = re.compile("\x00")
 
 
 def _line(row_position: int) -> str:
@@ -42,8 +45,9 @@ def _clean_text(value: object) -> str | None:
 def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
     """Check and normalise a manifest table; returns a copy in canonical column order.
 
-    Raises ManifestError naming the first bad row: missing columns, empty or duplicate ids,
-    empty paths, non-numeric times or targets, start >= end.
+    Raises ManifestError naming the first bad row: missing columns, empty or duplicate ids, ids
+    with control characters (HDF5 cannot store a NUL), empty paths or paths with a NUL,
+    non-numeric times or targets, start >= end.
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
@@ -59,6 +63,15 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
         empty = np.flatnonzero(df[column].isna().to_numpy())
         if len(empty):
             raise ManifestError(f"{source}: {_line(int(empty[0]))} has an empty `{column}`")
+    for column, pattern in (("id", CONTROL_CHARACTERS), ("path", NUL)):
+        rows = np.flatnonzero(df[column].str.contains(pattern).to_numpy(dtype=bool))
+        if len(rows):
+            bad = int(rows[0])
+            value = df[column].iloc[bad]
+            raise ManifestError(
+                f"{source}: {_line(bad)} has the control character {pattern.search(value).group()!r} in its "
+                f"`{column}` {value!r}", "ids and paths name files and HDF5 datasets: use printable characters",
+            )
     duplicated = df["id"].duplicated(keep=False).to_numpy()
     if duplicated.any():
         first = int(np.flatnonzero(duplicated)[0])

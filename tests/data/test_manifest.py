@@ -68,6 +68,9 @@ def test_hash_ignores_order_and_labels_but_not_segments(tmp_path):
         (lambda df: df.assign(start=["x", None, None]), "row 1 (line 2) has a non-numeric `start`"),
         (lambda df: df.assign(end=[None, 0.25, None]), "row 2 (line 3) has start >= end"),
         (lambda df: df.assign(id=["a", "", "c"]), "row 2 (line 3) has an empty `id`"),
+        (lambda df: df.assign(id=["a", "b\x00", "c"]), "row 2 (line 3) has the control character '\\x00' in its `id`"),
+        (lambda df: df.assign(id=["a", "b", "c\nd"]), "row 3 (line 4) has the control character '\\n' in its `id`"),
+        (lambda df: df.assign(path=["a.wav", "b\x00.wav", "c.wav"]), "'\\x00' in its `path`"),
     ],
 )
 def test_bad_manifests_are_refused_naming_the_row(tmp_path, change, message):
