@@ -85,6 +85,10 @@ def extract(
         console.print(table)
         if summary.skipped_csv:
             console.print(f"all skipped utterances: {summary.skipped_csv}", soft_wrap=True)
+    if summary.repaired:
+        first = next(iter(summary.repaired.items()))
+        console.print(f"repaired {len(summary.repaired)} damaged utterance(s) of the finished cache by extracting them "
+                      f"again (e.g. {first[0]}: {first[1]})", soft_wrap=True, markup=False)
     if summary.already_complete:
         console.print(f"cache already complete: {summary.cache_path} ({summary.reused} utterances, "
                       f"{_size(summary.cache_bytes)}); pass --overwrite to redo it", soft_wrap=True)

@@ -12,6 +12,10 @@ Layout of `<corpus>/<model>.h5`:
     features/<key>       (L, T, D) float16 (float32 for an utterance that overflows fp16), contiguous
     skipped/ids, skipped/reasons   utterances that could not be extracted, and why
 `<key>` is the id percent-encoded (ids may contain '/').
+
+Features and pooled rows carry Fletcher-32 checksums; before a read, an utterance's header is
+checked against the index and the index against the file's size. A damaged (or forged) cache is
+one CacheError naming the utterance, never an allocation of whatever a header declares.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import h5py
 import numpy as np
 
 from ser.errors import CacheError
+from ser.features.memory_guard import format_size
 
 FORMAT = "ser-cache"
 FORMAT_VERSION = 1
@@ -55,10 +60,26 @@ def _cause(error: BaseException) -> str:
     return text.split(" (", 1)[0][:200]
 
 
+REDO_HINT = "re-extract it with the same `ser extract` command plus --overwrite"
+
+
 def damaged(path: Path, what: str, error: BaseException) -> CacheError:
     """One line for a cache that cannot be read: which part, and that --overwrite redoes it."""
-    return CacheError(f"{path} is damaged: {what} cannot be read ({_cause(error)})",
-                      "re-extract it with the same `ser extract` command plus --overwrite")
+    return CacheError(f"{path} is damaged: {what} cannot be read ({_cause(error)})", REDO_HINT)
+
+
+def _declared_problem(dataset: h5py.Dataset, expected: tuple[int, ...]) -> str | None:
+    """What is wrong with a feature dataset's header (shape against the index, dtype, bytes held),
+    from metadata alone: reading a forged shape would first allocate all it declares."""
+    if dataset.shape != expected:
+        return f"declare shape {dataset.shape}, the index says {expected}"
+    if dataset.dtype not in (np.float16, np.float32):
+        return f"are stored as {dataset.dtype}, not float16/float32"
+    needed = int(np.prod(expected, dtype=object)) * dataset.dtype.itemsize
+    held = dataset.id.get_storage_size()
+    if held < needed:
+        return f"hold {held} of the {needed} bytes their shape needs"
+    return None
 
 
 def read_attrs(path: Path) -> dict:
@@ -103,9 +124,23 @@ class CacheReader:
         if len(lengths) != len(self.ids):
             raise damaged(self.path, "its index (ids, lengths, skipped)", ValueError("ids and lengths differ in length"))
         self.lengths = {utt: int(n) for utt, n in zip(self.ids, lengths)}
+        self._check_declared_size()
         self._row = {utt: row for row, utt in enumerate(self.ids)}
         self._file: h5py.File | None = None
         self._pid: int | None = None
+
+    def _check_declared_size(self) -> None:
+        """The index may not declare more frames than the file can hold (float16, its smallest
+        dtype): a forged length would otherwise reach an allocation of that size."""
+        frames = sum(self.lengths.values())
+        negative = next((utt for utt, n in self.lengths.items() if n < 0), None)
+        needed = frames * int(self.attrs.get("num_layers", 0)) * int(self.attrs.get("dim", 0)) * 2
+        size = self.path.stat().st_size
+        if negative is not None or needed > size:
+            why = (f"utterance {negative!r} has {self.lengths[negative]} frames" if negative is not None else
+                   f"its index declares {frames} frames ({format_size(needed)} of features), more than the "
+                   f"{format_size(size)} file holds")
+            raise CacheError(f"{self.path} is damaged: {why}", REDO_HINT)
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -149,11 +184,20 @@ class CacheReader:
             raise CacheError(f"layers {bad} are out of range: the cache holds {self.num_layers} layers")
         return index
 
+    def _dataset(self, utt_id: str) -> h5py.Dataset:
+        """An utterance's feature dataset, once its header agrees with the index and with the bytes
+        it holds (CacheError naming it otherwise)."""
+        dataset = self._h5()["features"][utterance_key(utt_id)]
+        problem = _declared_problem(dataset, (self.num_layers, self.lengths[utt_id], self.dim))
+        if problem:
+            raise CacheError(f"{self.path} is damaged: the features of utterance {utt_id!r} {problem}", REDO_HINT)
+        return dataset
+
     def _features(self, utt_id: str, layers: list[int] | None = None) -> np.ndarray:
         """The stored block (L', T, D) of one utterance; CacheError naming it if it cannot be read
         (a Fletcher-32 checksum mismatch included)."""
         try:
-            dataset = self._h5()["features"][utterance_key(utt_id)]
+            dataset = self._dataset(utt_id)
             if layers is None:
                 return dataset[()]
             ordered = sorted(set(layers))
@@ -189,7 +233,10 @@ class CacheReader:
         if "functionals" not in self._h5():
             raise CacheError(f"{self.path} holds no functionals ({self.attrs.get('model')} is not an openSMILE model)",
                              "extract with --model egemaps or --model compare")
-        return self._h5()["functionals"][self._row[utt_id]]  # (F,)
+        try:
+            return self._h5()["functionals"][self._row[utt_id]]  # (F,)
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise damaged(self.path, f"the functionals of utterance {utt_id!r}", error) from None
 
     def pooled_rows(self, ids, layer: int | None = None) -> np.ndarray:
         """Pooled statistics of many utterances in one read: float32 (N, L, 2, D), or (N, 2, D) for
@@ -197,8 +244,14 @@ class CacheReader:
         ids = list(ids)
         for utt in ids:
             self._check_id(utt)
-        stats = self._h5()["pooled"]
-        block = stats[()] if layer is None else stats[:, self._layer_index([layer])[0]]  # (N_all, L, 2, D) | (N_all, 2, D)
+        index = None if layer is None else self._layer_index([layer])[0]
+        try:
+            stats = self._h5()["pooled"]
+            block = stats[()] if index is None else stats[:, index]  # (N_all, L, 2, D) | (N_all, 2, D)
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            for utt in self.ids:  # the read covered every row: name the first damaged one
+                self.pooled(utt)
+            raise damaged(self.path, "the pooled statistics", error) from None
         return block[[self._row[utt] for utt in ids]]
 
     def load_all(self, ids=None, layers=None, device="cpu"):
@@ -218,12 +271,31 @@ class CacheReader:
         dtype = torch.float32 if self.attrs.get("float32_utterances", 0) else torch.float16
         frames = torch.empty((int(offsets[-1]), num_layers, self.dim), dtype=dtype)  # (ΣT, L, D)
         for row, utt in enumerate(ids):
+            self.pooled(utt)  # its checksum too (one small chunk): a damaged cache is never trained on
             block = self._features(utt)  # (L, T, D)
             if index is not None:
                 block = block[index]
             frames[offsets[row] : offsets[row + 1]] = torch.from_numpy(block.transpose(1, 0, 2))  # (T, L, D)
         packed = PackedFeatures(ids, frames, torch.from_numpy(offsets))
         return packed.to(device) if str(device) != "cpu" else packed
+
+    def damage(self, verify: bool = False) -> dict[str, str]:
+        """{utterance id: what is wrong} for every utterance that cannot be read: its feature
+        header against the index (metadata only); `verify=True` also reads every feature chunk
+        and pooled row, which checks their Fletcher-32 checksums (as long as reading the file)."""
+        found: dict[str, str] = {}
+        for utt in self.ids:
+            try:
+                if verify:
+                    self.pooled(utt)
+                    self._features(utt)
+                else:
+                    self._dataset(utt)
+            except CacheError as error:
+                found[utt] = error.message.split(" is damaged: ", 1)[-1]
+            except (OSError, RuntimeError, KeyError, ValueError) as error:
+                found[utt] = f"the features of utterance {utt!r} cannot be read ({_cause(error)})"
+        return found
 
     def info(self) -> dict:
         """Attributes plus utterance count, frames, hours of audio and file size."""
@@ -233,7 +305,7 @@ class CacheReader:
             "utterances": len(self.ids),
             "skipped": len(self.skipped),
             "total_frames": total_frames,
-            "hours": total_frames / self.frame_rate / 3600.0,
+            "hours": total_frames / self.frame_rate / 3600.0 if self.frame_rate > 0 else 0.0,  # text caches: tokens
             "file_bytes": self.path.stat().st_size,
             **({"functionals": len(self.functional_names)} if self.functional_names else {}),
         }

@@ -71,6 +71,15 @@ def _mismatch(existing: dict, wanted: dict, what: Path) -> CacheError | None:
     return None
 
 
+def _rows(dataset: h5py.Dataset):
+    """A shard's rows in one read, or the dataset itself (read row by row) when a row fails its
+    checksum: a finished cache being repaired holds damaged rows that the merge never copies."""
+    try:
+        return dataset[()]
+    except (OSError, RuntimeError):
+        return dataset
+
+
 def _temporary(final: Path) -> Path:
     """A per-process temporary name beside `final`: `<name>.<pid>.tmp`."""
     return final.with_name(f"{final.name}.{os.getpid()}.tmp")
@@ -244,7 +253,7 @@ class ShardedCacheWriter:
             features = merged.create_group("features")
             for shard in reversed(self._shards()):  # newest first: a re-extracted utterance wins
                 with h5py.File(shard, "r") as f:
-                    shard_pooled = f["pooled"][()]  # (n, L, 2, D)
+                    shard_pooled = _rows(f["pooled"])  # (n, L, 2, D)
                     shard_prints = read_strings(f["fingerprints"]) if "fingerprints" in f else None
                     if pooled is None:
                         pooled = merged.create_dataset("pooled", shape=(len(order), *shard_pooled.shape[1:]),

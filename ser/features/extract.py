@@ -50,6 +50,7 @@ class ExtractionSummary:
     cache_bytes: int = 0
     skipped_csv: Path | None = None
     already_complete: bool = False
+    repaired: dict[str, str] = field(default_factory=dict)  # id → damage found in the finished cache, re-extracted
 
     @property
     def real_time_factor(self) -> float:
@@ -260,10 +261,13 @@ def _extract_holding_lock(
     layer_index = list(range(backbone.num_layers)) if layers is None else [int(layer) for layer in layers]
     identity = cache_identity(backbone.source, backbone.random_init, layer_index, max_seconds, manifest_sha256)
     skipped_csv_path = out.with_name(out.stem + ".skipped.csv")
-    rebuild_from = None  # a finished cache some of whose sources changed: reuse the rest of it
+    rebuild_from = None  # a finished cache some of whose sources changed or are damaged: reuse the rest of it
+    repaired: dict[str, str] = {}  # id → what was damaged, re-extracted below
     if existing_cache_is_complete(out, identity, overwrite):
         with CacheReader(out) as cache:
-            if not changed_sources([r for r in records if r.id in cache.lengths], cache.fingerprints, max_seconds):
+            repaired = cache.damage(verify=True)  # "complete" only if every checksum holds
+            if not repaired and not changed_sources([r for r in records if r.id in cache.lengths], cache.fingerprints,
+                                                    max_seconds):
                 return ExtractionSummary(out, 0, len(cache.ids), dict(cache.skipped), cache_bytes=out.stat().st_size,
                                          skipped_csv=skipped_csv_path if cache.skipped else None,
                                          already_complete=True)
@@ -284,7 +288,8 @@ def _extract_holding_lock(
 
     def unchanged_done() -> set[str]:
         stored = writer.done_fingerprints()
-        return set(stored) - set(changed_sources([r for r in records if r.id in stored], stored, max_seconds))
+        changed = changed_sources([r for r in records if r.id in stored], stored, max_seconds)
+        return set(stored) - set(changed) - set(repaired)
 
     done = group.from_leader(unchanged_done)  # every rank plans from the same finished set
     written: set[str] = set()  # extracted by this rank in this call
@@ -359,5 +364,5 @@ def _extract_holding_lock(
     group.barrier()  # the other ranks return once the merged cache exists
     return ExtractionSummary(
         out, extracted, len(order) - extracted, skipped, audio_seconds, time.perf_counter() - started,
-        out.stat().st_size, skipped_csv,
+        out.stat().st_size, skipped_csv, repaired=repaired,
     )
