@@ -202,6 +202,20 @@ def floor_text(floors: ProbeFloors) -> str:
     return text + "".join(f"\n- no floor for {note}" for note in floors.notes)
 
 
+def nothing_finished(runs: pd.DataFrame, runs_dir: Path) -> UserInputError:
+    """Why no run can be reported, pointing at what exists: the error.txt of a failed or diverged
+    run, the damaged file of a damaged one, else the command that finishes pending runs."""
+    counts = ", ".join(f"{count} {status}" for status, count in runs["status"].value_counts().items())
+    message = f"none of the {len(runs)} runs under {runs_dir} has finished ({counts})"
+    for statuses, file in (((STATUS_FAILED, STATUS_DIVERGED), "error.txt"), ((STATUS_DAMAGED,), None)):
+        found = runs[runs["status"].isin(statuses)]
+        if not found.empty:
+            run, error = runs_dir / found["run_dir"].iloc[0], found["error"].iloc[0]
+            return UserInputError(message, f"{run / file} says: {error}" if file else f"{run}: {error}")
+    return UserInputError(message, "they have not finished: rerun the `ser train` or `ser sweep` command that "
+                                   "started them, and it resumes them")
+
+
 def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str = "png",
                  workdir: Path | None = None) -> Path:
     """Write `report.md` and `figures/*.<figure_format>` (png, pdf or svg) for every run directory
@@ -224,7 +238,7 @@ def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str
     failed = runs[runs["status"].isin([STATUS_FAILED, STATUS_DIVERGED, STATUS_DAMAGED, STATUS_PENDING])]
     counts = runs["status"].value_counts()
     if done.empty:
-        raise UserInputError(f"none of the {len(runs)} runs under {runs_dir} has finished", "see their error.txt")
+        raise nothing_finished(runs, runs_dir)
     summary = summarize(runs, runs_dir)
     metrics = summary_metrics(done)
     honest = [m for m in metrics if not m.startswith("optimistic_")]
