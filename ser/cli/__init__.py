@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -41,6 +42,26 @@ Each command's --help has more examples. Errors print one line and a hint; SER_D
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+def _print_version(asked: bool) -> None:
+    """`ser --version`: the installed distribution's version, then exit."""
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"ser {version('ser')}")
+        except PackageNotFoundError:
+            print("ser (not installed: run `pip install -e .`)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _common(
+    show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the version of ser and exit.")] = False,
+) -> None:
+    pass
+
 
 app.command("prepare", help=prepare_cmd.HELP, epilog=prepare_cmd.EXAMPLES)(prepare_cmd.prepare)
 app.command("extract", help=extract_cmd.HELP, epilog=extract_cmd.EXAMPLES)(extract_cmd.extract)
