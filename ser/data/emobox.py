@@ -65,7 +65,9 @@ def corpus_folder(root: Path, corpus: str | None) -> Path:
 
 
 def _read_jsonl(path: Path) -> list[EmoBoxEntry]:
-    entries = []
+    """The entries of one fold file; a key that repeats is refused (matching would fold the copies
+    into one row without a word, and the fold would not be the published one)."""
+    entries, lines = [], {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -76,6 +78,13 @@ def _read_jsonl(path: Path) -> list[EmoBoxEntry]:
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise FoldError(f"{path}:{number} is not an EmoBox entry ({error})",
                             "each line must be a JSON object with at least `key`") from None
+        lines.setdefault(entries[-1].key, []).append(number)
+    repeated = {key: numbers for key, numbers in lines.items() if len(numbers) > 1}
+    if repeated:
+        key, numbers = next(iter(repeated.items()))
+        raise FoldError(f"{path}: {len(repeated)} key(s) repeat, e.g. {key!r} on lines "
+                        f"{', '.join(map(str, numbers))}", "EmoBox lists each utterance once per file: restore the "
+                        "file from EmoBox, or remove the repeated lines")
     return entries
 
 

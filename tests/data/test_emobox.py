@@ -106,3 +106,24 @@ def test_folds_import_prints_the_folds_and_the_mismatches(tmp_path):
     assert result.exit_code == 0, result.output
     assert "3 folds, scheme emobox:" in result.output
     assert "mismatch: 1 EmoBox entries match no usable manifest row: toy-stray" in result.output
+
+
+def test_a_key_repeated_in_a_fold_file_is_one_line_not_folded_away(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    df = corpus_rows()
+    write_manifest(df, tmp_path / "ws" / "manifests" / "toy.csv")
+    folder = write_emobox(tmp_path, df)
+    test_file = folder / "fold_2" / "toy_test_fold_2.jsonl"
+    lines = test_file.read_text().splitlines()
+    test_file.write_text("\n".join(lines + [lines[0], lines[3], lines[0]]) + "\n")  # two keys repeat
+    key = json.loads(lines[0])["key"]
+    with pytest.raises(FoldError, match=rf"toy_test_fold_2.jsonl: 2 key\(s\) repeat, e.g. '{key}' on lines 1, "
+                                        rf"{len(lines) + 1}, {len(lines) + 3}"):
+        emobox_folds(df, folder)
+    done = subprocess.run([sys.executable, "-m", "ser.cli", "folds", "--workdir", str(tmp_path / "ws"), "--import",
+                           str(folder)], capture_output=True, text=True, timeout=120, env=dict(os.environ, COLUMNS="200"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and "2 key(s) repeat" in done.stderr.splitlines()[0]
