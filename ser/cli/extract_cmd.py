@@ -91,7 +91,8 @@ def extract(
                       f"again (e.g. {first[0]}: {first[1]})", soft_wrap=True, markup=False)
     if summary.already_complete:
         console.print(f"cache already complete: {summary.cache_path} ({summary.reused} utterances, "
-                      f"{_size(summary.cache_bytes)}); pass --overwrite to redo it", soft_wrap=True)
+                      f"{_size(summary.cache_bytes)}, every checksum verified); pass --overwrite to redo it",
+                      soft_wrap=True)
         return
     speed = f", RTF {summary.real_time_factor:.3f} ({1 / summary.real_time_factor:.1f}× real time)" if summary.audio_seconds else ""
     console.print(
