@@ -22,12 +22,15 @@ EXAMPLES = """Examples:
 
   ser predict talk.wav --run RUN --segments --out talk.csv   (also talk.segments.csv: emotion over time)
 
+  ser predict clip.wav --run RUN --min-confidence 0.6   (below 0.6 the label is `uncertain`)
+
   ser predict clip.wav --run RUN --model ./wavlm-base   (a local copy of the run's backbone)
 
 The backbone is the one recorded with the run, loaded offline; a missing one fails at once with
 the command that fetches it. Files longer than the run's training clips are cut into windows
-(--window, --hop); --fold all averages the folds' probabilities. Unusable files are skipped with
-the reason on stderr."""
+(--window, --hop); --fold all averages the folds' probabilities. Probabilities are calibrated
+with each fold's temperature (fitted on its dev split); --uncalibrated gives the raw softmax.
+Unusable files are skipped with the reason on stderr."""
 
 
 def predict(
@@ -48,12 +51,18 @@ def predict(
     device: Device = "auto",
     precision: Annotated[str, typer.Option("--precision", help="auto (fp16 autocast on GPU) | fp32 | fp16 | bf16.")] = "auto",
     batch_seconds: Annotated[Optional[float], typer.Option("--batch-seconds", help="Padded audio per forward pass.")] = None,
+    uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="Raw softmax probabilities, without the "
+                                               "temperature fitted on dev.")] = False,
+    min_confidence: Annotated[Optional[float], typer.Option("--min-confidence", help="Label a clip (or window) "
+                                                            "`uncertain` when its top probability is below this.")] = None,
 ) -> None:
     if (run is None) == (model_dir is None):
         raise typer.BadParameter("pass exactly one of --run RUN_DIR and --model-dir DIR", param_hint="--run")
     for name, value in (("--window", window), ("--hop", hop), ("--batch-seconds", batch_seconds)):
         if value is not None and not value > 0:
             raise typer.BadParameter(f"must be positive, not {value}", param_hint=name)
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
+        raise typer.BadParameter(f"must be between 0 and 1, not {min_confidence}", param_hint="--min-confidence")
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise typer.BadParameter(f"{out} must end in .csv or .json", param_hint="--out")
     from ser.inference.predict import predict_inputs, save_result
@@ -61,7 +70,8 @@ def predict(
     result = predict_inputs(
         run or model_dir, inputs, fold, show_progress=sys.stderr.isatty() and (len(inputs) > 1 or Path(inputs[0]).is_dir()),
         model_dir=model, allow_download=allow_download, device=device, precision=precision, windows=windows,
-        window=window, hop=hop, batch_seconds=batch_seconds,
+        window=window, hop=hop, batch_seconds=batch_seconds, calibrated=not uncalibrated,
+        min_confidence=min_confidence,
     )
     for input_id, reason in result.skipped.items():
         print(f"skipped {input_id}: {reason}", file=sys.stderr)

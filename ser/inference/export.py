@@ -9,7 +9,7 @@
     labels.json                 class labels (or the dimensions)
     backbone.json               backbone reference: id, source, revision, commit hash
     README.md                   model card: protocol, metrics, backbone, usage
-    <fold>.onnx                 with --onnx: standardisation + head, checked with onnxruntime
+    <fold>.onnx                 with --onnx: standardisation + head + ÷ temperature, checked with onnxruntime
     backbone/<fold>/            a fold's own (fine-tuned) backbone, when the run saved one
     backbone/                   with --include-backbone: a copy of the run's local backbone folder
 
@@ -102,7 +102,7 @@ def _write_folder(model: TrainedModel, run: Path, folder: Path, onnx: bool) -> E
         "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
         "folds": [{"name": fold.name, "fold": _fold_name(run, fold), "constructor_kwargs": fold.spec,
                    "task_state": fold.task.to_dict(), "batch_size": fold.batch_size,
-                   "standardize": fold.scaler is not None} for fold in model.folds],
+                   "standardize": fold.scaler is not None, "temperature": fold.temperature} for fold in model.folds],
         "layers": model.layers, "features": model.features, "train_config": model.config,
         "metrics": model.metrics, "backbone": reference, **labels,
     }
@@ -128,15 +128,17 @@ def _fold_name(run: Path, fold: FoldModel) -> str:
 
 
 class ScaledHead(nn.Module):
-    """Standardisation (when the fold has it) followed by the head: the graph written to ONNX."""
+    """Standardisation (when the fold has it), the head, and the division of the logits by the fold's
+    temperature (softmax of the outputs gives the calibrated probabilities): the graph written to ONNX."""
 
-    def __init__(self, head: nn.Module, scaler: FeatureScaler | None):
+    def __init__(self, head: nn.Module, scaler: FeatureScaler | None, temperature: float = 1.0):
         super().__init__()
-        self.head, self.scaler = head, scaler
+        self.head, self.scaler, self.temperature = head, scaler, float(temperature)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = features if self.scaler is None else self.scaler(features, lengths)  # (B, L, T, D)
-        return self.head(x, lengths)  # (B, C)
+        outputs = self.head(x, lengths)  # (B, C)
+        return outputs if self.temperature == 1.0 else outputs / self.temperature
 
 
 def _onnx_inputs(fold: FoldModel, batch: int, frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,7 +164,7 @@ def export_onnx(fold: FoldModel, path: Path) -> float:
 
     if find_spec("onnx") is None or find_spec("onnxruntime") is None:
         raise UserInputError("--onnx needs onnx and onnxruntime", "pip install 'ser[onnx]'")
-    module = ScaledHead(fold.head, fold.scaler).eval()
+    module = ScaledHead(fold.head, fold.scaler, fold.temperature).eval()
     example = _onnx_inputs(fold, 2, 40, seed=0)
     error = float("inf")
     for dynamo in (False, True):

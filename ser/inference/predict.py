@@ -34,6 +34,7 @@ from ser.inference.trained_model import FoldModel, TrainedModel, load_trained
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
 CHUNK_SECONDS = 300.0  # audio per temporary cache: bounds its size and memory (≈ 1 MB/s for wavlm-base)
 DEFAULT_HOP_FRACTION = 0.5
+UNCERTAIN = "uncertain"  # the label of a clip or window below --min-confidence
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,16 @@ class EmotionRecognizer:
 
     def __init__(self, model: TrainedModel, *, model_dir: Path | None = None, allow_download: bool = False,
                  device: str = "auto", precision: str = "auto", windows: bool = True, window: float | None = None,
-                 hop: float | None = None, batch_seconds: float | None = None, backbone: Backbone | None = None):
-        """`backbone`: an already loaded backbone for every fold (else loaded from the run's record)."""
+                 hop: float | None = None, batch_seconds: float | None = None, backbone: Backbone | None = None,
+                 calibrated: bool = True, min_confidence: float | None = None):
+        """`backbone`: an already loaded backbone for every fold (else loaded from the run's record);
+        `calibrated`: divide each fold's logits by its dev-fitted temperature (False: the raw softmax);
+        `min_confidence`: label a clip or window UNCERTAIN when its top probability is below it."""
         self.model = model
+        self.calibrated = calibrated
+        if min_confidence is not None and not 0 <= min_confidence <= 1:
+            raise UserInputError(f"--min-confidence {min_confidence} must be between 0 and 1")
+        self.min_confidence = min_confidence
         self.window = (window or clip_seconds(model.features)) if windows else None
         if self.window is not None and self.window <= 0:
             raise UserInputError(f"--window {window} must be positive")
@@ -191,7 +199,7 @@ class EmotionRecognizer:
             ids = [record.id for record in records if record.id in features]
             selected = [self._select_layers(features[utt]) for utt in ids]
             for fold in (f for f in self.model.folds if f.backbone_dir == backbone_dir):
-                scores = fold.scores(fold.outputs(selected)) if ids else np.zeros((0, len(self.columns)))
+                scores = fold.scores(fold.outputs(selected), self.calibrated) if ids else np.zeros((0, len(self.columns)))
                 for utt, row in zip(ids, scores):
                     per_fold.setdefault(utt, []).append(row)
         for window in windows:
@@ -220,6 +228,8 @@ class EmotionRecognizer:
         if self.model.task.name == "categorical":
             labels = self.model.task.labels
             table["prediction"] = [labels[k] for k in values.argmax(axis=1)] if len(values) else []
+            if self.min_confidence is not None and len(values):
+                table.loc[values.max(axis=1) < self.min_confidence, "prediction"] = UNCERTAIN
         for k, column in enumerate(self.columns):
             table[column] = values[:, k] if len(values) else []
         return table

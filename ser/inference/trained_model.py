@@ -1,7 +1,7 @@
 """A trained model ready to apply: the fold heads of a run directory or of an exported folder, with
 their feature scalers and tasks, and the record of the features they were trained on.
 
-    run directory     <run>/fold<K>/{model.pt, config.json, metrics.json, features.json[, backbone/]}
+    run directory     <run>/fold<K>/{model.pt, config.json, metrics.json, features.json[, calibration.json][, backbone/]}
                       (or one fold directory itself)
     exported folder   config.json (format "ser-model"), model.safetensors, feature_scaler.safetensors,
                       labels.json, backbone.json, README.md[, <fold>.onnx][, backbone/[<fold>/]]   (export.py)
@@ -45,6 +45,7 @@ class FoldModel:
     batch_size: int  # evaluation batch: 2 × the training batch size, as in training
     spec: dict  # create_head's arguments: constructor_kwargs (name, in_dim, num_layers, num_classes, options)
     backbone_dir: Path | None = None  # a backbone saved with the fold (fine-tuned); None: the recorded one
+    temperature: float = 1.0  # fitted on dev after training (calibration.json); probabilities = softmax(logits / T)
 
     @torch.no_grad()
     def outputs(self, features: list[np.ndarray]) -> np.ndarray:
@@ -62,9 +63,12 @@ class FoldModel:
         restored[torch.from_numpy(np.concatenate(groups))] = outputs
         return restored.numpy()
 
-    def scores(self, outputs: np.ndarray) -> np.ndarray:
-        """Class probabilities (softmax, N × C) or A/V/D on the training manifest's scale (N × K)."""
+    def scores(self, outputs: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """Class probabilities (softmax of logits / T, or of the raw logits when not `calibrated`, N × C)
+        or A/V/D on the training manifest's scale (N × K)."""
         if self.task.name == "categorical":
+            if calibrated and self.temperature != 1.0:
+                outputs = outputs / np.float32(self.temperature)
             return torch.softmax(torch.from_numpy(outputs), dim=1).numpy()
         return self.task.denormalise(outputs)
 
@@ -143,8 +147,22 @@ def _run_fold(fold_dir: Path) -> tuple[FoldModel, dict]:
         scaler=None if scaler is None else FeatureScaler(scaler["mean"].float(), scaler["std"].float()),
         batch_size=2 * int(config["batch_size"]), spec=dict(saved["constructor_kwargs"]),
         backbone_dir=fold_dir / FOLD_BACKBONE if (fold_dir / FOLD_BACKBONE).is_dir() else None,
+        temperature=_temperature(fold_dir),
     )
     return fold, config
+
+
+def _temperature(fold_dir: Path) -> float:
+    """The fold's calibration temperature (1 for a run trained before calibration.json existed)."""
+    path = fold_dir / files.CALIBRATION
+    if not path.is_file():
+        return 1.0
+    saved = files.read_json_or_none(path)
+    temperature = saved.get("temperature") if isinstance(saved, dict) else None
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise UserInputError(f"{path} is damaged (no positive temperature in it)",
+                             "delete it to predict uncalibrated, or train the fold again")
+    return float(temperature)
 
 
 def _build_head(constructor_kwargs: dict, state_dict: dict) -> nn.Module:
@@ -213,6 +231,7 @@ def load_export(folder: Path, which: str = "all") -> TrainedModel:
             task=task_from_dict(entry["task_state"]), batch_size=int(entry["batch_size"]),
             spec=dict(entry["constructor_kwargs"]),
             backbone_dir=backbone_dir if (backbone_dir / "config.json").is_file() else None,
+            temperature=float(entry.get("temperature", 1.0)),
         ))
     metrics = {name: value for name, value in config.get("metrics", {}).items() if name in chosen}
     return TrainedModel(folds, config["features"], config.get("layers"), config["train_config"], metrics, folder)

@@ -336,5 +336,6 @@ def train_group(specs: list[MemberSpec], data: TrainingData, progress: MemberPro
             results[indices[k]].error = m.error
             continue
         results[indices[k]].metrics = write_fold_results(m.spec.config, data, m.task, m.head, m.state,
-                                                         m.saved_config, m.scaler, m.rows[2], Path(m.spec.out_dir))
+                                                         m.saved_config, m.scaler, m.rows[2], Path(m.spec.out_dir),
+                                                         dev_rows=m.rows[1])
     return results

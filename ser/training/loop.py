@@ -29,6 +29,7 @@ from ser.heads import create_head
 from ser.training import run_dir as files
 from ser.training.adam import Adam
 from ser.training.batching import bucketed_batches, sorted_batches
+from ser.training.calibration import calibrate_fold
 from ser.training.config import TrainConfig, head_constructor_options
 from ser.training.divergence import check_loss, check_outputs
 from ser.training.recipes import build_optimizer, corpus_head_defaults, lr_at
@@ -233,13 +234,16 @@ def train_fold(
         if progress is not None:
             progress(fold.name, epoch + 1, total_epochs, row)
 
-    return write_fold_results(config, data, task, head, state, saved_config, scaler, test_rows, out_dir)
+    return write_fold_results(config, data, task, head, state, saved_config, scaler, test_rows, out_dir,
+                              dev_rows=dev_rows)
 
 
 def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.Module, state: dict,
-                       saved_config: dict, scaler: FeatureScaler | None, test_rows: np.ndarray, out_dir: Path) -> dict:
+                       saved_config: dict, scaler: FeatureScaler | None, test_rows: np.ndarray, out_dir: Path,
+                       dev_rows: np.ndarray | None = None) -> dict:
     """The finished fold's files from the training state: the dev-selected weights are loaded into
-    `head` and scored on test; metrics.json last, and the resume checkpoint removed. Returns
+    `head` and scored on test; a categorical fold's temperature is fitted on `dev_rows`
+    (calibration.json); metrics.json last, and the resume checkpoint removed. Returns
     metrics.json's dict."""
     head.load_state_dict(state["best_state"])
     metrics = {"test": None, "dev": state["best_dev"], "best_epoch": state["best_epoch"], "test_last": None,
@@ -258,6 +262,11 @@ def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.M
                                            f"{task.selection_metric}: optimistic, for comparison with papers only"},
         }
         files.write_csv(out_dir / files.PREDICTIONS, task.predictions([data.ids[r] for r in test_rows], test_outputs, targets))
+    if dev_rows is not None and task.name == "categorical":  # temperature scaling, fitted on dev (calibration.py)
+        dev_outputs = _score(task, head, data, dev_rows, 2 * config.recipe.batch_size, scaler, "dev")[2]
+        dev_targets = data.targets[torch.from_numpy(dev_rows).to(data.device)].cpu().numpy()
+        tested = (test_outputs, targets) if len(test_rows) else (None, None)
+        metrics["calibration"] = calibrate_fold(out_dir, dev_outputs, dev_targets, *tested)
     layer_indices = config.layers if config.layers is not None else list(range(data.num_layers))
     files.write_json(out_dir / files.LAYER_WEIGHTS,
                      {"layers": layer_indices, "weights": head.layer_weights().detach().cpu().tolist()})

@@ -1,7 +1,8 @@
 """The run directory contract: reading and writing its files, plus the resume checkpoint.
 
     <run-name>/fold<K>/config.json, metrics.json, history.csv, predictions.csv,
-                       layer_weights.json, model.pt, features.json   (+ checkpoint.pt while training)
+                       layer_weights.json, model.pt, features.json, calibration.json
+                       (+ checkpoint.pt while training)
     <run-name>/summary.json      (mean ± sample std over folds, bootstrap intervals over utterances)
 
 Every file is written to a temporary name and moved into place, so an interrupted run never
@@ -29,6 +30,7 @@ MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 FEATURES = "features.json"
+CALIBRATION = "calibration.json"  # the temperature fitted on dev (calibration.py); absent: T = 1
 ERROR = "error.txt"  # why a fold stopped (its first line as the CLI printed it); read by run tables
 
 

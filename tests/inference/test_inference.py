@@ -113,10 +113,10 @@ def test_cli_predict_reproduces_the_fbank_runs_predictions_and_skips_bad_files(w
     bad = _bad_files(tmp_path / "bad")
     out = tmp_path / "predicted.csv"
     code, stdout, stderr = _ser(monkeypatch, capsys, "predict", str(tmp_path / "test.csv"), *map(str, bad.values()),
-                                "--run", str(run), "--fold", "1", "--out", str(out))
+                                "--run", str(run), "--fold", "1", "--out", str(out), "--uncalibrated")
     assert code == 0, stderr
     assert f"wrote {out}" in stdout
-    _same_text(pd.read_csv(out, dtype=str), expected)
+    _same_text(pd.read_csv(out, dtype=str), expected)  # predictions.csv holds the uncalibrated softmax
     lines = stderr.strip().splitlines()
     assert len(lines) == 4 and all(line.startswith("skipped ") for line in lines), stderr
     reasons = dict(line.removeprefix("skipped ").split(": ", 1) for line in lines)
@@ -129,7 +129,7 @@ def test_cli_predict_reproduces_the_fbank_runs_predictions_and_skips_bad_files(w
 def test_api_reproduces_the_tiny_wav2vec2_run_from_files_and_arrays(workspace, tmp_path):
     workdir, run = workspace["workdir"], workspace["w2v"]
     expected = _test_manifest(workdir, run, "fold1", tmp_path / "test.csv")
-    clf = ser.load(run, "1", device="cpu")
+    clf = ser.load(run, "1", device="cpu", calibrated=False)  # predictions.csv holds the uncalibrated softmax
     assert clf.backbones[None].source == str(workspace["tiny"].resolve())  # the cache's backbone, by path
     table = clf.predict_many([tmp_path / "test.csv"])
     table.to_csv(tmp_path / "predicted.csv", index=False)
@@ -225,13 +225,47 @@ def test_onnx_head_matches_torch_on_cached_features(workspace, tmp_path):
         x, lengths = pad_batch([cache.read(utt) for utt in cache.ids[:7]])  # (7, 1, T, 80), unequal lengths
     got = session.run(None, {"features": x.numpy(), "lengths": lengths.numpy()})[0]
     with torch.no_grad():
-        want = fold.head(fold.scaler(x, lengths), lengths).numpy()
-    assert np.abs(got - want).max() <= 1e-4
+        want = fold.head(fold.scaler(x, lengths), lengths).numpy() / fold.temperature  # calibrated logits
+    assert fold.temperature != 1.0 and np.abs(got - want).max() <= 1e-4
+
+
+def test_runs_are_calibrated_on_dev_and_predict_export_and_load_apply_the_temperature(workspace, tmp_path,
+                                                                                      monkeypatch, capsys):
+    from ser.inference.export import export_model
+    from ser.training.calibration import ece, recalibrate
+
+    workdir, run = workspace["workdir"], workspace["fbank"]
+    block = json.loads((run / "fold1" / "metrics.json").read_text())["calibration"]
+    temperature = json.loads((run / "fold1" / "calibration.json").read_text())["temperature"]
+    assert block["temperature"] == temperature > 0 and temperature != 1 and block["fitted_on"] == "dev"
+    assert all(set(block[part]) == {"ece", "nll", "brier"} for part in ("test_before", "test_after", "dev_after"))
+    assert block["dev_after"]["nll"] <= block["dev_before"]["nll"] + 1e-9
+    expected = _test_manifest(workdir, run, "fold1", tmp_path / "test.csv")
+    tables = {}
+    for name, extra in (("calibrated", []), ("raw", ["--uncalibrated"]), ("abstain", ["--min-confidence", "0.5"])):
+        code, _, stderr = _ser(monkeypatch, capsys, "predict", str(tmp_path / "test.csv"), "--run", str(run),
+                               "--fold", "1", "--out", str(tmp_path / f"{name}.csv"), *extra)
+        assert code == 0, stderr
+        tables[name] = pd.read_csv(tmp_path / f"{name}.csv").set_index("id").loc[expected["id"]]
+    columns = [c for c in expected.columns if c.startswith("p_")]
+    calibrated, raw = tables["calibrated"][columns].to_numpy(), tables["raw"][columns].to_numpy()
+    np.testing.assert_allclose(calibrated, recalibrate(raw, temperature), rtol=0, atol=1e-5)
+    assert not np.allclose(calibrated, raw, atol=1e-3)
+    assert (tables["calibrated"]["prediction"] == tables["raw"]["prediction"]).all()  # T never moves the argmax
+    labels = np.array([columns.index(f"p_{label}") for label in expected["label"]])
+    assert ece(calibrated, labels) == pytest.approx(block["test_after"]["ece"], abs=1e-5)
+    unsure = calibrated.max(axis=1) < 0.5
+    assert (tables["abstain"]["prediction"][unsure] == "uncertain").all()
+    assert (tables["abstain"]["prediction"][~unsure] == tables["calibrated"]["prediction"][~unsure]).all()
+    exported = export_model(run, tmp_path / "exported", fold="1").folder
+    table = ser.load(exported, device="cpu").predict_many([tmp_path / "test.csv"]).set_index("id").loc[expected["id"]]
+    np.testing.assert_allclose(table[columns].to_numpy(), calibrated, rtol=0, atol=1e-6)
 
 
 def test_dimensional_run_predicts_its_arousal_valence_dominance(workspace, tmp_path):
     workdir = workspace["workdir"]
     run = _train(workdir, "fbank", "linear", "1", task="dimensional")
+    assert not (run / "fold1" / "calibration.json").exists()  # dimensional runs are not calibrated
     expected = _test_manifest(workdir, run, "fold1", tmp_path / "test.csv")
     table = ser.load(run, device="cpu").predict_many([tmp_path / "test.csv"]).set_index("id").loc[expected["id"]]
     for name in ("arousal", "valence", "dominance"):
