@@ -22,6 +22,8 @@ EXAMPLES = """Examples:
 
   ser predict talk.wav --run RUN --segments --out talk.csv   (also talk.segments.csv: emotion over time)
 
+  ser predict talk.wav --run RUN --segments --plot plots/   (plots/talk.png: emotion over time)
+
   ser predict clip.wav --run RUN --min-confidence 0.6   (below 0.6 the label is `uncertain`)
 
   ser predict clip.wav --run RUN --model ./wavlm-base   (a local copy of the run's backbone)
@@ -55,6 +57,8 @@ def predict(
                                                "temperature fitted on dev.")] = False,
     min_confidence: Annotated[Optional[float], typer.Option("--min-confidence", help="Label a clip (or window) "
                                                             "`uncertain` when its top probability is below this.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write one PNG per input into this folder: "
+                                                 "the windows' probabilities over time.")] = None,
 ) -> None:
     if (run is None) == (model_dir is None):
         raise typer.BadParameter("pass exactly one of --run RUN_DIR and --model-dir DIR", param_hint="--run")
@@ -77,6 +81,11 @@ def predict(
         print(f"skipped {input_id}: {reason}", file=sys.stderr)
     if result.table.empty:
         raise UserInputError(f"none of the {len(result.skipped)} input(s) could be predicted", "see the reasons above")
+    if plot is not None:
+        from ser.inference.timeline_plot import plot_timelines
+
+        for path in plot_timelines(result.segments, plot):
+            print(f"wrote {path}")
     if out is not None:
         for path in save_result(result, out, segments):
             print(f"wrote {path}")

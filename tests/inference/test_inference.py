@@ -183,9 +183,10 @@ def test_long_files_are_cut_into_windows_with_segments(workspace, tmp_path, monk
     cropped = ser.load(workspace["fbank"], "1", device="cpu", windows=False).predict_many([long])
     assert cropped["windows"].iloc[0] == 1
     code, stdout, stderr = _ser(monkeypatch, capsys, "predict", str(long), "--run", str(workspace["fbank"]),
-                                "--fold", "1", "--segments")
+                                "--fold", "1", "--segments", "--plot", str(tmp_path / "plots"))
     assert code == 0, stderr
     assert "predictions" in stdout and "windows" in stdout and str(row["prediction"]) in stdout
+    assert (tmp_path / "plots" / "long.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # emotion over time
 
 
 def test_export_predicts_like_its_run(workspace, tmp_path, monkeypatch, capsys):
