@@ -152,3 +152,47 @@ def curves_figure(histories: dict[str, list[pd.DataFrame]], path: Path) -> Path:
         dev_axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     figure.suptitle("training curves (mean over folds and seeds)", fontsize=10)
     return save_figure(figure, path, "Lines share a colour per configuration in both panels.")
+
+
+def reliability_figure(tables: dict[str, dict], name: str, path: Path) -> Path:
+    """Reliability diagrams side by side (e.g. uncalibrated and calibrated): per bin of the top
+    probability, the accuracy (bars) against the diagonal of perfect calibration, with bin counts."""
+    figure, axes = plt.subplots(1, len(tables), figsize=(3.6 * len(tables), 3.6), squeeze=False, sharey=True)
+    for axis, (title, table) in zip(axes[0], tables.items()):
+        edges = table["edges"]
+        width = np.diff(edges)
+        used = table["count"] > 0
+        axis.bar(edges[:-1][used], table["accuracy"][used], width=width[used], align="edge", color="C0",
+                 edgecolor="white", label="accuracy")
+        axis.bar(edges[:-1][used], (table["confidence"] - table["accuracy"])[used], bottom=table["accuracy"][used],
+                 width=width[used], align="edge", color="C3", alpha=0.35, label="gap to confidence")
+        axis.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1)
+        total = table["count"].sum()
+        gap = np.nansum(table["count"] * np.abs(table["accuracy"] - table["confidence"])) / max(total, 1)
+        axis.set_title(f"{title}: ECE {gap:.3f} (n={int(total)})", fontsize=9)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("top probability (confidence)")
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    figure.suptitle(f"reliability: {name}", fontsize=10)
+    caption = ("Test utterances pooled over folds and seeds, 15 equal-width bins of the top probability; "
+               "bars on the dashed diagonal are perfectly calibrated.")
+    return save_figure(figure, path, caption)
+
+
+def coverage_figure(curves: dict[str, dict[int, float]], path: Path) -> Path:
+    """Accuracy of the most confident k% of test predictions against the coverage k: one line per configuration."""
+    colours = name_colours(curves)
+    figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    for name, curve in curves.items():
+        coverage = sorted(curve)
+        axis.plot(coverage, [100 * curve[k] for k in coverage], marker="o", color=colours[name], label=name)
+    axis.invert_xaxis()
+    axis.set_xlabel("coverage (% of test utterances kept, most confident first)")
+    axis.set_ylabel("accuracy (%)")
+    axis.grid(alpha=0.3)
+    if len(curves) <= 12:
+        axis.legend(fontsize=7)
+    return save_figure(figure, path, "Selective prediction with calibrated confidence: abstaining on the least "
+                                     "confident utterances should raise the accuracy of the rest.")

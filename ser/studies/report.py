@@ -19,7 +19,7 @@ import pandas as pd
 
 from ser.data.atomic_files import read_json, read_json_or_none, write_text
 from ser.errors import UserInputError
-from ser.studies import figures
+from ser.studies import calibration_report, figures
 from ser.studies.floor import BELOW_FLOOR, ProbeFloors
 from ser.studies.results import (
     STATUS_DAMAGED,
@@ -89,10 +89,13 @@ def ablation_tables(summary: pd.DataFrame, metric: str, floors: ProbeFloors | No
     return blocks
 
 
-def configuration_table(summary: pd.DataFrame, metrics: list[str]) -> str:
-    header = ["configuration", "folds", "seeds", *metrics]
+def configuration_table(summary: pd.DataFrame, metrics: list[str], extra: dict[str, dict[str, str]] | None = None) -> str:
+    """One row per configuration; `extra`: more columns, {column: {configuration: cell}}."""
+    extra = extra or {}
+    header = ["configuration", "folds", "seeds", *metrics, *extra]
     rows = [
-        [r["config"], r["folds"], r["seeds"], *(format_cell(r[f"{m}_mean"], r[f"{m}_std"], r["n"], m) for m in metrics)]
+        [r["config"], r["folds"], r["seeds"], *(format_cell(r[f"{m}_mean"], r[f"{m}_std"], r["n"], m) for m in metrics),
+         *(cells.get(r["config"], "—") for cells in extra.values())]
         for _, r in summary.iterrows()
     ]
     return markdown_table(header, rows)
@@ -245,6 +248,7 @@ def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str
     repeated = repeated_runs(done)
     labelled = with_config_labels(done[~repeated], configuration_columns(done))
     floors = ProbeFloors(labelled, runs_dir, workdir)
+    calibration = calibration_report.collect(labelled, runs_dir)
 
     suffix = figure_format
     written = _confusion_figures(labelled, runs_dir, figure_dir, suffix)
@@ -262,7 +266,8 @@ def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str
         *(block for m in ("ua", "wa", "ccc_mean") if m in honest for block in ablation_tables(summary, m, floors)),
         floor_text(floors),
         "## All configurations",
-        configuration_table(summary, honest),
+        configuration_table(summary, honest, {"ECE calibrated (uncalibrated)": calibration_report.ece_cells(calibration)}
+                            if calibration else None),
     ]
     intervals = interval_table(summary, honest)
     if intervals:
@@ -271,6 +276,10 @@ def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str
         left_out = ", ".join(f"`{d}`" for d in done[repeated]["run_dir"])
         parts += [f"**Repeated runs.** {int(repeated.sum())} run directories repeat a configuration, seed and fold "
                   f"that another one already gives and are left out of every table and figure: {left_out}."]
+    calibration_parts, calibration_figures = calibration_report.section(calibration, figure_dir, suffix,
+                                                                        markdown_table, slug)
+    parts += calibration_parts
+    written += calibration_figures
     optimistic = [m for m in metrics if m.startswith("optimistic_")]
     if optimistic:
         parts += [

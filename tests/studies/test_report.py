@@ -11,7 +11,7 @@ import pytest
 from ser.errors import UserInputError
 from ser.studies.grid import Grid
 from ser.studies.floor import ProbeFloors
-from ser.studies.report import write_report
+from ser.studies.report import slug, write_report
 from ser.studies.results import collect_runs, configuration_columns, with_config_labels
 from ser.studies.sweep import SweepSettings, run_sweep
 from ser.training.probe import cached_probe
@@ -42,7 +42,8 @@ def report(sweep_dir: Path) -> Path:
 
 def table_cells(markdown: str, title: str) -> dict[str, dict[str, str]]:
     """{row label: {column: cell}} of the Markdown table under the heading `title`."""
-    block = markdown.split(title + "\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    blocks = markdown.split(title + "\n\n", 1)[1].split("\n\n")
+    block = next(b for b in blocks if b.startswith("|")).splitlines()  # the first table (after any paragraph)
     header = [cell.strip() for cell in block[0].strip("|").split("|")]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in block[2:]]
     return {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
@@ -152,3 +153,40 @@ def test_the_floor_needs_the_cache_and_says_so(sweep_dir: Path, tmp_path: Path):
     assert lost.notes == [f"synthetic/fbank: no manifest and cache found near {runs_dir}; pass --workdir"]
     found = ProbeFloors(labelled, runs_dir, workdir=sweep_dir.parent / "ws").floor(configs)
     assert [row.label for row in found.rows] == ["probe floor: layer 0 (best on dev)"]
+
+
+def test_calibration_section_ece_column_reliability_and_coverage(sweep_dir: Path, report: Path):
+    import pandas as pd
+
+    from ser.studies.calibration_report import selective_accuracy
+    from ser.training.calibration import recalibrate
+
+    markdown = report.read_text()
+    assert "ECE calibrated (uncalibrated)" in markdown.split("## All configurations", 1)[1].split("\n\n")[1]
+    rows = table_cells(markdown, "## Calibration (temperature scaling, fitted on dev)")
+    coverage = table_cells(markdown, "### Accuracy against coverage (selective prediction)")
+    done = collect_runs(sweep_dir).query("status == 'done'")
+    labelled = with_config_labels(done, configuration_columns(done))
+    assert set(rows) == set(coverage) == set(labelled["config"]) and len(rows) == 2
+    for name, group in labelled.groupby("config"):
+        probabilities, labels = [], []
+        for fold_dir in (sweep_dir / d for d in group["run_dir"]):
+            block = json.loads((fold_dir / "metrics.json").read_text())["calibration"]
+            assert rows[name]["ECE before → after"] != "—" and block["temperature"] > 0
+            table = pd.read_csv(fold_dir / "predictions.csv")
+            columns = [c for c in table.columns if c.startswith("p_")]
+            probabilities.append(recalibrate(table[columns].to_numpy(), block["temperature"]))
+            labels.append(table["label"].map({c[2:]: k for k, c in enumerate(columns)}).to_numpy())
+        curve = selective_accuracy(np.concatenate(probabilities), np.concatenate(labels))
+        assert coverage[name]["100%"] == f"{100 * curve[100]:.1f}" and coverage[name]["10%"] == f"{100 * curve[10]:.1f}"
+        assert (report.parent / "figures" / f"reliability_{slug(name)}.png").is_file()
+    assert (report.parent / "figures" / "accuracy_vs_coverage.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_selective_accuracy_keeps_the_most_confident_share():
+    from ser.studies.calibration_report import selective_accuracy
+
+    p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.45, 0.55]])
+    y = np.array([0, 1, 1, 0])  # right, wrong, right, wrong — by confidence 0.9, 0.8, 0.7, 0.55
+    curve = selective_accuracy(p, y, coverages=(100, 75, 50, 25))
+    assert curve == {100: 0.5, 75: 2 / 3, 50: 0.5, 25: 1.0}
