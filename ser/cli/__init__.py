@@ -14,6 +14,7 @@ import typer
 
 from ser.cli import cache_cmd, demo_cmd, extract_cmd, folds_cmd, listing_cmd, prepare_cmd
 from ser.cli import distill_cmd, export_cmd, finetune_cmd, predict_cmd, probe_cmd, report_cmd, sweep_cmd, train_cmd
+from ser.cli import serve_cmd
 from ser.cli.process_exit import exit_without_teardown
 from ser.errors import SerError, os_failure
 
@@ -35,6 +36,8 @@ app = typer.Typer(
   ser report runs/
 
   ser predict clip.wav --run runs/<corpus>/<model>/<run>   (apply a trained run to new audio)
+
+  ser serve runs/<corpus>/<model>/<run>          (the model behind a URL, with a web page)
 
 Each command's --help has more examples. Errors print one line and a hint; SER_DEBUG=1 shows tracebacks.""",
     no_args_is_help=True,
@@ -72,6 +75,7 @@ app.command("probe", help=probe_cmd.HELP, epilog=probe_cmd.EXAMPLES)(probe_cmd.p
 app.command("report", help=report_cmd.HELP, epilog=report_cmd.EXAMPLES)(report_cmd.report)
 app.command("predict", help=predict_cmd.HELP, epilog=predict_cmd.EXAMPLES)(predict_cmd.predict)
 app.command("export", help=export_cmd.HELP, epilog=export_cmd.EXAMPLES)(export_cmd.export)
+app.command("serve", help=serve_cmd.HELP, epilog=serve_cmd.EXAMPLES)(serve_cmd.serve)
 app.command("distill", help=distill_cmd.HELP, epilog=distill_cmd.EXAMPLES)(distill_cmd.distill)
 app.command("folds", help=folds_cmd.HELP, epilog=folds_cmd.EXAMPLES)(folds_cmd.folds)
 app.command("list", help=listing_cmd.HELP, epilog=listing_cmd.EXAMPLES)(listing_cmd.list_names)
