@@ -128,12 +128,19 @@ def recalibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     return softmax(np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-300, None)), temperature)
 
 
+def _classes(targets: np.ndarray) -> np.ndarray:
+    """Class indices (N,) from class indices or from (N, C) soft-label / one-hot rows (their argmax)."""
+    targets = np.asarray(targets)
+    return targets.argmax(axis=1) if targets.ndim == 2 else targets.astype(np.int64)
+
+
 def calibrate_fold(fold_dir, dev_logits: np.ndarray, dev_labels: np.ndarray,
                    test_logits: np.ndarray | None = None, test_labels: np.ndarray | None = None) -> dict:
     """Fit the fold's temperature, write it to `<fold_dir>/calibration.json` (read by `ser predict`,
     `ser.load`, `ser export`) and return metrics.json's "calibration" block."""
     from ser.training import run_dir as files
 
+    dev_labels, test_labels = (None if y is None else _classes(y) for y in (dev_labels, test_labels))
     block = calibration_block(dev_logits, dev_labels, test_logits, test_labels)
     files.write_json(Path(fold_dir) / files.CALIBRATION, {"temperature": block["temperature"], "fitted_on": "dev",
                                                          "method": "temperature scaling"})
