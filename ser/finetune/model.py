@@ -4,8 +4,10 @@
 Its forward takes either raw waves (B, n) or the frozen CNN encoder's cached output (B, T, C):
 the CNN always runs without gradients, and the trained part starts at the feature projection.
 The hidden states are the transformer layers' outputs, recorded with hooks so that a layer
-skipped by LayerDrop repeats its input (transformers ≥ 5 records nothing for a skipped layer),
-and the last entry is the encoder's output (after the final LayerNorm of pre-LN models), as in
+skipped by LayerDrop repeats its input (transformers ≥ 5 records nothing for a skipped layer).
+The first entry is the encoder's dropout output, the input of layer 0 whether or not LayerDrop
+runs that layer (a pre-hook on layer 0 never fires when the layer is skipped), and the last entry
+is the encoder's output (after the final LayerNorm of pre-LN models), as in
 extraction: in eval mode the states equal `SpeechBackbone.forward`'s.
 """
 
@@ -37,7 +39,7 @@ class FinetuneModel(nn.Module):
         self._freeze(freeze_layers)
         self._states: list[torch.Tensor | None] = []
         layers = encoder_model.encoder.layers
-        layers[0].register_forward_pre_hook(self._record_input)
+        encoder_model.encoder.dropout.register_forward_hook(self._record_input)  # → layer 0's input
         for index, layer in enumerate(layers):
             layer.register_forward_hook(self._recorder(index + 1))
 
@@ -57,9 +59,9 @@ class FinetuneModel(nn.Module):
             self.backbone.masked_spec_embed.requires_grad = False
         self.backbone.feature_extractor._requires_grad = False
 
-    def _record_input(self, module, args):
+    def _record_input(self, module, args, output):
         if self._states:  # not while gradient checkpointing recomputes a layer in backward
-            self._states[0] = args[0]
+            self._states[0] = output
 
     def _recorder(self, position: int):
         def hook(module, args, output):

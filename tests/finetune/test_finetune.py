@@ -312,3 +312,44 @@ def test_finetune_log_tensorboard_records_every_epoch(workspace, tmp_path):
     assert [event.value for event in losses] == pytest.approx(history["train_loss"].tolist(), rel=1e-6)
     (final,) = events.Scalars("final/test_ua")
     assert final.value == pytest.approx(results["fold1"]["test"]["ua"])
+
+
+def test_a_layer_skipped_by_layerdrop_passes_its_input_on_and_every_state_is_recorded(workspace):
+    """LayerDrop skipping layer 0 (here every layer) left the recorded input of layer 0 at None and
+    torch.stack raised; a skipped layer's output is its input, so every state equals the first."""
+    pristine = load_speech_backbone(str(workspace.root / "tiny-wav2vec2"), False, False, "cpu", 0.5)
+    model = build_finetune_model(config_for(workspace, "wav2vec2"), pristine, 4)
+    model.backbone.config.layerdrop = 1.0  # every layer skipped (the CLI takes [0, 1))
+    model.train()
+    conv = torch.randn(2, 20, 32)  # (B, T, C)
+    states = model.hidden_states(conv, torch.tensor([20, 20]))  # (B, L+1, T, D)
+    assert states.shape[:3] == (2, 3, 20)
+    for position in range(1, 3):
+        assert torch.equal(states[:, position], states[:, 0])
+
+
+def test_wav2vec2_hidden_states_equal_extraction_in_eval_mode(workspace):
+    pristine = load_speech_backbone(str(workspace.root / "tiny-wav2vec2"), False, False, "cpu", 0.5)
+    model = build_finetune_model(config_for(workspace, "wav2vec2"), pristine, 4)
+    wave = load_audio(load_finetune_data(workspace.manifest_for("synthetic"), "categorical",
+                                         pristine.num_frames, None).records[0])
+    expected = pristine.forward([wave])[0]  # (L+1, T, D), what `ser extract` caches
+    model.eval()
+    with torch.no_grad():
+        conv = model.conv_features(torch.from_numpy(model.prepare_wave(wave))[None])
+        states = model.hidden_states(conv, torch.tensor([conv.shape[1]]))[0]
+    np.testing.assert_allclose(states.numpy(), expected, atol=1e-5)
+
+
+def test_ser_finetune_with_layerdrop_half_trains_three_epochs(workspace, tmp_path):
+    """The real CLI on the tiny wav2vec2 at LayerDrop 0.5: layer 0 is skipped in some steps."""
+    out = tmp_path / "layerdrop"
+    options = [value if previous != "--epochs" else "3" for previous, value in zip(["", *CLI_OPTIONS], CLI_OPTIONS)]
+    options += ["--layerdrop", "0.5"]
+    command = [sys.executable, "-m", "ser.cli", "finetune", "--model", str(workspace.root / "tiny-wav2vec2"),
+               *options, "--workdir", str(workspace.root), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    history = pd.read_csv(out / "fold1" / files.HISTORY)
+    assert len(history) == 3 and np.isfinite(history["train_loss"]).all()
