@@ -7,6 +7,9 @@ dev and test metrics, learning rate) and the final metrics.json numbers:
 - `mlflow`: one MLflow run named `<run>/<fold>` in the experiment `ser/<corpus>/<model>`, stored
   where `$MLFLOW_TRACKING_URI` says, else in `sqlite:///<dir holding the runs>/mlflow.db`.
 
+Tracking never fails a run: a store that still refuses after a few tries (a locked or damaged
+database, a server that is down) gets one warning on stderr and the run trains on untracked.
+
 Any training loop can use it (`ser train`, `ser sweep`, fine-tuning):
 
     with open_tracker("tensorboard", fold_dir, run_name, experiment, config_dict) as tracker:
@@ -20,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,6 +33,8 @@ from ser.errors import UserInputError
 TRACKERS = ("tensorboard", "mlflow")
 TENSORBOARD_DIR = "tensorboard"
 PARAM_CHARS = 500  # MLflow parameter values are short strings
+STORE_ATTEMPTS = 3  # tries of each store access before tracking is given up for the run
+RETRY_SECONDS = 0.5  # the wait before the second try, doubled before each further one
 
 # (fold name, finished epoch (1-based), total epochs, history row): the training loop's progress hook
 ProgressCallback = Callable[[str, int, int, dict], None]
@@ -122,9 +128,26 @@ class TensorBoardTracker(Tracker):
         self.writer.close()
 
 
+def store_lock_path(uri: str, store_dir: Path) -> Path:
+    """The lock file that serialises access to an MLflow store across processes: beside the sqlite
+    file (or file store) the URI names, so two sweeps with different --out that share one
+    $MLFLOW_TRACKING_URI take the same lock; `<store_dir>/mlflow.lock` for a server."""
+    if uri.startswith("sqlite:///"):
+        target = Path(uri[len("sqlite:///"):].partition("?")[0])  # sqlite:////abs.db → /abs.db
+    elif uri.startswith("file:"):
+        target = Path(uri[len("file:"):].removeprefix("//"))  # file:///abs, file:/abs
+    elif "://" not in uri:  # a plain directory: MLflow's file store
+        target = Path(uri)
+    else:
+        return store_dir / "mlflow.lock"
+    return target.with_name(target.name + ".lock")
+
+
 class MlflowTracker(Tracker):
-    """One MLflow run. The sweep's worker processes share one sqlite store: every access holds an
-    exclusive lock on `<store>/mlflow.lock` (creating the tables concurrently fails otherwise)."""
+    """One MLflow run. Processes that share a store (a sweep's workers, two sweeps) take turns: every
+    access holds an exclusive lock on the file beside the store (`store_lock_path`), since creating
+    the sqlite tables concurrently fails ("duplicate column" in a schema migration). An access that
+    still fails after STORE_ATTEMPTS tries turns tracking off for the run with one warning."""
 
     def __init__(self, store_dir: Path, run_name: str, experiment: str):
         try:
@@ -132,16 +155,20 @@ class MlflowTracker(Tracker):
         except ImportError:
             raise UserInputError("--log mlflow needs the mlflow-skinny package", "pip install 'ser[tracking]'") from None
         store_dir.mkdir(parents=True, exist_ok=True)
-        self.lock_path = store_dir / "mlflow.lock"
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_dir.resolve() / 'mlflow.db'}"
-        with self._locked():
+        self.lock_path, self.run_name, self.run_id = store_lock_path(uri, store_dir), run_name, None
+
+        def start() -> None:
             self.client = MlflowClient(tracking_uri=uri)
             found = self.client.get_experiment_by_name(experiment)
             experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
             self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
 
+        self._access("open the run", start)
+
     @contextlib.contextmanager
     def _locked(self):
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.lock_path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -149,20 +176,37 @@ class MlflowTracker(Tracker):
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _access(self, what: str, action: Callable[[], None]) -> None:
+        """`action` under the store's lock, retried; after the last failure, a warning and no more tracking."""
+        if getattr(self, "gave_up", False):
+            return
+        for attempt in range(STORE_ATTEMPTS):
+            try:
+                with self._locked():
+                    action()
+                return
+            except Exception as error:  # noqa: BLE001 — tracking must not fail the training it records
+                if attempt + 1 == STORE_ATTEMPTS:
+                    self.gave_up = True
+                    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                    print(f"warning: MLflow tracking of {self.run_name} stopped (could not {what}: {first_line}); "
+                          "training goes on untracked", file=sys.stderr)
+                    return
+                time.sleep(RETRY_SECONDS * 2 ** attempt)
+
     def log_config(self, config: dict) -> None:
         from mlflow.entities import Param
 
         params = [Param(key, (value if isinstance(value, str) else json.dumps(value, default=str))[:PARAM_CHARS])
                   for key, value in config.items()]
-        with self._locked():
-            self.client.log_batch(self.run_id, params=params)
+        self._access("log the configuration", lambda: self.client.log_batch(self.run_id, params=params))
 
     def _log(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         stamp = int(1000 * time.time())
-        with self._locked():
-            self.client.log_batch(self.run_id, metrics=[Metric(key, value, stamp, step) for key, value in values.items()])
+        metrics = [Metric(key, value, stamp, step) for key, value in values.items()]
+        self._access("log metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def log_epoch(self, epoch: int, row: dict) -> None:
         self._log({key: value for key, value in _numbers(row).items() if key != "epoch"}, epoch)
@@ -172,8 +216,8 @@ class MlflowTracker(Tracker):
                   int(metrics.get("best_epoch", 0)))
 
     def close(self, failed: bool = False) -> None:
-        with self._locked():
-            self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
+        status = "FAILED" if failed else "FINISHED"
+        self._access("close the run", lambda: self.client.set_terminated(self.run_id, status=status))
 
 
 def open_tracker(kind: str | None, fold_dir: Path, run_name: str, experiment: str,

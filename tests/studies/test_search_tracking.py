@@ -118,3 +118,57 @@ def test_ranges_are_read_with_their_scale_and_bad_ones_refused():
                          ({"lr": ["0:1"]}, "must be positive"), ({"epochs": ["5:9,12"]}, "mixes a range")):
         with pytest.raises(UserInputError, match=message):
             split_ranges(bad)
+
+
+TRACKED_RUN = """
+import sys, time
+from pathlib import Path
+from ser.training.tracking import open_tracker
+out, start = Path(sys.argv[1]), float(sys.argv[2])
+while time.time() < start:  # both processes open their run at the same moment, as two sweeps' first folds
+    time.sleep(0.001)
+with open_tracker("mlflow", out / "run" / "fold1", out.name + "/fold1", "ser/synthetic/fbank", {"head": "linear"}) as t:
+    t.log_epoch(1, {"train_loss": 1.0, "dev_ua": 0.5})
+    t.log_final({"test": {"ua": 0.5}, "best_epoch": 1})
+"""
+
+
+def test_two_processes_logging_to_one_fresh_sqlite_store_both_finish(tmp_path):
+    """Two sweeps (different --out) sharing one $MLFLOW_TRACKING_URI: creating the fresh sqlite
+    store's tables at once failed ("duplicate column name") and the run was discarded as FAILED.
+    The lock now sits beside the sqlite file, so both take turns."""
+    pytest.importorskip("mlflow", reason="needs the tracking extra: pip install 'ser[tracking]'")
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
+    (tmp_path / "shared").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "MLFLOW_TRACKING_URI": store}
+    start = str(time.time() + 5)  # after both interpreters have imported mlflow
+    processes = [subprocess.Popen([sys.executable, "-c", TRACKED_RUN, str(tmp_path / name), start], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0 and "warning" not in stderr, stderr[-1500:]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("ser/synthetic/fbank").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["a/fold1", "b/fold1"]
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    assert all(run.data.metrics["final_test_ua"] == 0.5 for run in runs)
+
+
+def test_a_store_that_keeps_failing_warns_and_the_run_still_trains(workspace, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mlflow", reason="needs the tracking extra: pip install 'ser[tracking]'")
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"this is not an sqlite database" * 100)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{damaged}")
+    monkeypatch.setattr("ser.training.tracking.RETRY_SECONDS", 0.01)
+    config = TrainConfig.create("linear", epochs=1, batch_size=8, standardize=True)
+    run_dir, results = run_training(workspace, config, "2", out=tmp_path / "run", device="cpu", log="mlflow")
+    assert (run_dir / "fold2" / files.METRICS).exists() and results["fold2"]["test"]["ua"] >= 0
+    warning = capsys.readouterr().err
+    assert "MLflow tracking of run/fold2 stopped" in warning and "training goes on untracked" in warning
