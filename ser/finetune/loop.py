@@ -18,6 +18,7 @@ import contextlib
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -126,6 +127,8 @@ def finetune_fold(
                     "backbone_dir": BACKBONE_DIR, "model_type": model.backbone.config.model_type,
                     "sizes": {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows)}}
     saved_path = out_dir / files.CONFIG
+    for note in files.set_aside_damaged(out_dir):
+        print(f"note: {note}", file=sys.stderr)
     if saved_path.is_file() and files.read_json(saved_path) != saved_config:
         raise TrainingError(f"{out_dir} holds a run with a different configuration",
                             "pass --run-name (or --out) to start a new run, or delete that directory")

@@ -51,8 +51,11 @@ def load_torch(path: Path) -> dict:
 
 
 def is_finished(fold_dir: Path) -> bool:
-    """A readable metrics.json marks a finished fold (a damaged one does not)."""
-    return read_json_or_none(fold_dir / METRICS) is not None
+    """Whether a fold is finished: its metrics.json and config.json both read. The one test of
+    "is this fold done" for `ser train`, `ser sweep` (and its back-ends) and fine-tuning: a damaged
+    or missing config.json leaves the metrics unattributable, so the fold is trained again
+    (`set_aside_damaged` moves the damaged file aside first)."""
+    return all(read_json_or_none(Path(fold_dir) / name) is not None for name in (METRICS, CONFIG))
 
 
 def _loads(path: Path) -> bool:

@@ -105,3 +105,29 @@ def test_a_cache_of_another_model_is_refused_by_train(workspace, tmp_path):
         with pytest.raises(CacheError, match=r"fbank\.h5 holds features of model 'mfcc' .*, not 'fbank'"):
             run_training(tmp_path, linear(1e-3, epochs=1), "1", model=model, device="cpu")
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_empty_config_json_is_redone_by_sweep_as_by_train(workspace, data, tmp_path, capsys):
+    """The sweep's "is this fold finished" test read metrics.json only, so a fold whose config.json
+    was emptied was skipped forever while `ser report` said to rerun it; it now shares train's test."""
+    grid = Grid(({"head": ("linear",), "seed": (0,), "epochs": (1,)},), folds=("1",))
+    settings = SweepSettings(workdir=workspace, out=tmp_path / "sweep", device="cpu", jobs=1)
+    first = run_sweep(grid, settings)
+    run = tmp_path / "sweep" / pd.read_csv(first.table_path).loc[0, "run_dir"]
+    config, metrics = (run / "config.json").read_text(), (run / "metrics.json").read_text()
+    (run / "config.json").write_text("")
+    assert "config.json cannot be read" in read_run(run)["error"]  # what `ser report` lists
+
+    again = run_sweep(grid, settings)
+    assert (again.skipped, again.done) == (0, 1)
+    assert "config.json was damaged" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == config and (run / "metrics.json").read_text() == metrics
+    assert (run / "config.json.damaged").read_text() == ""
+
+    train_config = linear(1e-3, epochs=1)  # `ser train` on the same damage: trained again, config.json rewritten
+    fold_dir = tmp_path / "train" / "fold1"
+    train_fold(train_config, data, first_fold(train_config, data), fold_dir)
+    (fold_dir / "config.json").write_text("")
+    train_fold(train_config, data, first_fold(train_config, data), fold_dir)
+    assert "config.json was damaged" in capsys.readouterr().err
+    assert read_run(fold_dir)["status"] == "done" and (fold_dir / "config.json").stat().st_size > 0
