@@ -112,6 +112,45 @@ def _missing_model_error(source: str, name: str) -> ModelLoadError:
     )
 
 
+def _unloadable_weights(source: str, error: BaseException) -> ModelLoadError:
+    """One line for a backbone folder whose weights transformers refuses or cannot read: a
+    pytorch_model.bin holding pickled objects (code that would run on loading; transformers loads
+    with weights_only and refuses it), or a truncated or damaged weights file."""
+    import pickle
+
+    if isinstance(error, pickle.UnpicklingError):
+        return ModelLoadError(
+            f"{source}: its pytorch_model.bin holds pickled objects besides weights (code that could run "
+            "when loaded), so it was refused",
+            "use a copy from a trusted source, preferably with model.safetensors (hf download …)")
+    cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return ModelLoadError(f"{source}: its weights file cannot be read ({cause})",
+                          "the folder is damaged or incomplete: download or save it again")
+
+
+def _weights_errors() -> tuple[type[BaseException], ...]:
+    """What loading a damaged or unsafe weights file raises (torch's own out-of-memory excepted)."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    return (pickle.UnpicklingError, EOFError, SafetensorError, RuntimeError)
+
+
+def _from_pretrained(load, source: str, name: str):
+    """`load()` (a from_pretrained call) with its failures as one line each."""
+    import torch
+
+    try:
+        return load()
+    except OSError:
+        raise _missing_model_error(source, name) from None
+    except torch.OutOfMemoryError:
+        raise
+    except _weights_errors() as error:
+        raise _unloadable_weights(source, error) from None
+
+
 def _autocast_dtype(device: str, precision: str):
     import torch
 
@@ -176,10 +215,8 @@ def load_backbone(
     if random_init:
         model = AutoModel.from_config(config)
     else:
-        try:
-            model = AutoModel.from_pretrained(source, config=config, local_files_only=local_only)
-        except OSError:
-            raise _missing_model_error(source, name_or_path) from None
+        model = _from_pretrained(lambda: AutoModel.from_pretrained(source, config=config, local_files_only=local_only),
+                                 source, name_or_path)
     return SpeechBackbone(model, **common)
 
 
@@ -192,10 +229,9 @@ def _load_whisper(config, source: str, random_init: bool, local_only: bool, comm
     if random_init:
         encoder = WhisperEncoder(config)
     else:
-        try:
-            encoder = WhisperModel.from_pretrained(source, config=config, local_files_only=local_only).get_encoder()
-        except OSError:
-            raise _missing_model_error(source, common["name"]) from None
+        encoder = _from_pretrained(lambda: WhisperModel.from_pretrained(source, config=config,
+                                                                        local_files_only=local_only),
+                                   source, common["name"]).get_encoder()
     try:
         extractor = WhisperFeatureExtractor.from_pretrained(source, local_files_only=local_only)
     except OSError:

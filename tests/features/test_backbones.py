@@ -100,3 +100,56 @@ def test_unknown_alias_suggests_close_names():
 def test_folder_without_config(tmp_path):
     with pytest.raises(ModelLoadError, match="config.json"):
         load_backbone(str(tmp_path))
+
+
+class _RunsCode:
+    """A pickle that would create `marker` when unpickled (what a malicious pytorch_model.bin holds)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_as_one_line(tiny_model_dir, tmp_path, wave_file):
+    """transformers loads pytorch_model.bin with weights_only and refuses the pickle; that refusal
+    was a traceback. Now one ModelLoadError, in the library and through the real CLI."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    folder, marker = tmp_path / "evil-model", tmp_path / "code-ran"
+    folder.mkdir()
+    shutil.copy(tiny_model_dir("wav2vec2") / "config.json", folder / "config.json")
+    torch.save({"weights": _RunsCode(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="pickled objects .* refused"):
+        load_backbone(str(folder))
+    assert not marker.exists()
+
+    (tmp_path / "ws" / "manifests").mkdir(parents=True)
+    wave_file(tmp_path / "ws" / "a.wav", 0.5)
+    (tmp_path / "ws" / "manifests" / "clips.csv").write_text("id,path\na,../a.wav\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run([sys.executable, "-m", "ser.cli", "extract", "--model", str(folder), "--workdir",
+                             str(tmp_path / "ws"), "--device", "cpu"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-1500:]
+    assert "pytorch_model.bin holds pickled objects" in result.stderr and not marker.exists()
+
+
+def test_a_truncated_safetensors_backbone_is_one_line(tiny_model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "truncated"
+    shutil.copytree(tiny_model_dir("wav2vec2"), folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match="weights file cannot be read"):
+        load_backbone(str(folder))
