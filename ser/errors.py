@@ -58,6 +58,10 @@ class DivergedError(TrainingError):
     """Training produced a non-finite loss or output; nothing of the run is scored."""
 
 
+class DamagedFileError(SerError):
+    """A run, model or record file that is there but cannot be read (empty, truncated, invalid)."""
+
+
 class WriteError(SerError):
     """A file that cannot be written (disk full, file-size limit, read-only, a path in the way)."""
 

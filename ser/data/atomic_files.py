@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ser.errors import write_failure
+from ser.errors import DamagedFileError, write_failure
 
 
 def write_via_temporary(path: Path, write: Callable[[Path], object]) -> None:
@@ -46,3 +46,20 @@ def read_json_or_none(path: Path) -> dict | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def damaged_file(path: Path, hint: str, cause: str = "empty, truncated or not a JSON object") -> DamagedFileError:
+    """The one-line error for a run or model file that is there but cannot be read: it names the
+    file, what is wrong with it and (`hint`) what to do. JSON, torch and safetensors files alike."""
+    return DamagedFileError(f"{path} is damaged ({cause})", hint)
+
+
+def read_json_file(path: Path, hint: str) -> dict:
+    """A JSON object from a run or model file that the caller needs (config.json, metrics.json,
+    features.json, an export's config.json), or `damaged_file`'s one line (`hint`: what to do)."""
+    data = read_json_or_none(path)
+    if data is None:
+        if not Path(path).is_file():
+            raise DamagedFileError(f"{path} is missing", hint)
+        raise damaged_file(path, hint)
+    return data

@@ -76,7 +76,7 @@ def load_finetuned(fold_dir: Path, device: str = "cpu"):
     (eval mode, fp32: its `forward(waves)` gives the hidden states the head was trained on) and
     the head from model.pt. Cut waves to config["max_seconds"] as training did."""
     fold_dir = Path(fold_dir)
-    config = files.read_json(fold_dir / files.CONFIG)
+    config = files.read_json_file(fold_dir / files.CONFIG, files.retrain_hint(fold_dir))
     if config.get("setting") != "finetune" or not files.is_finished(fold_dir):
         raise UserInputError(f"{fold_dir} is not a finished fine-tuned fold", "run `ser finetune` to make one")
     backbone = load_backbone(str(fold_dir / config["backbone_dir"]), device=device, precision="fp32")

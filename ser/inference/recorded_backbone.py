@@ -12,6 +12,7 @@ recorded source (a weight-free frontend, a local folder, or a hub id found in th
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -29,7 +30,8 @@ def read_features_record(fold_dir: Path, config: dict) -> dict:
     """The fold's features.json, or (older runs) the attributes of its cache found in the workspace."""
     record_path = Path(fold_dir) / files.FEATURES
     if record_path.is_file():
-        return files.read_json(record_path)
+        hint = files.retrain_hint(fold_dir)
+        return check_features_record(files.read_json_file(record_path, hint), record_path, hint)
     cache = _workspace_cache(Path(fold_dir), config)
     if cache is None:
         raise TrainingError(
@@ -37,6 +39,18 @@ def read_features_record(fold_dir: Path, config: dict) -> dict:
             "retrain the run with this version of ser (it records the features it was trained on)",
         )
     return files.features_record(cache)
+
+
+def check_features_record(record: dict, path: Path, hint: str) -> dict:
+    """`record` if the numbers prediction relies on are sane (clip length, frame rate, longest
+    utterance: positive and finite, where present), else `damaged_file`'s one line naming `path`."""
+    for key in ("max_seconds", "frame_rate", "longest_frames", "sample_rate"):
+        value = record.get(key)
+        if value is None or (key in ("max_seconds", "longest_frames") and value == 0):  # absent, no crop, unknown
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise files.damaged_file(path, hint, f"its {key} {value!r} is not a positive number")
+    return record
 
 
 def _workspace_cache(fold_dir: Path, config: dict) -> Path | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 from ser.errors import UserInputError
 from ser.training import run_dir as files
 from ser.training.batching import sorted_batches
-from ser.inference.recorded_backbone import FOLD_BACKBONE, read_features_record
+from ser.inference.recorded_backbone import FOLD_BACKBONE, check_features_record, read_features_record
 from ser.training.tasks import Task, task_from_dict
 from ser.training.training_data import FeatureScaler
 
@@ -32,6 +33,7 @@ EXPORT_FORMAT_VERSION = 1
 EXPORT_CONFIG = "config.json"
 EXPORT_WEIGHTS = "model.safetensors"  # keys "<fold>/<parameter>"
 EXPORT_SCALER = "feature_scaler.safetensors"  # keys "<fold>/mean", "<fold>/std"
+EXPORT_HINT = "export the run again with `ser export RUN_DIR --out DIR`"
 
 
 @dataclass
@@ -133,9 +135,26 @@ def select_fold_names(available: list[tuple[str, str]], which: str) -> list[str]
     raise UserInputError(f"no fold {which!r} in this model", f"choose all, or one of: {choices}")
 
 
+def read_weights(path: Path, load: Callable[[Path], Any], hint: str) -> Any:
+    """`load(path)` of a torch or safetensors weights file; a file that cannot be decoded (truncated,
+    not that format) is `damaged_file`'s one line, as a damaged JSON run file is."""
+    try:
+        return load(path)
+    except OSError as error:
+        if error.errno:  # could not be read at all (permissions, …): the CLI words it
+            raise
+        cause = str(error)
+    except Exception as error:  # noqa: BLE001 — any failure to decode means the file is damaged
+        cause = str(error) or type(error).__name__
+    raise files.damaged_file(path, hint, f"cannot be loaded: {(cause.strip().splitlines() or [''])[0][:160]}") from None
+
+
 def _run_fold(fold_dir: Path) -> tuple[FoldModel, dict]:
     """(the fold's model, its config) from model.pt (weights only, no pickled code)."""
-    saved = files.load_torch(fold_dir / files.MODEL)
+    path = fold_dir / files.MODEL
+    saved = read_weights(path, files.load_torch, files.retrain_hint(fold_dir))
+    if not isinstance(saved, dict) or not {"config", "constructor_kwargs", "state_dict"} <= set(saved):
+        raise files.damaged_file(path, files.retrain_hint(fold_dir), "not a ser model file")
     config = saved["config"]
     if config.get("text_model"):
         raise UserInputError(f"{fold_dir} is a multimodal teacher (audio + transcripts)",
@@ -177,7 +196,8 @@ def load_run(run: Path, which: str = "all") -> TrainedModel:
     """The folds `which` selects (all, K, or a name) of a run directory, or one fold directory."""
     run = Path(run)
     fold_dirs = _fold_dirs(run)
-    names = [(d.name, files.read_json(d / files.CONFIG).get("fold", d.name)) for d in fold_dirs]
+    names = [(d.name, files.read_json_file(d / files.CONFIG, files.retrain_hint(d)).get("fold", d.name))
+             for d in fold_dirs]
     chosen = set(select_fold_names(names, which))
     folds, configs, records, metrics = [], [], [], {}
     for fold_dir in (d for d in fold_dirs if d.name in chosen):
@@ -186,7 +206,7 @@ def load_run(run: Path, which: str = "all") -> TrainedModel:
         configs.append(config)
         records.append(read_features_record(fold_dir, config))
         if (fold_dir / files.METRICS).is_file():
-            metrics[fold.name] = files.read_json(fold_dir / files.METRICS)
+            metrics[fold.name] = files.read_json_file(fold_dir / files.METRICS, files.retrain_hint(fold_dir))
     _check_compatible(folds, records, configs)
     return TrainedModel(folds, records[0], configs[0].get("layers"), configs[0], metrics, run)
 
@@ -209,12 +229,12 @@ def load_export(folder: Path, which: str = "all") -> TrainedModel:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    config = files.read_json(folder / EXPORT_CONFIG)
+    config = files.read_json_file(folder / EXPORT_CONFIG, EXPORT_HINT)
     if config.get("format") != EXPORT_FORMAT or config.get("format_version") != EXPORT_FORMAT_VERSION:
         raise UserInputError(f"{folder} is not a ser model folder of format version {EXPORT_FORMAT_VERSION}",
                              "export it again with `ser export RUN_DIR --out DIR`")
-    weights = load_file(folder / EXPORT_WEIGHTS)
-    scalers = load_file(folder / EXPORT_SCALER) if (folder / EXPORT_SCALER).is_file() else {}
+    weights = read_weights(folder / EXPORT_WEIGHTS, load_file, EXPORT_HINT)
+    scalers = read_weights(folder / EXPORT_SCALER, load_file, EXPORT_HINT) if (folder / EXPORT_SCALER).is_file() else {}
     chosen = set(select_fold_names([(fold["name"], fold.get("fold", fold["name"])) for fold in config["folds"]], which))
     folds = []
     for entry in (fold for fold in config["folds"] if fold["name"] in chosen):
@@ -234,12 +254,18 @@ def load_export(folder: Path, which: str = "all") -> TrainedModel:
             temperature=float(entry.get("temperature", 1.0)),
         ))
     metrics = {name: value for name, value in config.get("metrics", {}).items() if name in chosen}
-    return TrainedModel(folds, config["features"], config.get("layers"), config["train_config"], metrics, folder)
+    features = check_features_record(config["features"], folder / EXPORT_CONFIG, EXPORT_HINT)
+    return TrainedModel(folds, features, config.get("layers"), config["train_config"], metrics, folder)
 
 
 def is_export(path: Path) -> bool:
-    path = Path(path) / EXPORT_CONFIG
-    return path.is_file() and files.read_json(path).get("format") == EXPORT_FORMAT
+    """A folder written by `ser export` (one whose config.json is damaged still counts, when the
+    weights are there, so that loading it names the damaged file)."""
+    config = Path(path) / EXPORT_CONFIG
+    if not config.is_file():
+        return False
+    data = files.read_json_or_none(config)
+    return (Path(path) / EXPORT_WEIGHTS).is_file() if data is None else data.get("format") == EXPORT_FORMAT
 
 
 def load_trained(path: Path, which: str = "all") -> TrainedModel:

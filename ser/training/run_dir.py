@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ser.data.atomic_files import read_json, read_json_or_none, write_json, write_text, write_via_temporary  # noqa: F401 (run-dir API)
+from ser.data.atomic_files import (damaged_file, read_json, read_json_file, read_json_or_none, write_json,  # noqa: F401 (run-dir API)
+                                  write_text, write_via_temporary)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -56,6 +57,11 @@ def is_finished(fold_dir: Path) -> bool:
     or missing config.json leaves the metrics unattributable, so the fold is trained again
     (`set_aside_damaged` moves the damaged file aside first)."""
     return all(read_json_or_none(Path(fold_dir) / name) is not None for name in (METRICS, CONFIG))
+
+
+def retrain_hint(fold_dir: Path) -> str:
+    """What to do about a damaged file of a finished fold (model.pt, features.json, …)."""
+    return f"train that fold again: delete {fold_dir} and rerun the `ser train` command that wrote it"
 
 
 def _loads(path: Path) -> bool:
