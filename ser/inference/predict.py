@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ser.errors import AudioError, CacheError, UserInputError
-from ser.features.audio import SAMPLE_RATE, probe_audio
+from ser.features.audio import probe_audio
 from ser.features.backbone import Backbone
 from ser.features.cache import CacheReader
 from ser.features.extract import extract
@@ -30,6 +30,7 @@ from ser.features.progress import ExtractionProgress
 from ser.features.records import UtteranceRecord
 from ser.inference.recorded_backbone import load_recorded_backbone
 from ser.inference.trained_model import FoldModel, TrainedModel, load_trained
+from ser.inference.waveform import as_waveform
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
 CHUNK_SECONDS = 300.0  # audio per temporary cache: bounds its size and memory (≈ 1 MB/s for wavlm-base)
@@ -146,7 +147,7 @@ class EmotionRecognizer:
         self.min_confidence = min_confidence
         self.window = (window or clip_seconds(model.features)) if windows else None
         if self.window is not None and self.window <= 0:
-            raise UserInputError(f"--window {window} must be positive")
+            raise UserInputError(f"--window {self.window:g} must be positive")
         self.hop = hop or (self.window or 0) * DEFAULT_HOP_FRACTION
         if self.window is not None and not 0 < self.hop <= self.window:
             raise UserInputError(f"--hop {hop} must be positive and at most the window ({self.window:g} s)")
@@ -252,9 +253,13 @@ class EmotionRecognizer:
         return self._labelled(table, values)
 
     def predict(self, audio: str | Path | np.ndarray, sr: int | None = None) -> Prediction:
-        """The prediction for one audio file, or for a waveform (mono or (samples, channels)) at `sr` Hz."""
+        """The prediction for one audio file, or for a waveform at `sr` Hz (mono, (samples, channels) or
+        (channels, samples); integer PCM is scaled by its dtype's full scale: waveform.as_waveform)."""
         if isinstance(audio, np.ndarray):
             return self._predict_array(audio, sr)
+        if Path(audio).is_dir():
+            raise UserInputError(f"{audio} is a folder; predict() takes one recording",
+                                 "predict_many([folder]) predicts every audio file in it")
         result = self.predict_records([UtteranceRecord(str(audio), str(Path(audio).resolve()))])
         if result.skipped:
             raise AudioError(str(audio), next(iter(result.skipped.values())))
@@ -267,11 +272,10 @@ class EmotionRecognizer:
     def _predict_array(self, wave: np.ndarray, sr: int | None) -> Prediction:
         import soundfile as sf
 
-        if sr is None:
-            raise UserInputError("predict(array) needs the sample rate", f"pass sr=, e.g. sr={SAMPLE_RATE}")
+        wave, rate = as_waveform(wave, sr)
         with tempfile.TemporaryDirectory(prefix="ser-predict-") as folder:
             path = Path(folder) / "input.wav"
-            sf.write(path, np.asarray(wave, dtype=np.float32), int(sr), subtype="FLOAT")
+            sf.write(path, wave, rate, subtype="FLOAT")
             return self.predict(path)
 
     def predict_many(self, paths: Iterable[str | Path], show_progress: bool = False) -> pd.DataFrame:
