@@ -73,8 +73,9 @@ _HELD: dict[Path, int] = {}  # lock files this process holds → nesting depth
 
 
 @contextmanager
-def exclusive_output(out: str | os.PathLike) -> Iterator[Path]:
+def exclusive_output(out: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Hold the exclusive lock on `out` for the duration of the block (see module docstring).
+    `directory`: `out` is a folder (`ser export`), not a file that a folder may not stand in for.
 
     Re-entrant within a process: a block nested in one that holds the lock (e.g. the extraction
     loop inside `ser extract`'s driver, which locks before loading the model) just continues."""
@@ -88,7 +89,7 @@ def exclusive_output(out: str | os.PathLike) -> Iterator[Path]:
             _HELD[path] -= 1
         return
     try:
-        if out.is_dir():
+        if out.is_dir() and not directory:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(out))
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = _acquire(path)

@@ -13,7 +13,12 @@
     backbone/<fold>/            a fold's own (fine-tuned) backbone, when the run saved one
     backbone/                   with --include-backbone: a copy of the run's local backbone folder
 
-The folder is built beside DIR and renamed into place, so an interrupted export leaves nothing.
+The folder is built beside DIR and renamed into place, so an interrupted export leaves nothing,
+and the whole export holds the lock on DIR (features.output_lock, as extraction does for a
+cache): a second `ser export` to the same --out fails at once, naming the process that holds it.
+
+An ONNX graph clamps `lengths` to [1, frames] itself: a deployer's 0, negative or too large
+length gives the outputs of the nearest valid one instead of NaN or reads past the frames.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torch import nn
 
 from ser.data.atomic_files import write_json, write_text
 from ser.errors import UserInputError
+from ser.features.output_lock import exclusive_output
 from ser.inference.model_card import model_card
 from ser.inference.recorded_backbone import FOLD_BACKBONE, backbone_reference
 from ser.inference.trained_model import (EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, EXPORT_SCALER,
@@ -53,26 +59,36 @@ def export_model(run: Path, out: Path, fold: str = "all", onnx: bool = False, ov
     run, out = Path(run), Path(out)
     if is_export(run):
         raise UserInputError(f"{run} is already an exported model folder", "copy the folder instead")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserInputError(f"{out} exists and is not empty", "pass --overwrite to replace it, or another --out")
-    model = load_run(run, fold)
-    bundled = _backbone_to_bundle(model) if include_backbone else None
-    staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        summary = _write_folder(model, run, staging, onnx)
-        if bundled is not None:
-            shutil.copytree(bundled, staging / FOLD_BACKBONE, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns(".cache"))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
+    with exclusive_output(out, directory=True):  # one export per --out at a time
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+            raise UserInputError(f"{out} exists and is not empty", "pass --overwrite to replace it, or another --out")
+        model = load_run(run, fold)
+        bundled = _backbone_to_bundle(model) if include_backbone else None
+        staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        staging.mkdir(parents=True)
+        try:
+            summary = _write_folder(model, run, staging, onnx)
+            if bundled is not None:
+                shutil.copytree(bundled, staging / FOLD_BACKBONE, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns(".cache"))
+            _move_into_place(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     summary.folder = out
     return summary
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Rename the finished folder onto `out`; a previous `out` (--overwrite) is renamed aside first
+    and removed after, so `out` is never a mixture of two exports."""
+    retired = out.with_name(f".{out.name}.{os.getpid()}.old")
+    if out.exists():
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(out, retired)
+    os.replace(staging, out)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _backbone_to_bundle(model: TrainedModel) -> Path:
@@ -136,6 +152,8 @@ class ScaledHead(nn.Module):
         self.head, self.scaler, self.temperature = head, scaler, float(temperature)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        frames = torch.ones_like(features[0, 0, :, 0], dtype=lengths.dtype).sum()  # T, as a graph value
+        lengths = torch.minimum(lengths.clamp(min=1), frames)  # (B,): in [1, T] whatever a caller passes
         x = features if self.scaler is None else self.scaler(features, lengths)  # (B, L, T, D)
         outputs = self.head(x, lengths)  # (B, C)
         return outputs if self.temperature == 1.0 else outputs / self.temperature
