@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -131,3 +132,32 @@ def test_an_empty_config_json_is_redone_by_sweep_as_by_train(workspace, data, tm
     train_fold(train_config, data, first_fold(train_config, data), fold_dir)
     assert "config.json was damaged" in capsys.readouterr().err
     assert read_run(fold_dir)["status"] == "done" and (fold_dir / "config.json").stat().st_size > 0
+
+
+def test_a_finite_explosion_stops_the_real_cli_as_divergence(workspace, tmp_path):
+    """`--head linear --lr 1e6` reached a dev loss of 3e16 with finite outputs, predicted one class and
+    exited 0 with UA 0.25; outputs of absurd magnitude now stop it as NaN does."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "exploded"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "ser.cli", "train", "--head", "linear", "--lr", "1e6", "--epochs",
+                             "3", "--fold", "1", "--workdir", str(workspace), "--out", str(out), "--device", "cpu"],
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-1500:]
+    assert "error: training diverged: " in result.stderr and "beyond ±10000" in result.stderr
+    assert not (out / "fold1" / "metrics.json").exists()
+    assert read_run(out / "fold1")["status"] == "diverged"
+
+
+def test_divergence_rules_hold_for_finite_explosions():
+    from ser.training.divergence import check_loss, check_outputs
+
+    check_loss(7.0, 1, 1, 1e-3)  # ln(1000 classes) at initialisation is fine
+    check_outputs(np.array([[50.0, -80.0]]), "dev", 1)  # large but meaningful logits are fine
+    with pytest.raises(DivergedError, match="training diverged: the training loss is 3e\\+16"):
+        check_loss(3e16, 2, 5, 1e6)
+    with pytest.raises(DivergedError, match="outputs on 1 test utterance.* reach 2e\\+05"):
+        check_outputs(np.array([[1.0, 2.0], [2e5, 0.0]]), "test", 3)
