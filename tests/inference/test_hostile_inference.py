@@ -1,0 +1,210 @@
+"""Hostile use of a trained model (issue 36, round three): damaged run and export files, waveform
+arrays of every kind handed to `ser.load(...).predict`, two `ser export` to one --out, and ONNX
+lengths outside [1, frames]. A real fbank workspace, a linear run trained on it, real CLI processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ser
+from ser.data.corpora import CORPORA
+from ser.data.extraction import extract_corpus
+from ser.data.manifest import read_manifest, write_manifest
+from ser.errors import DamagedFileError, UserInputError
+from ser.features.audio import load_audio
+from ser.features.records import UtteranceRecord
+from ser.training.config import TrainConfig
+from ser.training.run import run_training
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A synthetic corpus with its fbank cache and two linear runs (fold 1; seeds 0 and 1)."""
+    torch.set_num_threads(1)
+    workdir = tmp_path_factory.mktemp("hostile")
+    rows = CORPORA.get("synthetic").prepare(workdir / "audio", speakers=4, sessions=2, per_class=2)
+    write_manifest(rows, workdir / "manifests" / "synthetic.csv")
+    extract_corpus(workdir, "fbank")
+    runs = {}
+    for seed in (0, 1):
+        config = TrainConfig.create("linear", {}, epochs=2, batch_size=8, lr=3e-3, standardize=True, seed=seed)
+        runs[seed], _ = run_training(workdir, config, "1", model="fbank", device="cpu", run_name=f"linear-s{seed}")
+    clip = (workdir / "manifests" / read_manifest(workdir / "manifests" / "synthetic.csv")["path"].iloc[0]).resolve()
+    return {"workdir": workdir, "runs": runs, "clip": clip}
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+
+
+def _ser(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ser.cli", *args], env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+# --- damaged run and export files: one line naming the file and what to do -------------------------
+
+def _damage_features_json(fold: Path) -> None:
+    record = json.loads((fold / "features.json").read_text())
+    (fold / "features.json").write_text(json.dumps({**record, "max_seconds": -7.5}))
+
+
+DAMAGE = {  # name → (what to break in a copy of the run's fold1, the file the message must name)
+    "invalid features.json": (lambda fold: (fold / "features.json").write_text("{\"source\": "), "features.json"),
+    "empty config.json": (lambda fold: (fold / "config.json").write_text(""), "config.json"),
+    "absurd max_seconds": (_damage_features_json, "features.json"),
+    "truncated model.pt": (lambda fold: (fold / "model.pt").write_bytes((fold / "model.pt").read_bytes()[:300]),
+                           "model.pt"),
+}
+
+
+def test_damaged_run_files_are_one_line_naming_the_file_in_ser_predict(workspace, tmp_path):
+    """Each was a traceback (JSONDecodeError, "--window None must be positive", torch's zip error)."""
+    processes = {}
+    for index, (name, (damage, _)) in enumerate(DAMAGE.items()):
+        run = tmp_path / f"run{index}"
+        shutil.copytree(workspace["runs"][0], run)
+        damage(run / "fold1")
+        processes[name] = _ser("predict", str(workspace["clip"]), "--run", str(run))
+    for name, process in processes.items():
+        _, stderr = process.communicate(timeout=180)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        file_name = DAMAGE[name][1]
+        assert process.returncode == 2 and "Traceback" not in stderr, f"{name}: {stderr[-1500:]}"
+        assert len(lines) == 2 and f"{file_name} is damaged" in lines[0], name  # error: … / hint: …
+        assert lines[1].startswith("hint: train that fold again"), name
+
+
+def test_damaged_export_files_are_one_line(workspace, tmp_path):
+    from ser.inference.export import export_model
+
+    folder = tmp_path / "exported"
+    export_model(workspace["runs"][0], folder)
+    cases = {"model.safetensors": lambda p: p.write_bytes(p.read_bytes()[:40]),
+             "config.json": lambda p: p.write_text("")}
+    for name, damage in cases.items():
+        broken = tmp_path / f"broken-{name}"
+        shutil.copytree(folder, broken)
+        damage(broken / name)
+        with pytest.raises(DamagedFileError, match=rf"{name} is damaged .*export the run again"):
+            ser.load(broken, device="cpu")
+
+
+# --- waveform arrays ---------------------------------------------------------------------------------
+
+def test_integer_pcm_predicts_like_the_same_audio_as_floats(workspace):
+    """int16 samples were used as float amplitudes (32768× too loud): another label than float32."""
+    model = ser.load(workspace["runs"][0], device="cpu")
+    wave = load_audio(UtteranceRecord("clip", str(workspace["clip"])))  # float32 in [-1, 1]
+    reference = model.predict(wave, sr=16000)
+    pcm16 = np.round(wave * 32767).astype(np.int16)
+    for array in (pcm16, pcm16.astype(np.int32) * 65536):
+        got = model.predict(array, sr=16000)
+        assert got.label == reference.label, array.dtype
+        for label, p in reference.probabilities.items():
+            assert abs(got.probabilities[label] - p) < 0.01, array.dtype
+    from ser.inference.waveform import pcm_to_float  # 8-bit PCM is unsigned, centred on 128
+
+    np.testing.assert_array_equal(pcm_to_float(np.array([0, 128, 255], dtype=np.uint8)), [-1, 0, 127 / 128])
+
+
+def test_channels_first_arrays_are_recognised(workspace):
+    model = ser.load(workspace["runs"][0], device="cpu")
+    wave = load_audio(UtteranceRecord("clip", str(workspace["clip"])))
+    stereo_last = np.stack([wave, wave], axis=1)  # (N, 2)
+    first, last = model.predict(stereo_last.T, sr=16000), model.predict(stereo_last, sr=16000)  # (2, N) was an error
+    assert first == last and first.label == model.predict(wave, sr=16000).label
+
+
+@pytest.mark.parametrize("sr, array, message", [
+    (0, None, "sr=0 is not a sample rate"),
+    (-16000, None, "sr=-16000 is not a sample rate"),
+    (16000.5, None, "is not a sample rate"),
+    (16000, np.zeros((40, 40), dtype=np.float32), "neither .samples, channels. nor .channels, samples."),
+    (16000, np.zeros(0, dtype=np.float32), "the waveform is empty"),
+    (16000, np.full(16000, np.nan, dtype=np.float32), "NaN or infinite"),
+    (16000, np.zeros(16000, dtype=np.complex64), "dtype complex64"),
+])
+def test_bad_waveform_arguments_are_one_line(workspace, sr, array, message):
+    """sr=0 was a libsndfile error about a temporary file; these are one UserInputError each."""
+    model = ser.load(workspace["runs"][0], device="cpu")
+    wave = np.zeros(16000, dtype=np.float32) if array is None else array
+    with pytest.raises(UserInputError, match=message):
+        model.predict(wave, sr=sr)
+
+
+def test_predict_on_a_folder_says_to_use_predict_many(workspace, tmp_path):
+    """It said "file not found"; predict_many([folder]) predicts every file in it."""
+    model = ser.load(workspace["runs"][0], device="cpu")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    shutil.copy(workspace["clip"], folder / "a.wav")
+    with pytest.raises(UserInputError, match="is a folder; predict.. takes one recording .*predict_many"):
+        model.predict(folder)
+    assert list(model.predict_many([folder])["path"]) == [str((folder / "a.wav").resolve())]
+
+
+# --- two exports to one --out ------------------------------------------------------------------------
+
+START_AT = """
+import sys, time
+from ser.inference import export  # torch loaded: both processes now export at the same moment
+start = float(sys.argv.pop(1))
+while time.time() < start:
+    time.sleep(0.001)
+from ser.cli import run
+sys.argv[0] = "ser"
+run()
+"""
+
+
+def test_two_concurrent_exports_to_one_out_one_fails_at_once_naming_the_holder(workspace, tmp_path):
+    """Both exited 0 while the folder held the other run's model; now the export holds a lock on
+    --out for its whole length and the other fails at once with one line naming the holder."""
+    out = tmp_path / "model"
+    start = str(time.time() + 6)
+    processes = [subprocess.Popen([sys.executable, "-c", START_AT, start, "export", str(workspace["runs"][seed]),
+                                   "--out", str(out), "--onnx"], env=_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
+    results = [(process, *process.communicate(timeout=180)) for process in processes]
+    winners = [(seed, process) for seed, (process, _, _) in enumerate(results) if process.returncode == 0]
+    assert len(winners) == 1, [stderr[-800:] for _, _, stderr in results]
+    (seed, winner), (loser, _, stderr) = winners[0], results[1 - winners[0][0]]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert loser.returncode == 2 and len(lines) == 2 and lines[1].startswith("hint: "), stderr[-1500:]
+    assert f"{out} is being written by process {winner.pid}" in lines[0]
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["train_config"]["seed"] == seed  # the folder holds the winner's model
+    assert not list(tmp_path.glob(".model.*"))  # no staging folder left behind
+
+
+# --- ONNX lengths ----------------------------------------------------------------------------------
+
+def test_onnx_graph_clamps_lengths_to_one_through_frames(workspace, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra (pip install '.[onnx]') is not installed")
+    from ser.inference.export import export_onnx
+    from ser.inference.trained_model import load_run
+
+    fold = load_run(workspace["runs"][0], "1").folds[0]
+    export_onnx(fold, tmp_path / "fold1.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "fold1.onnx"), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, fold.spec["num_layers"], 30, fold.spec["in_dim"], generator=generator)  # (B, L, T, D)
+    asked = np.array([0, -3, 45, 30], dtype=np.int64)  # 0, negative, beyond the 30 frames, valid
+    got = session.run(None, {"features": x.numpy(), "lengths": asked})[0]
+    assert np.isfinite(got).all()
+    with torch.no_grad():
+        want = fold.head(fold.scaler(x, torch.tensor([1, 1, 30, 30])), torch.tensor([1, 1, 30, 30])).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
