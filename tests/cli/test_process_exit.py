@@ -77,3 +77,30 @@ def test_a_message_code_exits_with_status_one(capsys):
     assert exit_code_of(None) == 0 and exit_code_of(3) == 3
     assert exit_code_of("stopped: disk full") == 1
     assert capsys.readouterr().err == "stopped: disk full\n"
+
+
+LEAVES_HDF5_OPEN = """
+import sys
+import h5py, numpy as np
+handle = h5py.File(sys.argv[1], "w")  # written, never closed: HDF5's shutdown has to close it
+handle.create_dataset("x", data=np.arange(100_000, dtype=np.float32), chunks=(1000,))
+handle.attrs["complete"] = True
+sys.argv = ["ser", "list", "heads"]
+from ser.cli import run
+run()
+"""
+
+
+def test_an_hdf5_file_left_open_is_closed_by_the_normal_exit(tmp_path):
+    """The fast exit skipped HDF5's own shutdown, which closes files left open: the file was left
+    unreadable ("bad object header version number"). With a file open, ser exits the normal way."""
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "left-open.h5"
+    done = subprocess.run([sys.executable, "-c", LEAVES_HDF5_OPEN, str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "shiftcnn" in done.stdout, done.stderr
+    with h5py.File(path, "r") as written:
+        np.testing.assert_array_equal(written["x"][:], np.arange(100_000, dtype=np.float32))
+        assert bool(written.attrs["complete"])
