@@ -15,7 +15,8 @@ EXAMPLES = """Examples:
   ser export runs/iemocap/wavlm-base/shiftcnn-s0 --fold 1 --out models/ses01 --onnx
 
 Then: ser predict clip.wav --model-dir models/synthetic-shiftcnn, or ser.load("models/synthetic-shiftcnn").
---onnx also writes <fold>.onnx (standardisation + head; inputs features (B, L, T, D) and lengths (B,)),
+--onnx also writes <fold>.onnx (standardisation + head; inputs features (B, L, T, D) and lengths (B,),
+which the graph clamps to [1, T]),
 checked with onnxruntime against torch (needs `pip install 'ser\\[onnx]'`)."""
 
 

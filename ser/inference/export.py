@@ -140,7 +140,7 @@ def _fold_name(run: Path, fold: FoldModel) -> str:
     from ser.training import run_dir as files
 
     config_path = (run if (run / files.MODEL).is_file() else run / fold.name) / files.CONFIG
-    return str(files.read_json(config_path).get("fold", fold.name))
+    return str(files.read_json_file(config_path, files.retrain_hint(config_path.parent)).get("fold", fold.name))
 
 
 class ScaledHead(nn.Module):
