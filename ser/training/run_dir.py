@@ -61,7 +61,8 @@ def is_finished(fold_dir: Path) -> bool:
 
 def retrain_hint(fold_dir: Path) -> str:
     """What to do about a damaged file of a finished fold (model.pt, features.json, …)."""
-    return f"train that fold again: delete {fold_dir} and rerun the `ser train` command that wrote it"
+    return (f"train that fold again: delete {fold_dir} and rerun the command that wrote it "
+            "(ser train, sweep or finetune)")
 
 
 def _loads(path: Path) -> bool:
