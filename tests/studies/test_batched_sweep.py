@@ -43,7 +43,7 @@ WEIGHT_DECAY = 0.5  # every family, Adam (L2) and AdamW (decoupled) alike: a dro
 
 
 def assert_close_values(ours, theirs, tolerance: float, where: str = "") -> None:
-    """Nested JSON values equal, numbers within `tolerance`."""
+    """Nested JSON values equal, numbers within `tolerance` × max(1, |number|)."""
     if isinstance(ours, dict):
         assert isinstance(theirs, dict) and ours.keys() == theirs.keys(), where
         for key in ours:
@@ -53,7 +53,8 @@ def assert_close_values(ours, theirs, tolerance: float, where: str = "") -> None
         for k, (one, other) in enumerate(zip(ours, theirs)):
             assert_close_values(one, other, tolerance, f"{where}[{k}]")
     elif isinstance(ours, (int, float)) and not isinstance(ours, bool):
-        assert isinstance(theirs, (int, float)) and abs(ours - theirs) <= tolerance, (where, ours, theirs)
+        assert isinstance(theirs, (int, float)) and abs(ours - theirs) <= tolerance * max(1, abs(ours)), \
+            (where, ours, theirs)
     else:
         assert ours == theirs, where
 
@@ -62,8 +63,8 @@ def assert_members_match_solo_runs(workspace: Path, tmp_path: Path, variants: li
                                    epochs: int = EPOCHS) -> None:
     """Train `variants` (head, options, seed, fold index) as one stacked model for `epochs` epochs of
     three optimiser steps, then each alone: parameters within max(1e-5, lr / 20), the same
-    run-directory files, config.json equal, metrics.json's values within 1e-6 and predictions.csv's
-    within 1e-5.
+    run-directory files, config.json equal, predictions.csv's values within 1e-5 and metrics.json's
+    within 1e-5 relative (the calibration temperature, fitted to those outputs, moves with them).
 
     Sized so that a wrong optimiser fails it: no warm-up (the recipes warm up from 5e-7, where three
     steps moved a weight by at most 3.5e-5) and weight decay WEIGHT_DECAY at the recipe's own rate
@@ -97,7 +98,7 @@ def assert_members_match_solo_runs(workspace: Path, tmp_path: Path, variants: li
                 assert torch.allclose(batched[name], alone[name], atol=tolerance, rtol=0), (i, name)
         assert sorted(p.name for p in spec.out_dir.iterdir()) == sorted(p.name for p in solo.iterdir())
         assert files.read_json(spec.out_dir / files.CONFIG) == files.read_json(solo / files.CONFIG)
-        assert_close_values(files.read_json(spec.out_dir / files.METRICS), files.read_json(solo / files.METRICS), 1e-6,
+        assert_close_values(files.read_json(spec.out_dir / files.METRICS), files.read_json(solo / files.METRICS), 1e-5,
                             f"member {i} metrics")
         ours, theirs = (pd.read_csv(d / files.PREDICTIONS, dtype={"id": str}) for d in (spec.out_dir, solo))
         pd.testing.assert_frame_equal(ours, theirs, check_exact=False, atol=1e-5, rtol=0)
