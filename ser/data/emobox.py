@@ -14,7 +14,7 @@ manifest's). Entries are matched to manifest rows by id (`key`, or `key` without
 prefix), else by the longest unique tail of the audio path (file name, then parent folders).
 Entries that match no usable row, and usable rows that no fold tests, are listed, not guessed.
 Dev is EmoBox's valid file when there is one (its rows leave train), else the protocol's seeded
-share of train.
+share of train (whole speakers by default: fold.py's `dev_split`).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def emobox_folds(
     df: pd.DataFrame,
     root: str | Path,
     seed: int = 0,
-    dev: str = "random",
+    dev: str = "auto",
     dev_fraction: float = 0.2,
     label_column: str | None = "label",
 ) -> EmoBoxProtocol:
@@ -159,12 +159,12 @@ def emobox_folds(
             raise FoldError(f"EmoBox fold {number}: no {'train' if not ids['train'] else 'test'} entry matches "
                             "the manifest", "check that the manifest is the same corpus as " + str(folder))
         if "valid" in ids and ids["valid"]:
-            dev_ids = ids["valid"]
+            dev_ids, mode = ids["valid"], "given: EmoBox valid"
             train = [utt for utt in ids["train"] if utt not in set(dev_ids)]  # dev never trains
         else:
             train_part = rows.set_index("id", drop=False).loc[ids["train"]].reset_index(drop=True)
-            train, dev_ids = dev_split(train_part, dev, seed, dev_fraction, label_column, number)
-        fold = Fold(number, train, dev_ids, ids["test"])
+            train, dev_ids, mode = dev_split(train_part, dev, seed, dev_fraction, label_column, number)
+        fold = Fold(number, train, dev_ids, ids["test"], mode)
         check_fold(fold, rows, EMOBOX_SCHEME)
         folds.append(fold)
         tested.update(ids["test"])

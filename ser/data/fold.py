@@ -6,12 +6,14 @@ part, and the checks every fold passes. Both the protocols (folds.py) and EmoBox
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from ser.data.held_out import held_out_rows
-from ser.errors import FoldError
+from ser.data.held_out_speakers import held_out_speakers
+from ser.errors import FoldError, UserInputError
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class Fold:
     train: list[str]
     dev: list[str]
     test: list[str]
+    dev_split: str = ""  # how dev was drawn: "speaker", "random", "random (why not speakers)", "given: …"
 
 
 def usable_rows(df: pd.DataFrame, label_column: str | None = "label") -> pd.DataFrame:
@@ -44,26 +47,76 @@ def require_column(df: pd.DataFrame, column: str, scheme: str) -> np.ndarray:
     return df[column].astype(str).to_numpy()
 
 
+DEV_MODES = ("auto", "random", "speaker")
+MIN_DEV_SPEAKERS = 4  # `--dev auto` holds out whole speakers when the training part has at least this many
+
+
+class DevSplit(NamedTuple):
+    train: list[str]
+    dev: list[str]
+    mode: str  # what was done: "speaker", "random", or "random (<why not speakers>)" under `auto`
+
+
 def dev_split(
-    train: pd.DataFrame, dev: str, seed: int, fraction: float, label_column: str | None, fold: str
-) -> tuple[list[str], list[str]]:
-    """Hold out `fraction` of a training part as dev: stratified rows, or whole speakers."""
+    train: pd.DataFrame, dev: str, seed: int, fraction: float, label_column: str | None, fold: str,
+    speakers_in_test: bool = False,
+) -> DevSplit:
+    """Hold out `fraction` of a training part as dev: stratified rows (`random`), whole speakers
+    (`speaker`, held_out_speakers.py), or `auto`: whole speakers where the part holds at least
+    MIN_DEV_SPEAKERS of them and some set of them covers every class, stratified rows otherwise
+    (`mode` then says why). `speakers_in_test` (kfold: test shares the training speakers) makes
+    `auto` draw rows, as the test part does."""
+    if dev not in DEV_MODES:
+        raise UserInputError(f"unknown --dev {dev!r}", "choose " + ", ".join(DEV_MODES))
     ids = train["id"].to_numpy()
+    labels = train[label_column].astype(str).to_numpy() if label_column else None
+    if dev == "auto":
+        why = _why_not_speakers(train, speakers_in_test)
+        if why is None:
+            drawn = held_out_speakers(train["speaker"].to_numpy(), labels, fraction, seed)
+            if drawn.covers:
+                return DevSplit(ids[~drawn.held].tolist(), ids[drawn.held].tolist(), "speaker")
+            why = "no set of whole speakers covers every class"
+        keep, held = _random_rows(ids, labels, fraction, seed, fold)
+        return DevSplit(keep, held, f"random ({why})")
     if dev == "speaker":
         speakers = require_column(train, "speaker", "--dev speaker")
         if len(set(speakers)) < 2:
             raise FoldError(f"fold {fold}: --dev speaker needs at least 2 training speakers", "use --dev random")
-        from sklearn.model_selection import GroupShuffleSplit
+        drawn = held_out_speakers(speakers, labels, fraction, seed)
+        mode = "speaker" if drawn.covers else "speaker (not every class is in both dev and train)"
+        return DevSplit(ids[~drawn.held].tolist(), ids[drawn.held].tolist(), mode)
+    return DevSplit(*_random_rows(ids, labels, fraction, seed, fold), "random")
 
-        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-        keep, held = next(splitter.split(ids, groups=speakers))
-        return ids[keep].tolist(), ids[held].tolist()
-    labels = train[label_column].astype(str).to_numpy() if label_column else None
+
+def _why_not_speakers(train: pd.DataFrame, speakers_in_test: bool) -> str | None:
+    """Why `--dev auto` draws rows for this training part, or None (it holds out whole speakers)."""
+    if speakers_in_test:
+        return "kfold: test shares the training speakers"
+    if "speaker" not in train.columns or train["speaker"].isna().any():
+        return "no speaker on every training utterance"
+    count = train["speaker"].astype(str).nunique()
+    return None if count >= MIN_DEV_SPEAKERS else f"{count} training speakers < {MIN_DEV_SPEAKERS}"
+
+
+def _random_rows(ids: np.ndarray, labels: np.ndarray | None, fraction: float, seed: int,
+                 fold: str) -> tuple[list[str], list[str]]:
     try:
         keep, held = held_out_rows(labels, len(ids), fraction, seed)
     except ValueError as error:  # a class too small to stratify
         raise FoldError(f"fold {fold}: cannot draw a stratified dev split ({error})", "use --dev speaker") from None
     return ids[np.sort(keep)].tolist(), ids[np.sort(held)].tolist()  # manifest order: reproducible listings
+
+
+def dev_split_notes(folds: list[Fold]) -> list[str]:
+    """One line per way a dev split departed from its mode (e.g. `auto` drawing rows for lack of
+    speakers), naming its folds; nothing when every split is what its mode says."""
+    by_mode: dict[str, list[str]] = {}
+    for fold in folds:
+        if "(" in fold.dev_split:
+            by_mode.setdefault(fold.dev_split, []).append(fold.name)
+    return [f"dev split of fold{'s' if len(names) > 1 else ''} {', '.join(names)}: {mode}"
+            for mode, names in by_mode.items()]
 
 
 def check_fold(fold: Fold, df: pd.DataFrame, scheme: str) -> None:

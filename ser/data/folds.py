@@ -3,10 +3,12 @@
 Schemes: `session` (leave-one-session-out), `speaker` (leave-one-speaker-out, or k speaker-disjoint
 groups), `kfold` (stratified random k-fold: speaker-DEPENDENT, only for comparison with papers
 that use it), `split` (the corpus's predefined train/dev/test), `emobox:DIR` (EmoBox's published
-folds, emobox.py). Dev is a seeded, stratified 20% of
-each fold's training part (`dev="random"`: the rows scikit-learn's train_test_split holds out,
-held_out.py) or whole held-out training speakers (`dev="speaker"`). scikit-learn is imported only
-by the schemes that need its splitters: importing it costs a training process 1.3-2.6 s.
+folds, emobox.py). Dev is a seeded 20% of each fold's training part: by default (`dev="auto"`)
+whole training speakers where the part holds at least 4 of them (held_out_speakers.py), else a
+stratified share of rows, as `dev="random"` always draws (the rows scikit-learn's train_test_split
+holds out, held_out.py); `dev="speaker"` always holds out whole speakers. Each fold records what
+was done (`Fold.dev_split`). scikit-learn is imported only by the schemes that need its splitters:
+importing it costs a training process 1.3-2.6 s.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ import numpy as np
 import pandas as pd
 
 from ser.data.emobox import emobox_folds
-from ser.data.fold import Fold, check_fold, dev_split, require_column, usable_rows
+from ser.data.fold import DEV_MODES, Fold, check_fold, dev_split, require_column, usable_rows
 from ser.errors import FoldError, UserInputError
 
 SCHEMES = ("session", "speaker", "kfold", "split")
 SPEAKER_DEPENDENT_SCHEMES = ("kfold",)
-DEV_MODES = ("random", "speaker")
 DEFAULT_KFOLD_K = 10  # TIM-Net's protocol
 DEV_SPLIT_VALUES = ("dev",)
 EMOBOX_PREFIX = "emobox:"  # --folds emobox:DIR
@@ -105,7 +106,7 @@ def make_folds(
     scheme: str | None = None,
     k: int | None = None,
     seed: int = 0,
-    dev: str = "random",
+    dev: str = "auto",
     dev_fraction: float = 0.2,
     label_column: str | None = "label",
 ) -> list[Fold]:
@@ -114,7 +115,7 @@ def make_folds(
     Only rows with a label take part (label_column=None: every row, no stratification).
     """
     if dev not in DEV_MODES:
-        raise UserInputError(f"unknown --dev {dev!r}", "choose random or speaker")
+        raise UserInputError(f"unknown --dev {dev!r}", "choose " + ", ".join(DEV_MODES))
     if not 0 < dev_fraction < 1:
         raise UserInputError(f"dev fraction {dev_fraction} is not between 0 and 1")
     if scheme is not None and scheme.startswith(EMOBOX_PREFIX):
@@ -136,25 +137,27 @@ def make_folds(
             splits = require_column(rows, "split", scheme)
             train_part, given_dev = rows[splits == "train"], rows[np.isin(splits, DEV_SPLIT_VALUES)]
             if not given_dev.empty:
-                folds.append(Fold(name, train_part["id"].tolist(), given_dev["id"].tolist(), test_ids))
+                folds.append(Fold(name, train_part["id"].tolist(), given_dev["id"].tolist(), test_ids,
+                                  "given: split=dev"))
                 continue
         else:
             train_part = rows[~test_mask]
-        train_ids, dev_ids = dev_split(train_part, dev, seed, dev_fraction, label_column, name)
-        folds.append(Fold(name, train_ids, dev_ids, test_ids))
+        split = dev_split(train_part, dev, seed, dev_fraction, label_column, name,
+                          speakers_in_test=scheme in SPEAKER_DEPENDENT_SCHEMES)
+        folds.append(Fold(name, split.train, split.dev, test_ids, split.mode))
     for fold in folds:
         check_fold(fold, rows, scheme)
     return folds
 
 
 def full_data_fold(
-    df: pd.DataFrame, seed: int = 0, dev: str = "random", dev_fraction: float = 0.2, label_column: str | None = "label"
+    df: pd.DataFrame, seed: int = 0, dev: str = "auto", dev_fraction: float = 0.2, label_column: str | None = "label"
 ) -> Fold:
     """The model one deploys: train on every usable row except a seeded dev share (for epoch
     selection), with no test set. Named `full`."""
     rows = usable_rows(df, label_column)
-    train_ids, dev_ids = dev_split(rows, dev, seed, dev_fraction, label_column, FULL_FOLD)
-    return Fold(FULL_FOLD, train_ids, dev_ids, [])
+    split = dev_split(rows, dev, seed, dev_fraction, label_column, FULL_FOLD)
+    return Fold(FULL_FOLD, split.train, split.dev, [], split.mode)
 
 
 def apply_label_map(df: pd.DataFrame, label_map: dict[str, str | None], label_column: str = "label") -> pd.DataFrame:
@@ -169,7 +172,7 @@ def cross_corpus_fold(
     test_df: pd.DataFrame,
     label_map: dict[str, str | None] | None = None,
     seed: int = 0,
-    dev: str = "random",
+    dev: str = "auto",
     dev_fraction: float = 0.2,
     label_column: str = "label",
 ) -> Fold:
@@ -190,8 +193,8 @@ def cross_corpus_fold(
     if test_rows.empty:
         raise FoldError("no test utterance is left after the label mapping")
     name = f"{_corpus_name(train_df)}-to-{_corpus_name(test_df)}"
-    train_ids, dev_ids = dev_split(train_rows, dev, seed, dev_fraction, label_column, name)
-    return Fold(name, train_ids, dev_ids, test_rows["id"].tolist())
+    split = dev_split(train_rows, dev, seed, dev_fraction, label_column, name)
+    return Fold(name, split.train, split.dev, test_rows["id"].tolist(), split.mode)
 
 
 def _corpus_name(df: pd.DataFrame) -> str:

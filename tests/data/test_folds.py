@@ -48,12 +48,13 @@ def test_no_speaker_or_session_in_both_train_and_test(scheme, k):
 
 def test_random_dev_is_a_seeded_stratified_fifth_of_training():
     df = corpus(per_class=10)
-    fold = make_folds(df, "session", seed=1)[0]
+    fold = make_folds(df, "session", seed=1, dev="random")[0]
     assert len(fold.dev) == 0.2 * (len(fold.train) + len(fold.dev))
     assert df.set_index("id").loc[fold.dev, "label"].value_counts().nunique() == 1  # same count per class
-    assert make_folds(df, "session", seed=1)[0] == fold
-    assert make_folds(df, "session", seed=2)[0].dev != fold.dev
-    assert make_folds(df, "session", seed=2)[0].test == fold.test
+    assert make_folds(df, "session", seed=1, dev="random")[0] == fold
+    assert make_folds(df, "session", seed=2, dev="random")[0].dev != fold.dev
+    assert make_folds(df, "session", seed=2, dev="random")[0].test == fold.test
+    assert fold.dev_split == "random"
 
 
 def test_speaker_dev_holds_out_whole_training_speakers():
@@ -105,7 +106,9 @@ def test_cross_corpus_fold_maps_labels_and_refuses_unmapped_ones():
     fold = cross_corpus_fold(train, test, label_map, seed=0)
     assert fold.name == "iemocap-to-emodb"
     assert fold.test == ["t1", "t2", "t4"]
-    assert not set(fold.dev) & set(fold.train) and len(fold.dev) == 0.2 * len(train)
+    assert not set(fold.dev) & set(fold.train) and len(fold.dev) == 20  # one of the 6 speakers: 1/6 ≈ 20%
+    assert fold.dev_split == "speaker" and not column_of(train, fold.dev, "speaker") & column_of(train, fold.train, "speaker")
+    assert len(cross_corpus_fold(train, test, label_map, dev="random").dev) == 0.2 * len(train)
     assert apply_label_map(test, label_map)["label"].tolist() == ["happy", "angry", "sad"]
 
 
