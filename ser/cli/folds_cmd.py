@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import FoldScheme, KFolds, ManifestPath, Seed, Workdir
+from ser.cli.options import DevSplit, FoldScheme, KFolds, ManifestPath, Seed, Workdir
 
 HELP = "Print the folds of a manifest's protocol: train/dev/test sizes and test class counts."
 EXAMPLES = """Examples:
@@ -33,9 +33,7 @@ def folds(
     folds: FoldScheme = None,
     k: KFolds = None,
     seed: Seed = 0,
-    dev: Annotated[
-        str, typer.Option("--dev", help="Dev split: random (20% of training utterances) | speaker.")
-    ] = "random",
+    dev: DevSplit = "auto",
     import_dir: Annotated[
         Optional[Path], typer.Option("--import", help="EmoBox folder (data/<corpus>): use its folds, list mismatches.")
     ] = None,
@@ -43,6 +41,7 @@ def folds(
     from rich.console import Console
     from rich.table import Table
 
+    from ser.data.fold import dev_split_notes
     from ser.data.folds import SPEAKER_DEPENDENT_SCHEMES, default_scheme, describe_folds, make_folds
     from ser.data.manifest import read_manifest
     from ser.data.workspace import Workspace
@@ -62,6 +61,8 @@ def folds(
         scheme, fold_list = folds or default_scheme(df), make_folds(df, scheme=folds, k=k, seed=seed, dev=dev)
     summary = describe_folds(df, fold_list)
     console.print(f"{path}: {len(summary)} folds, scheme {scheme}, dev {dev}, seed {seed}", soft_wrap=True)
+    for note in dev_split_notes(fold_list):
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
     if scheme in SPEAKER_DEPENDENT_SCHEMES:
         console.print("note: kfold is speaker-dependent (the same speakers train and test); use it only for comparison")
     table = Table(show_header=True, header_style="bold")

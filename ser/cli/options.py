@@ -30,6 +30,18 @@ FoldScheme = Annotated[
     typer.Option("--folds", help="Protocol: session | speaker | kfold | split | emobox:DIR (EmoBox folds; default: the corpus's own)."),
 ]
 KFolds = Annotated[Optional[int], typer.Option("--k", help="Number of folds for --folds kfold.")]
+DevSplit = Annotated[
+    str,
+    typer.Option("--dev", callback=validation.dev_split,
+                 help="Dev split (20% of each fold's training part): auto (whole speakers where the training part "
+                 "has at least 4, else random; config.json records which) | speaker | random (stratified rows)."),
+]
+RecordTestCurve = Annotated[
+    bool,
+    typer.Option("--record-test-curve", help="Score test at every epoch: history.csv's test columns and metrics.json's "
+                 "test_best_epoch_optimistic (a max over test epochs, for comparison with papers only). By default "
+                 "test is scored twice: at the dev-selected epoch and at the last."),
+]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the head's paper recipe).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 Threads = Annotated[

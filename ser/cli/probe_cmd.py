@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import FoldScheme, KFolds, ManifestPath, OutPath, Workdir
+from ser.cli.options import DevSplit, FoldScheme, KFolds, ManifestPath, OutPath, Workdir
 
 HELP = "Probe every cached layer with logistic (or ridge) regression on pooled mean+std: a floor for any head."
 EXAMPLES = """Examples:
@@ -23,7 +23,7 @@ EXAMPLES = """Examples:
 
 Each layer's per-utterance mean and std over time (stored by `ser extract`) feed standardise →
 logistic regression; its C is chosen on each fold's dev split (the same folds and dev split as
-`ser train`) and test is scored once. Writes probe.csv (layer × fold), probe_summary.csv and
+`ser train`), the probe is refitted on train + dev with that C, and test is scored once. Writes probe.csv (layer × fold), probe_summary.csv and
 probe.png to runs/<corpus>/<model>/probe-<protocol>/ (or --out). `ser report` shows the same
 probe as the floor row of every ablation table."""
 
@@ -37,7 +37,7 @@ def probe(
     ] = None,
     folds: FoldScheme = None,
     k: KFolds = None,
-    dev: Annotated[str, typer.Option("--dev", help="Dev split: random (20% of training utterances) | speaker.")] = "random",
+    dev: DevSplit = "auto",
     task: Annotated[
         str, typer.Option("--task", help="categorical (logistic regression, UA) | dimensional (ridge, CCC).")
     ] = "categorical",
@@ -49,8 +49,6 @@ def probe(
 
     if task not in ("categorical", "dimensional"):
         raise typer.BadParameter(f"{task!r} is not a task; choose categorical or dimensional", param_hint="--task")
-    if dev not in ("random", "speaker"):
-        raise typer.BadParameter(f"{dev!r} is not a dev split; choose random or speaker", param_hint="--dev")
     protocol = ProbeProtocol(task=task, folds=folds, k=k, dev=dev)
     outcome = write_probe(workdir, protocol, manifest=manifest, model=model,
                           layers=parse_layers(layers) if layers else None, out=out, progress=_progress)

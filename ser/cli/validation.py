@@ -41,6 +41,15 @@ def memory_size(value: str | None) -> str | None:
         raise typer.BadParameter(f"{error.message}: {error.hint}") from None
 
 
+def dev_split(value: str) -> str:
+    """--dev: auto | speaker | random."""
+    from ser.data.fold import DEV_MODES
+
+    if value not in DEV_MODES:
+        raise typer.BadParameter(f"{value!r} is not a dev split; choose {', '.join(DEV_MODES)}")
+    return value
+
+
 def precision(value: str) -> str:
     """--precision: one of PRECISIONS."""
     if value not in PRECISIONS:

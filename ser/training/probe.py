@@ -4,8 +4,9 @@ Every utterance's per-layer mean and std over time (stored by `ser extract`, (L,
 a 2·D vector per layer (and the L·2·D concatenation of all layers). A scikit-learn pipeline,
 standardise → logistic regression (categorical) or ridge regression (dimensional, scored by
 CCC), is fitted on each fold's training part; its regularisation is chosen on the fold's dev
-part alone, and test is scored once, with the same folds and dev split as `ser train`. The
-frames are never read, so a probe of every layer of a corpus takes seconds.
+part alone; the pipeline is then refitted on train + dev with that regularisation, and test is
+scored once, with the same folds and dev split as `ser train`. The frames are never read, so a
+probe of every layer of a corpus takes seconds.
 
 `cached_probe` keeps the result next to the cache (`<corpus>/<model>.probe/<protocol>.json`),
 computed once per corpus × model × protocol, for `ser report`'s floor rows.
@@ -34,12 +35,13 @@ from ser.features.cache import CacheReader
 from ser.training import metrics
 from ser.training.cache_access import cached_rows
 from ser.training.dimensional import dimensional_metrics
+from ser.training.protocol import announce_dev_splits
 from ser.training.tasks import build_task
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # logistic regression: inverse L2 strength, chosen on dev
 ALPHA_GRID = (1.0, 10.0, 100.0, 1e3, 1e4)  # ridge: L2 strength, chosen on dev
 ALL_LAYERS = "all"
-PROBE_VERSION = 1  # bump when the probe's numbers would change, so cached results are recomputed
+PROBE_VERSION = 2  # 2: refitted on train + dev before test. Bump when the probe's numbers would change, so cached results are recomputed
 ProbeProgress = Callable[[str, int, int], None]  # (layer, done, total)
 
 
@@ -50,7 +52,7 @@ class ProbeProtocol:
     task: str = "categorical"
     folds: str | None = None  # None: the corpus's default scheme
     k: int | None = None
-    dev: str = "random"
+    dev: str = "auto"  # auto | speaker | random (ser/data/fold.py dev_split)
     dev_fraction: float = 0.2
     fold_seed: int = 0
 
@@ -93,8 +95,9 @@ def load_targets(manifest: Path, cache: Path, task: str = "categorical") -> Pool
 
 def probe_folds(data: PooledData, protocol: ProbeProtocol) -> list[Fold]:
     """The folds `ser train` makes for the same rows and protocol."""
-    return make_folds(data.table, scheme=protocol.folds, k=protocol.k, seed=protocol.fold_seed, dev=protocol.dev,
-                      dev_fraction=protocol.dev_fraction, label_column=data.fold_label_column)
+    return announce_dev_splits(make_folds(data.table, scheme=protocol.folds, k=protocol.k, seed=protocol.fold_seed,
+                                          dev=protocol.dev, dev_fraction=protocol.dev_fraction,
+                                          label_column=data.fold_label_column))
 
 
 def layer_features(pooled: np.ndarray) -> np.ndarray:
@@ -109,39 +112,55 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [scaler.transform(x) for x in (train, *others)]
 
 
-def _classify(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...], num_classes: int) -> dict:
-    """Standardise → logistic regression for each C of the grid; the C with the best dev UA scores test."""
+def _train_and_dev(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...]) -> tuple[tuple[np.ndarray, ...], ...]:
+    """(train + dev, test) features and targets: what the probe refits on once dev chose."""
+    return (np.concatenate(x[:2]), x[2]), (np.concatenate(y[:2]), y[2])
+
+
+def _logistic(c: float, x: np.ndarray, y: np.ndarray):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    train, dev, test = _standardise(*x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return LogisticRegression(C=c, max_iter=1000).fit(x, y)
+
+
+def _classify(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...], num_classes: int) -> dict:
+    """Standardise → logistic regression for each C of the grid, fitted on train; the C with the best
+    dev UA is refitted on train + dev and scores test."""
+    train, dev, _ = _standardise(*x)
     best = None
     for c in C_GRID:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model = LogisticRegression(C=c, max_iter=1000).fit(train, y[0])
-        dev_ua = metrics.ua(y[1], model.predict(dev))
+        dev_ua = metrics.ua(y[1], _logistic(c, train, y[0]).predict(dev))
         if best is None or dev_ua > best[0]:  # ties keep the stronger regularisation
-            best = (dev_ua, c, model)
-    dev_ua, c, model = best
-    predicted = model.predict(test)
+            best = (dev_ua, c)
+    dev_ua, c = best
+    (seen_x, test_x), (seen_y, _) = _train_and_dev(x, y)
+    seen, test = _standardise(seen_x, test_x)
+    predicted = _logistic(c, seen, seen_y).predict(test)
     return {"regularisation": c, "dev_ua": dev_ua, "ua": metrics.ua(y[2], predicted), "wa": metrics.wa(y[2], predicted),
             "macro_f1": metrics.macro_f1(y[2], predicted, labels=list(range(num_classes)))}
 
 
 def _regress(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...], dimensions: tuple[str, ...]) -> dict:
-    """Standardise → ridge on z-scored targets for each alpha; the alpha with the best dev CCC scores test."""
+    """Standardise → ridge on z-scored targets for each alpha, fitted on train; the alpha with the
+    best dev CCC is refitted on train + dev and scores test."""
     from sklearn.linear_model import Ridge
 
-    train, dev, test = _standardise(*x)
+    train, dev, _ = _standardise(*x)
     mean, std = y[0].mean(axis=0), y[0].std(axis=0).clip(1e-6)  # (K,)
     best = None
     for alpha in ALPHA_GRID:
         model = Ridge(alpha=alpha).fit(train, (y[0] - mean) / std)
         dev_ccc = dimensional_metrics(model.predict(dev) * std + mean, y[1], dimensions)["ccc_mean"]
         if best is None or dev_ccc > best[0]:
-            best = (dev_ccc, alpha, model)
-    dev_ccc, alpha, model = best
+            best = (dev_ccc, alpha)
+    dev_ccc, alpha = best
+    (seen_x, test_x), (seen_y, _) = _train_and_dev(x, y)
+    seen, test = _standardise(seen_x, test_x)
+    mean, std = seen_y.mean(axis=0), seen_y.std(axis=0).clip(1e-6)  # (K,)
+    model = Ridge(alpha=alpha).fit(seen, (seen_y - mean) / std)
     scores = dimensional_metrics(model.predict(test) * std + mean, y[2], dimensions)
     return {"regularisation": alpha, "dev_ccc_mean": dev_ccc, **scores}
 

@@ -4,8 +4,9 @@ fold), a selection of them by number or name, and their directory names."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 
-from ser.data.fold import Fold
+from ser.data.fold import Fold, dev_split_notes
 from ser.data.folds import FULL_FOLD, cross_corpus_fold, full_data_fold, make_folds
 from ser.errors import UserInputError
 from ser.training.config import TrainConfig
@@ -16,9 +17,19 @@ def protocol_folds(config: TrainConfig, data: TrainingData) -> list[Fold]:
     """The folds of the config's protocol over the usable utterances (cross-corpus data: one fold,
     `cross-<test corpus>`, training and dev from the training corpus, test = the whole test corpus)."""
     if data.cross is not None:
-        return [cross_corpus_data_fold(config, data)]
-    return make_folds(data.labelled_table, scheme=config.folds, k=config.k, seed=config.fold_seed, dev=config.dev,
-                      dev_fraction=config.dev_fraction, label_column=data.task.fold_label_column)
+        return announce_dev_splits([cross_corpus_data_fold(config, data)])
+    return announce_dev_splits(make_folds(data.labelled_table, scheme=config.folds, k=config.k, seed=config.fold_seed,
+                                          dev=config.dev, dev_fraction=config.dev_fraction,
+                                          label_column=data.task.fold_label_column))
+
+
+def announce_dev_splits(folds: list[Fold]) -> list[Fold]:
+    """`folds`, after one stderr line per way their dev splits departed from the asked mode (e.g.
+    `--dev auto` drawing rows where a training part has fewer than 4 speakers). Each fold's
+    config.json records its own (`dev_split`)."""
+    for note in dev_split_notes(folds):
+        print(f"note: {note}", file=sys.stderr)
+    return folds
 
 
 def cross_corpus_data_fold(config: TrainConfig, data: TrainingData) -> Fold:
@@ -39,8 +50,9 @@ def no_test_fold(config: TrainConfig, data: TrainingData) -> Fold:
     """`--fold none`: every labelled utterance trains except the dev share that selects the epoch."""
     if data.cross is not None:
         raise UserInputError("--fold none does not apply with --test-manifest", "it trains without any test set")
-    return full_data_fold(data.labelled_table, seed=config.fold_seed, dev=config.dev, dev_fraction=config.dev_fraction,
-                          label_column=data.task.fold_label_column)
+    return announce_dev_splits([full_data_fold(data.labelled_table, seed=config.fold_seed, dev=config.dev,
+                                               dev_fraction=config.dev_fraction,
+                                               label_column=data.task.fold_label_column)])[0]
 
 
 def select_folds(folds: list[Fold], which: str) -> list[tuple[int, Fold]]:

@@ -34,18 +34,20 @@ def paths(workspace: Path) -> tuple[Path, Path]:
     return workspace / "manifests" / "synthetic.csv", workspace / "cache" / "synthetic" / "fbank.h5"
 
 
-def plain_logistic_regression_ua(manifest: Path, cache: Path) -> list[float]:
-    """Per fold: test UA of sklearn's standardise → LogisticRegression() (default C) on each
-    utterance's mean and std over the cached frames, fitted on the fold's training part."""
+def plain_logistic_regression_ua(manifest: Path, cache: Path, chosen_c: list[float]) -> list[float]:
+    """Per fold: test UA of sklearn's standardise → LogisticRegression(C) (the C the probe chose on
+    dev) on each utterance's mean and std over the cached frames, fitted on the fold's training
+    and dev parts together (the probe's refit)."""
     df = read_manifest(manifest)
     with CacheReader(cache) as reader:
         frames = {utt: reader.read(utt)[0] for utt in df["id"]}  # (T, D) of the only layer
     stats = {utt: np.concatenate([x.mean(axis=0), x.std(axis=0)]) for utt, x in frames.items()}  # (2D,)
     labels = df.set_index("id")["label"]
     scores = []
-    for fold in make_folds(df):
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        model.fit(np.stack([stats[u] for u in fold.train]), labels[fold.train].to_numpy())
+    for fold, c in zip(make_folds(df), chosen_c):
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+        seen = fold.train + fold.dev
+        model.fit(np.stack([stats[u] for u in seen]), labels[seen].to_numpy())
         predicted = model.predict(np.stack([stats[u] for u in fold.test]))
         scores.append(metrics.ua(labels[fold.test].to_numpy(), predicted))
     return scores
@@ -57,7 +59,7 @@ def test_probe_matches_a_plain_logistic_regression_on_the_same_statistics_and_fo
     assert list(table["layer"]) == ["0"] * 4  # one fbank "layer", no `all` row; 4 sessions
     assert list(table["fold"]) == [fold.name for fold in make_folds(read_manifest(manifest))]
     with threadpool_limits(limits=1):  # as the probe: spare BLAS threads only spin on a busy machine
-        plain = plain_logistic_regression_ua(manifest, cache)
+        plain = plain_logistic_regression_ua(manifest, cache, list(table["regularisation"]))
     assert table["ua"].mean() == pytest.approx(np.mean(plain), abs=0.02)
     assert table["ua"].mean() > 0.4  # four balanced classes: chance is 0.25
     assert set(table["regularisation"]) <= {1e-3, 1e-2, 1e-1, 1.0, 10.0}
