@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--unlabelled", action="store_true", help="students also learn the teacher's labels "
                         "of the unrated utterances (ser distill --unlabelled)")
     parser.add_argument("--alpha", type=float, default=DistillConfig.alpha, help="largest teacher weight")
-    parser.add_argument("--standardize", action="store_true", help="z-score audio features (advised for fbank)")
+    parser.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                        help="z-score audio features (default: on for fbank/mfcc caches, off for SSL caches)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     text_model = (prepare_synthetic_workspace(args.workdir, args.speakers, args.per_class, args.rater_noise,

@@ -17,7 +17,9 @@ The same steps by hand:
 
   ser prepare synthetic demo-workdir/audio --workdir demo-workdir
   ser extract --model fbank --workdir demo-workdir
-  ser train --head shiftcnn --standardize --head-option spec_augment=false --epochs 15 --batch-size 16 --lr 3e-3 --jobs 2 --workdir demo-workdir
+  ser train --head shiftcnn --epochs 15 --batch-size 16 --lr 3e-3 --jobs 2 --workdir demo-workdir
+
+(on an fbank cache `ser train` standardises the features and turns SpecAugment off by default)
   ser report demo-workdir/runs"""
 
 DEMO_EPOCHS = 15
@@ -52,9 +54,8 @@ def demo(workdir: Workdir = Path("demo-workdir"), threads: Threads = None) -> No
     console.print(f"    {summary.cache_path}")
     console.print(f"[bold]3/4 train[/bold] shiftcnn, leave-one-session-out, {DEMO_EPOCHS} epochs per fold"
                   + (f", {jobs} folds at a time" if jobs > 1 else ""))
-    config = TrainConfig.create(
-        "shiftcnn", {"spec_augment": False}, epochs=DEMO_EPOCHS, batch_size=16, lr=3e-3, standardize=True,
-    )
+    # fbank cache: standardised, SpecAugment off by default (training/feature_defaults.py)
+    config = TrainConfig.create("shiftcnn", epochs=DEMO_EPOCHS, batch_size=16, lr=3e-3)
     run_dir, results = run_training(workspace.root, config, "all", device="cpu", jobs=jobs)
     print_results(results)
     console.print(f"run directory: {run_dir}", soft_wrap=True)

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, TrackingLog, Workdir
+from ser.cli.options import (DevSplit, Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, RecordTestCurve,
+                             Seed, TrackingLog, Workdir)
 from ser.cli.train_cmd import ProgressBar, parse_head_options, print_results
 
 HELP = "Fine-tune a speech model (CNN frozen, transformer trained) with a head on top, from the manifest's audio."
@@ -67,7 +68,8 @@ def finetune(
     device: Device = "auto",
     folds: FoldScheme = None,
     k: KFolds = None,
-    dev: Annotated[str, typer.Option("--dev", help="Dev split: random (20% of training utterances) | speaker.")] = "random",
+    dev: DevSplit = "auto",
+    record_test_curve: RecordTestCurve = False,
     dev_fraction: Annotated[float, typer.Option("--dev-fraction", help="Share of the training part held out for dev.")] = 0.2,
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name (default from the options).")] = None,
     out: OutPath = None,
@@ -85,6 +87,7 @@ def finetune(
         grad_clip=grad_clip, layerdrop=layerdrop, max_seconds=max_seconds, freeze_layers=freeze_layers,
         batching=batching, conv_cache=conv_cache, precision=precision, gradient_checkpointing=gradient_checkpointing,
         random_init=random_init, seed=seed, task=task, folds=folds, k=k, dev=dev, dev_fraction=dev_fraction,
+        record_test_curve=record_test_curve,
     )
     with ProgressBar() as progress:
         run_dir, results = run_finetune(workdir, config, fold, manifest=manifest, out=out, run_name=run_name,

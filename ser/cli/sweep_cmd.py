@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ser.cli import validation
-from ser.cli.options import Device, FoldScheme, KFolds, ManifestPath, OutPath, TrackingLog, Workdir
+from ser.cli.options import (DevSplit, Device, FoldScheme, KFolds, ManifestPath, OutPath, RecordTestCurve,
+                             TrackingLog, Workdir)
 from ser.cli.train_cmd import LabelMap, TestManifest
 
 HELP = "Train a grid of heads/options × folds × seeds concurrently on one loaded cache (restartable)."
@@ -63,7 +64,8 @@ Seeds = _values("--seeds", "Training seeds, e.g. 0,1,2 (default 0).", validation
 EpochValues = _values("--epochs", "Training epochs (default: each head's paper recipe).")
 Rates = _values("--lr", "Peak learning rates (default: recipe).", validation.learning_rates)
 BatchSizes = _values("--batch-size", "Batch sizes (default: recipe).")
-Standardize = _values("--standardize", "true,false: z-score features with each fold's training statistics.")
+Standardize = _values("--standardize", "true,false: z-score features with each fold's training statistics "
+                      "(default: on for fbank/mfcc/eGeMAPS/ComParE caches, off for pre-trained models' caches).")
 HeadOptions = _values("--head-option", "key=v1,v2 for any other head option (repeatable).")
 FoldsToRun = _values("--fold", "all (default), or fold numbers (1-based, as in fold<K>) or names, e.g. 1,2.")
 GridFile = Annotated[Optional[Path], typer.Option("--grid", help="YAML or TOML grid file.")]
@@ -78,7 +80,6 @@ BatchRuns = Annotated[str, typer.Option("--batch-runs", help="on: runs of one he
                       "train as stacked models (on CPU one per worker); off: one by one; auto (default): on with a "
                       "GPU, off on CPU (no faster there for the CNN family, and a run alone matches `ser train` "
                       "exactly; linear-probe sweeps are several times faster with on).")]
-DevSplit = Annotated[str, typer.Option("--dev", help="Dev split: random | speaker.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", help="Cache layers, e.g. 0,4,8-12 (default all).")]
 Task = Annotated[str, typer.Option("--task", help="What to learn: categorical (the manifest's label).")]
 Search = Annotated[Optional[str], typer.Option("--search", help="optuna: sample the options (low:high ranges "
@@ -142,7 +143,8 @@ def sweep(
     batch_runs: BatchRuns = "auto",
     folds: FoldScheme = None,
     k: KFolds = None,
-    dev: DevSplit = "random",
+    dev: DevSplit = "auto",
+    record_test_curve: RecordTestCurve = False,
     layers: Layers = None,
     task: Task = "categorical",
     test_manifest: TestManifest = None,
@@ -182,7 +184,8 @@ def sweep(
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
         batch_runs=batch_runs,
-        folds=folds, k=k, dev=dev, layers=parse_layers(layers) if layers else None, task=task,
+        folds=folds, k=k, dev=dev, record_test_curve=record_test_curve, layers=parse_layers(layers) if layers else None,
+        task=task,
         test_manifest=test_manifest, label_map=parse_label_map(label_map), log=log, backend=backend,
         address=address, gpus_per_run=gpus_per_run, shard=share,
     )

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from ser.cli import validation
-from ser.cli.options import (Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, Seed, Threads, TrackingLog,
-                             Workdir)
+from ser.cli.options import (DevSplit, Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, RecordTestCurve,
+                             Seed, Threads, TrackingLog, Workdir)
 from ser.errors import UserInputError
 from ser.features.layer_spec import read_layer_spec
 
@@ -28,7 +28,7 @@ EXAMPLES = """Examples:
 
   ser train --head shiftlstm --shift-proportion 1/8 --shift-placement inplace --layers 8-12
 
-  ser train --head shiftcnn --standardize --epochs 15   (fbank/mfcc caches)
+  ser train --head shiftcnn --no-standardize --head-option spec_augment=true   (override the fbank/mfcc defaults)
 
   ser train --head cnn --head-option num_blocks=3 --head-option kernel_size=5 --run-name cnn3
 
@@ -116,7 +116,7 @@ def train(
     device: Device = "auto",
     folds: FoldScheme = None,
     k: KFolds = None,
-    dev: Annotated[str, typer.Option("--dev", help="Dev split: random (20% of training utterances) | speaker.")] = "random",
+    dev: DevSplit = "auto",
     layers: Annotated[Optional[str], typer.Option("--layers", help="Cache layers to use, e.g. 0,4,8-12 (default all).")] = None,
     shift_proportion: Annotated[
         Optional[str], typer.Option("--shift-proportion", help="Shifted channels PER DIRECTION: 1/2, 1/4, 1/8, 1/16.")
@@ -132,9 +132,11 @@ def train(
         Optional[list[str]], typer.Option("--head-option", help="key=value for any other head option (repeatable).")
     ] = None,
     standardize: Annotated[
-        bool, typer.Option("--standardize/--no-standardize", help="z-score features per layer and channel with "
-                           "each fold's training statistics (advised for fbank/mfcc caches).")
-    ] = False,
+        Optional[bool], typer.Option("--standardize/--no-standardize", help="z-score features per layer and channel "
+                                     "with each fold's training statistics (default: on for fbank/mfcc/eGeMAPS/ComParE "
+                                     "caches, off for pre-trained models' caches).", show_default=False)
+    ] = None,
+    record_test_curve: RecordTestCurve = False,
     task: Annotated[
         str, typer.Option("--task", help="What to learn: categorical (the manifest's label) | dimensional "
                           "(its arousal, valence, dominance; 1 − CCC loss).")
@@ -195,7 +197,7 @@ def train(
     config = TrainConfig.create(
         head, head_kwargs, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, task=task,
         layers=parse_layers(layers) if layers else None, folds=folds, k=k, dev=dev,
-        standardize=standardize, test_manifest=None if test_manifest is None else str(test_manifest),
+        standardize=standardize, record_test_curve=record_test_curve, test_manifest=None if test_manifest is None else str(test_manifest),
         label_map=parse_label_map(label_map),
     )
     warn_schedule(config.recipe)

@@ -96,7 +96,7 @@ def _why_not_speakers(train: pd.DataFrame, speakers_in_test: bool) -> str | None
     if "speaker" not in train.columns or train["speaker"].isna().any():
         return "no speaker on every training utterance"
     count = train["speaker"].astype(str).nunique()
-    return None if count >= MIN_DEV_SPEAKERS else f"{count} training speakers < {MIN_DEV_SPEAKERS}"
+    return None if count >= MIN_DEV_SPEAKERS else f"{count} training speaker{'s' * (count != 1)} < {MIN_DEV_SPEAKERS}"
 
 
 def _random_rows(ids: np.ndarray, labels: np.ndarray | None, fraction: float, seed: int,

@@ -91,6 +91,15 @@ _opensmile("egemaps", "openSMILE eGeMAPS v02: 25 LLDs / 10 ms, 1 layer; 88 funct
 _opensmile("compare", "openSMILE ComParE 2016: 65 LLDs / 10 ms, 1 layer; 6373 functionals (needs ser[opensmile])")
 
 
+WEIGHT_FREE_PREFIX = "ser:"  # the recorded source of a weight-free frontend: ser:fbank, ser:mfcc, ser:egemaps, …
+
+
+def is_weight_free(source: str) -> bool:
+    """Whether a cache's recorded `source` is a weight-free frontend (fbank, mfcc, egemaps, compare),
+    not a pre-trained model."""
+    return str(source).startswith(WEIGHT_FREE_PREFIX)
+
+
 def resolve_source(name_or_path: str) -> str:
     """What a --model value points at: an alias's hub id, a local directory (absolute), or a hub id."""
     if name_or_path in BACKBONES:

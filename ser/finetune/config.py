@@ -115,10 +115,11 @@ class FinetuneConfig:
     task: str = "categorical"
     folds: str | None = None
     k: int | None = None
-    dev: str = "random"
+    dev: str = "auto"  # auto | speaker | random (ser/data/fold.py dev_split)
     dev_fraction: float = 0.2
     fold_seed: int = 0
     corpus: str | None = None
+    record_test_curve: bool = False  # score test every epoch: history's test columns + the optimistic best epoch
 
     @classmethod
     def create(cls, model: str, head: str, head_kwargs: dict | None = None, **options) -> "FinetuneConfig":

@@ -34,7 +34,7 @@ from ser.training import run_dir as files
 from ser.finetune.config import FinetuneConfig, lr_factor
 from ser.finetune.data import FinetuneData, iterate, resolve_batching
 from ser.finetune.model import FinetuneModel
-from ser.training.loop import CHECKPOINT_EVERY_SECONDS, ProgressCallback, random_state, resume_state
+from ser.training.loop import CHECKPOINT_EVERY_SECONDS, ProgressCallback, random_state, record_test, resume_state
 from ser.training.recipes import OPTIMIZERS
 
 BACKBONE_DIR = "backbone"
@@ -122,7 +122,7 @@ def finetune_fold(
     if batching == "accumulate" and task.name != "categorical":
         raise UserInputError(f"--batching accumulate cannot train the {task.name} task (its loss needs whole batches)",
                              "use --batching crop or pad")
-    saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
+    saved_config = {**config.to_dict(), "fold": fold.name, "dev_split": fold.dev_split, "task_state": task.to_dict(),
                     "head_resolved": model.head.constructor_kwargs, "batching_resolved": batching,
                     "backbone_dir": BACKBONE_DIR, "model_type": model.backbone.config.model_type,
                     "sizes": {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows)}}
@@ -155,24 +155,24 @@ def finetune_fold(
             loss_sum += _train_step(model, optimizer, task, data, rows, batching, config, device)
             state["step"] += 1
         scores = {}
-        for split, rows in (("dev", dev_rows), ("test", test_rows)):
+        # Test: at the last epoch, or every epoch with record_test_curve (the dev-selected one after the loop).
+        testing = config.record_test_curve or epoch + 1 == recipe.epochs
+        for split, rows in (("dev", dev_rows), ("test", test_rows)) if testing else (("dev", dev_rows),):
             outputs = predict(model, data, rows, batching, eval_batch, config, device)
             targets = data.targets[torch.from_numpy(rows)]
             scores[split] = (task.evaluate(outputs, targets.numpy()), float(task.loss(torch.from_numpy(outputs), targets)))
-        (dev_metrics, dev_loss), (test_metrics, _) = scores["dev"], scores["test"]
+        (dev_metrics, dev_loss), test_metrics = scores["dev"], scores["test"][0] if testing else None
         row = {"epoch": epoch + 1, "train_loss": loss_sum / len(train_rows), "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
-        row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})
+        if config.record_test_curve:
+            row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})
         row.update({"lr": recipe.lr * factor, "backbone_lr": recipe.backbone_lr * factor,
                     "seconds": time.perf_counter() - started})
         state["history"].append(row)
         if dev_metrics[task.selection_metric] > state["best_score"]:
             state.update(best_score=dev_metrics[task.selection_metric], best_epoch=epoch + 1, best_dev=dev_metrics,
                          best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-        optimistic = state["optimistic"]
-        if optimistic is None or test_metrics[task.selection_metric] > optimistic[task.selection_metric]:
-            state["optimistic"] = {**test_metrics, "epoch": epoch + 1}
-        state["last_test"] = test_metrics
+        record_test(state, test_metrics, epoch, task.selection_metric, config.record_test_curve)
         state["epoch"] = epoch + 1
         if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
             files.save_torch(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -184,14 +184,11 @@ def finetune_fold(
     model.load_state_dict(state["best_state"])
     test_outputs = predict(model, data, test_rows, batching, eval_batch, config, device)
     targets = data.targets[torch.from_numpy(test_rows)].numpy()
-    metrics = {
-        "test": task.evaluate(test_outputs, targets),
-        "dev": state["best_dev"],
-        "best_epoch": state["best_epoch"],
-        "test_last": state["last_test"],
-        "test_best_epoch_optimistic": {**state["optimistic"], "note": "max over epochs of test "
-                                       f"{task.selection_metric}: optimistic, for comparison with papers only"},
-    }
+    metrics = {"test": task.evaluate(test_outputs, targets), "dev": state["best_dev"], "best_epoch": state["best_epoch"],
+               "test_last": state["last_test"]}
+    if state["optimistic"] is not None:  # record_test_curve only
+        metrics["test_best_epoch_optimistic"] = {**state["optimistic"], "note": "max over epochs of test "
+                                                 f"{task.selection_metric}: optimistic, for comparison with papers only"}
     head = model.head
     files.write_csv(out_dir / files.HISTORY, pd.DataFrame(state["history"]))
     files.write_csv(out_dir / files.PREDICTIONS, task.predictions([data.ids[r] for r in test_rows], test_outputs, targets))

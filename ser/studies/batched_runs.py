@@ -27,7 +27,8 @@ from ser.studies.sweep_progress import SweepProgress
 from ser.studies.sweep_worker import ERROR_FILE, EpochEvent, RunOutcome, RunTask, WorkerState, describe_error
 from ser.training.batched_loop import MemberResult, MemberSpec, train_group
 from ser.training.cache_access import available_ram_bytes
-from ser.training.config import TrainConfig, head_constructor_options
+from ser.training.config import TrainConfig
+from ser.training.feature_defaults import head_options, is_frontend_cache
 from ser.training.threads import use_threads
 from ser.training.tracking import Tracker, open_tracker
 from ser.training.training_data import TrainingData
@@ -47,7 +48,7 @@ def _group_key(config: TrainConfig, data: TrainingData) -> tuple | None:
     """Stacked-model key of a run (None: its head does not stack or cannot be built)."""
     try:
         head = create_head(config.head, data.dim, data.num_layers, data.task.num_outputs,
-                           **head_constructor_options(config.head_kwargs))
+                           **head_options(config, is_frontend_cache(data.cache_path)))
     except SerError:
         return None  # the solo path records the error in the run's directory
     key = stack_key(head)
@@ -58,7 +59,7 @@ def _group_key(config: TrainConfig, data: TrainingData) -> tuple | None:
 def member_bytes(config: TrainConfig, data: TrainingData) -> int:
     """Memory one member of a stacked model needs for a training step at the longest batch: its
     input (kept for the layer-sum gradient) and the activations autograd keeps."""
-    options = head_constructor_options(config.head_kwargs)
+    options = head_options(config, is_frontend_cache(data.cache_path))
     head = create_head(config.head, data.dim, data.num_layers, data.task.num_outputs, **options)
     frames = int(data.lengths.max()) if len(data.lengths) else 1
     per_frame = activation_floats_per_frame(head, data.num_layers, data.dim, frames)

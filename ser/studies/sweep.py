@@ -82,7 +82,8 @@ class SweepSettings:
     batch_runs: str = "auto"  # on | off | auto (on a GPU): runs that share a graph train as one stacked model
     folds: str | None = None  # fold scheme (None: the corpus default)
     k: int | None = None
-    dev: str = "random"
+    dev: str = "auto"  # auto | speaker | random (ser/data/fold.py dev_split)
+    record_test_curve: bool = False  # score test every epoch (history, optimistic best epoch)
     layers: list[int] | None = None
     task: str = "categorical"
     test_manifest: Path | None = None  # cross-corpus: test every run on this manifest's corpus
@@ -129,6 +130,7 @@ def train_config(point: dict[str, Any], settings: SweepSettings, corpus: str, mo
     return TrainConfig.create(
         point["head"], head_kwargs, **recipe, seed=point.get("seed", 0), standardize=point.get("standardize"),
         task=settings.task, layers=settings.layers, folds=settings.folds, k=settings.k, dev=settings.dev, model=model,
+        record_test_curve=settings.record_test_curve,
         corpus=corpus, label_map=settings.label_map, test_corpus=test_corpus,
         test_manifest=None if settings.test_manifest is None else str(Path(settings.test_manifest).resolve()),
     )

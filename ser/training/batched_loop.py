@@ -15,6 +15,7 @@ has not finished, and a finished member simply sits out.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from ser.training.adam import Adam
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig
 from ser.training.divergence import check_loss, check_outputs
-from ser.training.loop import CHECKPOINT_EVERY_SECONDS, fresh_state, random_state, start_fold, write_fold_results
+from ser.training.loop import (CHECKPOINT_EVERY_SECONDS, fresh_state, random_state, record_test, scores_test, start_fold,
+                               write_fold_results)
 from ser.training.recipes import build_optimizer, lr_at
 from ser.training.stacked_optim import StackedAdam
 from ser.training.training_data import FeatureScaler, TrainingData
@@ -90,11 +92,12 @@ class _Member:
 def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict) -> _Member | dict:
     """What `train_fold` does before its first epoch, for one member (config.json written); a
     finished member's metrics.json dict instead when it has nothing left to train."""
-    config, out_dir = spec.config, Path(spec.out_dir)
-    started = start_fold(config, data, spec.fold, out_dir)
+    out_dir = Path(spec.out_dir)
+    started = start_fold(spec.config, data, spec.fold, out_dir)
     if isinstance(started, dict):
         return started
-    task, head, saved_config, rows = started.task, started.head, started.saved_config, started.rows
+    task, head, saved_config, rows, config = started.task, started.head, started.saved_config, started.rows, started.config
+    spec = dataclasses.replace(spec, config=config)  # the features' defaults resolved
     scaler = None
     if config.standardize:
         key = rows[0].tobytes()  # members of one fold share its statistics
@@ -156,7 +159,8 @@ class _Group:
 
     @torch.no_grad()
     def predict(self, which: int, batch_size: int, members: list[int]) -> dict[int, np.ndarray]:
-        """Outputs (N, C) of `members` on their rows[which] (dev: 1, test: 2), in row order."""
+        """Outputs (N, C) of `members` on their rows[which] (dev: 1, test: 2), in row order (none
+        for a member without such rows)."""
         members = [k for k in members if len(self.members[k].rows[which])]
         if not members:
             return {}
@@ -246,10 +250,12 @@ def _end_epoch(group: _Group, epoch: int, trained: list[int], started: float) ->
     if not live:
         return
     eval_batch = 2 * max(group.members[k].spec.config.recipe.batch_size for k in live)
-    dev, test = group.predict(1, eval_batch, live), group.predict(2, eval_batch, live)
+    testing = [k for k in live if scores_test(group.members[k].spec.config, len(group.members[k].rows[2]), epoch,
+                                              group.members[k].epochs)]  # their last epoch, or every one (curve)
+    dev, test = group.predict(1, eval_batch, live), group.predict(2, eval_batch, testing)
     for k in live:
         m = group.members[k]
-        task, state = m.task, m.state
+        task, state, config = m.task, m.state, m.spec.config
         try:
             dev_metrics, dev_loss = _score(m, data, 1, dev[k], epoch + 1)
             test_metrics = _score(m, data, 2, test[k], epoch + 1)[0] if k in test else None
@@ -258,16 +264,14 @@ def _end_epoch(group: _Group, epoch: int, trained: list[int], started: float) ->
             continue
         row = {"epoch": epoch + 1, "train_loss": m.loss_sum / max(m.seen, 1), "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
-        row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics} if test_metrics else {})
+        if config.record_test_curve and test_metrics:
+            row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})
         row.update({"lr": m.lr, "seconds": time.perf_counter() - started})
         state["history"].append(row)
         if dev_metrics[task.selection_metric] > state["best_score"]:
             state.update(best_score=dev_metrics[task.selection_metric], best_epoch=epoch + 1, best_dev=dev_metrics,
                          best_state=group.member_state_dict(k))
-        optimistic = state["optimistic"]
-        if test_metrics and (optimistic is None or test_metrics[task.selection_metric] > optimistic[task.selection_metric]):
-            state["optimistic"] = {**test_metrics, "epoch": epoch + 1}
-        state["last_test"] = test_metrics
+        record_test(state, test_metrics, epoch, task.selection_metric, config.record_test_curve)
         state["epoch"] = epoch + 1
         m.last_row = row
 

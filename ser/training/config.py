@@ -11,6 +11,7 @@ from ser.training.recipes import Recipe, recipe_for
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
 CROSS_CORPUS_FIELDS = ("test_manifest", "test_corpus", "label_map")
+AUTO_STANDARDIZE = "auto"
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,13 @@ class TrainConfig:
     layers: list[int] | None = None  # None = every layer of the cache
     folds: str | None = None  # fold scheme; None = the corpus default
     k: int | None = None
-    dev: str = "random"
+    dev: str = "auto"  # auto | speaker | random (ser/data/fold.py dev_split)
     dev_fraction: float = 0.2
     fold_seed: int = 0  # the protocol stays fixed while the training seed varies
-    standardize: bool = False  # per-layer, per-channel z-scores with the fold's training statistics
+    record_test_curve: bool = False  # score test every epoch: history's test columns + the optimistic best epoch
+    # per-layer, per-channel z-scores with the fold's training statistics; "auto": on for weight-free
+    # frontend caches (fbank, mfcc, …), off for SSL caches (feature_defaults.py)
+    standardize: bool | str = "auto"
     model: str | None = None  # the cache's model alias (informational)
     corpus: str | None = None
     text_model: str | None = None  # a teacher's text cache model (ser/distill/teacher.py); None = audio only
@@ -92,10 +96,10 @@ class TrainConfig:
             parts.append("L" + "_".join(map(str, self.layers)))
         if self.folds is not None:
             parts.append(self.folds.split(":")[0] + (str(self.k) if self.k else ""))  # emobox:DIR → emobox
-        if self.dev != "random":
+        if self.dev != "auto":
             parts.append(f"dev{self.dev}")
-        if self.standardize:
-            parts.append("std")
+        if self.standardize != AUTO_STANDARDIZE:
+            parts.append("std" if self.standardize else "nostd")
         if self.task != "categorical":
             parts.append(self.task)
         parts.append(f"s{self.seed}")

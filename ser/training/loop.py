@@ -1,15 +1,18 @@
 """The training loop of one fold (`train_fold`): from loaded data and a fold to a finished run directory.
 
 The loop is task-agnostic: the task (tasks.py) supplies targets, loss and metrics. Model
-selection uses dev only (`task.selection_metric`, higher is better); test is scored every
-epoch just to log history and the labelled optimistic number, and the reported test metrics
-come from the dev-selected epoch. A checkpoint (model, optimiser, RNG states, history,
-best-dev state) replaces the previous one at most every 30 s, so rerunning an interrupted
-command continues where it stopped and ends with the same metrics.
+selection uses dev only (`task.selection_metric`, higher is better): the weights of the best dev
+epoch are kept (a state-dict copy, also in the checkpoint). Test is touched twice: at the last
+epoch (`test_last`) and, with the kept weights, at the dev-selected epoch (`test`). Only
+`record_test_curve` scores it every epoch, for history's test columns and the labelled optimistic
+best-test-epoch number. A checkpoint (model, optimiser, RNG states, history, best-dev state)
+replaces the previous one at most every 30 s, so rerunning an interrupted command continues where
+it stopped and ends with the same metrics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import sys
@@ -30,9 +33,10 @@ from ser.training import run_dir as files
 from ser.training.adam import Adam
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.calibration import calibrate_fold
-from ser.training.config import TrainConfig, head_constructor_options
+from ser.training.config import TrainConfig
 from ser.training.divergence import check_loss, check_outputs
-from ser.training.recipes import build_optimizer, corpus_head_defaults, lr_at
+from ser.training.feature_defaults import head_options, is_frontend_cache, resolved_standardize
+from ser.training.recipes import build_optimizer, lr_at
 from ser.training.training_data import FeatureScaler, TrainingData
 
 CHECKPOINT_EVERY_SECONDS = 30.0  # a resume checkpoint (weights + optimiser state) costs ~0.2 s at D=768
@@ -128,6 +132,7 @@ class FoldStart:
     head: nn.Module
     saved_config: dict
     rows: tuple[np.ndarray, np.ndarray, np.ndarray]  # train, dev, test positions into the data
+    config: TrainConfig  # the run's config with the features' defaults resolved (standardize: True/False)
 
 
 def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Path) -> FoldStart | dict:
@@ -139,11 +144,14 @@ def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Pat
         raise TrainingError(f"the data holds layers {data.layers}, the config asks for {config.layers}")
     rows = tuple(data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
     task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(rows[0])])
+    frontend = is_frontend_cache(data.cache_path)
+    config = dataclasses.replace(config, standardize=resolved_standardize(config.standardize, frontend))
     seed_everything(config.seed)
-    options = {**corpus_head_defaults(config.head, config.corpus), **head_constructor_options(config.head_kwargs)}
     # Built before anything is written, so a bad head option leaves no run directory behind.
-    head = create_head(config.head, data.dim, data.num_layers, task.num_outputs, **options).to(data.device)
-    saved_config = {**config.to_dict(), "fold": fold.name, "task_state": task.to_dict(),
+    head = create_head(config.head, data.dim, data.num_layers, task.num_outputs,
+                       **head_options(config, frontend)).to(data.device)
+    saved_config = {**config.to_dict(), "fold": fold.name, "dev_split": fold.dev_split,
+                    "spec_augment": head.spec_augment is not None, "task_state": task.to_dict(),
                     "head_resolved": head.constructor_kwargs,
                     "sizes": {"train": len(rows[0]), "dev": len(rows[1]), "test": len(rows[2])}}
     for note in files.set_aside_damaged(out_dir):
@@ -152,7 +160,7 @@ def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Pat
     if files.is_finished(out_dir):
         return files.read_json(out_dir / files.METRICS)
     files.write_json(out_dir / files.CONFIG, saved_config)
-    return FoldStart(task, head, saved_config, rows)
+    return FoldStart(task, head, saved_config, rows, config)
 
 
 def train_fold(
@@ -175,7 +183,7 @@ def train_fold(
     started = start_fold(config, data, fold, out_dir)
     if isinstance(started, dict):
         return started
-    task, head, saved_config = started.task, started.head, started.saved_config
+    task, head, saved_config, config = started.task, started.head, started.saved_config, started.config
     train_rows, dev_rows, test_rows = started.rows
 
     recipe = config.recipe
@@ -213,19 +221,17 @@ def train_fold(
             seen += len(targets)
         dev_metrics, dev_loss, _ = _score(task, head, data, dev_rows, eval_batch, scaler, "dev", epoch + 1)
         test_metrics = (_score(task, head, data, test_rows, eval_batch, scaler, "test", epoch + 1)[0]
-                        if len(test_rows) else None)
+                        if scores_test(config, len(test_rows), epoch, total_epochs) else None)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
-        row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics} if test_metrics else {})
+        if config.record_test_curve and test_metrics:
+            row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})
         row.update({"lr": lr, "seconds": time.perf_counter() - started})
         state["history"].append(row)
         if dev_metrics[task.selection_metric] > state["best_score"]:
             state.update(best_score=dev_metrics[task.selection_metric], best_epoch=epoch + 1, best_dev=dev_metrics,
                          best_state={k: v.detach().cpu().clone() for k, v in head.state_dict().items()})
-        optimistic = state["optimistic"]
-        if test_metrics and (optimistic is None or test_metrics[task.selection_metric] > optimistic[task.selection_metric]):
-            state["optimistic"] = {**test_metrics, "epoch": epoch + 1}
-        state["last_test"] = test_metrics
+        record_test(state, test_metrics, epoch, task.selection_metric, config.record_test_curve)
         state["epoch"] = epoch + 1
         if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
             files.save_torch(checkpoint_path, {"model": head.state_dict(), "optimizer": optimizer.state_dict(),
@@ -238,6 +244,22 @@ def train_fold(
                               dev_rows=dev_rows)
 
 
+def scores_test(config: TrainConfig, test_size: int, epoch: int, total_epochs: int) -> bool:
+    """Whether epoch `epoch` (0-based) scores test: the last epoch, or every one with record_test_curve."""
+    return test_size > 0 and (config.record_test_curve or epoch + 1 == total_epochs)
+
+
+def record_test(state: dict, test_metrics: dict | None, epoch: int, selection_metric: str, curve: bool) -> None:
+    """Keep an epoch's test metrics (None: not scored this epoch) as the last ones and, with the
+    curve, as the optimistic best so far."""
+    if test_metrics is None:
+        return
+    state["last_test"] = test_metrics
+    optimistic = state["optimistic"]
+    if curve and (optimistic is None or test_metrics[selection_metric] > optimistic[selection_metric]):
+        state["optimistic"] = {**test_metrics, "epoch": epoch + 1}
+
+
 def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.Module, state: dict,
                        saved_config: dict, scaler: FeatureScaler | None, test_rows: np.ndarray, out_dir: Path,
                        dev_rows: np.ndarray | None = None) -> dict:
@@ -247,20 +269,17 @@ def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.M
     metrics.json's dict."""
     head.load_state_dict(state["best_state"])
     metrics = {"test": None, "dev": state["best_dev"], "best_epoch": state["best_epoch"], "test_last": None,
-               "test_best_epoch_optimistic": None, "note": "no test set: trained on every labelled utterance"}
+               "note": "no test set: trained on every labelled utterance"}
     files.write_csv(out_dir / files.HISTORY, pd.DataFrame(state["history"]))
     if len(test_rows):  # a fold without test (`--fold none`) has neither test metrics nor predictions
         test_metrics, _, test_outputs = _score(task, head, data, test_rows, 2 * config.recipe.batch_size, scaler,
                                                "test", state["best_epoch"])
         targets = data.targets[torch.from_numpy(test_rows).to(data.device)].cpu().numpy()
-        metrics = {
-            "test": test_metrics,
-            "dev": state["best_dev"],
-            "best_epoch": state["best_epoch"],
-            "test_last": state["last_test"],
-            "test_best_epoch_optimistic": {**state["optimistic"], "note": "max over epochs of test "
-                                           f"{task.selection_metric}: optimistic, for comparison with papers only"},
-        }
+        metrics = {"test": test_metrics, "dev": state["best_dev"], "best_epoch": state["best_epoch"],
+                   "test_last": state["last_test"]}
+        if state["optimistic"] is not None:  # record_test_curve only
+            metrics["test_best_epoch_optimistic"] = {**state["optimistic"], "note": "max over epochs of test "
+                                                     f"{task.selection_metric}: optimistic, for comparison with papers only"}
         files.write_csv(out_dir / files.PREDICTIONS, task.predictions([data.ids[r] for r in test_rows], test_outputs, targets))
     if dev_rows is not None and task.name == "categorical":  # temperature scaling, fitted on dev (calibration.py)
         dev_outputs = _score(task, head, data, dev_rows, 2 * config.recipe.batch_size, scaler, "dev")[2]

@@ -137,7 +137,9 @@ def fold_summary(fold_metrics: dict[str, dict], run_dir: Path | None = None) -> 
     folds = list(fold_metrics)
     summary: dict = {"folds": folds}
     for section in ("test", "dev", "test_last", "test_best_epoch_optimistic"):
-        first = fold_metrics[folds[0]].get(section, {})
+        if not all(isinstance(fold_metrics[fold].get(section), dict) for fold in folds):
+            continue  # e.g. the optimistic numbers of runs without --record-test-curve
+        first = fold_metrics[folds[0]][section]
         names = [name for name, value in first.items() if isinstance(value, (int, float)) and name != "epoch"]
         summary[section] = {}
         for name in names:

@@ -110,7 +110,9 @@ def test_wavlm_epoch_trains_transformer_not_cnn_and_writes_the_run_dir(workspace
     assert config["setting"] == "finetune" and config["backbone_dir"] == "backbone"
     assert config["batching_resolved"] == "crop"  # group norm: never padded
     assert len(json.loads((fold_dir / files.LAYER_WEIGHTS).read_text())["weights"]) == 3  # L+1 hidden states
-    assert set(metrics) == {"test", "dev", "best_epoch", "test_last", "test_best_epoch_optimistic"}
+    assert set(metrics) == {"test", "dev", "best_epoch", "test_last"}  # the optimistic number is opt-in
+    assert "test_ua" not in pd.read_csv(fold_dir / files.HISTORY).columns  # test is scored twice, not per epoch
+    assert config["dev_split"] == "random (1 training speaker < 4)" and config["record_test_curve"] is False
 
 
 @pytest.mark.parametrize("family, changes", [("hubert", {"batching": "accumulate"}), ("wav2vec2", {"freeze_layers": 1})])

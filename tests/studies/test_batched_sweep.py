@@ -16,11 +16,13 @@ import pandas as pd
 import pytest
 import torch
 
+from ser.heads import create_head
 from ser.studies.grid import build_grid
 from ser.studies.sweep import SweepSettings, run_sweep
 from ser.training import run_dir as files
+from ser.training import batched_loop, loop
 from ser.training.batched_loop import MemberSpec, train_group
-from ser.training.config import TrainConfig
+from ser.training.config import TrainConfig, head_constructor_options
 from ser.training.loading import load_training_data
 from ser.training.loop import train_fold
 from ser.training.protocol import protocol_folds
@@ -40,6 +42,15 @@ def state_dict(run_dir: Path) -> dict:
 
 EPOCHS = 3  # of three optimiser steps each (fold 1), at the recipe's own learning rate from step one
 WEIGHT_DECAY = 0.5  # every family, Adam (L2) and AdamW (decoupled) alike: a dropped decay shows
+
+
+def reference_spec_augment(head: str, kwargs: dict, dim: int) -> dict:
+    """`kwargs` with the head's reference SpecAugment set explicitly (unless given): an fbank cache
+    turns it off by default, and these comparisons must keep each member's own mask draws."""
+    if "spec_augment" in kwargs:
+        return kwargs
+    preset = create_head(head, dim, 1, 4, **head_constructor_options(kwargs))
+    return {**kwargs, "spec_augment": preset.spec_augment is not None}
 
 
 def assert_close_values(ours, theirs, tolerance: float, where: str = "") -> None:
@@ -82,8 +93,9 @@ def assert_members_match_solo_runs(workspace: Path, tmp_path: Path, variants: li
                               device="cpu")
     folds = protocol_folds(TrainConfig.create(variants[0][0], epochs=1), data)
     batch_size = math.ceil(len(folds[0].train) / 3)  # one epoch = three optimiser steps on fold 1
-    specs = [MemberSpec(TrainConfig.create(head, kwargs, epochs=epochs, batch_size=batch_size, seed=seed,
-                                           standardize=True, warmup_epochs=0, weight_decay=WEIGHT_DECAY),
+    specs = [MemberSpec(TrainConfig.create(head, reference_spec_augment(head, kwargs, data.dim), epochs=epochs,
+                                           batch_size=batch_size, seed=seed, standardize=True, warmup_epochs=0,
+                                           weight_decay=WEIGHT_DECAY),
                         folds[fold], tmp_path / f"batched{i}") for i, (head, kwargs, seed, fold) in enumerate(variants)]
     results = train_group(specs, data)
     assert [r.error for r in results] == [None] * len(specs)
@@ -170,6 +182,36 @@ def test_ctarnn_members_match_solo_runs(workspace: Path, tmp_path: Path):
     assert_members_match_solo_runs(workspace, tmp_path, [
         ("ctarnn", {"hidden_size": 16}, 0, 0), ("ctarnn", {"hidden_size": 16}, 1, 0), ("ctarnn", {"hidden_size": 16}, 2, 1)],
         noise_driven=r"pool\.score\.bias")
+
+
+def test_stacked_members_score_test_exactly_twice(workspace: Path, tmp_path: Path, monkeypatch):
+    """Each member: at its last epoch (stacked) and at its dev-selected epoch (write_fold_results)."""
+    scored = []
+    stacked_score, solo_score = batched_loop._score, loop._score
+
+    def counting_stacked(member, data, which, outputs, epoch):
+        if which == 2:
+            scored.append((member.spec.out_dir.name, epoch))
+        return stacked_score(member, data, which, outputs, epoch)
+
+    def counting_solo(task, head, data, rows, batch_size, scaler, split="", epoch=0):
+        assert split == "test"  # the only solo scoring left: the kept dev-selected weights
+        scored.append(("selected", epoch))
+        return solo_score(task, head, data, rows, batch_size, scaler, split, epoch)
+
+    monkeypatch.setattr(batched_loop, "_score", counting_stacked)
+    monkeypatch.setattr(loop, "_score", counting_solo)
+    data = load_training_data(workspace / "manifests" / "synthetic.csv", workspace / "cache" / "synthetic" / "fbank.h5",
+                              device="cpu")
+    folds = protocol_folds(TrainConfig.create("shiftcnn"), data)
+    specs = [MemberSpec(TrainConfig.create("shiftcnn", seed=seed, epochs=epochs, batch_size=16), folds[0],
+                        tmp_path / f"member{seed}") for seed, epochs in ((0, 3), (1, 2))]
+    results = train_group(specs, data)
+    best = [result.metrics["best_epoch"] for result in results]
+    assert sorted(scored) == sorted([("member0", 3), ("member1", 2), ("selected", best[0]), ("selected", best[1])])
+    for spec, result in zip(specs, results):
+        assert "test_best_epoch_optimistic" not in result.metrics
+        assert not any(c.startswith("test_") for c in pd.read_csv(spec.out_dir / files.HISTORY).columns)
 
 
 def sweep_command(workspace: Path, out: Path) -> list[str]:

@@ -29,7 +29,8 @@ def sweep_dir(tmp_path_factory, build_fbank_workspace) -> Path:
          {"head": ("linear",), "shift_placement": ("residual",), "seed": (0,), "epochs": (2,)}),  # fails
         folds=("1",),
     )
-    outcome = run_sweep(grid, SweepSettings(workdir=workspace, out=root / "sweep", device="cpu", jobs=1))
+    outcome = run_sweep(grid, SweepSettings(workdir=workspace, out=root / "sweep", device="cpu", jobs=1,
+                                            record_test_curve=True))  # for the labelled optimistic table
     assert (outcome.done, outcome.failed) == (4, 1)
     return root / "sweep"
 
@@ -78,6 +79,18 @@ def test_optimistic_numbers_sit_only_in_their_labelled_table(sweep_dir: Path, re
     best = [json.loads((d / "metrics.json").read_text())["test_best_epoch_optimistic"]["ua"] for d in run_dirs]
     row = next(line for line in optimistic.splitlines() if line.startswith("| shiftcnn 1/2 residual"))
     assert f"{100 * np.mean(best):.2f} ± {100 * np.std(best, ddof=1):.2f} (n=2)" in row
+
+
+def test_runs_without_the_test_curve_have_no_optimistic_table(sweep_dir: Path, tmp_path: Path):
+    """What runs write without --record-test-curve: metrics.json without the optimistic block."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, copy)
+    for path in copy.rglob("metrics.json"):
+        metrics = json.loads(path.read_text())
+        metrics.pop("test_best_epoch_optimistic", None)
+        path.write_text(json.dumps(metrics))
+    markdown = write_report(copy, tmp_path / "report").read_text()
+    assert "optimistic" not in markdown.lower() and "### Test UA" in markdown
 
 
 def test_figures_are_written_and_failed_runs_listed(report: Path):

@@ -12,6 +12,7 @@ from ser.errors import TrainingError, UserInputError
 from ser.training import run_dir as files
 from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
+from ser.training import loop
 from ser.training.loop import train_fold
 from ser.training.protocol import protocol_folds, select_folds
 from ser.training.run import train_folds
@@ -57,18 +58,45 @@ def test_train_fold_writes_the_run_directory(data, tmp_path):
     for name in (files.CONFIG, files.METRICS, files.HISTORY, files.PREDICTIONS, files.LAYER_WEIGHTS, files.MODEL):
         assert (tmp_path / name).is_file(), name
     assert not (tmp_path / files.CHECKPOINT).exists()
-    assert set(metrics) == {"test", "dev", "best_epoch", "test_last", "test_best_epoch_optimistic"}
+    assert set(metrics) == {"test", "dev", "best_epoch", "test_last"}  # the optimistic number is opt-in
     assert set(metrics["test"]) == {"ua", "wa", "macro_f1", "confusion", "labels"}
     assert np.sum(metrics["test"]["confusion"]) == len(fold.test)
 
     history = pd.read_csv(tmp_path / files.HISTORY)
-    assert list(history.columns) == ["epoch", "train_loss", "dev_loss", "dev_ua", "dev_wa", "test_ua", "test_wa", "lr", "seconds"]
+    assert list(history.columns) == ["epoch", "train_loss", "dev_loss", "dev_ua", "dev_wa", "lr", "seconds"]  # no test
     assert list(history["epoch"]) == [1, 2, 3]
     best = history[history["epoch"] == metrics["best_epoch"]].iloc[0]
     assert best["dev_ua"] == pytest.approx(history["dev_ua"].max())  # chosen on dev
-    assert metrics["test"]["ua"] == pytest.approx(best["test_ua"])  # reported test = dev-selected epoch
-    assert metrics["test_best_epoch_optimistic"]["ua"] == pytest.approx(history["test_ua"].max())
-    assert metrics["test_last"]["ua"] == pytest.approx(history["test_ua"].iloc[-1])
+    config = files.read_json(tmp_path / files.CONFIG)
+    assert config["record_test_curve"] is False and config["dev_split"] == fold.dev_split
+
+    curve_dir = tmp_path / "curve"
+    curve = train_fold(small_config(record_test_curve=True), data, fold, curve_dir)
+    assert set(curve) == {"test", "dev", "best_epoch", "test_last", "test_best_epoch_optimistic"}
+    history = pd.read_csv(curve_dir / files.HISTORY)
+    assert list(history.columns) == ["epoch", "train_loss", "dev_loss", "dev_ua", "dev_wa", "test_ua", "test_wa", "lr", "seconds"]
+    best = history[history["epoch"] == curve["best_epoch"]].iloc[0]
+    assert curve["test"]["ua"] == pytest.approx(best["test_ua"])  # reported test = dev-selected epoch
+    assert curve["test_best_epoch_optimistic"]["ua"] == pytest.approx(history["test_ua"].max())
+    assert curve["test_last"]["ua"] == pytest.approx(history["test_ua"].iloc[-1])
+    for part in ("test", "dev", "test_last"):  # scoring test every epoch changes nothing else
+        assert curve[part] == metrics[part]
+
+
+def test_a_run_scores_test_exactly_twice(data, tmp_path, monkeypatch):
+    """At the last epoch and, with the kept weights, at the dev-selected one: never per epoch."""
+    scored = []
+    real_score = loop._score
+
+    def counting_score(task, head, data, rows, batch_size, scaler, split="", epoch=0):
+        scored.append((split, epoch))
+        return real_score(task, head, data, rows, batch_size, scaler, split, epoch)
+
+    monkeypatch.setattr(loop, "_score", counting_score)
+    fold = protocol_folds(small_config(), data)[0]
+    metrics = train_fold(small_config(epochs=4), data, fold, tmp_path)
+    assert [epoch for split, epoch in scored if split == "test"] == [4, metrics["best_epoch"]]
+    assert [epoch for split, epoch in scored if split == "dev"] == [1, 2, 3, 4]
 
     predictions = pd.read_csv(tmp_path / files.PREDICTIONS)
     assert sorted(predictions["id"]) == sorted(fold.test)
