@@ -152,7 +152,8 @@ def crossfit_parts(fold: Fold, parts: int, seed: int) -> list[Fold]:
     for j, group in enumerate(groups):
         held = set(group.tolist())
         train = [utt for i, utt in enumerate(fold.train) if i not in held]
-        inner.append(Fold(f"{fold.name}-part{j}", train, list(fold.dev), [fold.train[i] for i in sorted(held)]))
+        inner.append(Fold(f"{fold.name}-part{j}", train, list(fold.dev), [fold.train[i] for i in sorted(held)],
+                          fold.dev_split))
     return inner
 
 

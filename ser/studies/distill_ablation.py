@@ -62,15 +62,17 @@ def ablation_runs(
     estimates: tuple[str, ...] = ("none", "heldout", "mc-dropout", "agreement"),
     settings: DistillConfig = DistillConfig(),
     device: str = "cpu",
+    dev: str = "auto",
     **recipe,
 ) -> pd.DataFrame:
-    """Train audio-only, teacher and one student per estimate for every seed → one row per run."""
+    """Train audio-only, teacher and one student per estimate for every seed → one row per run
+    (`dev`: the dev split of the audio-only and teacher runs; students inherit the teacher's)."""
     rows = []
     for seed in seeds:
-        audio = TrainConfig.create(head, seed=seed, task="dimensional", **recipe)
+        audio = TrainConfig.create(head, seed=seed, task="dimensional", dev=dev, **recipe)
         run_dir, results = run_training(workdir, audio, which, device=device)
         rows.append(_row(f"audio-only ({head})", seed, results, run_dir))
-        teacher = TrainConfig.create(TEACHER_HEAD, seed=seed, task="dimensional", **recipe)
+        teacher = TrainConfig.create(TEACHER_HEAD, seed=seed, task="dimensional", dev=dev, **recipe)
         teacher_dir, results = run_teacher_training(workdir, teacher, text_model, which, device=device)
         rows.append(_row("teacher (audio + text)", seed, results, teacher_dir))
         for estimate in estimates:

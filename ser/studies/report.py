@@ -187,8 +187,11 @@ def protocol_text(done: pd.DataFrame) -> str:
     """How the numbers were obtained, stated plainly at the top of the report."""
     folds = sorted(done["fold_name"].dropna().astype(str).unique()) if "fold_name" in done.columns else []
     held_out = f"Test folds: {', '.join(folds)} (each held out in turn). " if folds else ""
+    splits = done["dev_split"].dropna().astype(str).value_counts() if "dev_split" in done.columns else {}
+    dev = ("Dev splits (run × fold results): " + ", ".join(f"{mode} ({count})" for mode, count in splits.items())
+           + ". ") if len(splits) else ""
     return (
-        f"**Protocol.** {held_out}Every number is a test-set metric at the epoch chosen on the dev split "
+        f"**Protocol.** {held_out}{dev}Every number is a test-set metric at the epoch chosen on the dev split "
         "alone (UA; CCC mean for dimensional runs): test scores of other epochs never influence the choice. "
         "Cells show mean ± sample std (ddof=1) over folds and seeds; n counts the run × fold results, each "
         "configuration, seed and fold once. Intervals are 95% percentile bootstraps over the test utterances "

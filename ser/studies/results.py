@@ -76,7 +76,8 @@ def config_columns(config: dict) -> dict[str, Any]:
         "seed": config.get("seed"),
         "fold": config.get("fold"),
     }
-    for key in ("epochs", "lr", "batch_size", "weight_decay", "standardize", "layers", "model", "task", "test_corpus"):
+    for key in ("epochs", "lr", "batch_size", "weight_decay", "standardize", "layers", "model", "task", "test_corpus",
+                "dev_split"):
         if key in config:
             value = config[key]
             row[key] = ",".join(map(str, value)) if isinstance(value, list) else value

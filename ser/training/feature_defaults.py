@@ -21,6 +21,7 @@ from pathlib import Path
 from ser.errors import UserInputError
 from ser.features.backbones import is_weight_free
 from ser.features.cache import read_attrs
+from ser.heads import HEADS
 from ser.training.config import AUTO_STANDARDIZE, TrainConfig, head_constructor_options
 from ser.training.recipes import corpus_head_defaults
 
@@ -37,13 +38,16 @@ def resolved_standardize(setting: bool | str, frontend: bool) -> bool:
     return frontend if setting == AUTO_STANDARDIZE else bool(setting)
 
 
-def feature_head_defaults(frontend: bool) -> dict:
-    """Head options that frontend features change unless the run sets them."""
-    return {"spec_augment": False} if frontend else {}
+def feature_head_defaults(head: str, frontend: bool) -> dict:
+    """Head options that frontend features change unless the run sets them (those the head takes:
+    the multimodal teacher has no SpecAugment)."""
+    defaults = {"spec_augment": False} if frontend else {}
+    accepted = HEADS.get(head).options()
+    return {name: value for name, value in defaults.items() if name in accepted}
 
 
 def head_options(config: TrainConfig, frontend: bool) -> dict:
     """The head constructor's options for a run: the reference's per-corpus defaults, then the
     features' defaults, then the run's own options (which win)."""
-    return {**corpus_head_defaults(config.head, config.corpus), **feature_head_defaults(frontend),
+    return {**corpus_head_defaults(config.head, config.corpus), **feature_head_defaults(config.head, frontend),
             **head_constructor_options(config.head_kwargs)}

@@ -1,9 +1,9 @@
 """Experiment tracking (`--log tensorboard|mlflow`, off by default; extra `ser[tracking]`).
 
 One tracker per run × fold records the run's configuration, every epoch's history row (losses,
-dev and test metrics, learning rate) and the final metrics.json numbers:
+dev metrics, learning rate; test metrics with --record-test-curve) and the final metrics.json numbers:
 - `tensorboard`: event files in `<fold dir>/tensorboard/` (`tensorboard --logdir runs/`); tags
-  `train/loss`, `dev/loss`, `dev/ua`, `test/ua`, …, `lr`, and `final/test_ua`, …
+  `train/loss`, `dev/loss`, `dev/ua`, (`test/ua`), …, `lr`, and `final/test_ua`, …
 - `mlflow`: one MLflow run named `<run>/<fold>` in the experiment `ser/<corpus>/<model>`, stored
   where `$MLFLOW_TRACKING_URI` says, else in `sqlite:///<dir holding the runs>/mlflow.db`.
 

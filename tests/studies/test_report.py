@@ -58,6 +58,7 @@ def parse_cell(cell: str) -> tuple[float, float, int]:
 def test_tables_equal_the_per_run_metrics_files(sweep_dir: Path, report: Path):
     markdown = report.read_text()
     assert "dev split" in markdown and "Optimistic" in markdown
+    assert "Dev splits (run × fold results): random (2 training speakers < 4) (4)." in markdown  # 4 speakers, 2 sessions
     for metric in ("ua", "wa"):
         cells = table_cells(markdown, f"### Test {metric.upper()} — shift_placement = residual")
         for proportion in ("1/2", "1/8"):

@@ -47,7 +47,8 @@ def test_tensorboard_events_hold_every_epoch_and_the_final_metrics(workspace, tm
     assert [event.value for event in logged["dev/ua"]] == pytest.approx(history["dev_ua"].tolist(), rel=1e-6)
     (final,) = logged["final/test_ua"]
     assert final.value == pytest.approx(results["fold1"]["test"]["ua"]) and final.step == results["fold1"]["best_epoch"]
-    assert {"dev/loss", "test/ua", "lr", "final/dev_ua"} <= set(logged)
+    assert {"dev/loss", "lr", "final/dev_ua", "final/test_last_ua"} <= set(logged)
+    assert "test/ua" not in logged  # test is scored per epoch only with --record-test-curve
 
 
 def test_mlflow_run_holds_the_config_every_epoch_and_the_final_metrics(workspace, tmp_path, monkeypatch):
