@@ -36,7 +36,7 @@ def workspace(tmp_path_factory) -> Path:
 
 def test_every_layer_and_all_layers_are_probed_and_drawn(workspace: Path):
     outcome = write_probe(workspace, ProbeProtocol(dev_fraction=0.25))
-    assert outcome.out_dir == workspace / "runs" / "synthetic" / "tiny-wavlm" / "probe-categorical-default-random0.25-s0"
+    assert outcome.out_dir == workspace / "runs" / "synthetic" / "tiny-wavlm" / "probe-categorical-default-auto0.25-s0"
     table = pd.read_csv(outcome.out_dir / "probe.csv", dtype={"layer": str, "fold": str})
     assert list(dict.fromkeys(table["layer"])) == [str(i) for i in range(13)] + [ALL_LAYERS]
     assert set(table["fold"]) == {"Ses01", "Ses02"}
