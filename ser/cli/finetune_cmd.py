@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import (DevSplit, Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, RecordTestCurve,
+from ser.cli.options import (Device, DevSplit, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, RecordTestCurve,
                              Seed, TrackingLog, Workdir)
 from ser.cli.train_cmd import ProgressBar, parse_head_options, print_results
 

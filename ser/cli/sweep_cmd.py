@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ser.cli import validation
-from ser.cli.options import (DevSplit, Device, FoldScheme, KFolds, ManifestPath, OutPath, RecordTestCurve,
+from ser.cli.options import (Device, DevSplit, FoldScheme, KFolds, ManifestPath, OutPath, RecordTestCurve,
                              TrackingLog, Workdir)
 from ser.cli.train_cmd import LabelMap, TestManifest
 

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ser.cli import validation
-from ser.cli.options import (DevSplit, Device, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, RecordTestCurve,
+from ser.cli.options import (Device, DevSplit, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, RecordTestCurve,
                              Seed, Threads, TrackingLog, Workdir)
 from ser.errors import UserInputError
 from ser.features.layer_spec import read_layer_spec

@@ -103,8 +103,8 @@ def test_too_few_training_speakers_and_kfold_draw_rows_and_say_so(synthetic):
     few = prepare_rows_with_speakers(synthetic, keep=4)  # 4 speakers in 4 sessions: 3 train each fold
     folds = make_folds(few, "session")
     assert {fold.dev_split for fold in folds} == {"random (3 training speakers < 4)"}
-    assert dev_split_notes(folds) == [f"dev split of folds {', '.join(f.name for f in folds)}: "
-                                      "random (3 training speakers < 4)"]
+    assert dev_split_notes(folds) == [(f"dev split of folds {', '.join(f.name for f in folds)}: "
+                                       "random (3 training speakers < 4)")]
     kfold = make_folds(synthetic, "kfold", k=4)
     assert {fold.dev_split for fold in kfold} == {"random (kfold: test shares the training speakers)"}
     assert {fold.dev_split for fold in make_folds(synthetic, "session", dev="random")} == {"random"}

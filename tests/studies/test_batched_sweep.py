@@ -19,8 +19,8 @@ import torch
 from ser.heads import create_head
 from ser.studies.grid import build_grid
 from ser.studies.sweep import SweepSettings, run_sweep
-from ser.training import run_dir as files
 from ser.training import batched_loop, loop
+from ser.training import run_dir as files
 from ser.training.batched_loop import MemberSpec, train_group
 from ser.training.config import TrainConfig, head_constructor_options
 from ser.training.loading import load_training_data

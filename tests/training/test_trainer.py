@@ -9,10 +9,10 @@ import torch
 
 from ser.data.workspace import Workspace
 from ser.errors import TrainingError, UserInputError
+from ser.training import loop
 from ser.training import run_dir as files
 from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
-from ser.training import loop
 from ser.training.loop import train_fold
 from ser.training.protocol import protocol_folds, select_folds
 from ser.training.run import train_folds
