@@ -282,7 +282,8 @@ def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.M
                                                      f"{task.selection_metric}: optimistic, for comparison with papers only"}
         files.write_csv(out_dir / files.PREDICTIONS, task.predictions([data.ids[r] for r in test_rows], test_outputs, targets))
     if dev_rows is not None and task.name == "categorical":  # temperature scaling, fitted on dev (calibration.py)
-        dev_outputs = _score(task, head, data, dev_rows, 2 * config.recipe.batch_size, scaler, "dev")[2]
+        dev_outputs = _score(task, head, data, dev_rows, 2 * config.recipe.batch_size, scaler, "dev",
+                             state["best_epoch"])[2]
         dev_targets = data.targets[torch.from_numpy(dev_rows).to(data.device)].cpu().numpy()
         tested = (test_outputs, targets) if len(test_rows) else (None, None)
         metrics["calibration"] = calibrate_fold(out_dir, dev_outputs, dev_targets, *tested)

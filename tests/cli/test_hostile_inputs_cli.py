@@ -33,7 +33,7 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     """The error line of a command that failed the way `ser` fails: exit 2, `error:` + `hint:`."""
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("note: ")]
     assert lines[0].startswith("error: ") and lines[-1].startswith("hint: "), result.stderr
     return lines[0]
 

@@ -31,7 +31,8 @@ def test_prepare_synthetic_then_folds_prints_balanced_folds(tmp_path):
     assert len(fold_rows) == 4
     for line in fold_rows:  # fold, train, dev, test, test speakers, then 6 test items per class
         cells = [c.strip() for c in line.strip("│┃ ").split("│")]
-        assert cells[1:] == ["57", "15", "24", "2", "6", "6", "6", "6"], line
+        # dev: one whole speaker of the six in training (12 of 72 utterances: the nearest to 20%)
+        assert cells[1:] == ["60", "12", "24", "2", "6", "6", "6", "6"], line
 
     kfold = ser("folds", "--workdir", "ws", "--folds", "kfold", "--k", "3", cwd=tmp_path)
     assert kfold.returncode == 0 and "speaker-dependent" in kfold.stdout

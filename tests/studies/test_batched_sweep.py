@@ -195,8 +195,8 @@ def test_stacked_members_score_test_exactly_twice(workspace: Path, tmp_path: Pat
         return stacked_score(member, data, which, outputs, epoch)
 
     def counting_solo(task, head, data, rows, batch_size, scaler, split="", epoch=0):
-        assert split == "test"  # the only solo scoring left: the kept dev-selected weights
-        scored.append(("selected", epoch))
+        # the only solo scorings left, both of the kept dev-selected weights: test, and dev for the temperature
+        scored.append(("selected", epoch) if split == "test" else ("calibration", split, epoch))
         return solo_score(task, head, data, rows, batch_size, scaler, split, epoch)
 
     monkeypatch.setattr(batched_loop, "_score", counting_stacked)
@@ -208,7 +208,8 @@ def test_stacked_members_score_test_exactly_twice(workspace: Path, tmp_path: Pat
                         tmp_path / f"member{seed}") for seed, epochs in ((0, 3), (1, 2))]
     results = train_group(specs, data)
     best = [result.metrics["best_epoch"] for result in results]
-    assert sorted(scored) == sorted([("member0", 3), ("member1", 2), ("selected", best[0]), ("selected", best[1])])
+    assert sorted(scored, key=str) == sorted([("member0", 3), ("member1", 2), ("selected", best[0]), ("selected", best[1]),
+                                              ("calibration", "dev", best[0]), ("calibration", "dev", best[1])], key=str)
     for spec, result in zip(specs, results):
         assert "test_best_epoch_optimistic" not in result.metrics
         assert not any(c.startswith("test_") for c in pd.read_csv(spec.out_dir / files.HISTORY).columns)

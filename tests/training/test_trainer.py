@@ -58,7 +58,7 @@ def test_train_fold_writes_the_run_directory(data, tmp_path):
     for name in (files.CONFIG, files.METRICS, files.HISTORY, files.PREDICTIONS, files.LAYER_WEIGHTS, files.MODEL):
         assert (tmp_path / name).is_file(), name
     assert not (tmp_path / files.CHECKPOINT).exists()
-    assert set(metrics) == {"test", "dev", "best_epoch", "test_last"}  # the optimistic number is opt-in
+    assert set(metrics) == {"test", "dev", "best_epoch", "test_last", "calibration"}  # the optimistic number is opt-in
     assert set(metrics["test"]) == {"ua", "wa", "macro_f1", "confusion", "labels"}
     assert np.sum(metrics["test"]["confusion"]) == len(fold.test)
 
@@ -72,7 +72,7 @@ def test_train_fold_writes_the_run_directory(data, tmp_path):
 
     curve_dir = tmp_path / "curve"
     curve = train_fold(small_config(record_test_curve=True), data, fold, curve_dir)
-    assert set(curve) == {"test", "dev", "best_epoch", "test_last", "test_best_epoch_optimistic"}
+    assert set(curve) == {"test", "dev", "best_epoch", "test_last", "test_best_epoch_optimistic", "calibration"}
     history = pd.read_csv(curve_dir / files.HISTORY)
     assert list(history.columns) == ["epoch", "train_loss", "dev_loss", "dev_ua", "dev_wa", "test_ua", "test_wa", "lr", "seconds"]
     best = history[history["epoch"] == curve["best_epoch"]].iloc[0]
@@ -96,7 +96,8 @@ def test_a_run_scores_test_exactly_twice(data, tmp_path, monkeypatch):
     fold = protocol_folds(small_config(), data)[0]
     metrics = train_fold(small_config(epochs=4), data, fold, tmp_path)
     assert [epoch for split, epoch in scored if split == "test"] == [4, metrics["best_epoch"]]
-    assert [epoch for split, epoch in scored if split == "dev"] == [1, 2, 3, 4]
+    # dev every epoch, and once more at the kept weights for the temperature (calibration.py)
+    assert [epoch for split, epoch in scored if split == "dev"] == [1, 2, 3, 4, metrics["best_epoch"]]
 
     predictions = pd.read_csv(tmp_path / files.PREDICTIONS)
     assert sorted(predictions["id"]) == sorted(fold.test)
