@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ser.cli import validation
-from ser.cli.options import Device, ManifestPath, OutPath, Threads, Workdir
+from ser.cli.options import Device, ManifestPath, MemoryBudget, OutPath, Threads, Workdir
 
 HELP = "Extract all hidden layers of a speech model (or fbank/mfcc) into cache/<corpus>/<model>.h5."
 EXAMPLES = (
@@ -46,10 +46,7 @@ def extract(
     layers: Annotated[Optional[str], typer.Option("--layers", help="Keep only these hidden states, e.g. 0,4,8-12.")] = None,
     batch_seconds: Annotated[Optional[float], typer.Option("--batch-seconds", help="Padded audio per forward pass (default 20 CPU / 200 GPU).", callback=validation.positive_seconds)] = None,
     on_error: Annotated[str, typer.Option("--on-error", help="skip (default: list them in <cache>.skipped.csv) | fail.")] = "skip",
-    memory_budget: Annotated[Optional[str], typer.Option(
-        "--memory-budget", envvar="SER_MEMORY_BUDGET", show_default=False, callback=validation.memory_size,
-        help="Memory one forward pass may use, e.g. 8GiB (default: 70% of available memory); a clip that needs "
-             "more is skipped, with the --max-seconds that fits.")] = None,
+    memory_budget: MemoryBudget = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing cache (kept until the new one is complete).")] = False,
     text: Annotated[bool, typer.Option("--text", help="Encode the manifest's transcripts with a text model instead.")] = False,
     threads: Threads = None,

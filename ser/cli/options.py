@@ -62,3 +62,7 @@ TrackingLog = Annotated[
     typer.Option("--log", callback=_check_log,
                  help="Record each fold's epochs, config and final metrics: tensorboard | mlflow (needs the tracking extra); off by default."),
 ]
+MemoryBudget = Annotated[Optional[str], typer.Option(
+    "--memory-budget", envvar="SER_MEMORY_BUDGET", show_default=False, callback=validation.memory_size,
+    help="Memory one forward pass may use, e.g. 8GiB (default: 70% of available memory); a clip that needs "
+         "more is skipped, with the --max-seconds that fits.")]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import Device
+from ser.cli.options import Device, MemoryBudget
 from ser.errors import UserInputError
 
 HELP = "Predict emotions of audio files, folders or a manifest with a trained run or an exported model."
@@ -53,6 +53,7 @@ def predict(
     device: Device = "auto",
     precision: Annotated[str, typer.Option("--precision", help="auto (fp16 autocast on GPU) | fp32 | fp16 | bf16.")] = "auto",
     batch_seconds: Annotated[Optional[float], typer.Option("--batch-seconds", help="Padded audio per forward pass.")] = None,
+    memory_budget: MemoryBudget = None,
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="Raw softmax probabilities, without the "
                                                "temperature fitted on dev.")] = False,
     min_confidence: Annotated[Optional[float], typer.Option("--min-confidence", help="Label a clip (or window) "
@@ -74,7 +75,7 @@ def predict(
     result = predict_inputs(
         run or model_dir, inputs, fold, show_progress=sys.stderr.isatty() and (len(inputs) > 1 or Path(inputs[0]).is_dir()),
         model_dir=model, allow_download=allow_download, device=device, precision=precision, windows=windows,
-        window=window, hop=hop, batch_seconds=batch_seconds, calibrated=not uncalibrated,
+        window=window, hop=hop, batch_seconds=batch_seconds, memory_budget=memory_budget, calibrated=not uncalibrated,
         min_confidence=min_confidence,
     )
     for input_id, reason in result.skipped.items():

@@ -113,14 +113,15 @@ def window_bounds(seconds: float, window: float | None, hop: float) -> list[tupl
 
 
 def extract_features(records: Sequence[UtteranceRecord], backbone: Backbone, layers: list[int] | None,
-                     max_seconds: float | None, batch_seconds: float | None = None) -> tuple[dict, dict[str, str]]:
+                     max_seconds: float | None, batch_seconds: float | None = None,
+                     memory_budget: str | int | None = None) -> tuple[dict, dict[str, str]]:
     """({id: float32 (L, T, D)}, {id: reason}): the features `ser extract` would store for `records`,
     through a temporary cache, read back as training reads them."""
     with tempfile.TemporaryDirectory(prefix="ser-predict-") as folder:
         out = Path(folder) / "features.h5"
         try:
             summary = extract(records, backbone, out, layers=layers, max_seconds=max_seconds or None,
-                              batch_seconds=batch_seconds, on_error="skip")
+                              batch_seconds=batch_seconds, memory_budget=memory_budget, on_error="skip")
         except CacheError:  # not one of them could be extracted: the reasons are in the skipped list
             table = pd.read_csv(out.with_name(out.stem + ".skipped.csv"), dtype=str, keep_default_na=False)
             return {}, dict(zip(table["id"], table["reason"]))
@@ -136,10 +137,11 @@ class EmotionRecognizer:
     def __init__(self, model: TrainedModel, *, model_dir: Path | None = None, allow_download: bool = False,
                  device: str = "auto", precision: str = "auto", windows: bool = True, window: float | None = None,
                  hop: float | None = None, batch_seconds: float | None = None, backbone: Backbone | None = None,
-                 calibrated: bool = True, min_confidence: float | None = None):
+                 calibrated: bool = True, min_confidence: float | None = None, memory_budget: str | int | None = None):
         """`backbone`: an already loaded backbone for every fold (else loaded from the run's record);
         `calibrated`: divide each fold's logits by its dev-fitted temperature (False: the raw softmax);
-        `min_confidence`: label a clip or window UNCERTAIN when its top probability is below it."""
+        `min_confidence`: label a clip or window UNCERTAIN when its top probability is below it;
+        `memory_budget`: what one forward pass may use ("2GiB"; default as for `ser extract`)."""
         self.model = model
         self.calibrated = calibrated
         if min_confidence is not None and not 0 <= min_confidence <= 1:
@@ -151,7 +153,7 @@ class EmotionRecognizer:
         self.hop = hop or (self.window or 0) * DEFAULT_HOP_FRACTION
         if self.window is not None and not 0 < self.hop <= self.window:
             raise UserInputError(f"--hop {hop} must be positive and at most the window ({self.window:g} s)")
-        self.batch_seconds = batch_seconds
+        self.batch_seconds, self.memory_budget = batch_seconds, memory_budget
         cache_layers = model.features.get("layers")
         self.extract_layers = None if cache_layers is None else [int(layer) for layer in cache_layers]
         self.max_seconds = model.features.get("max_seconds") or None
@@ -195,7 +197,7 @@ class EmotionRecognizer:
         failed: dict[str, str] = {}
         for backbone_dir, backbone in self.backbones.items():
             features, reasons = extract_features(records, backbone, self.extract_layers, self.max_seconds,
-                                                 self.batch_seconds)
+                                                 self.batch_seconds, self.memory_budget)
             failed.update(reasons)
             ids = [record.id for record in records if record.id in features]
             selected = [self._select_layers(features[utt]) for utt in ids]

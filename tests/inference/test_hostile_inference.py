@@ -54,6 +54,20 @@ def _ser(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+# --- the memory guard in ser predict ---------------------------------------------------------------
+
+def test_ser_predict_skips_a_clip_over_its_memory_budget_as_extract_does(workspace):
+    """`--memory-budget` reaches the forward passes of `ser predict` (before, only $SER_MEMORY_BUDGET did)."""
+    refused = _ser("predict", str(workspace["clip"]), "--run", str(workspace["runs"][0]), "--memory-budget", "1KiB")
+    _, stderr = refused.communicate(timeout=180)
+    assert refused.returncode == 2 and "Traceback" not in stderr, stderr[-1500:]
+    skipped = [line for line in stderr.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 1 and "memory budget" in skipped[0], stderr
+    fits = _ser("predict", str(workspace["clip"]), "--run", str(workspace["runs"][0]), "--memory-budget", "2GiB")
+    stdout, stderr = fits.communicate(timeout=180)
+    assert fits.returncode == 0 and "skipped" not in stderr, stderr[-1500:]
+
+
 # --- damaged run and export files: one line naming the file and what to do -------------------------
 
 def _damage_features_json(fold: Path) -> None:
