@@ -61,7 +61,7 @@ def model_card(model: TrainedModel, run: Path, reference: dict) -> str:
         f"- corpus `{config.get('corpus')}`, folds: {folds_scheme}"
         + (f" (k={config['k']})" if config.get("k") else ""),
         f"- dev: {config.get('dev_split') or config.get('dev')} {config.get('dev_fraction')} of each fold's training "
-        f"part; the epoch is chosen on dev {selection}; test is touched once",
+        f"part; the epoch is chosen on dev {selection}; nothing is chosen on test",
         f"- recipe: {config.get('optimizer')}, lr {config.get('lr')}, batch {config.get('batch_size')}, "
         f"{config.get('epochs')} epochs, seed {config.get('seed')}", "",
         "## Test metrics (at the dev-selected epoch)", "",
