@@ -21,6 +21,7 @@ one CacheError naming the utterance, never an allocation of whatever a header de
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,10 +29,12 @@ import h5py
 import numpy as np
 
 from ser.errors import CacheError
+from ser.features.cache_chunks import ChunkIndex
 from ser.features.memory_guard import format_size
 
 FORMAT = "ser-cache"
 FORMAT_VERSION = 1
+LOAD_THREADS = 2  # utterances read and checked at a time by load_all
 
 
 def utterance_key(utt_id: str) -> str:
@@ -128,6 +131,7 @@ class CacheReader:
         self._row = {utt: row for row, utt in enumerate(self.ids)}
         self._file: h5py.File | None = None
         self._pid: int | None = None
+        self._direct: tuple[ChunkIndex, int, int] | None = None  # (index, file descriptor, its process id)
 
     def _check_declared_size(self) -> None:
         """The index may not declare more frames than the file can hold (float16, its smallest
@@ -193,11 +197,27 @@ class CacheReader:
             raise CacheError(f"{self.path} is damaged: the features of utterance {utt_id!r} {problem}", REDO_HINT)
         return dataset
 
+    def _chunks(self) -> tuple[ChunkIndex, int]:
+        """The direct-read index and a file descriptor of this process (built on first use)."""
+        if self._direct is None or self._direct[2] != os.getpid():
+            index = ChunkIndex(self._h5(), utterance_key)
+            self._direct = (index, os.open(self.path, os.O_RDONLY), os.getpid())
+        return self._direct[:2]
+
     def _features(self, utt_id: str, layers: list[int] | None = None) -> np.ndarray:
         """The stored block (L', T, D) of one utterance; CacheError naming it if it cannot be read
-        (a Fletcher-32 checksum mismatch included)."""
+        (a Fletcher-32 checksum mismatch included). One pread and a vectorised checksum where the
+        block allows (cache_chunks.py), else h5py; thread-safe."""
         try:
-            dataset = self._dataset(utt_id)
+            index, fd = self._chunks()
+            block = index.read(fd, utt_id)  # (L, T, D) read-only, or None
+            if block is not None:
+                expected = (self.num_layers, self.lengths[utt_id], self.dim)
+                if block.shape != expected:
+                    raise CacheError(f"{self.path} is damaged: the features of utterance {utt_id!r} hold "
+                                     f"{block.shape}, its index says {expected}", REDO_HINT)
+                return block if layers is None else block[layers]
+            dataset = self._dataset(utt_id)  # a forged header (more bytes than stored) lands here: checked
             if layers is None:
                 return dataset[()]
             ordered = sorted(set(layers))
@@ -254,9 +274,10 @@ class CacheReader:
             raise damaged(self.path, "the pooled statistics", error) from None
         return block[[self._row[utt] for utt in ids]]
 
-    def load_all(self, ids=None, layers=None, device="cpu"):
+    def load_all(self, ids=None, layers=None, device="cpu", threads: int = LOAD_THREADS):
         """Every (or the given) utterance in one packed tensor (ΣT, L, D), float16 unless some
-        utterance had to be stored in float32."""
+        utterance had to be stored in float32; read in file order by `threads` threads, only the
+        requested layers copied out."""
         import torch
 
         from ser.features.packed import PackedFeatures
@@ -270,14 +291,22 @@ class CacheReader:
         offsets = np.concatenate([[0], np.cumsum(lengths)])  # (N+1,)
         dtype = torch.float32 if self.attrs.get("float32_utterances", 0) else torch.float16
         frames = torch.empty((int(offsets[-1]), num_layers, self.dim), dtype=dtype)  # (ΣT, L, D)
-        for row, utt in enumerate(ids):
-            self.pooled(utt)  # its checksum too (one small chunk): a damaged cache is never trained on
-            block = self._features(utt)  # (L, T, D)
-            if index is not None:
-                block = block[index]
-            frames[offsets[row] : offsets[row + 1]] = torch.from_numpy(block.transpose(1, 0, 2))  # (T, L, D)
+
+        def place(row: int) -> None:
+            self.pooled(ids[row])  # its checksum too (one small chunk): a damaged cache is never trained on
+            block = self._features(ids[row], index)  # (L, T, D)
+            frames[offsets[row] : offsets[row + 1]] = torch.from_numpy(block.transpose(1, 0, 2).copy())  # (T, L, D)
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:  # reads and checksums release the GIL
+            list(pool.map(place, self._file_order(ids)))
         packed = PackedFeatures(ids, frames, torch.from_numpy(offsets))
         return packed.to(device) if str(device) != "cpu" else packed
+
+    def _file_order(self, ids: list[str]) -> list[int]:
+        """Positions into `ids` in the order their blocks lie in the file (sequential reads)."""
+        index = self._chunks()[0]
+        places = [index.place(utt) for utt in ids]
+        return sorted(range(len(ids)), key=lambda row: -1 if places[row] is None else places[row].offset)
 
     def damage(self, verify: bool = False) -> dict[str, str]:
         """{utterance id: what is wrong} for every utterance that cannot be read: its feature
@@ -313,7 +342,9 @@ class CacheReader:
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
-        self._file = None
+        if self._direct is not None and self._direct[2] == os.getpid():
+            os.close(self._direct[1])
+        self._file, self._direct = None, None
 
     def __enter__(self) -> "CacheReader":
         return self
@@ -323,5 +354,5 @@ class CacheReader:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_file"], state["_pid"] = None, None  # h5py handles cannot be pickled
+        state["_file"], state["_pid"], state["_direct"] = None, None, None  # h5py handles cannot be pickled
         return state

@@ -3,8 +3,8 @@ row-aligned and shared by every run of a process (a sweep trains many heads on o
 copy), and the batches drawn from it.
 
 In memory: the whole cache as one `PackedFeatures` on the training device (GPU when it fits,
-else RAM); a batch is one gather. Streamed: a DataLoader with workers reads utterances from the
-HDF5 file, each worker with its own lazy handle. Loading lives in loading.py (one corpus) and
+else RAM); a batch is one gather. Streamed: a producer thread reads batches ahead from the HDF5
+file (streaming.py) and pads them with the same gather, so both give the same numbers. Loading lives in loading.py (one corpus) and
 cross_corpus.py (a training and a test corpus).
 """
 
@@ -17,43 +17,13 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from ser.errors import CacheError
-from ser.features.cache import CacheReader
 from ser.features.packed import PackedFeatures
+from ser.training.streaming import stream_batches
 from ser.training.tasks import Task
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (B, L, T, D), lengths (B,), targets (B, …)
-
-
-class _CachedUtterances(Dataset):
-    """Utterance `row` of `ids` read from the cache (L, T, D); opens its reader lazily per worker."""
-
-    def __init__(self, cache_path: Path, ids: list[str], layers: list[int] | None):
-        self.cache_path, self.ids, self.layers = cache_path, ids, layers
-        self._reader: CacheReader | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, row: int) -> tuple[int, torch.Tensor]:
-        if self._reader is None:
-            self._reader = CacheReader(self.cache_path)
-        return row, torch.from_numpy(self._reader.read(self.ids[row], self.layers))
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_reader": None}  # h5py handles cannot be pickled
-
-
-def _pad(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    rows = torch.tensor([row for row, _ in items], dtype=torch.long)
-    lengths = torch.tensor([frames.shape[1] for _, frames in items], dtype=torch.long)
-    num_layers, _, dim = items[0][1].shape
-    x = torch.zeros(len(items), num_layers, int(lengths.max()), dim)  # (B, L, T, D), zero padding
-    for i, (_, frames) in enumerate(items):
-        x[i, :, : frames.shape[1]] = frames
-    return rows, x, lengths
 
 
 @dataclass(frozen=True)
@@ -121,15 +91,10 @@ class TrainingData:
                 x, lengths = self.packed.batch(index)  # (B, L, T, D), (B,)
                 yield x.to(self.device, non_blocking=True), lengths.to(self.device), self.targets[index]
             return
-        loader = DataLoader(
-            _CachedUtterances(self.cache_path, self.ids, self.layers),
-            batch_sampler=[rows.tolist() for rows in batch_rows],
-            num_workers=self.workers,
-            collate_fn=_pad,
-            pin_memory=self.device.type == "cuda",
-        )
-        for rows, x, lengths in loader:
-            yield x.to(self.device, non_blocking=True), lengths.to(self.device), self.targets[rows.to(self.device)]
+        for rows, x, lengths in stream_batches(self.cache_path, self.ids, self.layers, batch_rows, self.workers,
+                                               pin=self.device.type == "cuda"):
+            index = torch.from_numpy(rows).to(self.device)
+            yield x.to(self.device, non_blocking=True), lengths.to(self.device), self.targets[index]
 
     def feature_scaler(self, rows: np.ndarray, batch_size: int = 64) -> "FeatureScaler":
         """Per-layer, per-channel mean and std over every frame of `rows` (a fold's training part)."""
