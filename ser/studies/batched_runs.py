@@ -25,6 +25,8 @@ from ser.heads.stacked import activation_floats_per_frame, stack_key
 from ser.studies.stopping import SweepStopped
 from ser.studies.sweep_progress import SweepProgress
 from ser.studies.sweep_worker import ERROR_FILE, EpochEvent, RunOutcome, RunTask, WorkerState, describe_error
+from ser.training import run_dir as files
+from ser.training.allocator import PhaseMemory
 from ser.training.batched_loop import MemberResult, MemberSpec, train_group
 from ser.training.cache_access import available_ram_bytes
 from ser.training.config import TrainConfig
@@ -153,10 +155,12 @@ def run_chunk(chunk: list[RunTask], data: TrainingData,
     failed = [True] * len(chunk)  # until its results are recorded (a stopped sweep: all)
     outcomes = []
     try:
-        results = _train_chunk(chunk, data, trackers, on_epoch)
+        with PhaseMemory() as memory:  # the heap's free pages go back to the system after each group
+            results = _train_chunk(chunk, data, trackers, on_epoch)
         seconds = (time.perf_counter() - began) / len(chunk)
         for index, (task, result) in enumerate(zip(chunk, results)):
             if result.error is None:
+                files.write_memory(task.out_dir, memory.figures, shared_by=len(chunk))
                 trackers[index].log_final(result.metrics)
                 failed[index] = False
                 outcomes.append(RunOutcome(task.key, "done", seconds, metrics=result.metrics))

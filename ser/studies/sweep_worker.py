@@ -19,7 +19,8 @@ import torch
 from ser.data.fold import Fold
 from ser.errors import DivergedError, SerError
 from ser.studies.stopping import SweepStopped
-from ser.training.allocator import keep_freed_blocks
+from ser.training import run_dir as files
+from ser.training.allocator import PhaseMemory, keep_freed_blocks
 from ser.training.config import TrainConfig
 from ser.training.loop import train_fold
 from ser.training.tracking import open_tracker
@@ -90,7 +91,11 @@ def run_task(task: RunTask, data: TrainingData, on_epoch: Callable[[EpochEvent],
     try:
         with open_tracker(task.log, task.out_dir, task.key, f"ser/{task.config.corpus}/{task.config.model}",
                           {**task.config.to_dict(), "fold": task.fold.name}) as tracker:
-            metrics = train_fold(task.config, data, task.fold, task.out_dir, tracker.progress(progress))
+            finished = files.is_finished(task.out_dir)
+            with PhaseMemory() as memory:  # the heap's free pages go back to the system after each run
+                metrics = train_fold(task.config, data, task.fold, task.out_dir, tracker.progress(progress))
+            if not finished:
+                files.write_memory(task.out_dir, memory.figures)
             tracker.log_final(metrics)
     except SweepStopped:
         raise

@@ -19,6 +19,9 @@ after it, so the first few steps grow the heap (a 256 MiB block allocated again 
 the RSS to 1.5-1.8 GB before it was reused). `GLIBC_TUNABLES=glibc.malloc.tcache_count=0` in the
 environment avoids that (0.49 GB in that loop; 10-20% lower peak RSS in benchmarks/stacked.py at
 the same speed); it must be set before the process starts, so `ser` leaves it to the user.
+
+The kept blocks are handed back at the end of each phase (`give_back_memory`, `PhaseMemory`):
+after a fold, a stacked group, and loading a cache.
 """
 
 from __future__ import annotations
@@ -56,3 +59,54 @@ def keep_freed_blocks() -> bool:
         return False
     mallopt = ctypes.CDLL(None).mallopt
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+# Memory that comes back. The thresholds above keep up to 2 GiB of freed heap in the process
+# for the next step; between phases (a fold, a stacked group, loading the cache) nothing reuses
+# it, so `give_back_memory` hands every free heap page back (glibc's malloc_trim(0)) and RSS
+# falls to what is still in use. `PhaseMemory` records a phase's peak and end RSS (memory.json).
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident set (`VmHWM`: its peak since the last reset) from /proc; 0 where unknown."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak_rss() -> bool:
+    """Start this process's peak RSS (VmHWM) afresh from its current RSS (Linux ≥ 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def give_back_memory() -> bool:
+    """Return the heap's free pages to the system (glibc's malloc_trim(0)); whether any went back."""
+    if not is_glibc():
+        return False
+    return bool(ctypes.CDLL(None).malloc_trim(0))
+
+
+class PhaseMemory:
+    """`with PhaseMemory() as memory:` around a phase; afterwards `memory.figures` holds its
+    start, peak and end RSS in bytes, the end measured before and after `give_back_memory`."""
+
+    def __enter__(self) -> "PhaseMemory":
+        self.peak_is_phase = reset_peak_rss()
+        self.figures = {"start_rss_bytes": rss_bytes()}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.figures["peak_rss_bytes"] = rss_bytes("VmHWM")
+        self.figures["end_rss_before_trim_bytes"] = rss_bytes()
+        give_back_memory()
+        self.figures["end_rss_bytes"] = rss_bytes()
+        if not self.peak_is_phase:
+            self.figures["peak_note"] = "the process's peak so far: its peak could not be reset"

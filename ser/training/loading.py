@@ -18,6 +18,7 @@ import torch
 from ser.data.manifest import read_manifest
 from ser.errors import UserInputError
 from ser.features.cache import CacheReader
+from ser.training.allocator import give_back_memory
 from ser.training.cache_access import available_ram_bytes, cached_rows, feature_home, resolve_device
 from ser.training.cross_corpus import load_cross_corpus_data
 from ser.training.tasks import Task, build_task
@@ -69,6 +70,7 @@ def load_training_data(
         if not stream:
             packed = reader.load_all(ids=ids, layers=layers, device=feature_home(size_bytes, target_device))
         dim = reader.dim
+    give_back_memory()  # the load's temporaries (read buffers, the index) are not reused by training
     return TrainingData(
         ids=ids, table=table, task=fitted, targets=_targets(fitted, table, labelled).to(target_device),
         lengths=lengths, num_layers=num_layers, dim=dim, layers=layers, device=target_device,

@@ -12,6 +12,7 @@ from ser.data.fold import Fold
 from ser.data.workspace import Workspace
 from ser.errors import DivergedError, UserInputError
 from ser.training import run_dir as files
+from ser.training.allocator import PhaseMemory
 from ser.training.config import TrainConfig
 from ser.training.fold_workers import train_folds_side_by_side
 from ser.training.loading import load_training_data
@@ -43,15 +44,19 @@ def train_folds(
     def train_one(index: int, fold: Fold, fold_progress: ProgressCallback | None) -> tuple[str, dict]:
         fold_name = fold_dir_of(fold, index)
         fold_dir, name = Path(run_dir) / fold_name, f"{Path(run_dir).name}/{fold_name}"
-        kind = None if files.is_finished(fold_dir) else log  # a finished fold is not logged again
+        finished = files.is_finished(fold_dir)
+        kind = None if finished else log  # a finished fold is not logged again
         with open_tracker(kind, fold_dir, name, f"ser/{config.corpus}/{config.model}",
                           {**config.to_dict(), "fold": fold.name}) as tracker:
             try:
-                metrics = train_fold(config, data, fold, fold_dir, tracker.progress(fold_progress))
+                with PhaseMemory() as memory:  # the heap's free pages go back to the system after each fold
+                    metrics = train_fold(config, data, fold, fold_dir, tracker.progress(fold_progress))
             except DivergedError as error:  # recorded, so that `ser report` lists the fold as diverged
                 files.write_text(fold_dir / files.ERROR, f"{error}\n")
                 raise
             tracker.log_final(metrics)
+        if not finished:
+            files.write_memory(fold_dir, memory.figures)
         return fold_name, metrics
 
     if jobs > 1 and len(chosen) > 1:

@@ -32,6 +32,7 @@ CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 FEATURES = "features.json"
 CALIBRATION = "calibration.json"  # the temperature fitted on dev (calibration.py); absent: T = 1
+MEMORY = "memory.json"  # the fold's start, peak and end RSS in bytes (allocator.PhaseMemory)
 ERROR = "error.txt"  # why a fold stopped (its first line as the CLI printed it); read by run tables
 
 
@@ -49,6 +50,12 @@ def save_torch(path: Path, data: dict) -> None:
 
 def load_torch(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def write_memory(fold_dir: Path, figures: dict, shared_by: int = 1) -> None:
+    """memory.json of a fold that just trained (`shared_by` > 1: a stacked group's figures, shared
+    by that many members)."""
+    write_json(fold_dir / MEMORY, {**figures, **({"shared_by": shared_by} if shared_by > 1 else {})})
 
 
 def is_finished(fold_dir: Path) -> bool:

@@ -65,3 +65,34 @@ def test_a_threshold_the_user_set_is_kept():
     assert faults >= PAGES
     faults, _ = page_faults(CLI, GLIBC_TUNABLES="glibc.malloc.mmap_threshold=131072")
     assert faults >= PAGES
+
+
+# A fold-like loop under the kept-block settings: each "step" holds a few large numpy and torch
+# arrays of varying sizes at once and frees them; the end-of-fold hook must hand the heap back.
+FOLD = """
+import json, numpy as np, torch
+from ser.training.allocator import PhaseMemory, keep_freed_blocks, rss_bytes
+assert keep_freed_blocks()
+torch.ones(1).add_(1)
+np.ones(1).sum()
+before = rss_bytes()
+with PhaseMemory() as memory:
+    for step in range(6):
+        held = [np.ones((24 + step) * 1024 * 1024 // 8), torch.ones((40 + 3 * step) * 1024 * 1024 // 4),
+                np.random.default_rng(step).standard_normal((32 - step) * 1024 * 1024 // 8)]
+        held.append(torch.from_numpy(held[0]) * 2)
+        del held
+print(json.dumps({"before": before, **memory.figures}))
+"""
+
+
+def test_the_end_of_a_fold_hands_kept_memory_back():
+    environment = {name: value for name, value in os.environ.items() if name not in THRESHOLD_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", FOLD], capture_output=True, text=True, check=True, env=environment)
+    import json
+
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    kept = figures["end_rss_before_trim_bytes"] - figures["before"]
+    assert kept > 64 * 1024 * 1024  # the loop left freed blocks in the heap: the hook has work to do
+    assert figures["peak_rss_bytes"] >= figures["end_rss_before_trim_bytes"]
+    assert figures["end_rss_bytes"] <= 1.25 * figures["before"]
