@@ -149,7 +149,12 @@ def train(
         Optional[str], typer.Option("--text-model", help="Text cache model of --teacher (as given to `ser extract --text`).")
     ] = None,
     stream: Annotated[
-        Optional[bool], typer.Option("--stream/--in-memory", help="Read the cache from disk each batch (default: auto).")
+        Optional[bool], typer.Option("--stream/--in-memory", help="Read the cache from disk each batch, a producer "
+                                     "thread ahead of the loop (default: auto, above 80% of the available RAM).")
+    ] = None,
+    eval_every_updates: Annotated[
+        Optional[int], typer.Option("--eval-every-updates", min=0, help="Score dev after the epoch holding every "
+                                    "N-th update, and the last (default: recipe; linear 1000 as s3prl; 0: every epoch).")
     ] = None,
     test_manifest: TestManifest = None,
     label_map: LabelMap = None,
@@ -196,6 +201,7 @@ def train(
     }
     config = TrainConfig.create(
         head, head_kwargs, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, task=task,
+        eval_every_updates=eval_every_updates,
         layers=parse_layers(layers) if layers else None, folds=folds, k=k, dev=dev,
         standardize=standardize, record_test_curve=record_test_curve, test_manifest=None if test_manifest is None else str(test_manifest),
         label_map=parse_label_map(label_map),

@@ -5,9 +5,11 @@ selection uses dev only (`task.selection_metric`, higher is better): the weights
 epoch are kept (a state-dict copy, also in the checkpoint). Test is touched twice: at the last
 epoch (`test_last`) and, with the kept weights, at the dev-selected epoch (`test`). Only
 `record_test_curve` scores it every epoch, for history's test columns and the labelled optimistic
-best-test-epoch number. A checkpoint (model, optimiser, RNG states, history, best-dev state)
-replaces the previous one at most every 30 s, so rerunning an interrupted command continues where
-it stopped and ends with the same metrics.
+best-test-epoch number. A recipe with `eval_every_updates` (the linear probe's 30,000 updates are
+thousands of tiny epochs) scores only the epochs in which every N-th update falls, and the last;
+history.csv then has a `step` column. A checkpoint (model, optimiser, RNG states, history,
+best-dev state) replaces the previous one at most every 30 s, so rerunning an interrupted command
+continues where it stopped and ends with the same metrics.
 """
 
 from __future__ import annotations
@@ -115,6 +117,13 @@ def _score(task, head, data: TrainingData, rows: np.ndarray, batch_size: int,
     return task.evaluate(outputs, targets.numpy()), loss, outputs
 
 
+def evaluation_due(steps_before: int, steps_after: int, every: int | None, last_epoch: bool) -> bool:
+    """Whether an epoch that took updates (steps_before, steps_after] ends with a dev (and test)
+    pass: every epoch without a cadence; with one, the epoch in which an update count k·`every`
+    falls, and the last epoch."""
+    return not every or last_epoch or steps_after // every > steps_before // every
+
+
 def _check_same_run(fold_dir: Path, config: dict) -> None:
     saved_path = fold_dir / files.CONFIG
     if saved_path.is_file() and files.read_json(saved_path) != config:
@@ -200,6 +209,7 @@ def train_fold(
         started = time.perf_counter()
         head.train()
         loss_sum, seen = 0.0, 0
+        steps_before = state["step"]
         batch_rows = [train_rows[b] for b in bucketed_batches(data.lengths[train_rows], recipe.batch_size,
                                                                config.seed, epoch)]
         if recipe.max_steps is not None:
@@ -219,10 +229,14 @@ def train_fold(
             check_loss(step_loss, epoch + 1, state["step"], lr)
             loss_sum += step_loss * len(targets)
             seen += len(targets)
+        if not evaluation_due(steps_before, state["step"], recipe.eval_every_updates, epoch + 1 == total_epochs):
+            state["epoch"] = epoch + 1  # tiny epochs under an update cadence: no dev pass this time
+            continue
         dev_metrics, dev_loss, _ = _score(task, head, data, dev_rows, eval_batch, scaler, "dev", epoch + 1)
         test_metrics = (_score(task, head, data, test_rows, eval_batch, scaler, "test", epoch + 1)[0]
                         if scores_test(config, len(test_rows), epoch, total_epochs) else None)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "dev_loss": dev_loss}
+        row = {"epoch": epoch + 1, **({"step": state["step"]} if recipe.eval_every_updates else {}),
+               "train_loss": loss_sum / max(seen, 1), "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
         if config.record_test_curve and test_metrics:
             row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})

@@ -8,7 +8,8 @@ style); every recipe names the file and lines it comes from.
 - timnet (§3): Adam 1e-3, betas (0.93, 0.98), label smoothing 0.1, batch 64, 500 epochs, constant
   lr; 10 blocks for IEMOCAP, 8 otherwise (`corpus_head_defaults`).
 - linear (§6, s3prl's emotion config): Adam 1e-4, constant lr, gradient clip 1, 30,000 updates of
-  32 utterances (8 accumulated batches of 4), however many epochs that takes.
+  32 utterances (8 accumulated batches of 4), however many epochs that takes; dev scored every
+  1,000 updates (at the end of the epoch holding each 1,000th update) and at the end.
 - ctarnn (§4, a reconstruction; our choice): the shift family's schedule with 2 warm-up epochs,
   weight decay 0.01, 50 epochs, batch 32, gradient clip 5.
 Every field can be overridden (`Recipe.with_overrides`); heads not listed use the shift recipe.
@@ -55,13 +56,17 @@ class Recipe:
     warmup_lr: float = 0.0  # the warm-up starts here
     min_lr: float = 0.0  # the cosine ends here
     max_steps: int | None = None  # a budget of optimiser updates (s3prl style); None: `epochs` epochs
+    eval_every_updates: int | None = None  # dev pass after the epoch holding every N-th update; None/0: every epoch
 
     def with_overrides(self, **overrides) -> "Recipe":
         """A copy with the non-None overrides applied (unset options keep the recipe's value).
-        Setting `epochs` alone drops a step budget: the run then lasts that many epochs."""
+        Setting `epochs` alone drops a step budget and its update cadence: the run then lasts
+        that many epochs, each scored on dev."""
         recipe = self
         if overrides.get("epochs") is not None and overrides.get("max_steps") is None:
             recipe = dataclasses.replace(self, max_steps=None)
+            if overrides.get("eval_every_updates") is None:
+                recipe = dataclasses.replace(recipe, eval_every_updates=None)
         return with_set_options(recipe, overrides)
 
     def validate(self) -> None:
@@ -71,6 +76,8 @@ class Recipe:
             raise UserInputError(f"unknown schedule {self.schedule!r}", "choose cosine or constant")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or (self.max_steps is not None and self.max_steps < 1):
             raise UserInputError("epochs, batch size, learning rate and a step budget must be positive")
+        if self.eval_every_updates is not None and self.eval_every_updates < 0:
+            raise UserInputError("--eval-every-updates must be 0 (every epoch) or positive")
 
     def total_epochs(self, steps_per_epoch: int) -> int:
         """Epochs the run lasts: `epochs`, or as many as the step budget needs."""
@@ -106,9 +113,11 @@ TIMNET_RECIPE = Recipe(
 # s3prl (github.com/s3prl/s3prl): s3prl/downstream/emotion/config.yaml lines 2-4 (30,000 updates,
 # gradient clip 1, 8 accumulated batches) and 15-17 (Adam 1e-4, no scheduler), line 30 (batches of 4):
 # 8 × 4 = 32 utterances per update, the loss divided by 8 (s3prl/downstream/runner.py) = a batch of 32.
+# Line 7, `eval_step: 1000`: dev is scored every 1,000 updates (runner.py counts optimiser updates,
+# after accumulation), not every epoch: on a 535-clip corpus an epoch is ≈ 11 updates.
 LINEAR_RECIPE = Recipe(
     optimizer="adam", lr=1e-4, weight_decay=0.0, warmup_epochs=0, schedule="constant",
-    epochs=50, batch_size=32, grad_clip=1.0, max_steps=30_000,
+    epochs=50, batch_size=32, grad_clip=1.0, max_steps=30_000, eval_every_updates=1_000,
 )
 # CTA-RNN has no public code: our choice, the shift family's schedule with a shorter warm-up.
 CTARNN_RECIPE = Recipe(weight_decay=0.01, warmup_epochs=2, epochs=50, warmup_lr=5e-7, min_lr=5e-6)

@@ -246,3 +246,17 @@ def test_a_step_budget_ends_training_inside_an_epoch_and_timnet_follows_the_corp
     assert list(history["epoch"]) == [1, 2] and metrics["best_epoch"] in (1, 2)
     resolved = files.read_json(tmp_path / files.CONFIG)["head_resolved"]
     assert resolved["num_blocks"] == 10  # IEMOCAP's TIM-Net depth, since the run did not set it
+
+
+def test_an_update_cadence_scores_dev_only_where_it_falls_and_selects_among_those(data, tmp_path):
+    fold = protocol_folds(small_config(), data)[0]
+    steps_per_epoch = -(-len(fold.train) // 8)
+    every = 2 * steps_per_epoch + 1  # falls inside epochs 3 and 5 of 6
+    config = TrainConfig.create("linear", batch_size=8, max_steps=6 * steps_per_epoch, eval_every_updates=every,
+                                seed=0, standardize=True)
+    metrics = train_fold(config, data, fold, tmp_path)
+    history = pd.read_csv(tmp_path / files.HISTORY)
+    assert list(history["epoch"]) == [3, 5, 6] and list(history["step"]) == [3 * steps_per_epoch, 5 * steps_per_epoch,
+                                                                             6 * steps_per_epoch]
+    assert metrics["best_epoch"] in (3, 5, 6)
+    assert files.read_json(tmp_path / files.CONFIG)["eval_every_updates"] == every

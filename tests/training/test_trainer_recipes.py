@@ -56,6 +56,25 @@ def test_linear_probe_runs_s3prl_s_step_budget_unless_epochs_are_given():
     assert linear.total_epochs(111) == 271  # 30,000 updates at 111 per epoch end inside epoch 271
     short = linear.with_overrides(epochs=5)
     assert short.max_steps is None and short.total_epochs(111) == 5
+    assert short.eval_every_updates is None  # an epoch-based run scores dev every epoch
+
+
+def test_linear_probe_scores_dev_every_1000_updates_as_s3prl():
+    assert recipe_for("linear").eval_every_updates == 1_000  # s3prl emotion config.yaml: eval_step
+    assert recipe_for("shiftcnn").eval_every_updates is None
+    assert recipe_for("linear").with_overrides(epochs=5, eval_every_updates=2).eval_every_updates == 2
+    with pytest.raises(UserInputError):
+        recipe_for("linear").with_overrides(eval_every_updates=-1)
+
+
+def test_evaluation_is_due_in_the_epoch_holding_each_nth_update_and_at_the_end():
+    from ser.training.loop import evaluation_due
+
+    # 11 updates per epoch, every 100: epochs ending at 11, 22, … are scored when they cross 100, 200, …
+    due = [epoch for epoch in range(1, 40) if evaluation_due(11 * (epoch - 1), 11 * epoch, 100, epoch == 39)]
+    assert due == [10, 19, 28, 37, 39]
+    assert evaluation_due(0, 11, None, False) and evaluation_due(0, 11, 0, False)  # no cadence: every epoch
+    assert evaluation_due(990, 1000, 1000, False) and not evaluation_due(1000, 1010, 1000, False)
 
 
 def test_epochs_inside_the_warm_up_warn():
