@@ -21,7 +21,7 @@ otherwise the printout says "warm":
   probe        `ser probe` over the 13 layers (pooled statistics only).
 Ratios are printed side by side at the end. The workspace stays under --scratch unless --clean.
 
-    python benchmarks/scale.py --size quarter [--steps 6] [--scratch /work/scale-scratch] [--clean]
+    python benchmarks/scale.py --size quarter [--steps 6] [--scratch /work/scale-scratch] [--device cuda] [--clean]
     python benchmarks/scale.py --size full --arms write,seq-read,stream-read,train-stream
 """
 
@@ -164,8 +164,8 @@ def arm(args) -> dict:
     from ser.training.loading import load_training_data
 
     began = time.perf_counter()
-    data = load_training_data(manifest, cache, layers=layers, device="cpu", stream=args.arm != "load"
-                              and args.arm != "train-ram")
+    data = load_training_data(manifest, cache, layers=layers, device=args.device,
+                              stream=args.arm not in ("load", "train-ram"))
     loaded = time.perf_counter() - began
     fold = fold_one(data)
     train_rows = data.positions(fold.train)
@@ -178,15 +178,16 @@ def arm(args) -> dict:
         return {"seconds": loaded, "bytes": size}
     if args.arm == "stream-read":
         began = time.perf_counter()
-        for _ in data.batches(batch_rows):
-            pass
+        for x, _, _ in data.batches(batch_rows):
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
         return {"seconds": time.perf_counter() - began, "bytes": feature_bytes, "batches": len(batch_rows)}
 
     from ser.heads import create_head
     from ser.training.recipes import build_optimizer, recipe_for
 
     torch.manual_seed(0)
-    head = create_head("shiftcnn", data.dim, data.num_layers, 4)
+    head = create_head("shiftcnn", data.dim, data.num_layers, 4).to(data.device)
     optimizer = build_optimizer(head, recipe_for("shiftcnn"))
     head.train()
     times, began = [], time.perf_counter()
@@ -195,6 +196,8 @@ def arm(args) -> dict:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if data.device.type == "cuda":
+            torch.cuda.synchronize(data.device)
         times.append(time.perf_counter() - began)  # includes the wait for the batch
         began = time.perf_counter()
     step = statistics.median(times[1:])
@@ -205,7 +208,8 @@ def arm(args) -> dict:
 def run_arm(args, name: str, layers: str | None = None) -> dict:
     """`name` in a child process after dropping the page cache: its figures, peak RSS and cold/warm."""
     cold = drop_page_cache()
-    command = [sys.executable, __file__, "--child", name, "--workdir", str(args.workdir), "--steps", str(args.steps)]
+    command = [sys.executable, __file__, "--child", name, "--workdir", str(args.workdir), "--steps", str(args.steps),
+               "--device", args.device]
     if layers:
         command += ["--layers", layers]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -227,6 +231,7 @@ def main() -> None:
     parser.add_argument("--size", choices=SIZES, default="quarter")
     parser.add_argument("--steps", type=int, default=6, help="ShiftCNN steps timed per training arm (after a warm-up).")
     parser.add_argument("--scratch", type=Path, default=Path("/work/scale-scratch"))
+    parser.add_argument("--device", default="cpu", help="Training device of the load, stream and train arms.")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"Comma-separated subset of {','.join(ARMS)}.")
     parser.add_argument("--clean", action="store_true", help="Delete the workspace at the end.")
     parser.add_argument("--child", help=argparse.SUPPRESS)
