@@ -112,3 +112,18 @@ def test_a_damaged_block_is_a_cache_error_in_the_loop(layered, tmp_path):
     ids = [f"u{i:03d}" for i in range(40)]
     with pytest.raises(CacheError, match="u005"):
         list(stream_batches(broken, ids, None, [np.arange(0, 8)]))
+
+
+def test_a_cpu_batch_is_the_gather_it_replaces():
+    from ser.features.packed import PackedFeatures
+
+    lengths = torch.tensor([3, 1, 5, 2])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    frames = torch.randn(int(lengths.sum()), 3, 4).half()  # (ΣT, L, D)
+    rows = torch.tensor([2, 0, 3])
+    x, got = PackedFeatures(["a", "b", "c", "d"], frames, offsets).batch(rows)
+    steps = torch.arange(5)
+    valid = steps[None, :] < lengths[rows][:, None]  # (B, T)
+    index = torch.where(valid, offsets[rows][:, None] + steps[None, :], 0)
+    expected = (frames[index].float() * valid[:, :, None, None]).permute(0, 2, 1, 3)  # (B, L, T, D)
+    assert torch.equal(got, lengths[rows]) and torch.equal(x, expected) and x.stride() == expected.stride()
