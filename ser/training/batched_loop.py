@@ -33,8 +33,8 @@ from ser.training.adam import Adam
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.config import TrainConfig
 from ser.training.divergence import check_loss, check_outputs
-from ser.training.loop import (CHECKPOINT_EVERY_SECONDS, fresh_state, random_state, record_test, scores_test, start_fold,
-                               write_fold_results)
+from ser.training.loop import (CHECKPOINT_EVERY_SECONDS, evaluation_due, fresh_state, random_state, record_test,
+                               scores_test, start_fold, write_fold_results)
 from ser.training.recipes import build_optimizer, lr_at
 from ser.training.stacked_optim import StackedAdam
 from ser.training.training_data import FeatureScaler, TrainingData
@@ -73,6 +73,8 @@ class _Member:
     error: Exception | None = None
     loss_sum: float = 0.0
     seen: int = 0
+    steps_before: int = 0  # the member's updates when the epoch began (update cadence, loop.evaluation_due)
+    scored: bool = False  # whether the last epoch ended with a dev pass
     lr: float = 0.0
     last_row: dict = field(default_factory=dict)
 
@@ -205,7 +207,7 @@ def _train_epoch(group: _Group, epoch: int, training: list[int]) -> None:
                                                               m.spec.config.seed, epoch)]
         if recipe.max_steps is not None:
             orders[k] = orders[k][: recipe.max_steps - m.state["step"]]
-        m.loss_sum, m.seen = 0.0, 0
+        m.loss_sum, m.seen, m.steps_before = 0.0, 0, m.state["step"]
     for i in range(max(len(order) for order in orders.values())):
         stepping = [k for k in training if i < len(orders[k]) and members[k].alive]
         if not stepping:
@@ -247,6 +249,13 @@ def _end_epoch(group: _Group, epoch: int, trained: list[int], started: float) ->
     """Dev/test scores, history row, dev-based selection of the members trained this epoch."""
     data = group.data
     live = [k for k in trained if group.members[k].alive]
+    for k in live:  # under an update cadence, a member is scored only in the epochs where it falls
+        m = group.members[k]
+        m.scored = evaluation_due(m.steps_before, m.state["step"], m.spec.config.recipe.eval_every_updates,
+                                  epoch + 1 == m.epochs)
+        if not m.scored:
+            m.state["epoch"] = epoch + 1
+    live = [k for k in live if group.members[k].scored]
     if not live:
         return
     eval_batch = 2 * max(group.members[k].spec.config.recipe.batch_size for k in live)
@@ -262,7 +271,8 @@ def _end_epoch(group: _Group, epoch: int, trained: list[int], started: float) ->
         except DivergedError as error:
             m.error = error
             continue
-        row = {"epoch": epoch + 1, "train_loss": m.loss_sum / max(m.seen, 1), "dev_loss": dev_loss}
+        row = {"epoch": epoch + 1, **({"step": state["step"]} if m.spec.config.recipe.eval_every_updates else {}),
+               "train_loss": m.loss_sum / max(m.seen, 1), "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
         if config.record_test_curve and test_metrics:
             row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})
@@ -330,7 +340,7 @@ def train_group(specs: list[MemberSpec], data: TrainingData, progress: MemberPro
         for k in training:
             if members[k].alive and write_now:
                 _checkpoint(group, k)
-            if members[k].alive and progress is not None:
+            if members[k].alive and members[k].scored and progress is not None:
                 progress(indices[k], epoch + 1, members[k].epochs, members[k].last_row)
         if write_now:
             last_checkpoint = time.perf_counter()

@@ -136,6 +136,23 @@ def test_linear_probe_members_match_solo_runs(workspace: Path, tmp_path: Path, s
         ("linear", options, 0, 0), ("linear", options, 1, 0), ("linear", options, 2, 1)])
 
 
+def test_linear_members_follow_the_update_cadence_like_solo_runs(workspace: Path, tmp_path: Path):
+    data = load_training_data(workspace / "manifests" / "synthetic.csv", workspace / "cache" / "synthetic" / "fbank.h5",
+                              device="cpu")
+    folds = protocol_folds(TrainConfig.create("linear"), data)
+    steps = -(-len(folds[0].train) // 8)  # per epoch
+    configs = [TrainConfig.create("linear", batch_size=8, max_steps=4 * steps, eval_every_updates=every, seed=0,
+                                  standardize=True) for every in (2 * steps + 1, 2 * steps)]
+    specs = [MemberSpec(config, folds[0], tmp_path / f"batched{i}") for i, config in enumerate(configs)]
+    assert [r.error for r in train_group(specs, data)] == [None, None]
+    for i, spec in enumerate(specs):
+        train_fold(spec.config, data, spec.fold, tmp_path / f"solo{i}")
+        batched, solo = (pd.read_csv(d / files.HISTORY) for d in (spec.out_dir, tmp_path / f"solo{i}"))
+        assert list(batched["epoch"]) == list(solo["epoch"]) and list(batched["step"]) == list(solo["step"])
+    assert list(pd.read_csv(specs[0].out_dir / files.HISTORY)["epoch"]) == [3, 4]  # update 2·steps + 1, then the last
+    assert list(pd.read_csv(specs[1].out_dir / files.HISTORY)["epoch"]) == [2, 4]
+
+
 def test_transformer_family_members_match_solo_runs(workspace: Path, tmp_path: Path):
     # one epoch (three steps at 5e-4): an epoch of these three costs ~10 s on one core
     assert_members_match_solo_runs(workspace, tmp_path, epochs=1, variants=[
