@@ -226,6 +226,16 @@ class CacheReader:
         except (OSError, RuntimeError, KeyError, ValueError) as error:
             raise damaged(self.path, f"the features of utterance {utt_id!r}", error) from None
 
+    def block(self, utt_id: str, layers=None) -> np.ndarray:
+        """Features of one utterance as stored (float16, or float32 where fp16 overflowed): (L, T, D);
+        thread-safe (streamed batches read several at a time)."""
+        self._check_id(utt_id)
+        return self._features(utt_id, self._layer_index(layers))
+
+    def file_order(self, ids: list[str]) -> list[int]:
+        """Positions into `ids` in the order their blocks lie in the file (reads that go forward)."""
+        return self._file_order(ids)
+
     def read(self, utt_id: str, layers=None) -> np.ndarray:
         """Features of one utterance as float32 (L, T, D)."""
         self._check_id(utt_id)

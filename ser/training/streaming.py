@@ -1,11 +1,13 @@
 """Streamed batches: a cache too large for RAM read while the head trains.
 
-A producer thread reads each batch ahead of the training loop and hands over ready batches
-through a bounded queue (`depth` batches; the memory a stream holds is about `depth + 1`
-padded float32 batches). A batch's utterances are read in the order they lie in the file, by
-`workers` threads at a time, each one `pread` plus a vectorised Fletcher-32 check
-(features/cache_chunks.py), with only the requested layers copied out; then they are padded by
-the same gather as an in-memory batch (`PackedFeatures.batch`), so a streamed run computes
+A producer thread builds each batch ahead of the training loop and hands over ready batches
+through a bounded queue (`depth` batches; the memory a stream holds is about `depth + 2`
+padded float32 batches). A batch's utterances are read in the order they lie in the file by
+`workers` threads, each one `pread` plus a vectorised Fletcher-32 check
+(features/cache_chunks.py), and each thread copies its utterance's requested layers straight
+into the zero-padded (B, T, L, D) float32 batch, so a batch is read, checked, converted and
+padded in parallel with no intermediate copy. The result is the tensor an in-memory batch is
+(`PackedFeatures.batch`: the same values, layout and strides), so a streamed run computes
 exactly what an in-memory run computes. The batches are the training loop's length-bucketed
 ones, so padding stays as small in a streamed run as in memory.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -26,11 +29,28 @@ STREAM_DEPTH = 2  # ready batches waiting for the loop
 _END = object()
 
 
+def read_batch(reader: CacheReader, ids: list[str], layers: list[int] | None, pool: ThreadPoolExecutor,
+               pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The padded batch of `ids` → (x (B, L, T, D) float32, lengths (B,)), as PackedFeatures.batch
+    makes it; the utterances are read and placed by `pool`'s threads in file order."""
+    lengths = torch.tensor([reader.lengths[utt] for utt in ids], dtype=torch.long)
+    num_layers = reader.num_layers if layers is None else len(layers)
+    x = torch.zeros((len(ids), int(lengths.max()), num_layers, reader.dim), dtype=torch.float32,
+                    pin_memory=pin)  # (B, T, L, D)
+
+    def place(i: int) -> None:
+        block = torch.from_numpy(reader.block(ids[i], layers))  # (L, T, D) as stored
+        x[i, : block.shape[1]] = block.permute(1, 0, 2)  # (T, L, D), converted to float32 in the copy
+
+    list(pool.map(place, reader.file_order(ids)))
+    return x.permute(0, 2, 1, 3), lengths  # (B, L, T, D), (B,)
+
+
 def stream_batches(cache_path: Path, ids: list[str], layers: list[int] | None, batch_rows: list[np.ndarray],
                    workers: int = 2, depth: int = STREAM_DEPTH, pin: bool = False
                    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """(rows, x (B, L, T, D) float32 on the CPU, lengths (B,)) for each array of row positions into
-    `ids`, in order, read by a producer thread `depth` batches ahead; an error in the producer is
+    `ids`, in order, built by a producer thread `depth` batches ahead; an error in the producer is
     raised here. Leaving the loop early stops the producer."""
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -46,12 +66,9 @@ def stream_batches(cache_path: Path, ids: list[str], layers: list[int] | None, b
 
     def produce() -> None:
         try:
-            with CacheReader(cache_path) as reader:
+            with CacheReader(cache_path) as reader, ThreadPoolExecutor(max(1, workers)) as pool:
                 for rows in batch_rows:
-                    packed = reader.load_all(ids=[ids[row] for row in rows], layers=layers, threads=workers)
-                    x, lengths = packed.batch(torch.arange(len(rows)))  # (B, L, T, D), (B,)
-                    if pin:
-                        x = x.pin_memory()
+                    x, lengths = read_batch(reader, [ids[row] for row in rows], layers, pool, pin)
                     if not hand_over((rows, x, lengths)):
                         return
         except BaseException as error:  # handed to the loop, which raises it
