@@ -8,7 +8,8 @@ utterances (≈ 6 GB), `--size full` all of them (≈ 25 GB, ≈ 50 GB while the
 Then each arm runs in its own process (its peak RSS is that process's ru_maxrss), with the page
 cache dropped before it when this process may (`echo 3 > /proc/sys/vm/drop_caches`, root);
 otherwise the printout says "warm":
-  write        the writer's rate (shards, then merge), MB/s of feature bytes;
+  write        the writer's rate (shards, then merge), MB/s of feature bytes (in its own process too:
+               a child's peak RSS counts the parent's pages it was forked with);
   seq-read     a plain sequential read of the cache file in 16 MiB blocks: the disk's bound;
   load         `ser train`'s in-memory load (all layers, and --layers 8-12);
   stream-read  one pass of streamed batches of fold 1's training part, no training: the rate the
@@ -145,6 +146,8 @@ def arm(args) -> dict:
     cache = root / "cache" / "iemocap" / "wavlm-base.h5"
     manifest = root / "manifests" / "iemocap.csv"
     layers = parse_layers(args.layers)
+    if args.arm == "write":
+        return write_workspace(root, args.size)
     if args.arm == "seq-read":
         began, total = time.perf_counter(), 0
         with open(cache, "rb", buffering=0) as handle:
@@ -209,7 +212,7 @@ def run_arm(args, name: str, layers: str | None = None) -> dict:
     """`name` in a child process after dropping the page cache: its figures, peak RSS and cold/warm."""
     cold = drop_page_cache()
     command = [sys.executable, __file__, "--child", name, "--workdir", str(args.workdir), "--steps", str(args.steps),
-               "--device", args.device]
+               "--device", args.device, "--size", args.size]
     if layers:
         command += ["--layers", layers]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -248,7 +251,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     if "write" in arms or not cache.is_file():
         shutil.rmtree(args.workdir, ignore_errors=True)
-        written = write_workspace(args.workdir, args.size)
+        written = run_arm(args, "write")  # in a child too: the arms' peak RSS must not start from the writer's
         total = written["shards_s"] + written["merge_s"]
         print(f"write: {written['utterances']} utterances, {written['hours']:.1f} h, {written['feature_bytes'] / 1e9:.2f} GB "
               f"of features, file {written['file_bytes'] / 1e9:.2f} GB; shards {written['shards_s']:.1f} s "
