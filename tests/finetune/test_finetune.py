@@ -43,14 +43,6 @@ CLI_OPTIONS = ["--head", "linear", "--fold", "1", "--epochs", "2", "--batch-size
                "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """24 synthetic utterances of 1–2.5 s (2 sessions) and three tiny group-norm models."""

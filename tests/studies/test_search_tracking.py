@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from ser.training import run_dir as files
 from ser.training.config import TrainConfig
@@ -17,14 +16,6 @@ from ser.training.run import run_training
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, build_fbank_workspace) -> Path:
     return build_fbank_workspace(tmp_path_factory.mktemp("bridges-ws"), speakers=4, sessions=2, per_class=3)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def scalars(log_dir: Path) -> dict[str, list]:

@@ -22,14 +22,6 @@ from ser.training.protocol import protocol_folds
 from ser.training.run import run_training
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, build_fbank_workspace) -> Path:
     root = tmp_path_factory.mktemp("cross-ws")

@@ -18,15 +18,6 @@ from ser.training.protocol import protocol_folds, select_folds
 from ser.training.run import train_folds
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny heads are fastest that way, and CI cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, build_fbank_workspace):
     return Workspace(build_fbank_workspace(tmp_path_factory.mktemp("ws"), speakers=4, sessions=2, per_class=3))
