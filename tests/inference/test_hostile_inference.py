@@ -17,9 +17,7 @@ import pytest
 import torch
 
 import ser
-from ser.data.corpora import CORPORA
-from ser.data.extraction import extract_corpus
-from ser.data.manifest import read_manifest, write_manifest
+from ser.data.manifest import read_manifest
 from ser.errors import DamagedFileError, UserInputError
 from ser.features.audio import load_audio
 from ser.features.records import UtteranceRecord
@@ -30,13 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tmp_path_factory, build_fbank_workspace):
     """A synthetic corpus with its fbank cache and two linear runs (fold 1; seeds 0 and 1)."""
-    torch.set_num_threads(1)
-    workdir = tmp_path_factory.mktemp("hostile")
-    rows = CORPORA.get("synthetic").prepare(workdir / "audio", speakers=4, sessions=2, per_class=2)
-    write_manifest(rows, workdir / "manifests" / "synthetic.csv")
-    extract_corpus(workdir, "fbank")
+    workdir = build_fbank_workspace(tmp_path_factory.mktemp("hostile"), speakers=4, sessions=2, per_class=2)
     runs = {}
     for seed in (0, 1):
         config = TrainConfig.create("linear", {}, epochs=2, batch_size=8, lr=3e-3, standardize=True, seed=seed)
