@@ -21,7 +21,7 @@ from ser.errors import UserInputError
 from ser.features.cache import CacheReader
 from ser.studies.floor import floor_of
 from ser.training import metrics
-from ser.training.probe import ProbeProtocol, cached_probe, layer_summary, probe_cache_path, run_probe
+from ser.training.probe import C_GRID, ProbeProtocol, cached_probe, layer_summary, probe_cache_path, run_probe
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,30 @@ def test_probe_matches_a_plain_logistic_regression_on_the_same_statistics_and_fo
     assert table["ua"].mean() > 0.4  # four balanced classes: chance is 0.25
     assert set(table["regularisation"]) <= {1e-3, 1e-2, 1e-1, 1.0, 10.0}
     assert (table[["train", "dev", "test"]].sum(axis=1) == 384).all()
+
+
+def test_the_probe_chooses_c_by_dev_log_loss_not_dev_ua(workspace: Path):
+    """Per fold, the chosen C is the one whose plain logistic regression (fitted on train) has the
+    lowest log-loss on dev, and the dev UA reported is that C's, not the best UA of the grid."""
+    from sklearn.metrics import log_loss
+
+    manifest, cache = paths(workspace)
+    table = run_probe(manifest, cache)
+    df = read_manifest(manifest)
+    with CacheReader(cache) as reader:
+        frames = {utt: reader.read(utt)[0] for utt in df["id"]}  # (T, D)
+    stats = {utt: np.concatenate([x.mean(axis=0), x.std(axis=0)]) for utt, x in frames.items()}  # (2D,)
+    labels = df.set_index("id")["label"]
+    with threadpool_limits(limits=1):
+        for fold, (_, row) in zip(make_folds(df), table.iterrows()):
+            scaler = StandardScaler().fit(np.stack([stats[u] for u in fold.train]))
+            train, dev = (scaler.transform(np.stack([stats[u] for u in ids])) for ids in (fold.train, fold.dev))
+            fits = {c: LogisticRegression(C=c, max_iter=1000).fit(train, labels[fold.train]) for c in C_GRID}
+            losses = {c: log_loss(labels[fold.dev], m.predict_proba(dev), labels=m.classes_) for c, m in fits.items()}
+            chosen = min(C_GRID, key=losses.get)
+            assert row["regularisation"] == chosen
+            assert row["dev_loss"] == pytest.approx(losses[chosen], rel=1e-3)
+            assert row["dev_ua"] == pytest.approx(metrics.ua(labels[fold.dev].to_numpy(), fits[chosen].predict(dev)))
 
 
 def test_dimensional_probe_scores_ccc_with_ridge(workspace: Path):
