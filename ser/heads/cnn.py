@@ -69,7 +69,8 @@ class ConvNeXtBlock1d(nn.Module):
 
 
 class CNNHead(Head):
-    """Layer sum → [SpecAugment] → ConvNeXt 1-D blocks → LayerNorm → masked mean → Linear.
+    """Layer sum → [input projection] → [SpecAugment] → ConvNeXt 1-D blocks → LayerNorm → masked
+    mean → Linear.
 
     `shift_placement` is one of none, residual, tsm-residual, inplace; `shift_blocks` lists the
     0-based blocks that carry the shift (None = all). `n_div` sets the shifted fraction 1/n_div
@@ -85,6 +86,7 @@ class CNNHead(Head):
         layers: int | Sequence[int] | None = None,
         layer_norm: bool = False,
         spec_augment: bool = True,
+        input_projection: bool = False,
         num_blocks: int = 2,
         kernel_size: int = 7,
         mlp_ratio: int = 4,
@@ -94,7 +96,7 @@ class CNNHead(Head):
         bidirectional: bool = False,
         shift_stride: int = 1,
     ):
-        super().__init__(in_dim, num_layers, layers, layer_norm, spec_augment)
+        super().__init__(in_dim, num_layers, layers, layer_norm, spec_augment, input_projection)
         check_placement(shift_placement, CNN_PLACEMENTS, "cnn")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise UserInputError(f"kernel_size must be odd, got {kernel_size}", "the depthwise conv is centred")

@@ -160,7 +160,8 @@ def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Pat
     head = create_head(config.head, data.dim, data.num_layers, task.num_outputs,
                        **head_options(config, frontend)).to(data.device)
     saved_config = {**config.to_dict(), "fold": fold.name, "dev_split": fold.dev_split,
-                    "spec_augment": getattr(head, "spec_augment", None) is not None, "task_state": task.to_dict(),
+                    "spec_augment": getattr(head, "spec_augment", None) is not None,
+                    "input_projection": getattr(head, "input_projection", None) is not None, "task_state": task.to_dict(),
                     "head_resolved": head.constructor_kwargs,
                     "sizes": {"train": len(rows[0]), "dev": len(rows[1]), "test": len(rows[2])}}
     for note in files.set_aside_damaged(out_dir):

@@ -1,5 +1,6 @@
 """Defaults that follow the features: a weight-free frontend cache (fbank) is standardised and
-trains without SpecAugment unless the run says otherwise; an SSL cache (a tiny random wav2vec2,
+trains without SpecAugment, and cnn/shiftcnn get an input projection, unless the run says
+otherwise; an SSL cache (a tiny random wav2vec2,
 saved with save_pretrained) keeps the heads' reference recipes. config.json records what was done."""
 
 from __future__ import annotations
@@ -64,20 +65,30 @@ def test_frontend_caches_are_standardised_without_spec_augment_by_default(caches
     data = caches["fbank"]
     train_fold(config, data, protocol_folds(config, data)[0], tmp_path)
     saved = files.read_json(tmp_path / files.CONFIG)
-    assert saved["standardize"] is True and saved["spec_augment"] is False
-    assert saved["head_resolved"]["spec_augment"] is False
+    assert saved["standardize"] is True and saved["spec_augment"] is False and saved["input_projection"] is True
+    assert saved["head_resolved"]["spec_augment"] is False and saved["head_resolved"]["input_projection"] is True
+    weights = torch.load(tmp_path / files.MODEL, weights_only=True)["state_dict"]
+    assert weights["input_projection.weight"].shape == (data.dim, data.dim)
     assert torch.load(tmp_path / files.MODEL, weights_only=True)["feature_scaler"] is not None
+
+
+@pytest.mark.parametrize("head", ["shiftformer", "lstm", "timnet"])
+def test_heads_that_see_unnormalised_frames_keep_their_reference_graph(caches, tmp_path, head):
+    saved = _started(caches["fbank"], tmp_path, head=head, head_kwargs={"num_blocks": 2} if head == "timnet" else None)
+    assert saved["input_projection"] is False  # their first layer sees the frames themselves
 
 
 def test_ssl_caches_keep_the_reference_recipes(caches, tmp_path):
     saved = _started(caches["ssl"], tmp_path / "shiftcnn")
     assert saved["standardize"] is False and saved["spec_augment"] is True  # the ShiftCNN reference's SpecAugment
+    assert saved["input_projection"] is False and saved["head_resolved"]["input_projection"] is False
     saved = _started(caches["ssl"], tmp_path / "linear", head="linear")
     assert saved["standardize"] is False and saved["spec_augment"] is False  # s3prl's probe has none
 
 
 def test_the_run_s_own_settings_win(caches, tmp_path):
-    saved = _started(caches["fbank"], tmp_path / "a", head_kwargs={"spec_augment": True}, standardize=False)
-    assert saved["standardize"] is False and saved["spec_augment"] is True
+    saved = _started(caches["fbank"], tmp_path / "a", head_kwargs={"spec_augment": True, "input_projection": False},
+                     standardize=False)
+    assert saved["standardize"] is False and saved["spec_augment"] is True and saved["input_projection"] is False
     saved = _started(caches["ssl"], tmp_path / "b", head_kwargs={"spec_augment": False}, standardize=True)
     assert saved["standardize"] is True and saved["spec_augment"] is False

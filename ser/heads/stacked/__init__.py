@@ -54,5 +54,6 @@ def stacked_model(members: Sequence, device: torch.device) -> "StackedHeads":
 def activation_floats_per_frame(head, num_layers: int, dim: int, frames: int) -> int:
     """Floats one member of a stacked model keeps per frame of its batch in a training step, its
     batches `frames` long: its input (kept for the layer-sum gradient) and the activations
-    autograd keeps."""
-    return num_layers * dim + STACKED[stack_key(head)[0]].floats_per_frame(head, dim, frames)
+    autograd keeps (and the layer sum that an input projection keeps)."""
+    projected = dim if getattr(head, "input_projection", None) is not None else 0
+    return num_layers * dim + projected + STACKED[stack_key(head)[0]].floats_per_frame(head, dim, frames)

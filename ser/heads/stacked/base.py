@@ -85,8 +85,9 @@ class StackedHeads:
         stacked tensor), before their heads are saved or used alone."""
 
     def _layer_sums(self, params: dict, inputs: list[MemberBatch]) -> list[torch.Tensor]:
-        """Each member's weighted layer sum of its own batch → [(B_k, T_k, D)]; members that share
-        a batch object are summed in one batched product."""
+        """Each member's weighted layer sum of its own batch (then its input projection, if the
+        heads have one) → [(B_k, T_k, D)]; members that share a batch object are summed in one
+        batched product."""
         layer_sum = self.template.layer_sum
         logits = params.get("layer_sum.logits")
         sums: list[torch.Tensor | None] = [None] * len(inputs)
@@ -102,6 +103,9 @@ class StackedHeads:
             summed = torch.bmm(weights.expand(B, -1, -1), selected.flatten(2)).view(B, len(members), T, D)  # (B, G, T, D)
             for k, member_sum in zip(members, summed.unbind(1)):
                 sums[k] = member_sum
+        if "input_projection.weight" in params:  # each member's own Linear(D, D), as its solo head
+            weight, bias = params["input_projection.weight"], params["input_projection.bias"]  # (K, D, D), (K, D)
+            sums = [F.linear(summed, weight[k], bias[k]) for k, summed in enumerate(sums)]
         return sums
 
     def _spec_augment(self, x: torch.Tensor, lengths: list[torch.Tensor], params: dict,
