@@ -28,7 +28,8 @@ EXAMPLES = """Examples:
 
   ser train --head shiftlstm --shift-proportion 1/8 --shift-placement inplace --layers 8-12
 
-  ser train --head shiftcnn --no-standardize --head-option spec_augment=true   (override the fbank/mfcc defaults)
+  ser train --head shiftcnn --no-standardize --head-option spec_augment=true --head-option input_projection=false
+      (override the fbank/mfcc defaults)
 
   ser train --head cnn --head-option num_blocks=3 --head-option kernel_size=5 --run-name cnn3
 
