@@ -16,6 +16,7 @@ import pytest
 # ≈ 0.50 over the 4 sessions for seeds 0 and 1; chance is 0.25).
 TRAIN_OPTIONS = [
     "--head", "shiftcnn", "--standardize", "--head-option", "spec_augment=false",
+    "--head-option", "input_projection=false",
     "--epochs", "8", "--batch-size", "16", "--lr", "3e-3", "--seed", "0", "--device", "cpu",
 ]  # fmt: skip
 
