@@ -5,8 +5,10 @@ Each utterance of a cache is one chunk (its whole (L, T, D) block) with HDF5's F
 filter and no compression, so the chunk's bytes in the file are the array's bytes followed by
 a 4-byte checksum. Measured on a wavlm-base-shaped cache (warm page cache, one thread): h5py
 reads such a dataset at 280 MB/s (HDF5 checks the sum byte by byte while holding the GIL); a
-`pread` runs at 1.7 GB/s and the vectorised check below at 350 MB/s, both releasing the GIL for
-their large steps, so a few reader threads overlap with training and with each other.
+`pread` runs at 1.7 GB/s and the vectorised check below at 3.4-4.0 GB/s (plain row and column
+sums; running sums, its previous form, ran at 0.9-1.2 GB/s beside it on 4.5-MB chunks), both
+releasing the GIL for their large steps, so a few reader threads overlap with training and with
+each other.
 
 `ChunkIndex` maps ids to (byte offset, size, shape, dtype) once; a dataset stored any other way
 (compressed, split into several chunks, filters that are not Fletcher-32 alone) is left to h5py.
@@ -22,7 +24,8 @@ import h5py
 import numpy as np
 
 
-WORDS_PER_BLOCK = 4096  # 16-bit words summed per row: Σ (B − j)·w_j stays below 2**32 when B ≤ 65536
+WORDS_PER_BLOCK = 4096  # 16-bit words per row of the checksum's sums (a multiple of 2: rows are read as 32-bit pairs too)
+MAX_ROWS = 65537  # column sums of 16-bit words stay below 2**32 over this many rows
 FLETCHER32 = h5py.h5z.FILTER_FLETCHER32
 
 
@@ -31,25 +34,28 @@ def fletcher32(data: memoryview | bytes) -> tuple[int, int]:
 
     HDF5 adds the bytes as big-endian 16-bit words w_0 … w_{n−1} (an odd last byte as its high
     half): sum1 = Σ w_i and sum2 = Σ_k Σ_{i ≤ k} w_i = Σ (n − i)·w_i, folded to 16 bits, which keeps
-    them modulo 65535. Rows of B words give Σ_j (B − j)·w_j as the sum of their running sums."""
+    them modulo 65535. As 2**16 ≡ 1 (mod 65535), the word read little-endian, v_i, gives
+    w_i ≡ 256·v_i, and two words read as one 32-bit number give their sum: no byte swap. With the
+    words as rows of B (i = r·B + j), Σ (n − i)·v_i = Σ_r (n − r·B)·S_r − Σ_j j·C_j, from the row
+    sums S_r and the column sums C_j: two passes of plain sums, no running sums."""
     raw = np.frombuffer(data, dtype=np.uint8)
-    if len(raw) % 2:
-        raw = np.concatenate([raw, np.zeros(1, np.uint8)])  # the odd byte is the high half of a last word
-    words = raw.view(">u2")
-    n, block = len(words), WORDS_PER_BLOCK
-    full = n // block * block
-    rows = words[:full].reshape(-1, block).astype(np.uint32)  # (nb, B)
-    sums = rows.sum(axis=1, dtype=np.uint64)  # (nb,)
-    weighted = np.cumsum(rows, axis=1, dtype=np.uint32).sum(axis=1, dtype=np.uint64)  # (nb,) Σ (B − j)·w_j
-    after = (n - (np.arange(len(sums), dtype=np.uint64) + 1) * block) % 65535  # words after each row
-    tail = words[full:].astype(np.uint64)
-    sum1 = (int(sums.sum()) + int(tail.sum())) % 65535
-    sum2 = (int((weighted % 65535).sum()) + int((sums % 65535 * after % 65535).sum())
-            + int(np.cumsum(tail).sum())) % 65535
-    return sum1, sum2
+    odd = int(raw[-1]) << 8 if len(raw) % 2 else 0  # the odd byte's word, added last (weight 1)
+    words = raw[: len(raw) - len(raw) % 2].view("<u2")  # v_i
+    n = len(words) + len(raw) % 2
+    block = WORDS_PER_BLOCK * max(1, -(-len(words) // (WORDS_PER_BLOCK * MAX_ROWS)))  # at most MAX_ROWS rows
+    full = len(words) // block * block
+    rows = words[:full].reshape(-1, block)  # (R, B)
+    row_sums = rows.view("<u4").sum(axis=1, dtype=np.uint64) % 65535  # (R,) S_r, from pairs of words
+    col_sums = rows.sum(axis=0, dtype=np.uint32) % 65535  # (B,) C_j, exact below MAX_ROWS rows
+    tail = words[full:].astype(np.uint64)  # (< B,) the words after the last row
+    weights = (n - np.arange(len(row_sums), dtype=np.uint64) * block) % 65535  # (R,) n − r·B
+    total = int(row_sums.sum()) + int(tail.sum())
+    weighted = (int((weights * row_sums).sum()) - int((np.arange(block, dtype=np.uint64) * col_sums).sum())
+                + int(((n - full - np.arange(len(tail), dtype=np.uint64)) * tail).sum()))
+    return (256 * total + odd) % 65535, (256 * weighted + odd) % 65535
 
 
-def checksum_matches(chunk: bytes | bytearray) -> bool:
+def checksum_matches(chunk: bytes | bytearray | np.ndarray) -> bool:
     """Whether a Fletcher-32 filtered chunk (data + 4-byte little-endian sum) is intact. HDF5
     also accepts the sum with the bytes of each half swapped (written by versions before 1.6.3)."""
     sum1, sum2 = fletcher32(memoryview(chunk)[:-4])
