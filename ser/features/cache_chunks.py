@@ -108,7 +108,7 @@ class ChunkIndex:
         place = self.place(utt)
         if place is None:
             return None
-        chunk = bytearray(place.size)  # writable: the block becomes a writable array without a copy
+        chunk = np.empty(place.size, np.uint8)  # not zeroed: preadv fills it; the block is a writable view of it
         got = os.preadv(fd, [chunk], place.offset)
         if got != place.size:
             raise ValueError(f"short read: {got} of {place.size} bytes")
