@@ -5,15 +5,19 @@ between 0.6 and 35 s, 5 sessions × 2 speakers, 4 classes) with wavlm-base's lay
 float16 per frame, 50 frames/s) and random features, written by the real writer
 (ShardedCacheWriter: shards, then the merge). `--size quarter` keeps a quarter of the
 utterances (≈ 6 GB), `--size full` all of them (≈ 25 GB, ≈ 50 GB while the shards are merged).
-Then each arm runs in its own process (its peak RSS is that process's ru_maxrss), with the page
+Then each arm runs in its own process (its peak RSS is that process's ru_maxrss), set up as `ser`
+sets up its own (OpenMP's brief waits, freed blocks kept: ser/cli/__init__.py), with the page
 cache dropped before it when this process may (`echo 3 > /proc/sys/vm/drop_caches`, root);
 otherwise the printout says "warm":
   write        the writer's rate (shards, then merge), MB/s of feature bytes (in its own process too:
                a child's peak RSS counts the parent's pages it was forked with);
   seq-read     a plain sequential read of the cache file in 16 MiB blocks: the disk's bound;
   load         `ser train`'s in-memory load (all layers, and --layers 8-12);
-  stream-read  one pass of streamed batches of fold 1's training part, no training: the rate the
-               streamed path delivers (all layers, and 8-12);
+  stream-read  one pass of streamed batches over every utterance (length-bucketed, 32 a batch), no
+               training: the rate the streamed path delivers over the features the plain read
+               reads too (all layers, and 8-12). Its MB/s count stored (fp16) feature bytes, and
+               the plain read's count the whole file (features, their checksums, pooled
+               statistics, index: 1-2% more);
   train        `--steps N` ShiftCNN steps of fold 1 (batch 32, length-bucketed, one warm-up step
                first), in memory and streamed, all layers and 8-12. A full epoch at D=768 over
                ≈ 3,500 training clips takes long on 2 CPUs, so the benchmark times N steps and
@@ -170,21 +174,21 @@ def arm(args) -> dict:
     data = load_training_data(manifest, cache, layers=layers, device=args.device,
                               stream=args.arm not in ("load", "train-ram"))
     loaded = time.perf_counter() - began
-    fold = fold_one(data)
-    train_rows = data.positions(fold.train)
     from ser.training.batching import bucketed_batches
 
-    batch_rows = [train_rows[b] for b in bucketed_batches(data.lengths[train_rows], 32, seed=0, epoch=0)]
-    feature_bytes = int(data.lengths[train_rows].sum()) * data.num_layers * data.dim * 2
+    size = int(data.lengths.sum()) * data.num_layers * data.dim * 2  # the stored features (of the layers asked for)
     if args.arm == "load":
-        size = int(data.lengths.sum()) * data.num_layers * data.dim * 2
         return {"seconds": loaded, "bytes": size}
-    if args.arm == "stream-read":
+    if args.arm == "stream-read":  # every utterance once: the features the plain read reads too
+        every = np.arange(len(data.ids))
+        batch_rows = [every[b] for b in bucketed_batches(data.lengths, 32, seed=0, epoch=0)]
         began = time.perf_counter()
         for x, _, _ in data.batches(batch_rows):
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
-        return {"seconds": time.perf_counter() - began, "bytes": feature_bytes, "batches": len(batch_rows)}
+        return {"seconds": time.perf_counter() - began, "bytes": size, "batches": len(batch_rows)}
+    train_rows = data.positions(fold_one(data).train)
+    batch_rows = [train_rows[b] for b in bucketed_batches(data.lengths[train_rows], 32, seed=0, epoch=0)]
 
     from ser.heads import create_head
     from ser.training.recipes import build_optimizer, recipe_for
@@ -242,6 +246,11 @@ def main() -> None:
     parser.add_argument("--layers", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        from ser.training.allocator import keep_freed_blocks
+        from ser.training.threads import prefer_brief_waits
+
+        prefer_brief_waits()  # the process as `ser` sets it up (ser/cli/__init__.py), before torch is imported
+        keep_freed_blocks()
         args.arm = args.child
         print(json.dumps(arm(args)))
         return
