@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from ser.errors import CacheError
-from ser.features.cache_chunks import ChunkIndex
+from ser.features.cache_chunks import ChunkIndex, open_blocks
 from ser.features.memory_guard import format_size
 
 FORMAT = "ser-cache"
@@ -101,11 +101,14 @@ def read_attrs(path: Path) -> dict:
 class CacheReader:
     """Reads a finished cache. The HDF5 handle opens lazily, once per process (fork/pickle safe).
 
-    `layers` arguments index the stored layers (0 … num_layers − 1).
+    `layers` arguments index the stored layers (0 … num_layers − 1). `page_cache=False` reads the
+    utterances' blocks past the OS page cache where the file system allows it (streamed training:
+    training/streaming.py says why).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, page_cache: bool = True):
         self.path = Path(path)
+        self.page_cache = page_cache
         if not self.path.is_file():
             raise CacheError(f"no feature cache at {self.path}", "run `ser extract --model M` first")
         self.attrs = read_attrs(self.path)
@@ -201,7 +204,7 @@ class CacheReader:
         """The direct-read index and a file descriptor of this process (built on first use)."""
         if self._direct is None or self._direct[2] != os.getpid():
             index = ChunkIndex(self._h5(), utterance_key)
-            self._direct = (index, os.open(self.path, os.O_RDONLY), os.getpid())
+            self._direct = (index, open_blocks(self.path, self.page_cache), os.getpid())
         return self._direct[:2]
 
     def _features(self, utt_id: str, layers: list[int] | None = None) -> np.ndarray:

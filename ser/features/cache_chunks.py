@@ -24,9 +24,10 @@ import h5py
 import numpy as np
 
 
-WORDS_PER_BLOCK = 4096  # 16-bit words per row of the checksum's sums (a multiple of 2: rows are read as 32-bit pairs too)
+WORDS_PER_BLOCK = 4096  # 16-bit words per row of the checksum's sums (even: rows are also read as 32-bit pairs)
 MAX_ROWS = 65537  # column sums of 16-bit words stay below 2**32 over this many rows
 FLETCHER32 = h5py.h5z.FILTER_FLETCHER32
+BLOCK_BYTES = 4096  # reads cover whole 4-KiB blocks into 4-KiB-aligned memory, as O_DIRECT requires
 
 
 def fletcher32(data: memoryview | bytes) -> tuple[int, int]:
@@ -89,6 +90,18 @@ def chunk_place(dataset: h5py.Dataset) -> ChunkPlace | None:
     return ChunkPlace(int(info.byte_offset), int(info.size), tuple(dataset.shape), dataset.dtype)
 
 
+def open_blocks(path: str | os.PathLike, page_cache: bool = True) -> int:
+    """A read-only descriptor of `path` for `ChunkIndex.read`. Without `page_cache`, its reads go
+    past the page cache (O_DIRECT) where the system and the file system allow it (tmpfs does not:
+    then a plain descriptor)."""
+    if not page_cache and hasattr(os, "O_DIRECT"):
+        try:
+            return os.open(path, os.O_RDONLY | os.O_DIRECT)
+        except OSError:
+            pass
+    return os.open(path, os.O_RDONLY)
+
+
 class ChunkIndex:
     """Id → ChunkPlace of an utterance whose block can be read directly (None: read it with h5py),
     looked up on first use and kept."""
@@ -103,16 +116,22 @@ class ChunkIndex:
         return self._places[utt]
 
     def read(self, fd: int, utt: str) -> np.ndarray | None:
-        """The verified block (L, T, D) of `utt` read with one preadv from `fd`; None when the block
-        is not directly readable. A checksum mismatch or a short read raises ValueError."""
+        """The verified block (L, T, D) of `utt` read with one preadv from `fd` (the whole blocks
+        around its chunk, so that `open_blocks(path, page_cache=False)` may serve it); None when the
+        block is not directly readable. A checksum mismatch or a short read raises ValueError."""
         place = self.place(utt)
         if place is None:
             return None
-        chunk = np.empty(place.size, np.uint8)  # not zeroed: preadv fills it; the block is a writable view of it
-        got = os.preadv(fd, [chunk], place.offset)
-        if got != place.size:
-            raise ValueError(f"short read: {got} of {place.size} bytes")
+        start = place.offset - place.offset % BLOCK_BYTES
+        first = place.offset - start  # where the chunk begins in what is read
+        span = -(-(first + place.size) // BLOCK_BYTES) * BLOCK_BYTES
+        memory = np.empty(span + BLOCK_BYTES, np.uint8)  # not zeroed: preadv fills it; the block is a writable view
+        blocks = memory[-memory.ctypes.data % BLOCK_BYTES :][:span]  # begins on a block boundary
+        got = os.preadv(fd, [blocks], start)
+        if got < first + place.size:
+            raise ValueError(f"short read: {max(0, got - first)} of {place.size} bytes")
+        chunk = blocks[first : first + place.size]
         if not checksum_matches(chunk):
             raise ValueError("Fletcher-32 checksum mismatch")
-        return np.frombuffer(chunk, dtype=place.dtype, count=int(np.prod(place.shape))).reshape(place.shape)
+        return chunk[:-4].view(place.dtype).reshape(place.shape)
 

@@ -13,6 +13,13 @@ batches (one thread, warm page cache) ran at 2.7-2.9 GB/s against 0.3 GB/s. The 
 tensor an in-memory batch is (`PackedFeatures.batch`: the same values, layout and strides), so a
 streamed run computes exactly what an in-memory run computes. The batches are the training
 loop's length-bucketed ones, so padding stays as small in a streamed run as in memory.
+
+The reads go past the page cache (O_DIRECT where the file system allows it:
+`CacheReader(path, page_cache=False)`). A streamed cache does not fit in RAM, so the page cache
+cannot keep it from one epoch to the next, and going through it costs the kernel a copy of every
+byte plus the page cache's upkeep: on benchmarks/scale.py's full-size cache (25 GB, 23 GB of
+RAM, 2 shared cores) a pass over every utterance took 34.5-35.0 s of system CPU through the page
+cache and 10.7-12.1 s past it (user 12-15 s either way), at 446-465 against 579-663 MB/s.
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ def stream_batches(cache_path: Path, ids: list[str], layers: list[int] | None, b
 
     def produce() -> None:
         try:
-            with CacheReader(cache_path) as reader, ThreadPoolExecutor(max(1, workers)) as pool:
+            with CacheReader(cache_path, page_cache=False) as reader, ThreadPoolExecutor(max(1, workers)) as pool:
                 for rows in batch_rows:
                     x, lengths = read_batch(reader, [ids[row] for row in rows], layers, pool, pin)
                     if not hand_over((rows, x, lengths)):

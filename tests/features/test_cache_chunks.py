@@ -1,13 +1,20 @@
-"""The direct reader's Fletcher-32 agrees with HDF5's own: chunks that HDF5 wrote pass, changed ones fail."""
+"""The direct reader: its Fletcher-32 agrees with HDF5's own (chunks that HDF5 wrote pass, changed
+ones fail), and reads past the page cache give what plain reads give."""
 
 from __future__ import annotations
+
+import errno
+import fcntl
+import os
 
 import h5py
 import numpy as np
 import pytest
 
 from ser.features import cache_chunks
-from ser.features.cache_chunks import checksum_matches
+from ser.features.cache import CacheReader
+from ser.features.cache_chunks import checksum_matches, open_blocks
+from ser.features.cache_writer import ShardedCacheWriter, UtteranceFeatures
 
 # byte lengths around the checksum's rows (4,096 words = 8,192 bytes), odd ones included
 LENGTHS = [1, 2, 3, 5, 8191, 8192, 8193, 8194, 3 * 8192 + 7, 1_000_001, 13 * 60 * 768 * 2]
@@ -53,3 +60,43 @@ def test_tiny_inputs_sum_like_hdf5(length):
     sum1 = sum(words) % 65535
     sum2 = sum((len(words) - i) * w for i, w in enumerate(words)) % 65535
     assert cache_chunks.fletcher32(data) == (sum1, sum2)
+
+
+def write_cache(path) -> dict[str, np.ndarray]:
+    """A real cache whose blocks (3-700 frames × 3 × 40 float16) start and end anywhere in 4-KiB blocks."""
+    rng = np.random.default_rng(2)
+    items = {f"u{i}": rng.standard_normal((3, int(n), 40)).astype(np.float32) for i, n in
+             enumerate(rng.integers(3, 700, 12))}  # (L, T, D)
+    writer = ShardedCacheWriter(path, dict(model="m", source="src", random_init=True, manifest_sha256="h",
+                                           num_layers=3, dim=40, frame_rate=50.0, dtype="float16"))
+    writer.write_shard([UtteranceFeatures.from_float32(utt, states) for utt, states in items.items()])
+    writer.finish(list(items), {}, {"num_utterances": len(items)})
+    return items
+
+
+def test_reads_past_the_page_cache_give_what_plain_reads_give(tmp_path):
+    items = write_cache(tmp_path / "c.h5")
+    with CacheReader(tmp_path / "c.h5") as plain, CacheReader(tmp_path / "c.h5", page_cache=False) as direct:
+        for utt, states in items.items():
+            assert np.array_equal(direct.block(utt), states.astype(np.float16))
+            assert np.array_equal(direct.block(utt, [2, 0]), plain.block(utt, [2, 0]))
+        if not fcntl.fcntl(direct._chunks()[1], fcntl.F_GETFL) & os.O_DIRECT:
+            pytest.skip("this file system refuses O_DIRECT")
+
+
+def test_a_file_system_that_refuses_o_direct_gets_a_plain_descriptor(tmp_path, monkeypatch):
+    path = tmp_path / "c.h5"
+    path.write_bytes(b"x" * 10)
+    plain_open = os.open
+
+    def refuse_direct(name, flags, *args):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return plain_open(name, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse_direct)
+    fd = open_blocks(path, page_cache=False)
+    try:
+        assert not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT and os.read(fd, 10) == b"x" * 10
+    finally:
+        os.close(fd)
