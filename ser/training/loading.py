@@ -21,6 +21,7 @@ from ser.features.cache import CacheReader
 from ser.training.allocator import give_back_memory
 from ser.training.cache_access import available_ram_bytes, cached_rows, feature_home, resolve_device
 from ser.training.cross_corpus import load_cross_corpus_data
+from ser.training.streaming import STREAM_WORKERS
 from ser.training.tasks import Task, build_task
 from ser.training.training_data import TrainingData
 
@@ -32,7 +33,7 @@ def load_training_data(
     layers: list[int] | None = None,
     device: str = "auto",
     stream: bool | None = None,
-    workers: int = 2,
+    workers: int = STREAM_WORKERS,
     test_manifest: Path | None = None,
     test_cache: Path | None = None,
     label_map: dict[str, str | None] | None = None,

@@ -20,7 +20,7 @@ import torch
 
 from ser.errors import CacheError
 from ser.features.packed import PackedFeatures
-from ser.training.streaming import stream_batches
+from ser.training.streaming import STREAM_WORKERS, stream_batches
 from ser.training.tasks import Task
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (B, L, T, D), lengths (B,), targets (B, …)
@@ -52,7 +52,7 @@ class TrainingData:
     device: torch.device
     cache_path: Path
     packed: PackedFeatures | None = None  # in memory; None when streamed
-    workers: int = 2
+    workers: int = STREAM_WORKERS  # reader threads of a streamed run
     cross: CrossCorpus | None = None  # set when the test utterances come from another corpus
     labelled: int | None = None  # rows [0, labelled) have targets, the rest not; None: every row
 
