@@ -11,7 +11,9 @@ cache dropped before it when this process may (`echo 3 > /proc/sys/vm/drop_cache
 otherwise the printout says "warm":
   write        the writer's rate (shards, then merge), MB/s of feature bytes (in its own process too:
                a child's peak RSS counts the parent's pages it was forked with);
-  seq-read     a plain sequential read of the cache file in 16 MiB blocks: the disk's bound;
+  seq-read     a plain sequential read of the cache file in 16 MiB blocks, through the page cache
+               (on 2 shared cores bound by the kernel's CPU as much as by the disk: 17-50 s of
+               system time per full-size pass);
   load         `ser train`'s in-memory load (all layers, and --layers 8-12);
   stream-read  one pass of streamed batches over every utterance (length-bucketed, 32 a batch), no
                training: the rate the streamed path delivers over the features the plain read
