@@ -28,6 +28,7 @@ from ser.features.cache import FORMAT_VERSION, CacheReader
 from ser.features.cache_writer import ShardedCacheWriter, UtteranceFeatures, existing_cache_is_complete
 from ser.features.distributed import SingleProcess, leader_holds_output
 from ser.features.fingerprint import changed_sources, fingerprint
+from ser.features.handoff import put_unless_stopped
 from ser.features.layer_spec import read_layer_spec
 from ser.features import memory_guard
 from ser.features.progress import ExtractionProgress
@@ -79,16 +80,6 @@ def cache_identity(source: str, random_init: bool, layers: Sequence[int] | None,
     return identity
 
 
-def _put(target: queue.Queue, item, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            target.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
 def _read_batches(batches, max_seconds, out: queue.Queue, stop: threading.Event) -> None:
     """Reader thread: decode each batch's audio ahead of the model."""
     try:
@@ -99,11 +90,11 @@ def _read_batches(batches, max_seconds, out: queue.Queue, stop: threading.Event)
                     loaded.append((record, load_audio(record, max_seconds)))
                 except AudioError as error:
                     failures.append(error)
-            if not _put(out, (loaded, failures), stop):
+            if not put_unless_stopped(out, (loaded, failures), stop):
                 return
-        _put(out, None, stop)
+        put_unless_stopped(out, None, stop)
     except BaseException as error:  # surfaced by the main thread
-        _put(out, error, stop)
+        put_unless_stopped(out, error, stop)
 
 
 class _BackgroundWriter:

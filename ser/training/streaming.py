@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ser.features.cache import CacheReader
+from ser.features.handoff import put_unless_stopped
 
 STREAM_DEPTH = 2  # ready batches waiting for the loop
 # Reader threads. A reader waiting on the disk takes no CPU (its reads skip the page cache), so
@@ -69,26 +70,17 @@ def stream_batches(cache_path: Path, ids: list[str], layers: list[int] | None, b
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def hand_over(item) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def produce() -> None:
         try:
             with CacheReader(cache_path, page_cache=False) as reader, ThreadPoolExecutor(max(1, workers)) as pool:
                 for rows in batch_rows:
                     x, lengths = read_batch(reader, [ids[row] for row in rows], layers, pool, pin)
-                    if not hand_over((rows, x, lengths)):
+                    if not put_unless_stopped(ready, (rows, x, lengths), stop):
                         return
         except BaseException as error:  # handed to the loop, which raises it
-            hand_over(error)
+            put_unless_stopped(ready, error, stop)
             return
-        hand_over(_END)
+        put_unless_stopped(ready, _END, stop)
 
     producer = threading.Thread(target=produce, name="ser-stream", daemon=True)
     producer.start()
