@@ -1,12 +1,12 @@
 """How the probe chooses its regularisation: by dev UA (the old rule) or by dev log-loss (today's).
 
 For one cache, on `ser probe`'s own folds and dev split (the same rows and pooled mean + std of
-every layer), each arm fits standardise → logistic regression for each C of the grid on train,
-keeps the C its rule prefers on dev, refits on train + dev and scores test:
-  dev-ua        the C with the best dev UA (ties: the stronger regularisation);
-  dev-log-loss  the C with the lowest dev log-loss (what `ser probe` does; its own table is
-                printed beside it as a check that the arm is the probe).
-Per arm and layer chosen on dev: mean dev UA of the chosen C, mean test UA ± sample std over
+every layer):
+  dev-ua        computed here: standardise → logistic regression for each C of the grid on train,
+                the C with the best dev UA (ties: the stronger regularisation), refitted on
+                train + dev, test scored;
+  dev-log-loss  `ser probe` itself (`run_probe`), which keeps the C with the lowest dev log-loss.
+Per rule and layer chosen on dev: mean dev UA of the chosen C, mean test UA ± sample std over
 folds, and the gap dev − test (dev flatters when the gap exceeds one fold-to-fold std; test above
 dev is expected, as test's model is refitted on train + dev).
 
@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
@@ -39,21 +38,25 @@ def fitted(c: float, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
         return LogisticRegression(C=c, max_iter=1000).fit(x, y)
 
 
-def one_fold(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...], rule: str) -> tuple[float, float]:
-    """(dev UA of the chosen C, test UA after the refit on train + dev) under one selection rule."""
+def dev_ua_rule(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...]) -> tuple[float, float]:
+    """(dev UA of the C with the best dev UA, test UA after the refit on train + dev): the old rule."""
     scaler = StandardScaler().fit(x[0])
     train, dev = scaler.transform(x[0]), scaler.transform(x[1])
-    candidates = []
-    for c in C_GRID:
-        model = fitted(c, train, y[0])
-        dev_ua = metrics.ua(y[1], model.predict(dev))
-        loss = log_loss(y[1], model.predict_proba(dev), labels=model.classes_)
-        candidates.append((-dev_ua if rule == "dev-ua" else loss, c, dev_ua))
-    _, c, dev_ua = min(candidates, key=lambda item: item[0])  # the first of equals: the stronger regularisation
+    dev_uas = [metrics.ua(y[1], fitted(c, train, y[0]).predict(dev)) for c in C_GRID]
+    best = int(np.argmax(dev_uas))  # the first of equals: the stronger regularisation
     seen_x, seen_y = np.concatenate(x[:2]), np.concatenate(y[:2])
     scaler = StandardScaler().fit(seen_x)
-    predicted = fitted(c, scaler.transform(seen_x), seen_y).predict(scaler.transform(x[2]))
-    return dev_ua, metrics.ua(y[2], predicted)
+    predicted = fitted(C_GRID[best], scaler.transform(seen_x), seen_y).predict(scaler.transform(x[2]))
+    return dev_uas[best], metrics.ua(y[2], predicted)
+
+
+def print_rule(rule: str, per_layer: dict[str, tuple[list[float], list[float]]]) -> None:
+    """One line: the layer with the best mean dev UA, its dev and test UA and the gap."""
+    layer = max(per_layer, key=lambda name: np.mean(per_layer[name][0]))
+    dev, test = (np.array(scores) for scores in per_layer[layer])
+    gap, spread = dev.mean() - test.mean(), test.std(ddof=1)
+    print(f"{rule:13s} layer {layer:>2s}: dev UA {100 * dev.mean():5.1f}  test UA {100 * test.mean():5.1f} ± "
+          f"{100 * spread:4.1f}  gap {100 * gap:+5.1f} ({'flatters: beyond' if gap > spread else 'within'} one std)")
 
 
 def main() -> None:
@@ -68,29 +71,21 @@ def main() -> None:
     folds = probe_folds(data, ProbeProtocol())
     position = {utt: i for i, utt in enumerate(data.ids)}
     print(f"{args.corpus} / {args.model}: {len(data.ids)} utterances, {len(folds)} folds, {data.num_layers} layer(s)")
-    results = {}  # (rule, layer) → (dev UAs, test UAs) over folds
+    old_rule = {}  # layer → (dev UAs, test UAs) over folds
     with CacheReader(cache) as reader, threadpool_limits(limits=1):
         for layer in range(data.num_layers):
             features = layer_features(reader.pooled_rows(data.ids, layer))  # (N, 2·D)
+            scores = old_rule.setdefault(str(layer), ([], []))
             for fold in folds:
                 rows = [np.array([position[u] for u in ids]) for ids in (fold.train, fold.dev, fold.test)]
-                x, y = tuple(features[r] for r in rows), tuple(data.targets[r] for r in rows)
-                for rule in ("dev-ua", "dev-log-loss"):  # interleaved, fold by fold
-                    dev_ua, test_ua = one_fold(x, y, rule)
-                    scores = results.setdefault((rule, layer), ([], []))
-                    scores[0].append(dev_ua)
-                    scores[1].append(test_ua)
-    for rule in ("dev-ua", "dev-log-loss"):
-        layer = max(range(data.num_layers), key=lambda index: np.mean(results[(rule, index)][0]))
-        dev, test = (np.array(s) for s in results[(rule, layer)])
-        gap, spread = dev.mean() - test.mean(), test.std(ddof=1)
-        print(f"{rule:13s} layer {layer:2d}: dev UA {100 * dev.mean():5.1f}  test UA {100 * test.mean():5.1f} ± "
-              f"{100 * spread:4.1f}  gap {100 * gap:+5.1f} ({'flatters: beyond' if gap > spread else 'within'} one std)")
+                dev_ua, test_ua = dev_ua_rule(tuple(features[r] for r in rows), tuple(data.targets[r] for r in rows))
+                scores[0].append(dev_ua)
+                scores[1].append(test_ua)
+    print_rule("dev-ua", old_rule)
     probe = run_probe(manifest, cache)
-    probe = probe[probe["layer"] != "all"].groupby("layer", sort=False)[["dev_ua", "ua"]].mean()
-    best = probe.loc[probe["dev_ua"].idxmax()]
-    print(f"ser probe     layer {probe['dev_ua'].idxmax():>2s}: dev UA {100 * best['dev_ua']:5.1f}  test UA {100 * best['ua']:5.1f}")
-
+    probe = probe[probe["layer"] != "all"]
+    print_rule("dev-log-loss", {layer: (list(part["dev_ua"]), list(part["ua"]))
+                                for layer, part in probe.groupby("layer", sort=False)})
 
 if __name__ == "__main__":
     main()
