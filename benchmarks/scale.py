@@ -263,6 +263,9 @@ def main() -> None:
     if "write" in arms or not cache.is_file():
         shutil.rmtree(args.workdir, ignore_errors=True)
         written = run_arm(args, "write")  # in a child too: the arms' peak RSS must not start from the writer's
+        if "failed" in written:
+            raise SystemExit(f"scale.py: writing the {args.size} cache failed (exit code {written['failed']}); "
+                             "its error is printed above")
         total = written["shards_s"] + written["merge_s"]
         print(f"write: {written['utterances']} utterances, {written['hours']:.1f} h, {written['feature_bytes'] / 1e9:.2f} GB "
               f"of features, file {written['file_bytes'] / 1e9:.2f} GB; shards {written['shards_s']:.1f} s "
