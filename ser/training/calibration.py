@@ -58,6 +58,29 @@ def ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
     return float((table["count"][used] * gaps).sum() / max(table["count"].sum(), 1.0))
 
 
+def ece_noise_floor(probabilities: np.ndarray, bins: int = ECE_BINS) -> float:
+    """The ECE that a perfectly calibrated model with these confidences still scores on this many
+    clips, in expectation: a bin's accuracy is then a mean of Bernoulli(confidence) draws, and
+    E|accuracy_b − confidence_b| ≈ √(2/π)·√(Σ_b c(1 − c)) / n_b (normal approximation). An ECE
+    near this figure is sampling noise, not miscalibration."""
+    confidence = np.asarray(probabilities, dtype=np.float64).max(axis=1)  # (N,)
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    variance = np.bincount(which, confidence * (1.0 - confidence), minlength=bins)  # Σ c(1 − c) per bin
+    return float(np.sqrt(2.0 / np.pi) * np.sqrt(variance).sum() / max(len(confidence), 1))
+
+
+def pooled_calibration(folds: list[tuple[np.ndarray, np.ndarray, float]]) -> dict:
+    """Test calibration over every fold's clips at once, from (probabilities at T = 1 (N, C),
+    class indices (N,), the fold's temperature) per fold: ECE before and after, and the ECE
+    noise floor of the calibrated probabilities (each clip is tested once across the folds, so the
+    pooled figures rest on the whole corpus rather than on one fold's few hundred clips)."""
+    before = np.concatenate([np.asarray(p, dtype=np.float64) for p, _, _ in folds])
+    after = np.concatenate([recalibrate(p, temperature) for p, _, temperature in folds])
+    labels = np.concatenate([np.asarray(y, dtype=np.int64) for _, y, _ in folds])
+    return {"clips": int(len(labels)), "ece_before": ece(before, labels), "ece_after": ece(after, labels),
+            "ece_noise_floor_after": ece_noise_floor(after)}
+
+
 def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """{"ece", "nll", "brier"} of class probabilities against class indices."""
     return {"ece": ece(probabilities, labels), "nll": nll(probabilities, labels), "brier": brier(probabilities, labels)}

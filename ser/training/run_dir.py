@@ -161,4 +161,35 @@ def fold_summary(fold_metrics: dict[str, dict], run_dir: Path | None = None) -> 
             summary["test"][name].update(interval)
     if intervals:
         summary["bootstrap"] = interval_settings()
+    if all("test_before" in (fold_metrics[fold].get("calibration") or {}) for fold in folds):
+        summary["calibration"] = calibration_summary(fold_metrics, run_dir)
+    return summary
+
+
+def calibration_summary(fold_metrics: dict[str, dict], run_dir: Path | None = None) -> dict:
+    """summary.json's "calibration": each fold's temperature and test ECE / NLL before and after
+    (mean, sample std, per fold) and, with `run_dir`, `pooled`: ECE over every fold's test clips at
+    once with its noise floor (training/calibration.py pooled_calibration)."""
+    from ser.training.calibration import pooled_calibration
+    from ser.training.statistics import read_pooled_predictions, sample_std
+
+    folds = list(fold_metrics)
+    blocks = [fold_metrics[fold]["calibration"] for fold in folds]
+    values = {"temperature": [b["temperature"] for b in blocks]}
+    for when in ("before", "after"):
+        for score in ("ece", "nll"):
+            values[f"test_{score}_{when}"] = [b[f"test_{when}"][score] for b in blocks]
+    summary: dict = {name: {"mean": float(np.mean(v)), "std": sample_std(v), "per_fold": [float(x) for x in v]}
+                     for name, v in values.items()}
+    tables = [read_pooled_predictions([Path(run_dir) / fold]) for fold in folds] if run_dir is not None else [None]
+    if all(table is not None for table in tables):
+        parts = []
+        for table, block in zip(tables, blocks):
+            columns = [c for c in table.columns if c.startswith("p_")]  # p_<label>, in label order
+            index = {column[2:]: k for k, column in enumerate(columns)}
+            labels = table["label"].map(index)
+            if labels.isna().any():  # a label without a probability column: nothing to pool
+                return summary
+            parts.append((table[columns].to_numpy(np.float64), labels.to_numpy(np.int64), block["temperature"]))
+        summary["pooled"] = pooled_calibration(parts)
     return summary

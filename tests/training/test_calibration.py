@@ -1,5 +1,5 @@
 """Temperature scaling (ser.training.calibration): the fit against scipy's bounded minimiser, the
-argmax left alone, and the calibration scores on cases worked by hand."""
+argmax left alone, the calibration scores on cases worked by hand and the ECE noise floor."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from ser.training.calibration import (brier, calibration_block, ece, fit_temperature, nll, recalibrate,
+from ser.training.calibration import (brier, calibration_block, ece, ece_noise_floor, fit_temperature, nll, recalibrate,
                                       reliability, softmax)
 
 
@@ -63,3 +63,14 @@ def test_recalibrating_stored_probabilities_equals_scaling_the_logits():
 
 def test_degenerate_inputs_keep_temperature_one():
     assert fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=int)) == 1.0
+
+
+def test_the_ece_noise_floor_is_what_a_perfectly_calibrated_model_scores():
+    """Labels drawn from the probabilities themselves (a calibrated model by construction): their
+    mean ECE over many draws matches the analytic floor; a floor without the √(2/π) factor, or
+    without the per-bin square root, misses by far more than the tolerance."""
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.full(4, 0.7), size=500)  # (N, C), confidences spread over the bins
+    draws = [ece(probabilities, np.array([rng.choice(4, p=p) for p in probabilities])) for _ in range(300)]
+    assert ece_noise_floor(probabilities) == pytest.approx(np.mean(draws), rel=0.08)
+    assert ece_noise_floor(np.tile(probabilities, (4, 1))) == pytest.approx(ece_noise_floor(probabilities) / 2)

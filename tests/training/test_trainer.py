@@ -217,6 +217,21 @@ def test_train_folds_writes_summary_over_all_folds(data, tmp_path):
         assert low <= summary["test"][name]["pooled"] <= high and high > low
     assert summary["bootstrap"]["confidence"] == 0.95
 
+    from ser.training.calibration import ece, recalibrate
+    temperatures = [results[f]["calibration"]["temperature"] for f in results]
+    assert summary["calibration"]["temperature"]["per_fold"] == temperatures
+    assert summary["calibration"]["test_ece_after"]["mean"] == pytest.approx(
+        np.mean([results[f]["calibration"]["test_after"]["ece"] for f in results]))
+    tables = [pd.read_csv(tmp_path / f / files.PREDICTIONS) for f in results]
+    columns = [c for c in tables[0].columns if c.startswith("p_")]
+    labels = np.concatenate([t["label"].map({c[2:]: k for k, c in enumerate(columns)}).to_numpy() for t in tables])
+    after = np.concatenate([recalibrate(t[columns].to_numpy(), T) for t, T in zip(tables, temperatures)])
+    block = summary["calibration"]["pooled"]
+    assert block["clips"] == len(pooled)
+    assert block["ece_before"] == pytest.approx(ece(pd.concat(tables)[columns].to_numpy(), labels))
+    assert block["ece_after"] == pytest.approx(ece(after, labels))
+    assert 0 < block["ece_noise_floor_after"] < 1
+
 
 def test_select_folds_by_number_or_name(data):
     folds = protocol_folds(small_config(), data)
