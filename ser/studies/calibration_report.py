@@ -16,7 +16,7 @@ import pandas as pd
 
 from ser.data.atomic_files import read_json_or_none
 from ser.studies import figures
-from ser.training.calibration import recalibrate, reliability
+from ser.training.calibration import ece, ece_noise_floor, recalibrate, reliability
 
 COVERAGES = tuple(range(100, 0, -10))  # % of test utterances kept, most confident first
 SCORES = ("ece", "nll", "brier")
@@ -78,6 +78,15 @@ def collect(labelled: pd.DataFrame, root: Path) -> dict[str, ConfigurationCalibr
     return found
 
 
+def _pooled_ece_cell(entry: ConfigurationCalibration) -> str:
+    """"before → after (floor)" of the pooled test predictions; "—" without them."""
+    if not entry.probabilities:
+        return "—"
+    calibrated, labels = entry.pooled()
+    raw, _ = entry.pooled(calibrated=False)
+    return f"{ece(raw, labels):.3f} → {ece(calibrated, labels):.3f} ({ece_noise_floor(calibrated):.3f})"
+
+
 def ece_cells(found: dict[str, ConfigurationCalibration]) -> dict[str, str]:
     """{configuration: "ECE after (before)"} for the all-configurations table."""
     cells = {}
@@ -101,11 +110,14 @@ def section(found: dict[str, ConfigurationCalibration], figure_dir: Path, suffix
         for score in SCORES:
             before, after = entry.mean("test_before", score)[0], entry.mean("test_after", score)[0]
             cells.append("—" if np.isnan(after) else f"{before:.3f} → {after:.3f}")
-        rows.append([name, f"{np.mean(temperatures):.2f}", *cells])
+        rows.append([name, f"{np.mean(temperatures):.2f}", *cells, _pooled_ece_cell(entry)])
+    header.append("pooled ECE before → after (noise floor)")
     parts = ["## Calibration (temperature scaling, fitted on dev)",
              "Each fold divides its logits by a temperature T fitted on its dev split after training (the argmax, "
              "hence UA/WA, is unchanged). Test ECE (15 equal-width bins of the top probability), NLL and Brier "
-             "score, mean over folds and seeds, before → after.",
+             "score, mean over folds and seeds, before → after. The pooled ECE scores every fold's test "
+             "utterances at once; its noise floor is the ECE that a perfectly calibrated model with the same "
+             "confidences would still score on that many utterances: an ECE near it is sampling noise.",
              markdown_table(header, rows)]
     curves, written = {}, []
     for name, entry in found.items():

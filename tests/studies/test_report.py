@@ -173,7 +173,7 @@ def test_calibration_section_ece_column_reliability_and_coverage(sweep_dir: Path
     import pandas as pd
 
     from ser.studies.calibration_report import selective_accuracy
-    from ser.training.calibration import recalibrate
+    from ser.training.calibration import ece, ece_noise_floor, recalibrate
 
     markdown = report.read_text()
     assert "ECE calibrated (uncalibrated)" in markdown.split("## All configurations", 1)[1].split("\n\n")[1]
@@ -192,6 +192,9 @@ def test_calibration_section_ece_column_reliability_and_coverage(sweep_dir: Path
             probabilities.append(recalibrate(table[columns].to_numpy(), block["temperature"]))
             labels.append(table["label"].map({c[2:]: k for k, c in enumerate(columns)}).to_numpy())
         curve = selective_accuracy(np.concatenate(probabilities), np.concatenate(labels))
+        pooled = np.concatenate(probabilities), np.concatenate(labels)
+        assert rows[name]["pooled ECE before → after (noise floor)"].endswith(
+            f"→ {ece(*pooled):.3f} ({ece_noise_floor(pooled[0]):.3f})")
         assert coverage[name]["100%"] == f"{100 * curve[100]:.1f}" and coverage[name]["10%"] == f"{100 * curve[10]:.1f}"
         assert (report.parent / "figures" / f"reliability_{slug(name)}.png").is_file()
     assert (report.parent / "figures" / "accuracy_vs_coverage.png").read_bytes()[:8] == PNG_MAGIC
