@@ -28,6 +28,22 @@ def _metrics_table(metrics: dict[str, dict], section: str) -> list[str]:
     return lines + [""]
 
 
+def _calibration_lines(model: TrainedModel) -> list[str]:
+    """Each fold's temperature and its test ECE / NLL before and after (metrics.json "calibration")."""
+    if model.task.name != "categorical":
+        return ["No calibration: a dimensional model's outputs are not probabilities.", ""]
+    lines = ["Probabilities are softmax(logits / T), T fitted on each fold's dev split after training "
+             "(`ser predict --uncalibrated` gives T = 1). Test ECE (15 bins) and NLL:", "",
+             "| fold | T | ECE before | ECE after | NLL before | NLL after |", "|---|---|---|---|---|---|"]
+    for fold in model.folds:
+        block = model.metrics.get(fold.name, {}).get("calibration") or {}
+        before, after = block.get("test_before"), block.get("test_after")
+        scores = (f"{before['ece']:.4f} | {after['ece']:.4f} | {before['nll']:.4f} | {after['nll']:.4f}"
+                  if before and after else "n/a | n/a | n/a | n/a")
+        lines.append(f"| {fold.name} | {fold.temperature:.4f} | {scores} |")
+    return lines + [""]
+
+
 def model_card(model: TrainedModel, run: Path, reference: dict) -> str:
     """README.md of an exported folder."""
     config, features, task = model.config, model.features, model.task
@@ -66,6 +82,8 @@ def model_card(model: TrainedModel, run: Path, reference: dict) -> str:
         f"{config.get('epochs')} epochs, seed {config.get('seed')}", "",
         "## Test metrics (at the dev-selected epoch)", "",
         *_metrics_table(model.metrics, "test"),
+        "## Calibration", "",
+        *_calibration_lines(model),
         "## Use", "",
         "```bash", "ser predict clip.wav --model-dir THIS_FOLDER", "```", "",
         "```python", "import ser", 'clf = ser.load("THIS_FOLDER")', 'clf.predict("clip.wav")', "```", "",

@@ -203,6 +203,9 @@ def test_export_predicts_like_its_run(workspace, tmp_path, monkeypatch, capsys):
     card = (folder / "README.md").read_text()
     metrics = json.loads((run / "fold1" / "metrics.json").read_text())["test"]
     assert f"{metrics['ua']:.4f}" in card and "dev-selected" in card
+    calibration = json.loads((run / "fold1" / "metrics.json").read_text())["calibration"]
+    assert (f"| fold1 | {calibration['temperature']:.4f} | {calibration['test_before']['ece']:.4f} | "
+            f"{calibration['test_after']['ece']:.4f} |") in card
     for source, out in (("--model-dir", "exported.csv"), ("--run", "run.csv")):
         code, _, stderr = _ser(monkeypatch, capsys, "predict", str(tmp_path / "test.csv"), source,
                                str(folder if source == "--model-dir" else run), "--out", str(tmp_path / out))
