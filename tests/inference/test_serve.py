@@ -156,6 +156,18 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
+def _headless_chromium(webdriver, tmp_path: Path, *extra_flags: str):
+    """A headless chromium driven by selenium, with its own profile under tmp_path."""
+    browser, driver_path = _chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path / 'profile'}", *extra_flags):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
+
+
 @pytest.mark.skipif(_chromium() is None, reason="chromium and chromedriver are not installed "
                                                 "(apt-get install chromium chromium-driver)")
 def test_the_page_uploads_a_file_and_draws_the_label_and_one_point_per_window(server, trained, tmp_path):
@@ -163,14 +175,7 @@ def test_the_page_uploads_a_file_and_draws_the_label_and_one_point_per_window(se
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser, driver_path = _chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
+    driver = _headless_chromium(webdriver, tmp_path)
     try:
         driver.get(server["url"] + "/")
         assert "Speech emotion recognition" in driver.page_source
@@ -185,5 +190,40 @@ def test_the_page_uploads_a_file_and_draws_the_label_and_one_point_per_window(se
         assert len(points) == len(expected["segments"]) >= 2
         assert len(driver.find_elements(By.CSS_SELECTOR, "svg#timeline polyline.class-line")) == 4
         assert len(driver.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 4
+    finally:
+        driver.quit()
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium and chromedriver are not installed "
+                                                "(apt-get install chromium chromium-driver)")
+def test_the_page_records_from_the_microphone_and_predicts_the_recording(server, trained, tmp_path):
+    """The Record button end to end: chromium's fake microphone plays a demo clip, the page records
+    it (MediaRecorder), decodes it, sends it as WAV and shows the answer."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    microphone = tmp_path / "microphone.wav"
+    clip, rate = sf.read(trained["audio"] / "clip.wav", dtype="float32")
+    sf.write(microphone, np.tile(clip, 3), rate)
+    driver = _headless_chromium(webdriver, tmp_path, "--use-fake-ui-for-media-stream",
+                                "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={microphone}",
+                                "--autoplay-policy=no-user-gesture-required")
+    try:
+        driver.get(server["url"] + "/")
+        record = driver.find_element(By.ID, "record")
+        record.click()
+        WebDriverWait(driver, 30).until(lambda d: "Stop" in d.find_element(By.ID, "record").text
+                                        or d.find_element(By.ID, "error").text)
+        assert driver.find_element(By.ID, "error").text == ""
+        time.sleep(2.5)  # record about 2.5 s of the clip
+        record.click()
+        WebDriverWait(driver, 120).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state"))
+        assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", \
+            driver.find_element(By.ID, "error").text
+        assert driver.find_element(By.ID, "label").text in server["health"]["labels"]
+        assert driver.find_element(By.ID, "status").text.startswith("recording.wav: ")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 4
+        assert driver.find_element(By.ID, "record").text == "● Record"
     finally:
         driver.quit()
