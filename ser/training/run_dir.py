@@ -3,7 +3,8 @@
     <run-name>/fold<K>/config.json, metrics.json, history.csv, predictions.csv,
                        layer_weights.json, model.pt, features.json, calibration.json
                        (+ checkpoint.pt while training)
-    <run-name>/summary.json      (mean ± sample std over folds, bootstrap intervals over utterances)
+    <run-name>/summary.json      (mean ± sample std over folds, bootstrap intervals over utterances,
+                                  calibration over folds and pooled)
 
 Every file is written to a temporary name and moved into place, so an interrupted run never
 leaves a half-written file; `metrics.json` is written last and marks a finished fold.
@@ -161,7 +162,7 @@ def fold_summary(fold_metrics: dict[str, dict], run_dir: Path | None = None) -> 
             summary["test"][name].update(interval)
     if intervals:
         summary["bootstrap"] = interval_settings()
-    if all("test_before" in (fold_metrics[fold].get("calibration") or {}) for fold in folds):
+    if folds and all("test_before" in (fold_metrics[fold].get("calibration") or {}) for fold in folds):
         summary["calibration"] = calibration_summary(fold_metrics, run_dir)
     return summary
 
