@@ -2,13 +2,12 @@
 after training, so that softmax(logits / T) gives probabilities that match how often the model is
 right. T never changes the argmax, so accuracy is untouched.
 
-Pure numpy: `fit_temperature(logits, labels)`, and the scores that measure calibration
+Pure numpy: `fit_temperature(logits, labels)`, `fold_calibration` (metrics.json's block; run_dir writes
+calibration.json), and the scores that measure calibration
 (`ece` with 15 equal-width bins on the max probability, `nll`, `brier`).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -157,14 +156,9 @@ def _classes(targets: np.ndarray) -> np.ndarray:
     return targets.argmax(axis=1) if targets.ndim == 2 else targets.astype(np.int64)
 
 
-def calibrate_fold(fold_dir, dev_logits: np.ndarray, dev_labels: np.ndarray,
-                   test_logits: np.ndarray | None = None, test_labels: np.ndarray | None = None) -> dict:
-    """Fit the fold's temperature, write it to `<fold_dir>/calibration.json` (read by `ser predict`,
-    `ser.load`, `ser export`) and return metrics.json's "calibration" block."""
-    from ser.training import run_dir as files
-
-    dev_labels, test_labels = (None if y is None else _classes(y) for y in (dev_labels, test_labels))
-    block = calibration_block(dev_logits, dev_labels, test_logits, test_labels)
-    files.write_json(Path(fold_dir) / files.CALIBRATION, {"temperature": block["temperature"], "fitted_on": "dev",
-                                                         "method": "temperature scaling"})
-    return block
+def fold_calibration(dev_logits: np.ndarray, dev_targets: np.ndarray,
+                     test_logits: np.ndarray | None = None, test_targets: np.ndarray | None = None) -> dict:
+    """metrics.json's "calibration" block of a fold, from its outputs and targets (class indices, or
+    soft-label / one-hot rows); run_dir.write_calibration keeps its temperature beside the model."""
+    dev_labels, test_labels = (None if y is None else _classes(y) for y in (dev_targets, test_targets))
+    return calibration_block(dev_logits, dev_labels, test_logits, test_labels)

@@ -34,7 +34,7 @@ from ser.heads import create_head
 from ser.training import run_dir as files
 from ser.training.adam import Adam
 from ser.training.batching import bucketed_batches, sorted_batches
-from ser.training.calibration import calibrate_fold
+from ser.training.calibration import fold_calibration
 from ser.training.config import TrainConfig
 from ser.training.divergence import check_loss, check_outputs
 from ser.training.feature_defaults import head_options, is_frontend_cache, resolved_standardize
@@ -301,7 +301,8 @@ def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.M
                              state["best_epoch"])[2]
         dev_targets = data.targets[torch.from_numpy(dev_rows).to(data.device)].cpu().numpy()
         tested = (test_outputs, targets) if len(test_rows) else (None, None)
-        metrics["calibration"] = calibrate_fold(out_dir, dev_outputs, dev_targets, *tested)
+        metrics["calibration"] = fold_calibration(dev_outputs, dev_targets, *tested)
+        files.write_calibration(out_dir, metrics["calibration"]["temperature"])
     layer_indices = config.layers if config.layers is not None else list(range(data.num_layers))
     files.write_json(out_dir / files.LAYER_WEIGHTS,
                      {"layers": layer_indices, "weights": head.layer_weights().detach().cpu().tolist()})

@@ -22,6 +22,7 @@ from torch import nn
 
 from ser.data.atomic_files import (damaged_file, read_json, read_json_file, read_json_or_none, write_json,  # noqa: F401 (run-dir API)
                                   write_text, write_via_temporary)
+from ser.training.calibration import pooled_calibration
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -120,6 +121,13 @@ def features_record(cache_path: Path) -> dict:
     return record
 
 
+def write_calibration(fold_dir: Path, temperature: float) -> None:
+    """calibration.json: the temperature fitted on dev (calibration.py), read by `ser predict`,
+    `ser.load` and `ser export`."""
+    write_json(Path(fold_dir) / CALIBRATION, {"temperature": temperature, "fitted_on": "dev",
+                                              "method": "temperature scaling"})
+
+
 def write_features_record(path: Path, cache_path: Path) -> None:
     """features.json: `features_record` of the training cache, so that `ser predict` can compute
     the same features for new audio."""
@@ -171,7 +179,6 @@ def calibration_summary(fold_metrics: dict[str, dict], run_dir: Path | None = No
     """summary.json's "calibration": each fold's temperature and test ECE / NLL before and after
     (mean, sample std, per fold) and, with `run_dir`, `pooled`: ECE over every fold's test clips at
     once with its noise floor (training/calibration.py pooled_calibration)."""
-    from ser.training.calibration import pooled_calibration
     from ser.training.statistics import read_pooled_predictions, sample_std
 
     folds = list(fold_metrics)
