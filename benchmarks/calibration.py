@@ -20,9 +20,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ser.training.calibration import ece, ece_noise_floor, fit_temperature, recalibrate
+from ser.training.statistics import class_probabilities, read_fold_predictions
 
 SMALL = 0.05  # the issue's bar: ECE at or below it needs no halving
 
@@ -31,12 +31,11 @@ def fold_arrays(fold_dir: Path) -> tuple[np.ndarray, np.ndarray, float] | None:
     """(probabilities at T = 1 (N, C), class indices (N,), dev temperature), or None when absent."""
     try:
         block = json.loads((fold_dir / "metrics.json").read_text())["calibration"]
-        table = pd.read_csv(fold_dir / "predictions.csv", dtype={"label": str}, keep_default_na=False)
     except (OSError, KeyError, ValueError):
         return None
-    columns = [c for c in table.columns if c.startswith("p_")]
-    labels = table["label"].map({c[2:]: k for k, c in enumerate(columns)}).to_numpy(np.int64)
-    return table[columns].to_numpy(np.float64), labels, float(block["temperature"])
+    tables = read_fold_predictions([fold_dir])
+    found = class_probabilities(tables[0]) if tables else None
+    return None if found is None else (*found, float(block["temperature"]))
 
 
 def scored(probabilities: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:

@@ -17,6 +17,7 @@ import pandas as pd
 from ser.data.atomic_files import read_json_or_none
 from ser.studies import figures
 from ser.training.calibration import ece, ece_noise_floor, recalibrate, reliability
+from ser.training.statistics import class_probabilities
 
 COVERAGES = tuple(range(100, 0, -10))  # % of test utterances kept, most confident first
 SCORES = ("ece", "nll", "brier")
@@ -52,12 +53,10 @@ def _fold_predictions(fold_dir: Path, temperature: float) -> tuple[np.ndarray, n
         table = pd.read_csv(fold_dir / "predictions.csv")
     except (OSError, ValueError):
         return None
-    columns = [c for c in table.columns if c.startswith("p_")]
-    if not columns or "label" not in table:
+    found = class_probabilities(table)
+    if found is None:
         return None
-    index = {c[2:]: k for k, c in enumerate(columns)}
-    labels = np.array([index.get(str(label), -1) for label in table["label"]])
-    raw = table[columns].to_numpy(np.float64)
+    raw, labels = found
     return recalibrate(raw, temperature), raw, labels
 
 

@@ -148,7 +148,7 @@ def fold_summary(fold_metrics: dict[str, dict], run_dir: Path | None = None) -> 
     """summary.json: for every scalar metric of every section, {mean, std (sample, ddof=1),
     per_fold}; with `run_dir` (holding the fold directories) the test metrics also get `pooled`
     and `ci95`, a 95% bootstrap interval over the test utterances pooled across the folds."""
-    from ser.training.statistics import interval_settings, pooled_intervals, read_pooled_predictions, sample_std
+    from ser.training.statistics import interval_settings, pooled_intervals, read_fold_predictions, sample_std
 
     folds = list(fold_metrics)
     summary: dict = {"folds": folds}
@@ -163,7 +163,8 @@ def fold_summary(fold_metrics: dict[str, dict], run_dir: Path | None = None) -> 
             summary[section][name] = {
                 "mean": float(np.mean(values)), "std": sample_std(values), "per_fold": values,
             }
-    pooled = read_pooled_predictions(Path(run_dir) / fold for fold in folds) if run_dir is not None else None
+    tables = read_fold_predictions(Path(run_dir) / fold for fold in folds) if run_dir is not None else None
+    pooled = pd.concat(tables, ignore_index=True) if tables else None
     intervals = pooled_intervals([pooled]) if pooled is not None else {}
     for name, interval in intervals.items():
         if name in summary["test"]:
@@ -171,33 +172,29 @@ def fold_summary(fold_metrics: dict[str, dict], run_dir: Path | None = None) -> 
     if intervals:
         summary["bootstrap"] = interval_settings()
     if folds and all("test_before" in (fold_metrics[fold].get("calibration") or {}) for fold in folds):
-        summary["calibration"] = calibration_summary(fold_metrics, run_dir)
+        summary["calibration"] = calibration_summary(fold_metrics, tables)
     return summary
 
 
-def calibration_summary(fold_metrics: dict[str, dict], run_dir: Path | None = None) -> dict:
+def calibration_summary(fold_metrics: dict[str, dict], tables: list[pd.DataFrame] | None = None) -> dict:
     """summary.json's "calibration": each fold's temperature and test ECE / NLL before and after
-    (mean, sample std, per fold) and, with `run_dir`, `pooled`: ECE over every fold's test clips at
-    once with its noise floor (training/calibration.py pooled_calibration)."""
-    from ser.training.statistics import read_pooled_predictions, sample_std
+    (mean, sample std, per fold) and, given the folds' predictions tables, `pooled`: ECE over every
+    fold's test clips at once with its noise floor (training/calibration.py pooled_calibration)."""
+    from ser.training.statistics import class_probabilities, sample_std
 
-    folds = list(fold_metrics)
-    blocks = [fold_metrics[fold]["calibration"] for fold in folds]
+    blocks = [fold_metrics[fold]["calibration"] for fold in fold_metrics]
     values = {"temperature": [b["temperature"] for b in blocks]}
     for when in ("before", "after"):
         for score in ("ece", "nll"):
             values[f"test_{score}_{when}"] = [b[f"test_{when}"][score] for b in blocks]
     summary: dict = {name: {"mean": float(np.mean(v)), "std": sample_std(v), "per_fold": [float(x) for x in v]}
                      for name, v in values.items()}
-    tables = [read_pooled_predictions([Path(run_dir) / fold]) for fold in folds] if run_dir is not None else [None]
-    if all(table is not None for table in tables):
+    if tables is not None:
         parts = []
         for table, block in zip(tables, blocks):
-            columns = [c for c in table.columns if c.startswith("p_")]  # p_<label>, in label order
-            index = {column[2:]: k for k, column in enumerate(columns)}
-            labels = table["label"].map(index)
-            if labels.isna().any():  # a label without a probability column: nothing to pool
+            found = class_probabilities(table)
+            if found is None or (found[1] < 0).any():  # a label without a probability column: nothing to pool
                 return summary
-            parts.append((table[columns].to_numpy(np.float64), labels.to_numpy(np.int64), block["temperature"]))
+            parts.append((*found, block["temperature"]))
         summary["pooled"] = pooled_calibration(parts)
     return summary

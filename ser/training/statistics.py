@@ -37,15 +37,32 @@ def interval_settings() -> dict:
             "unit": "test utterances pooled across folds (resampled with replacement)"}
 
 
-def read_pooled_predictions(fold_dirs: Iterable[Path]) -> pd.DataFrame | None:
-    """predictions.csv of every fold directory, concatenated; None when any fold lacks one."""
+def read_fold_predictions(fold_dirs: Iterable[Path]) -> list[pd.DataFrame] | None:
+    """predictions.csv of every fold directory, in order; None when any fold lacks one."""
     tables = []
     for fold_dir in fold_dirs:
         path = Path(fold_dir) / PREDICTIONS
         if not path.is_file():
             return None
         tables.append(pd.read_csv(path, dtype={"id": str, "label": str, "prediction": str}, keep_default_na=False))
+    return tables
+
+
+def read_pooled_predictions(fold_dirs: Iterable[Path]) -> pd.DataFrame | None:
+    """predictions.csv of every fold directory, concatenated; None when any fold lacks one."""
+    tables = read_fold_predictions(fold_dirs)
     return pd.concat(tables, ignore_index=True) if tables else None
+
+
+def class_probabilities(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """(probabilities (N, C) from a predictions table's p_<label> columns, in their order; each row's
+    class index (N,), −1 for a label without a column), or None without probability or label columns."""
+    columns = [c for c in table.columns if c.startswith("p_")]
+    if not columns or "label" not in table:
+        return None
+    index = {c[len("p_"):]: k for k, c in enumerate(columns)}
+    labels = np.array([index.get(str(label), -1) for label in table["label"]], dtype=np.int64)
+    return table[columns].to_numpy(np.float64), labels
 
 
 def categorical_statistic(truth: np.ndarray, predicted: np.ndarray, classes: int):
