@@ -68,8 +68,7 @@ def floor_row(workdir: Path, features: str) -> Row:
     seconds = ser("probe", "--model", features, "--out", str(out), workdir=workdir)
     summary = pd.read_csv(out / "probe_summary.csv", dtype={"layer": str})
     best = summary.loc[summary["dev_ua_mean"].idxmax()]
-    sample_std = best["ua_std"] * (best["n"] / (best["n"] - 1)) ** 0.5  # the summary's std is ddof=0; the heads' ddof=1
-    return Row("probe floor", features, best["ua_mean"], sample_std, epochs=f"layer {best['layer']}",
+    return Row("probe floor", features, best["ua_mean"], best["ua_std"], epochs=f"layer {best['layer']}",
                seconds=seconds)
 
 

@@ -73,6 +73,7 @@ def print_summary(summary, metric: str) -> None:
     for column in ("layer", f"test {metric}", f"dev {metric}", "folds"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for _, row in summary.iterrows():
-        table.add_row(str(row["layer"]), f"{scale * row[f'{metric}_mean']:.2f} ± {scale * row[f'{metric}_std']:.2f}",
+        spread = f" ± {scale * row[f'{metric}_std']:.2f}" if row["n"] > 1 else ""  # one fold has no spread
+        table.add_row(str(row["layer"]), f"{scale * row[f'{metric}_mean']:.2f}{spread}",
                       f"{scale * row[f'dev_{metric}_mean']:.2f}", str(row["n"]))
     Console(width=max(80, Console().width)).print(table)

@@ -51,7 +51,8 @@ def probe_figure(summary: pd.DataFrame, metric: str, title: str, path: Path) -> 
     every = summary[summary["layer"] == ALL_LAYERS]
     if not every.empty:
         all_mean, all_std = scale * float(every[f"{metric}_mean"].iloc[0]), scale * float(every[f"{metric}_std"].iloc[0])
-        axis.axhline(all_mean, color="tab:red", linestyle="--", label=f"all layers: {all_mean:.1f} ± {all_std:.1f}")
+        spread = f" ± {all_std:.1f}" if int(every["n"].iloc[0]) > 1 else ""  # one fold has no spread
+        axis.axhline(all_mean, color="tab:red", linestyle="--", label=f"all layers: {all_mean:.1f}{spread}")
         axis.axhspan(all_mean - all_std, all_mean + all_std, color="tab:red", alpha=0.12)
     axis.set_xticks(x)
     axis.set_xlabel("layer (0 = model input)")

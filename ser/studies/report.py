@@ -45,12 +45,13 @@ PERCENT_METRICS = ("ua", "wa", "macro_f1")
 
 
 def format_cell(mean: float, std: float, n: int, metric: str) -> str:
-    """`65.43 ± 2.10 (n=5)` for accuracies (in %), `0.512 ± 0.031 (n=5)` for CCC-like metrics."""
+    """`65.43 ± 2.10 (n=5)` for accuracies (in %), `0.512 ± 0.031 (n=5)` for CCC-like metrics;
+    `65.43 (n=1)` where one result has no spread."""
     if np.isnan(mean):
         return "—"
-    if metric.removeprefix("optimistic_") in PERCENT_METRICS:
-        return f"{100 * mean:.2f} ± {100 * std:.2f} (n={n})"
-    return f"{mean:.3f} ± {std:.3f} (n={n})"
+    scale, digits = (100, 2) if metric.removeprefix("optimistic_") in PERCENT_METRICS else (1, 3)
+    spread = "" if np.isnan(std) else f" ± {scale * std:.{digits}f}"
+    return f"{scale * mean:.{digits}f}{spread} (n={n})"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -214,13 +214,13 @@ def run_probe(
 
 
 def layer_summary(table: pd.DataFrame, folds: list[str] | None = None) -> pd.DataFrame:
-    """Per layer (in probe order): mean, population std and count over the (given) folds of every
-    score column."""
+    """Per layer (in probe order): mean, sample std (ddof=1, NaN for one fold) and count over the
+    (given) folds of every score column: the same spread as the heads' rows beside it in `ser report`."""
     if folds is not None:
         table = table[table["fold"].astype(str).isin([str(f) for f in folds])]
     scores = [c for c in table.columns if c not in ("layer", "fold", "regularisation", "train", "dev", "test")]
     grouped = table.groupby("layer", sort=False)[scores]
-    summary = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
+    summary = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
     return summary.assign(n=grouped.size()).reset_index()
 
 

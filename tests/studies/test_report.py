@@ -1,6 +1,7 @@
 """`write_report` on run directories written by the real trainer (through a real sweep)."""
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -51,8 +52,9 @@ def table_cells(markdown: str, title: str) -> dict[str, dict[str, str]]:
 
 
 def parse_cell(cell: str) -> tuple[float, float, int]:
-    mean, std, n = re.fullmatch(r"([\d.]+) ± ([\d.]+) \(n=(\d+)\)(?: ▽)?", cell).groups()
-    return float(mean), float(std), int(n)
+    mean, std, n = re.fullmatch(r"([\d.]+)(?: ± ([\d.]+))? \(n=(\d+)\)(?: ▽)?", cell).groups()
+    assert (std is None) == (n == "1")  # one result has no spread to show
+    return float(mean), float(std) if std else math.nan, int(n)
 
 
 def test_tables_equal_the_per_run_metrics_files(sweep_dir: Path, report: Path):
