@@ -68,12 +68,13 @@ def print_summary(summary, metric: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ser.training.statistics import mean_with_spread
+
     scale = 100 if metric == "ua" else 1
     table = Table(title=f"probe: test {metric} per layer (mean ± std over folds)", header_style="bold")
     for column in ("layer", f"test {metric}", f"dev {metric}", "folds"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for _, row in summary.iterrows():
-        spread = f" ± {scale * row[f'{metric}_std']:.2f}" if row["n"] > 1 else ""  # one fold has no spread
-        table.add_row(str(row["layer"]), f"{scale * row[f'{metric}_mean']:.2f}{spread}",
+        table.add_row(str(row["layer"]), mean_with_spread(scale * row[f"{metric}_mean"], scale * row[f"{metric}_std"], 2),
                       f"{scale * row[f'dev_{metric}_mean']:.2f}", str(row["n"]))
     Console(width=max(80, Console().width)).print(table)

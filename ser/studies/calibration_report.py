@@ -17,7 +17,7 @@ import pandas as pd
 from ser.data.atomic_files import read_json_or_none
 from ser.studies import figures
 from ser.training.calibration import ece, ece_noise_floor, recalibrate, reliability
-from ser.training.statistics import class_probabilities
+from ser.training.statistics import class_probabilities, read_fold_predictions
 
 COVERAGES = tuple(range(100, 0, -10))  # % of test utterances kept, most confident first
 SCORES = ("ece", "nll", "brier")
@@ -50,10 +50,10 @@ def selective_accuracy(probabilities: np.ndarray, labels: np.ndarray, coverages=
 
 def _fold_predictions(fold_dir: Path, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     try:
-        table = pd.read_csv(fold_dir / "predictions.csv")
+        tables = read_fold_predictions([fold_dir])  # labels read as text, as every predictions reader does
     except (OSError, ValueError):
         return None
-    found = class_probabilities(table)
+    found = class_probabilities(tables[0]) if tables else None
     if found is None:
         return None
     raw, labels = found

@@ -16,6 +16,7 @@ import pandas as pd
 from ser.data.atomic_files import write_text
 from ser.data.workspace import Workspace
 from ser.training.probe import ALL_LAYERS, ProbeProgress, ProbeProtocol, cached_probe, layer_summary, run_probe
+from ser.training.statistics import mean_with_spread
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,7 @@ def probe_figure(summary: pd.DataFrame, metric: str, title: str, path: Path) -> 
     every = summary[summary["layer"] == ALL_LAYERS]
     if not every.empty:
         all_mean, all_std = scale * float(every[f"{metric}_mean"].iloc[0]), scale * float(every[f"{metric}_std"].iloc[0])
-        spread = f" ± {all_std:.1f}" if int(every["n"].iloc[0]) > 1 else ""  # one fold has no spread
-        axis.axhline(all_mean, color="tab:red", linestyle="--", label=f"all layers: {all_mean:.1f}{spread}")
+        axis.axhline(all_mean, color="tab:red", linestyle="--", label=f"all layers: {mean_with_spread(all_mean, all_std, 1)}")
         axis.axhspan(all_mean - all_std, all_mean + all_std, color="tab:red", alpha=0.12)
     axis.set_xticks(x)
     axis.set_xlabel("layer (0 = model input)")

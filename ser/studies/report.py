@@ -35,6 +35,7 @@ from ser.studies.results import (
     summary_metrics,
     with_config_labels,
 )
+from ser.training.statistics import mean_with_spread
 
 # Markdown tables written beside run directories by other studies (scripts/distill_ablation.py);
 # the report includes every one it finds under RUNS_DIR.
@@ -50,8 +51,7 @@ def format_cell(mean: float, std: float, n: int, metric: str) -> str:
     if np.isnan(mean):
         return "—"
     scale, digits = (100, 2) if metric.removeprefix("optimistic_") in PERCENT_METRICS else (1, 3)
-    spread = "" if np.isnan(std) else f" ± {scale * std:.{digits}f}"
-    return f"{scale * mean:.{digits}f}{spread} (n={n})"
+    return f"{mean_with_spread(scale * mean, scale * std, digits)} (n={n})"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

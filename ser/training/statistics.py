@@ -31,6 +31,11 @@ def sample_std(values: Iterable[float]) -> float:
     return float(array.std(ddof=1)) if len(array) > 1 else float("nan")
 
 
+def mean_with_spread(mean: float, std: float, digits: int) -> str:
+    """`65.43 ± 2.10`, or `65.43` where the std is NaN (one result has no spread, see sample_std)."""
+    return f"{mean:.{digits}f}" + ("" if np.isnan(std) else f" ± {std:.{digits}f}")
+
+
 def interval_settings() -> dict:
     """How the intervals were computed, for the files that hold them."""
     return {"confidence": CONFIDENCE, "resamples": RESAMPLES, "method": METHOD, "seed": 0,
