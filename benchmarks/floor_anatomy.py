@@ -153,6 +153,9 @@ def main() -> None:
     floor = probe[probe["layer"] == str(args.layer)].set_index("fold")["ua"]
     ours = pd.Series(rows[(arms[0][0], arms[0][1])])
     gap = float((ours - floor.loc[ours.index]).abs().max())
+    if gap > 1e-6:
+        raise SystemExit(f"the floor row differs from `ser probe` by up to {100 * gap:.2g} UA points: the probe changed, "
+                         "so logistic_arm no longer takes the same floor apart; update it to the probe's rule")
     for run, scores in heads.items():
         rows[(f"head: {run.name}, train only", "frames")] = scores
 
