@@ -126,9 +126,10 @@ def _logistic(c: float, x: np.ndarray, y: np.ndarray):
         return LogisticRegression(C=c, max_iter=1000).fit(x, y)
 
 
-def _classify(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...], num_classes: int) -> dict:
+def classify(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...], num_classes: int, refit: bool = True) -> dict:
     """Standardise → logistic regression for each C of the grid, fitted on train; the C with the
-    lowest dev log-loss is refitted on train + dev and scores test. Log-loss, not dev UA, chooses:
+    lowest dev log-loss is refitted on train + dev (the floor; `refit=False`: kept as fitted on
+    train, as benchmarks/floor_anatomy.py compares) and scores test. Log-loss, not dev UA, chooses:
     over a few hundred dev utterances UA moves in steps of one clip, so its maximum over the grid
     is an optimistic dev score and a noisy choice (dev UA minus test UA on the synthetic demo
     corpus: benchmarks/probe_selection.py)."""
@@ -142,7 +143,7 @@ def _classify(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...], num_classes:
         if best is None or dev_loss < best[0]:  # ties keep the stronger regularisation
             best = (dev_loss, c, metrics.ua(y[1], model.predict(dev)))
     dev_loss, c, dev_ua = best
-    (seen_x, test_x), (seen_y, _) = _train_and_dev(x, y)
+    (seen_x, test_x), (seen_y, _) = _train_and_dev(x, y) if refit else ((x[0], x[2]), (y[0], y[2]))
     seen, test = _standardise(seen_x, test_x)
     predicted = _logistic(c, seen, seen_y).predict(test)
     return {"regularisation": c, "dev_loss": dev_loss, "dev_ua": dev_ua, "ua": metrics.ua(y[2], predicted),
@@ -205,7 +206,7 @@ def run_probe(
                 train, dev, test = parts[3 * index : 3 * index + 3]
                 x, y = (features[train], features[dev], features[test]), (data.targets[train], data.targets[dev],
                                                                          data.targets[test])
-                scores = _classify(x, y, len(data.labels)) if data.selection_metric == "ua" else _regress(x, y, data.labels)
+                scores = classify(x, y, len(data.labels)) if data.selection_metric == "ua" else _regress(x, y, data.labels)
                 rows.append({"layer": name, "fold": fold.name, **scores,
                              "train": len(train), "dev": len(dev), "test": len(test)})
         if progress is not None:
