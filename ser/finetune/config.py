@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ser.errors import UserInputError
-from ser.training.recipes import OPTIMIZERS, with_set_options
+from ser.training.recipes import OPTIMIZERS, refuse_nonpositive, with_set_options
 
 SCHEDULES = ("step", "reference", "constant")
 BATCHING_MODES = ("auto", "crop", "accumulate", "pad")
@@ -52,8 +52,8 @@ class FinetuneRecipe:
             raise UserInputError(f"unknown optimizer {self.optimizer!r}", f"choose one of: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise UserInputError(f"unknown schedule {self.schedule!r}", f"choose one of: {', '.join(SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.backbone_lr < 0:
-            raise UserInputError("epochs, batch size and learning rates must be positive")
+        refuse_nonpositive({"--epochs": self.epochs, "--batch-size": self.batch_size, "--lr": self.lr,
+                            "--backbone-lr": self.backbone_lr}, zero_allowed=("--backbone-lr",))
         if self.layerdrop is not None and not 0 <= self.layerdrop < 1:
             raise UserInputError(f"--layerdrop {self.layerdrop} is outside [0, 1)")
         if self.max_seconds is not None and self.max_seconds < 0.05:

@@ -39,6 +39,16 @@ def with_set_options(recipe, overrides: dict):
     replaced.validate()
     return replaced
 
+
+def refuse_nonpositive(values: dict[str, float | None], zero_allowed: tuple[str, ...] = ()) -> None:
+    """One line naming the first option (by its flag or name) that is not above 0 (NaN included);
+    None means unset, and the options in `zero_allowed` may also be 0."""
+    for flag, value in values.items():
+        if value is not None and not (value > 0 or (value == 0 and flag in zero_allowed)):
+            bound = "0 or more" if flag in zero_allowed else "above 0"
+            raise UserInputError(f"{flag} must be {bound}, not {value:g}")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Optimiser, schedule and batch settings for one training run."""
@@ -74,8 +84,8 @@ class Recipe:
             raise UserInputError(f"unknown optimizer {self.optimizer!r}", f"choose one of: {', '.join(OPTIMIZERS)}")
         if self.schedule not in ("cosine", "constant"):
             raise UserInputError(f"unknown schedule {self.schedule!r}", "choose cosine or constant")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or (self.max_steps is not None and self.max_steps < 1):
-            raise UserInputError("epochs, batch size, learning rate and a step budget must be positive")
+        refuse_nonpositive({"--epochs": self.epochs, "--batch-size": self.batch_size, "--lr": self.lr,
+                            "max_steps": self.max_steps})
         if self.eval_every_updates is not None and self.eval_every_updates < 0:
             raise UserInputError("--eval-every-updates must be 0 (every epoch) or positive")
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ser.errors import UserInputError
+from ser.finetune.config import FinetuneRecipe
 from ser.heads import create_head
 from ser.training.batching import bucketed_batches, sorted_batches
 from ser.training.recipes import build_optimizer, corpus_head_defaults, lr_at, recipe_for
@@ -29,6 +30,26 @@ def test_overrides_ignore_none_and_reject_nonsense():
         recipe_for("shiftcnn").with_overrides(optimizer="sgd")
     with pytest.raises(UserInputError):
         recipe_for("shiftcnn").with_overrides(momentum=0.9)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"epochs": 0}, "--epochs must be above 0, not 0"),
+    ({"batch_size": -2}, "--batch-size must be above 0, not -2"),
+    ({"lr": math.nan}, "--lr must be above 0, not nan"),
+    ({"max_steps": 0}, "max_steps must be above 0, not 0"),
+])
+def test_a_non_positive_setting_is_named_with_its_value(override, message):
+    with pytest.raises(UserInputError, match=f"^{message}$"):
+        recipe_for("linear").with_overrides(**override)
+
+
+def test_fine_tuning_names_its_bad_setting_and_lets_the_backbone_rate_be_zero():
+    recipe = FinetuneRecipe()
+    assert recipe.with_overrides(backbone_lr=0.0).backbone_lr == 0.0
+    with pytest.raises(UserInputError, match="^--backbone-lr must be 0 or more, not -1e-05$"):
+        recipe.with_overrides(backbone_lr=-1e-5)
+    with pytest.raises(UserInputError, match="^--epochs must be above 0, not 0$"):
+        recipe.with_overrides(epochs=0)
 
 
 def test_shift_schedule_is_timm_cosine_stepped_as_shiftser_steps_it():
