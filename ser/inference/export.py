@@ -60,8 +60,12 @@ def export_model(run: Path, out: Path, fold: str = "all", onnx: bool = False, ov
     if is_export(run):
         raise UserInputError(f"{run} is already an exported model folder", "copy the folder instead")
     with exclusive_output(out, directory=True):  # one export per --out at a time
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-            raise UserInputError(f"{out} exists and is not empty", "pass --overwrite to replace it, or another --out")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            if not overwrite:
+                raise UserInputError(f"{out} exists and is not empty", "pass --overwrite to replace it, or another --out")
+            if not is_export(out):  # e.g. the run itself, or the runs/ folder above it
+                raise UserInputError(f"--overwrite replaces only a folder written by `ser export`, and {out} is not one",
+                                     "choose a new or empty --out")
         model = load_run(run, fold)
         bundled = _backbone_to_bundle(model) if include_backbone else None
         staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")

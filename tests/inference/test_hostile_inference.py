@@ -110,6 +110,30 @@ def test_damaged_export_files_are_one_line(workspace, tmp_path):
             ser.load(broken, device="cpu")
 
 
+
+def test_export_overwrite_never_replaces_what_export_did_not_write(workspace, tmp_path):
+    """`ser export RUN --out RUN --overwrite` replaced the run itself with the export (checkpoints,
+    predictions and metrics gone); --overwrite now replaces only a previous export."""
+    from ser.inference.export import export_model
+
+    run = tmp_path / "run"
+    shutil.copytree(workspace["runs"][0], run)
+    before = sorted(str(path.relative_to(run)) for path in run.rglob("*"))
+    result = subprocess.run([sys.executable, "-m", "ser.cli", "export", str(run), "--out", str(run), "--overwrite"],
+                            env=_env(), capture_output=True, text=True, timeout=180)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 2, result.stderr[-1500:]
+    assert lines[0] == f"error: --overwrite replaces only a folder written by `ser export`, and {run} is not one"
+    assert sorted(str(path.relative_to(run)) for path in run.rglob("*")) == before
+    with pytest.raises(UserInputError, match="replaces only a folder written by `ser export`"):
+        export_model(run, tmp_path, overwrite=True)  # the folder above the run
+    assert sorted(str(path.relative_to(run)) for path in run.rglob("*")) == before
+    exported = tmp_path / "exported"
+    export_model(workspace["runs"][1], exported)
+    export_model(run, exported, overwrite=True)  # a previous export is still replaced
+    assert json.loads((exported / "config.json").read_text())["train_config"]["seed"] == 0
+
+
 # --- waveform arrays ---------------------------------------------------------------------------------
 
 def test_integer_pcm_predicts_like_the_same_audio_as_floats(workspace):
