@@ -70,7 +70,12 @@ def predict(
         raise typer.BadParameter(f"must be between 0 and 1, not {min_confidence}", param_hint="--min-confidence")
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise typer.BadParameter(f"{out} must end in .csv or .json", param_hint="--out")
-    from ser.inference.predict import predict_inputs, save_result
+    from ser.inference.predict import output_paths, predict_inputs, save_result
+
+    for path in output_paths(out, segments) if out is not None else []:
+        if any(Path(given).is_file() and Path(given).resolve() == path.resolve() for given in inputs):
+            raise typer.BadParameter(f"{path} is one of the inputs: writing there would replace it",
+                                     param_hint="--out")
 
     result = predict_inputs(
         run or model_dir, inputs, fold, show_progress=sys.stderr.isatty() and (len(inputs) > 1 or Path(inputs[0]).is_dir()),

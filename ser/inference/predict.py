@@ -311,17 +311,21 @@ def predict_inputs(model_path: Path, inputs: Sequence[str | Path], fold: str = "
     return load(model_path, fold, **options).predict_records(records, show_progress=show_progress)
 
 
+def output_paths(out: Path, segments: bool = False) -> list[Path]:
+    """The files `save_result` writes: `out` (.csv or .json) and, with `segments`, the windows'
+    table beside it (<out stem>.segments.<suffix>)."""
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".json"):
+        raise UserInputError(f"--out {out} must end in .csv or .json")
+    return [out, out.with_name(f"{out.stem}.segments{out.suffix}")] if segments else [out]
+
+
 def save_result(result: PredictionResult, out: Path, segments: bool = False) -> list[Path]:
     """Write the table to `out` (.csv, or .json: a list of rows) and, with `segments`, the windows
     beside it (<out stem>.segments.<suffix>); returns the paths written."""
     from ser.data.atomic_files import write_text, write_via_temporary
 
-    out = Path(out)
-    if out.suffix.lower() not in (".csv", ".json"):
-        raise UserInputError(f"--out {out} must end in .csv or .json")
-    tables = [(out, result.table)]
-    if segments:
-        tables.append((out.with_name(f"{out.stem}.segments{out.suffix}"), result.segments))
+    tables = list(zip(output_paths(out, segments), (result.table, result.segments)))
     for path, table in tables:
         if path.suffix.lower() == ".json":
             write_text(path, table.to_json(orient="records", indent=2) + "\n")
@@ -336,5 +340,5 @@ def load(path: str | Path, fold: str = "all", **options) -> EmotionRecognizer:
     return EmotionRecognizer(load_trained(Path(path), fold), **options)
 
 
-__all__ = ["EmotionRecognizer", "FoldModel", "Prediction", "PredictionResult", "collect_inputs", "load",
+__all__ = ["EmotionRecognizer", "FoldModel", "Prediction", "PredictionResult", "collect_inputs", "load", "output_paths",
            "predict_inputs", "save_result"]

@@ -134,6 +134,21 @@ def test_export_overwrite_never_replaces_what_export_did_not_write(workspace, tm
     assert json.loads((exported / "config.json").read_text())["train_config"]["seed"] == 0
 
 
+
+@pytest.mark.parametrize("segments", [False, True])
+def test_predict_refuses_an_out_that_is_one_of_its_inputs(workspace, tmp_path, segments):
+    """`ser predict clips.csv --out clips.csv` replaced the user's manifest with the predictions."""
+    manifest = tmp_path / ("clips.segments.csv" if segments else "clips.csv")
+    shutil.copy(workspace["workdir"] / "manifests" / "synthetic.csv", manifest)
+    before = manifest.read_bytes()
+    out = tmp_path / "clips.csv"
+    result = subprocess.run([sys.executable, "-m", "ser.cli", "predict", str(manifest), "--run", str(workspace["runs"][0]),
+                             "--out", str(out), *(["--segments"] if segments else [])],
+                            env=_env(), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2 and f"{manifest} is one of the inputs" in result.stderr, result.stderr[-1500:]
+    assert manifest.read_bytes() == before
+
+
 # --- waveform arrays ---------------------------------------------------------------------------------
 
 def test_integer_pcm_predicts_like_the_same_audio_as_floats(workspace):
