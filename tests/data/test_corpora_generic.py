@@ -50,6 +50,16 @@ def test_csv_maps_columns_and_resolves_paths(tmp_path):
         parse_column_map("mood=Emotion")
 
 
+def test_the_manifest_never_replaces_the_table_it_is_read_from(tmp_path):
+    """`ser prepare csv meta.csv --out meta.csv` replaced the user's table with the manifest."""
+    write_wav(tmp_path / "clips" / "x1.wav")
+    table = tmp_path / "meta.csv"
+    table.write_text("path,label\nclips/x1.wav,joy\n")
+    with pytest.raises(UserInputError, match="is the corpus table itself"):
+        prepare_corpus(CORPORA.get("csv"), table, tmp_path / "." / "meta.csv", {})
+    assert table.read_text() == "path,label\nclips/x1.wav,joy\n"
+
+
 def test_duplicate_ids_in_a_table_are_refused(tmp_path):
     write_wav(tmp_path / "a" / "x.wav")
     write_wav(tmp_path / "b" / "x.wav")

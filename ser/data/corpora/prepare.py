@@ -79,6 +79,9 @@ def prepare_corpus(recipe: CorpusRecipe, root: Path, out: Path, options: dict[st
     root = Path(root).resolve()
     if not recipe.generates_audio and not root.exists():
         raise CorpusError(f"{recipe.name}: {root} does not exist", "pass the folder the corpus was unpacked into")
+    if Path(out).resolve() == root:
+        raise UserInputError(f"--out {out} is the corpus table itself: the manifest would replace it",
+                             "choose another --out (by default <workdir>/manifests/<name>.csv)")
     df = recipe.prepare(root, **recipe_options(recipe, options))
     if name is not None and "corpus" in df.columns:
         df["corpus"] = df["corpus"].where(df["corpus"] != recipe.name, name)
