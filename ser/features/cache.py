@@ -34,6 +34,7 @@ from ser.features.memory_guard import format_size
 
 FORMAT = "ser-cache"
 FORMAT_VERSION = 1
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first bytes of every HDF5 file (no user block)
 LOAD_THREADS = 2  # utterances read and checked at a time by load_all
 
 
@@ -96,6 +97,17 @@ def read_attrs(path: Path) -> dict:
     if attrs.get("format") != FORMAT:
         raise CacheError(f"{path} is not a ser feature cache", "point at a file written by `ser extract`")
     return attrs
+
+
+def replaceable_by_overwrite(path: Path) -> bool:
+    """Whether `--overwrite` may replace the file at `path`: a ser cache, or an HDF5 file too damaged
+    to open (a damaged cache); never a readable HDF5 file of another format, nor any other file."""
+    try:
+        with h5py.File(path, "r") as f:
+            return _attr(f.attrs.get("format")) == FORMAT
+    except (OSError, RuntimeError, KeyError, ValueError):
+        with open(path, "rb") as f:
+            return f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
 
 
 class CacheReader:

@@ -22,7 +22,8 @@ import h5py
 import numpy as np
 
 from ser.errors import CacheError, write_failure
-from ser.features.cache import FORMAT, FORMAT_VERSION, read_attrs, read_strings, utterance_key
+from ser.features.cache import (FORMAT, FORMAT_VERSION, read_attrs, read_strings, replaceable_by_overwrite,
+                                utterance_key)
 from ser.features.write_room import check_room, write_bytes
 
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -112,6 +113,9 @@ def existing_cache_is_complete(out: Path, wanted: dict, overwrite: bool) -> bool
     if out.is_dir():
         raise write_failure(out, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
     if overwrite:
+        if out.exists() and not replaceable_by_overwrite(out):
+            raise CacheError(f"--overwrite replaces only a feature cache, and {out} is not one",
+                             "choose another --out")
         return False
     if out.exists():
         existing = read_attrs(out)

@@ -130,6 +130,28 @@ def test_existing_cache_guards(audio_files, tmp_path):
     assert CacheReader(out).attrs["manifest_sha256"] == "two" and summary.extracted + summary.reused == 2
 
 
+
+def test_overwrite_replaces_a_cache_or_a_damaged_one_but_never_another_file(audio_files, tmp_path):
+    """`ser extract --out notes.txt --overwrite` replaced the user's file with a cache."""
+    import h5py
+
+    records = audio_files([0.5])
+    notes, foreign = tmp_path / "notes.txt", tmp_path / "other.h5"
+    notes.write_text("precious")
+    with h5py.File(foreign, "w") as f:
+        f.attrs["made_by"] = "another tool"
+    for path in (notes, foreign):
+        before = path.read_bytes()
+        with pytest.raises(CacheError, match=f"--overwrite replaces only a feature cache, and {path} is not one"):
+            extract(records, FbankFrontend(), path, overwrite=True)
+        assert path.read_bytes() == before
+    damaged = tmp_path / "damaged.h5"
+    extract(records, FbankFrontend(), damaged)
+    damaged.write_bytes(damaged.read_bytes()[:3000])  # truncated: h5py can no longer open it
+    assert extract(records, FbankFrontend(), damaged, overwrite=True).extracted == 1
+    with CacheReader(damaged) as cache:
+        assert list(cache.fingerprints) == [records[0].id] and cache.damage(verify=True) == {}
+
 class ScaledFbank(FbankFrontend):
     """A frontend whose values exceed float16's range for loud input."""
 
