@@ -92,8 +92,10 @@ def read_attrs(path: Path) -> dict:
         with h5py.File(path, "r") as f:
             attrs = {key: _attr(value) for key, value in f.attrs.items()}
     except (OSError, RuntimeError, KeyError, ValueError) as error:
+        if not _starts_as_hdf5(path):
+            raise CacheError(f"{path} is not an HDF5 file", "point at a file written by `ser extract`") from None
         raise CacheError(f"{path} is not a readable HDF5 file ({_cause(error)})",
-                         "delete it and run `ser extract` again") from None
+                         "run `ser extract` again with --overwrite") from None
     if attrs.get("format") != FORMAT:
         raise CacheError(f"{path} is not a ser feature cache", "point at a file written by `ser extract`")
     return attrs
@@ -106,8 +108,15 @@ def replaceable_by_overwrite(path: Path) -> bool:
         with h5py.File(path, "r") as f:
             return _attr(f.attrs.get("format")) == FORMAT
     except (OSError, RuntimeError, KeyError, ValueError):
+        return _starts_as_hdf5(path)
+
+
+def _starts_as_hdf5(path: Path) -> bool:
+    try:
         with open(path, "rb") as f:
             return f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+    except OSError:  # missing, a folder, unreadable
+        return False
 
 
 class CacheReader:

@@ -78,7 +78,7 @@ def test_reader_refuses_non_caches_and_incomplete_files(tmp_path):
     with pytest.raises(CacheError, match="no feature cache"):
         CacheReader(tmp_path / "missing.h5")
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
-    with pytest.raises(CacheError, match="not a readable HDF5"):
+    with pytest.raises(CacheError, match="junk.h5 is not an HDF5 file"):
         CacheReader(tmp_path / "junk.h5")
     with h5py.File(tmp_path / "half.h5", "w") as f:
         f.attrs.update(format="ser-cache", format_version=1, complete=False)

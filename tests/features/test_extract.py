@@ -11,7 +11,7 @@ import soundfile as sf
 from ser.errors import AudioError, CacheError, UserInputError
 from ser.features.audio import load_audio
 from ser.features.backbones import load_backbone
-from ser.features.cache import CacheReader
+from ser.features.cache import CacheReader, read_attrs
 from ser.features.extract import extract, parse_layers
 from ser.features.frontends import FbankFrontend
 from ser.features.records import UtteranceRecord
@@ -148,9 +148,21 @@ def test_overwrite_replaces_a_cache_or_a_damaged_one_but_never_another_file(audi
     damaged = tmp_path / "damaged.h5"
     extract(records, FbankFrontend(), damaged)
     damaged.write_bytes(damaged.read_bytes()[:3000])  # truncated: h5py can no longer open it
+    reasons = {path: str(_refusal(read_attrs, path)) for path in (notes, foreign, damaged)}
+    assert reasons[notes] == f"{notes} is not an HDF5 file (point at a file written by `ser extract`)"
+    assert reasons[foreign] == f"{foreign} is not a ser feature cache (point at a file written by `ser extract`)"
+    assert reasons[damaged].startswith(f"{damaged} is not a readable HDF5 file")  # only a damaged cache is to redo
+    assert reasons[damaged].endswith("(run `ser extract` again with --overwrite)")
     assert extract(records, FbankFrontend(), damaged, overwrite=True).extracted == 1
     with CacheReader(damaged) as cache:
         assert list(cache.fingerprints) == [records[0].id] and cache.damage(verify=True) == {}
+
+
+def _refusal(function, *args) -> CacheError:
+    with pytest.raises(CacheError) as caught:
+        function(*args)
+    return caught.value
+
 
 class ScaledFbank(FbankFrontend):
     """A frontend whose values exceed float16's range for loud input."""
