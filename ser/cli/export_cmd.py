@@ -25,7 +25,8 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="The model folder to write.", show_default=False)],
     fold: Annotated[str, typer.Option("--fold", help="all | K (fold<K>) | a fold name.")] = "all",
     onnx: Annotated[bool, typer.Option("--onnx", help="Also write each fold's head as ONNX (checked with onnxruntime).")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export at --out (never a folder that `ser export` did not write).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export at --out (never a "
+                                            "folder that `ser export` did not write).")] = False,
     include_backbone: Annotated[bool, typer.Option("--include-backbone", help="Copy the run's local backbone folder "
                                                    "in (hub backbones are referenced by id and revision).")] = False,
 ) -> None:
