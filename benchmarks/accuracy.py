@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -53,10 +54,16 @@ def ser(*args: str, workdir: Path) -> float:
     with log.open("a") as out:
         out.write(f"\n$ ser {' '.join(args)}\n")
         out.flush()
-        done = subprocess.run([sys.executable, "-m", "ser.cli", *args, "--workdir", str(workdir)],
-                              stdout=out, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise RuntimeError(f"ser {args[0]} exited {done.returncode}: see {log}")
+        process = subprocess.Popen([sys.executable, "-m", "ser.cli", *args, "--workdir", str(workdir)],
+                                   stdout=out, stderr=subprocess.STDOUT)
+        try:
+            returncode = process.wait()
+        finally:
+            if process.poll() is None:  # this script was stopped: stop the run too (a rerun resumes it)
+                process.terminate()
+                process.wait()
+    if returncode != 0:
+        raise RuntimeError(f"ser {args[0]} exited {returncode}: see {log}")
     return time.perf_counter() - start
 
 
@@ -133,6 +140,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="folds trained side by side")
     parser.add_argument("--epochs", type=int, help="replace every recipe's epochs (default: the recipes' own)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # unwinds into ser()'s cleanup
     workdir = (args.workdir or Path(f"accuracy-{args.corpus}")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     if not (workdir / "manifests" / f"{args.corpus}.csv").exists():
