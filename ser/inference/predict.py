@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ser.errors import AudioError, CacheError, UserInputError
-from ser.features.audio import probe_audio
+from ser.features.audio import MIN_SECONDS, probe_audio
 from ser.features.backbone import Backbone
 from ser.features.cache import CacheReader
 from ser.features.extract import extract
@@ -148,8 +148,9 @@ class EmotionRecognizer:
             raise UserInputError(f"--min-confidence {min_confidence} must be between 0 and 1")
         self.min_confidence = min_confidence
         self.window = (window or clip_seconds(model.features)) if windows else None
-        if self.window is not None and self.window <= 0:
-            raise UserInputError(f"--window {self.window:g} must be positive")
+        if self.window is not None and not self.window >= MIN_SECONDS:
+            raise UserInputError(f"--window {self.window:g} is shorter than the {1000 * MIN_SECONDS:g} ms a model needs",
+                                 f"give at least {MIN_SECONDS:g} s")
         self.hop = hop or (self.window or 0) * DEFAULT_HOP_FRACTION
         if self.window is not None and not 0 < self.hop <= self.window:
             raise UserInputError(f"--hop {hop} must be positive and at most the window ({self.window:g} s)")

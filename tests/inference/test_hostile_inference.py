@@ -149,6 +149,14 @@ def test_predict_refuses_an_out_that_is_one_of_its_inputs(workspace, tmp_path, s
     assert manifest.read_bytes() == before
 
 
+
+def test_a_window_shorter_than_one_model_frame_is_refused_up_front(workspace):
+    """`--window 0.001` skipped every clip as "1.0 ms long; the minimum is 25 ms", clips of seconds."""
+    with pytest.raises(UserInputError, match=r"^--window 0.001 is shorter than the 25 ms a model needs"):
+        ser.load(workspace["runs"][0], device="cpu", window=0.001)
+    assert ser.load(workspace["runs"][0], device="cpu", window=0.025).predict(workspace["clip"]).label
+
+
 # --- waveform arrays ---------------------------------------------------------------------------------
 
 def test_integer_pcm_predicts_like_the_same_audio_as_floats(workspace):
