@@ -53,6 +53,7 @@ from ser.distill.targets import (
 )
 from ser.training.loop import ProgressCallback, train_fold
 from ser.training.protocol import fold_dir_name, protocol_folds, select_folds
+from ser.training.recipes import refuse_nonpositive
 from ser.training.tasks import CategoricalTask, task_from_dict
 from ser.distill.teacher import MultimodalTrainingData, load_multimodal_data, text_cache_path
 from ser.training.training_data import FeatureScaler, TrainingData
@@ -81,8 +82,7 @@ class DistillConfig:
             raise UserInputError(f"--alpha {self.alpha} is outside [0, 1]")
         if self.crossfit_parts < 2 or self.mc_samples < 2:
             raise UserInputError("cross-fitting needs >= 2 parts and MC dropout >= 2 samples")
-        if self.temperature <= 0 or self.soft_temperature <= 0:
-            raise UserInputError("temperatures must be positive")
+        refuse_nonpositive({"--temperature": self.temperature, "--soft-temperature": self.soft_temperature})
 
     def tag(self) -> str:
         """Run-name fragment, e.g. `distill-mc-dropout-a0.5` (`-unlabelled` added with unlabelled rows)."""

@@ -1,5 +1,7 @@
 """The student's target mixing and the teacher-quality estimates."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,13 @@ def test_soft_labels_with_temperature_and_mixing():
     assert mixed[0] == pytest.approx(0.7 * probabilities[0] + 0.3 * np.array([1, 0, 0]))
     kappa = categorical_weights("heldout", probabilities, truth, alpha=1.0)
     assert np.all(kappa == kappa[0]) and kappa[0, 0] == pytest.approx(0.25)  # accuracy 0.5, chance 1/3
+
+
+def test_a_non_positive_temperature_is_named_with_its_value():
+    from ser.distill.student import DistillConfig
+
+    for settings, message in ((DistillConfig(temperature=0.0), "--temperature must be above 0, not 0"),
+                              (DistillConfig(soft_temperature=math.nan), "--soft-temperature must be above 0, not nan")):
+        with pytest.raises(UserInputError, match=f"^{message}$"):
+            settings.validate()
+    DistillConfig().validate()
