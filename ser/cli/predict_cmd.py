@@ -72,8 +72,9 @@ def predict(
         raise typer.BadParameter(f"{out} must end in .csv or .json", param_hint="--out")
     from ser.inference.predict import output_paths, predict_inputs, save_result
 
+    input_files = {Path(given).resolve() for given in inputs if Path(given).is_file()}
     for path in output_paths(out, segments) if out is not None else []:
-        if any(Path(given).is_file() and Path(given).resolve() == path.resolve() for given in inputs):
+        if path.resolve() in input_files:
             raise typer.BadParameter(f"{path} is one of the inputs: writing there would replace it",
                                      param_hint="--out")
 
