@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import h5py
 import numpy as np
 import pytest
 import soundfile as sf
@@ -130,11 +131,8 @@ def test_existing_cache_guards(audio_files, tmp_path):
     assert CacheReader(out).attrs["manifest_sha256"] == "two" and summary.extracted + summary.reused == 2
 
 
-
 def test_overwrite_replaces_a_cache_or_a_damaged_one_but_never_another_file(audio_files, tmp_path):
     """`ser extract --out notes.txt --overwrite` replaced the user's file with a cache."""
-    import h5py
-
     records = audio_files([0.5])
     notes, foreign = tmp_path / "notes.txt", tmp_path / "other.h5"
     notes.write_text("precious")
