@@ -62,6 +62,10 @@ class DamagedFileError(SerError):
     """A run, model or record file that is there but cannot be read (empty, truncated, invalid)."""
 
 
+class OutputBusyError(SerError):
+    """An output (a cache, an export, a fold of a run) that another process is writing right now."""
+
+
 class WriteError(SerError):
     """A file that cannot be written (disk full, file-size limit, read-only, a path in the way)."""
 

@@ -1,11 +1,12 @@
-"""One writer per output: an exclusive, non-blocking lock held for a whole extraction.
+"""One writer per output: an exclusive, non-blocking lock held for a whole extraction, export or
+fold of a run (training, fine-tuning, distillation, sweeps).
 
     with exclusive_output(cache_path):
         ...  # only this process writes cache_path, its .partial/ folder and its temporaries
 
 The lock is `fcntl.flock` on `<out>.lock`, which holds the holder's pid. A second process asking
-for the same output fails at once with a `CacheError` that names that pid, read from the file it
-tried to lock (waiting at most half a second for it when the holder has only just locked); the
+for the same output fails at once with an `OutputBusyError` that names that pid, read from the file
+it tried to lock (waiting at most half a second for it when the holder has only just locked); the
 kernel drops the lock when its holder exits, however it exits (SIGKILL included), so a stale file
 never blocks a rerun. The file is removed on release; a process that locked a file another one
 had just removed notices (different inode) and tries again, so two processes never both hold
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ser.errors import CacheError, write_failure
+from ser.errors import OutputBusyError, write_failure
 
 
 def lock_path(out: Path) -> Path:
@@ -45,7 +46,7 @@ def holder_of(descriptor: int, patience: float = 0.5) -> str:
 
 
 def _acquire(path: Path) -> int:
-    """Open and lock `path`; returns the descriptor, or raises CacheError if it is held."""
+    """Open and lock `path`; returns the descriptor, or raises OutputBusyError if it is held."""
     while True:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -55,7 +56,7 @@ def _acquire(path: Path) -> int:
             holder = holder_of(descriptor) if held else ""
             os.close(descriptor)
             if held:
-                raise CacheError(
+                raise OutputBusyError(
                     f"{path.with_suffix('')} is being written by {holder} (lock {path})",
                     "wait for that run to finish, or stop it; use --out to write elsewhere",
                 ) from None

@@ -10,6 +10,7 @@ from pathlib import Path
 from ser.data.workspace import Workspace
 from ser.errors import UserInputError
 from ser.features.backbones import load_backbone
+from ser.features.output_lock import exclusive_output
 from ser.training import run_dir as files
 from ser.training.cache_access import resolve_device
 from ser.finetune.config import FinetuneConfig
@@ -61,8 +62,9 @@ def run_finetune(
         fold_name = fold_dir_name(index)
         fold_dir = run_dir / fold_name
         kind = None if files.is_finished(fold_dir) else log  # a finished fold is not logged again
-        with open_tracker(kind, fold_dir, f"{run_dir.name}/{fold_name}", f"ser/{corpus}/{config.model}",
-                          {**config.to_dict(), "fold": fold.name}) as tracker:
+        with exclusive_output(fold_dir, directory=True), \
+                open_tracker(kind, fold_dir, f"{run_dir.name}/{fold_name}", f"ser/{corpus}/{config.model}",
+                             {**config.to_dict(), "fold": fold.name}) as tracker:  # one process per fold
             results[fold_name] = finetune_fold(config, data, fold, fold_dir, model, target,
                                                tracker.progress(progress), checkpoint_seconds)
             tracker.log_final(results[fold_name])

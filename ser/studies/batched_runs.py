@@ -19,12 +19,12 @@ from typing import Callable
 
 import torch
 
-from ser.errors import DivergedError, SerError
+from ser.errors import SerError
 from ser.heads import create_head
 from ser.heads.stacked import activation_floats_per_frame, stack_key
 from ser.studies.stopping import SweepStopped
 from ser.studies.sweep_progress import SweepProgress
-from ser.studies.sweep_worker import ERROR_FILE, EpochEvent, RunOutcome, RunTask, WorkerState, describe_error
+from ser.studies.sweep_worker import ERROR_FILE, EpochEvent, RunOutcome, RunTask, WorkerState, record_failure
 from ser.training import run_dir as files
 from ser.training.allocator import PhaseMemory
 from ser.training.batched_loop import MemberResult, MemberSpec, train_group
@@ -165,11 +165,7 @@ def run_chunk(chunk: list[RunTask], data: TrainingData,
                 failed[index] = False
                 outcomes.append(RunOutcome(task.key, "done", seconds, metrics=result.metrics))
                 continue
-            message = describe_error(result.error)
-            task.out_dir.mkdir(parents=True, exist_ok=True)
-            (task.out_dir / ERROR_FILE).write_text(message)
-            status = "diverged" if isinstance(result.error, DivergedError) else "failed"
-            outcomes.append(RunOutcome(task.key, status, seconds, error=message.splitlines()[0]))
+            outcomes.append(record_failure(task, result.error, seconds))
     finally:
         for tracker, bad in zip(trackers, failed):
             tracker.close(failed=bad)

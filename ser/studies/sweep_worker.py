@@ -3,7 +3,8 @@
 Worker processes receive the TrainingData once, when they start (its tensors travel through
 torch's shared-memory pickling, so every worker reads the same copy of the cache), then train
 one `RunTask` after another. A failure never escapes: it is written to `error.txt` in the run
-directory and returned as a failed `RunOutcome`, so one bad run does not stop the sweep.
+directory (unless another process is training that run) and returned as a failed `RunOutcome`,
+so one bad run does not stop the sweep.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from ser.data.fold import Fold
-from ser.errors import DivergedError, SerError
+from ser.errors import DivergedError, OutputBusyError, SerError
 from ser.studies.stopping import SweepStopped
 from ser.training import run_dir as files
 from ser.training.allocator import PhaseMemory, keep_freed_blocks
@@ -79,10 +80,9 @@ def describe_error(error: BaseException) -> str:
 
 
 def run_task(task: RunTask, data: TrainingData, on_epoch: Callable[[EpochEvent], None] | None = None) -> RunOutcome:
-    """Train `task` on `data`; failures are recorded in `<out_dir>/error.txt` and returned."""
+    """Train `task` on `data`; failures are recorded (`record_failure`) and returned."""
     started = time.perf_counter()
-    error_path = task.out_dir / ERROR_FILE
-    error_path.unlink(missing_ok=True)
+    (task.out_dir / ERROR_FILE).unlink(missing_ok=True)
 
     def progress(_fold: str, epoch: int, total: int, _row: dict) -> None:
         if on_epoch is not None:
@@ -100,12 +100,20 @@ def run_task(task: RunTask, data: TrainingData, on_epoch: Callable[[EpochEvent],
     except SweepStopped:
         raise
     except Exception as error:  # noqa: BLE001 — any failure of one run is recorded, not raised
-        message = describe_error(error)
-        task.out_dir.mkdir(parents=True, exist_ok=True)
-        error_path.write_text(message)
-        status = "diverged" if isinstance(error, DivergedError) else "failed"
-        return RunOutcome(task.key, status, time.perf_counter() - started, error=message.splitlines()[0])
+        return record_failure(task, error, time.perf_counter() - started)
     return RunOutcome(task.key, "done", time.perf_counter() - started, metrics=metrics)
+
+
+def record_failure(task: RunTask, error: BaseException, seconds: float) -> RunOutcome:
+    """The failed (or diverged) outcome of `task`, its reason written to `error.txt` in the run
+    directory, unless another process is training that run (OutputBusyError): its directory is
+    not this sweep's to write."""
+    message = describe_error(error)
+    if not isinstance(error, OutputBusyError):
+        task.out_dir.mkdir(parents=True, exist_ok=True)
+        (task.out_dir / ERROR_FILE).write_text(message)
+    status = "diverged" if isinstance(error, DivergedError) else "failed"
+    return RunOutcome(task.key, status, seconds, error=message.splitlines()[0])
 
 
 def run_in_worker(task: RunTask) -> RunOutcome:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -91,11 +92,11 @@ class _Member:
         return self.error is None
 
 
-def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict) -> _Member | dict:
-    """What `train_fold` does before its first epoch, for one member (config.json written); a
-    finished member's metrics.json dict instead when it has nothing left to train."""
+def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict, held: ExitStack) -> _Member | dict:
+    """What `train_fold` does before its first epoch, for one member (its lock taken into `held`,
+    config.json written); a finished member's metrics.json dict instead when it has nothing left to train."""
     out_dir = Path(spec.out_dir)
-    started = start_fold(spec.config, data, spec.fold, out_dir)
+    started = start_fold(spec.config, data, spec.fold, out_dir, held)
     if isinstance(started, dict):
         return started
     task, head, saved_config, rows, config = started.task, started.head, started.saved_config, started.rows, started.config
@@ -312,11 +313,17 @@ def train_group(specs: list[MemberSpec], data: TrainingData, progress: MemberPro
     Returns one result per spec, in order: metrics.json's dict, or the error that stopped that
     member (a member that fails to start or diverges does not stop the others).
     """
+    with ExitStack() as held:  # each member's fold lock (loop.start_fold), until its files are written
+        return _train_members(specs, data, progress, checkpoint_seconds, held)
+
+
+def _train_members(specs: list[MemberSpec], data: TrainingData, progress: MemberProgress | None,
+                   checkpoint_seconds: float, held: ExitStack) -> list[MemberResult]:
     results = [MemberResult() for _ in specs]
     members, indices, scalers = [], [], {}
     for index, spec in enumerate(specs):
         try:
-            started = _start_member(spec, data, scalers)
+            started = _start_member(spec, data, scalers, held)
         except Exception as error:  # noqa: BLE001 — one member's bad option fails that member only
             results[index].error = error
             continue

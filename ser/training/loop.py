@@ -19,6 +19,7 @@ import math
 import random
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,6 +31,7 @@ from torch import nn
 
 from ser.data.fold import Fold
 from ser.errors import TrainingError
+from ser.features.output_lock import exclusive_output
 from ser.heads import create_head
 from ser.training import run_dir as files
 from ser.training.adam import Adam
@@ -144,9 +146,12 @@ class FoldStart:
     config: TrainConfig  # the run's config with the features' defaults resolved (standardize: True/False)
 
 
-def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Path) -> FoldStart | dict:
-    """Checks, the fitted task, the seeded head and config.json: what comes before a fold's first
-    epoch (solo or as a stacked member). A finished fold's metrics.json dict instead."""
+def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Path, held: ExitStack) -> FoldStart | dict:
+    """Checks, the fitted task, the seeded head, the fold directory's lock and config.json: what
+    comes before a fold's first epoch (solo or as a stacked member). A finished fold's metrics.json
+    dict instead. `held` keeps the lock until the caller closes it: one process per fold directory
+    (features/output_lock.py), so a second `ser train` of the same run is refused at once instead of
+    training the fold again and mixing its files with the first one's."""
     if not fold.dev:
         raise TrainingError(f"fold {fold.name} has no dev utterances", "model selection needs a dev set")
     if data.layers != config.layers:
@@ -159,6 +164,7 @@ def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Pat
     # Built before anything is written, so a bad head option leaves no run directory behind.
     head = create_head(config.head, data.dim, data.num_layers, task.num_outputs,
                        **head_options(config, frontend)).to(data.device)
+    held.enter_context(exclusive_output(out_dir, directory=True))
     saved_config = {**config.to_dict(), "fold": fold.name, "dev_split": fold.dev_split,
                     "spec_augment": getattr(head, "spec_augment", None) is not None,
                     "input_projection": getattr(head, "input_projection", None) is not None, "task_state": task.to_dict(),
@@ -187,12 +193,20 @@ def train_fold(
     least `checkpoint_seconds` after the previous checkpoint (0: after every epoch).
 
     A fold whose metrics.json exists is not retrained; a checkpoint left by an interrupted run is
-    resumed from its last finished epoch.
+    resumed from its last finished epoch. A fold that another process is training is refused
+    (OutputBusyError).
     """
     out_dir = Path(out_dir)
-    started = start_fold(config, data, fold, out_dir)
-    if isinstance(started, dict):
-        return started
+    with ExitStack() as held:  # the fold directory's lock, until its files are written
+        started = start_fold(config, data, fold, out_dir, held)
+        if isinstance(started, dict):
+            return started
+        return _train_started(started, data, fold, out_dir, progress, checkpoint_seconds)
+
+
+def _train_started(started: FoldStart, data: TrainingData, fold: Fold, out_dir: Path,
+                   progress: ProgressCallback | None, checkpoint_seconds: float) -> dict:
+    """`train_fold`'s epochs and files, from `start_fold`'s result."""
     task, head, saved_config, config = started.task, started.head, started.saved_config, started.config
     train_rows, dev_rows, test_rows = started.rows
 

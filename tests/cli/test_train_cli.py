@@ -80,6 +80,26 @@ def test_rerun_of_a_killed_fold_resumes_to_identical_metrics(trained):
     assert not checkpoint.exists()
 
 
+def test_a_second_train_of_a_fold_in_training_is_refused_at_once_naming_the_first(trained):
+    workdir, _, _ = trained
+    out = workdir / "raced"
+    options = [*TRAIN_OPTIONS, "--epochs", "400", "--fold", "3", "--out", str(out)]  # the last --epochs counts
+    first = subprocess.Popen([sys.executable, "-m", "ser.cli", "train", *options, "--workdir", str(workdir)],
+                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "fold3" / "config.json").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        second = ser("train", *options, workdir=workdir, check=False)
+        assert first.poll() is None, "the first run ended before the second asked: nothing was raced"
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode != 0 and "Traceback" not in second.stderr
+    assert second.stderr.startswith(f"error: {out / 'fold3'} is being written by process {first.pid} "), second.stderr
+    assert "wait for that run to finish" in second.stderr
+
+
 def test_finished_run_is_not_retrained(trained):
     workdir, run_dir, _ = trained
     before = (run_dir / "fold2" / "metrics.json").stat().st_mtime_ns

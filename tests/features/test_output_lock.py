@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ser.errors import CacheError
+from ser.errors import OutputBusyError
 from ser.features.backbones import load_backbone
 from ser.features.cache import CacheReader
 from ser.features.cache_writer import partial_dir
@@ -39,7 +39,7 @@ def _extract_in_child(records, out, delay: float, queue) -> None:
     try:
         extract(records, load_backbone("fbank"), out, manifest_sha256="m", overwrite=True, flush_seconds=0.0,
                 batch_seconds=0.3)
-    except CacheError as error:
+    except OutputBusyError as error:
         queue.put(str(error))
         queue.close()
         queue.join_thread()  # flushed before the hard exit
@@ -120,7 +120,7 @@ def test_a_refusal_names_a_holder_that_has_only_just_locked(tmp_path):
         try:
             with exclusive_output(out):
                 raise AssertionError("the lock was held")
-        except CacheError as refused:
+        except OutputBusyError as refused:
             assert f"is being written by process {holder.pid} " in str(refused)
     finally:
         holder.communicate("", timeout=30)

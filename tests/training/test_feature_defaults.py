@@ -5,6 +5,7 @@ saved with save_pretrained) keeps the heads' reference recipes. config.json reco
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,8 @@ def caches(tmp_path_factory) -> dict:
 def _started(data, tmp_path: Path, head: str = "shiftcnn", head_kwargs: dict | None = None, **options) -> dict:
     """config.json of a fold started (not trained) with these options."""
     config = TrainConfig.create(head, head_kwargs, epochs=1, batch_size=8, **options)
-    start_fold(config, data, protocol_folds(config, data)[0], tmp_path)
+    with ExitStack() as held:
+        start_fold(config, data, protocol_folds(config, data)[0], tmp_path, held)
     return files.read_json(tmp_path / files.CONFIG)
 
 
