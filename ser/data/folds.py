@@ -74,9 +74,11 @@ def _test_groups(
         parts = splitter.split(np.zeros(len(df)), labels, groups=speakers)
         return [(str(i + 1), np.isin(np.arange(len(df)), test)) for i, (_, test) in enumerate(parts)]
     if scheme == "kfold":
+        asked = f"--folds kfold --k {k}" if k is not None else f"kfold's default of {DEFAULT_KFOLD_K} folds"
         k = DEFAULT_KFOLD_K if k is None else k
         if k < 2 or k > len(df):
-            raise FoldError(f"--folds kfold --k {k}: need 2 <= k <= {len(df)} rows")
+            raise FoldError(f"{asked} needs 2 <= k <= {len(df)}, the number of labelled rows",
+                            f"give --k between 2 and {len(df)}" if len(df) >= 2 else "label at least 2 rows")
         from sklearn.model_selection import KFold, StratifiedKFold
 
         if label_column:

@@ -82,6 +82,17 @@ def test_kfold_is_stratified_and_labels_are_required():
         make_folds(df, "kfold", label_column="emotion")
 
 
+def test_a_k_beyond_the_rows_names_the_k_the_user_gave_or_the_default():
+    few = corpus(sessions=1, per_class=1).drop(columns=["session", "speaker"])  # 8 rows: kfold by default
+    with pytest.raises(FoldError, match="^kfold's default of 10 folds needs 2 <= k <= 8, the number of labelled rows "
+                                        "\\(give --k between 2 and 8\\)$"):
+        make_folds(few)
+    with pytest.raises(FoldError, match="^--folds kfold --k 9 needs 2 <= k <= 8, the number of labelled rows "):
+        make_folds(few, "kfold", k=9)
+    with pytest.raises(FoldError, match="<= 1, the number of labelled rows \\(label at least 2 rows\\)$"):
+        make_folds(few[:1], "kfold", k=2)
+
+
 def test_default_schemes_and_bad_requests():
     assert default_scheme(corpus()) == "session"
     assert default_scheme(corpus().drop(columns="session")) == "speaker"
