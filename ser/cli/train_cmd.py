@@ -72,7 +72,13 @@ def parse_head_options(texts: list[str]) -> dict:
         key, sep, value = text.partition("=")
         if not sep or not key.strip():
             raise UserInputError(f"bad --head-option {text!r}", "write it as key=value, e.g. num_blocks=3")
-        options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+        try:
+            options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as error:
+            from ser.studies.grid import yaml_problem
+
+            raise UserInputError(f"bad --head-option {text!r}: {yaml_problem(error)}",
+                                 "write the value as a number, true/false, a word or a list like [1, 2]") from None
         validation.head_option_value(key.strip().replace("-", "_"), options[key.strip().replace("-", "_")])
     return options
 

@@ -160,14 +160,26 @@ def _as_list(value: Any) -> list:
 def _read_grid_text(path: Path) -> Any:
     if not path.is_file():
         raise UserInputError(f"grid file {path} does not exist")
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise UserInputError(f"grid file {path} is neither .yaml/.yml nor .toml")
     try:
-        if path.suffix == ".toml":
-            return tomllib.loads(path.read_text())
-        if path.suffix in (".yaml", ".yml"):
-            return yaml.safe_load(path.read_text()) or {}
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
+        text = path.read_text(encoding="utf-8")
+        return tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
+    except UnicodeDecodeError as error:
+        raise UserInputError(f"grid file {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
+                             f"position {error.start})", "save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as error:
         raise UserInputError(f"cannot parse grid file {path}: {error}") from None
-    raise UserInputError(f"grid file {path} is neither .yaml/.yml nor .toml")
+    except yaml.YAMLError as error:
+        raise UserInputError(f"cannot parse grid file {path}: {yaml_problem(error)}") from None
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML parse error in one line, what is wrong and where (PyYAML's own text spans several,
+    with a quote of the input)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{getattr(error, 'problem', None) or error}{where}"
 
 
 def _axes_of(mapping: Any, where: str) -> tuple[Axes, tuple[str, ...] | None]:

@@ -51,3 +51,14 @@ def test_the_real_command_prints_the_error_without_a_traceback(tmp_path):
                              "--workdir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2 and "--max-seconds" in result.stderr and "above 0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["train"], ["finetune", "--model", "wavlm-base"], ["distill", "--teacher", "run"]],
+                         ids=["train", "finetune", "distill"])
+def test_a_head_option_that_is_not_yaml_is_one_line_without_a_traceback(command, tmp_path):
+    result = CliRunner().invoke(app, [*command, "--head", "cnn", "--head-option", "kernel_size=[1",
+                                      "--workdir", str(tmp_path)])
+    assert isinstance(result.exception, SerError)
+    assert result.exception.message == ("bad --head-option 'kernel_size=[1': expected ',' or ']', but got "
+                                        "'<stream end>' (line 1, column 3)")
+    assert not list(tmp_path.iterdir())

@@ -87,6 +87,20 @@ def test_bad_grids_are_refused_with_a_clear_error(tmp_path: Path):
         build_grid(None, {"head": ["cnn"]}, ["dropout"], None)
 
 
+@pytest.mark.parametrize("name, content, expected", [
+    ("grid.yaml", b"head: [cnn\n", "cannot parse grid file {path}: expected ',' or ']', but got '<stream end>' "
+                                    "(line 2, column 1)"),
+    ("grid.toml", b"head = [cnn\n", "cannot parse grid file {path}: Invalid value (at line 1, column 9)"),
+    ("grid.yaml", b"head: [cnn]\n\xff\n", "grid file {path} is not UTF-8 text (byte 0xff at position 12)"),
+], ids=["yaml", "toml", "not-utf8"])
+def test_an_unreadable_grid_file_is_one_line_saying_where(tmp_path: Path, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UserInputError) as refused:
+        load_grid_file(path)
+    assert refused.value.message == expected.format(path=path)  # PyYAML's own text spans five lines
+
+
 def test_a_file_can_list_sub_grids_whose_union_is_swept(tmp_path: Path):
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(
