@@ -101,31 +101,45 @@ class Tracker:
 
 
 class TensorBoardTracker(Tracker):
+    """The event file is opened at the first epoch (with the config), so a fold refused before it
+    trains (another process holds it) leaves no file in that fold's directory."""
+
     def __init__(self, log_dir: Path):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise UserInputError("--log tensorboard needs the tensorboard package",
                                  "pip install 'ser[tracking]'") from None
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.open_writer = lambda: SummaryWriter(log_dir=str(log_dir))
+        self.writer, self.config_text = None, None
+
+    def _writer(self):
+        if self.writer is None:
+            self.writer = self.open_writer()
+            if self.config_text is not None:
+                self.writer.add_text("config", self.config_text)
+        return self.writer
 
     def log_config(self, config: dict) -> None:
-        self.writer.add_text("config", "```\n" + json.dumps(config, indent=1, default=str) + "\n```")
+        self.config_text = "```\n" + json.dumps(config, indent=1, default=str) + "\n```"
 
     def log_epoch(self, epoch: int, row: dict) -> None:
+        writer = self._writer()
         for key, value in _numbers(row).items():
             if key != "epoch":
-                self.writer.add_scalar(_tag(key), value, epoch)
-        self.writer.flush()
+                writer.add_scalar(_tag(key), value, epoch)
+        writer.flush()
 
     def log_final(self, metrics: dict) -> None:
+        writer = self._writer()
         step = int(metrics.get("best_epoch", 0))
         for key, value in _final_numbers(metrics).items():
-            self.writer.add_scalar(f"final/{key}", value, step)
-        self.writer.flush()
+            writer.add_scalar(f"final/{key}", value, step)
+        writer.flush()
 
     def close(self, failed: bool = False) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def store_lock_path(uri: str, store_dir: Path) -> Path:

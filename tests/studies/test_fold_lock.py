@@ -66,12 +66,12 @@ def test_training_a_fold_another_process_holds_is_refused_and_writes_nothing(wor
     assert fold2 and train_folds(linear(), data, run, "2")["fold2"]["test"]["ua"] >= 0  # other folds train
 
 
-@pytest.mark.parametrize("batch_runs", ["off", "on"])
+@pytest.mark.parametrize("batch_runs, log", [("off", None), ("on", None), ("off", "tensorboard")])
 def test_a_sweep_fails_only_the_run_in_training_elsewhere_and_leaves_its_directory_alone(
-        workspace, tmp_path, held_by_another_process, capsys, batch_runs):
+        workspace, tmp_path, held_by_another_process, capsys, batch_runs, log):
     grid = Grid(({"head": ("linear",), "seed": (0, 1), "epochs": (2,), "lr": (1e-3,)},), folds=("1",))
     out = tmp_path / "sweep"
-    settings = SweepSettings(workdir=workspace, out=out, device="cpu", jobs=1, batch_runs=batch_runs)
+    settings = SweepSettings(workdir=workspace, out=out, device="cpu", jobs=1, batch_runs=batch_runs, log=log)
     busy = train_config(grid.points()[0], settings, "synthetic", "fbank", None).run_name()
     pid = held_by_another_process(out / busy / "fold1")
     outcome = run_sweep(grid, settings)
@@ -79,7 +79,9 @@ def test_a_sweep_fails_only_the_run_in_training_elsewhere_and_leaves_its_directo
     printed = capsys.readouterr().err
     assert f"FAILED {busy}/fold1: {out / busy / 'fold1'} is being written by process {pid} " in printed
     assert ("as 1 stacked model(s) of K = 2" in printed) == (batch_runs == "on")  # the stacked path was taken
-    assert not (out / busy / "fold1").exists()  # error.txt is not written into another process's fold
+    assert not (out / busy / "fold1").exists()  # neither error.txt nor an event file lands in another process's fold
     table = pd.read_csv(outcome.table_path).set_index("run_dir")
     assert table.loc[f"{busy}/fold1", "status"] == "pending"  # the other process may yet finish it
     assert (table["status"] == "done").sum() == 1
+    if log:  # the run that trained has its events
+        assert list((out / table.index[table["status"] == "done"][0] / "tensorboard").iterdir())
