@@ -9,7 +9,8 @@
 
 The model is loaded once. Predictions run one at a time on one worker thread (a capacity limiter
 of 1), so concurrent requests queue; at most `max_waiting` wait, later ones get 503. Uploads over
-`max_bytes` or `max_seconds` get 413, audio that cannot be used 422 with `ser predict`'s reason.
+`max_bytes` or `max_seconds` get 413, audio that cannot be used 422 with `ser predict`'s reason;
+every `detail` is one line (an unknown query parameter, a missing `file` field: 422 too).
 """
 
 import json  # no `from __future__ import annotations`: FastAPI reads the endpoint's annotations at runtime
@@ -63,7 +64,8 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
     """The FastAPI application around a loaded model."""
     import anyio
     from fastapi import FastAPI, File, HTTPException, Request, UploadFile
-    from fastapi.responses import HTMLResponse
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
 
     app = FastAPI(title=f"ser serve: {title}", docs_url=None, redoc_url=None)
     worker = anyio.CapacityLimiter(1)  # one prediction at a time; the others wait their turn
@@ -71,6 +73,10 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
     page = PAGE.read_text(encoding="utf-8").replace("{{TITLE}}", _html_escape(title))
     task = recognizer.model.task
     labels = list(task.labels) if task.name == "categorical" else list(task.dimensions)
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line_reason(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_reason(error.errors())}, status_code=422)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -84,6 +90,10 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
 
     @app.post("/predict")
     async def predict(request: Request, file: UploadFile = File(...), segments: bool = False) -> dict:
+        unknown = sorted(set(request.query_params) - {"segments"})
+        if unknown:  # e.g. ?uncalibrated=1, which would otherwise be ignored without a word
+            raise HTTPException(422, f"unknown query parameter {unknown[0]!r}: /predict takes only "
+                                     "segments=true|false; --uncalibrated and --min-confidence are `ser serve` options")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limits.max_bytes + 64 * 1024:
             raise HTTPException(413, f"the upload is larger than {_size(limits.max_bytes)}")
@@ -122,6 +132,16 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
                     state["waiting"] -= 1
 
     return app
+
+
+def _validation_reason(errors: list[dict]) -> str:
+    """FastAPI's list of validation errors as one line, like every other `detail` of the server."""
+    first = errors[0]
+    field = str(first["loc"][-1])
+    if field == "file" and first.get("type") == "missing":
+        return "no file: send the audio as the multipart form field `file`"
+    given = f"={first['input']!r}" if first.get("input") is not None else ""
+    return f"{field}{given}: {first['msg']}"
 
 
 def _size(count: int) -> str:

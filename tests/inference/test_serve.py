@@ -36,10 +36,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def post(url: str, name: str, data: bytes, timeout: float = 120) -> tuple[int, dict]:
+def post(url: str, name: str, data: bytes, timeout: float = 120, field: str = "file") -> tuple[int, dict]:
     """POST one multipart file field; (status, JSON body)."""
     boundary = "ser-test-boundary-7d1f"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n"
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     request = urllib.request.Request(url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
     try:
@@ -139,6 +139,16 @@ def test_bad_uploads_get_422_and_too_large_or_too_long_ones_413(server, tmp_path
     status, answer = post(url, "long.wav", long.read_bytes())
     assert status == 413 and "40.0 s long" in answer["detail"] and "at most 30 s" in answer["detail"]
     assert server["process"].poll() is None  # none of them took the server down
+
+
+def test_a_request_the_server_would_misread_gets_a_one_line_422(server, trained):
+    url, clip = server["url"] + "/predict", (trained["audio"] / "clip.wav").read_bytes()
+    status, answer = post(url + "?uncalibrated=1", "clip.wav", clip)  # not ignored without a word
+    assert status == 422 and answer["detail"].startswith("unknown query parameter 'uncalibrated': /predict takes only")
+    status, answer = post(url + "?segments=maybe", "clip.wav", clip)
+    assert (status, answer["detail"]) == (422, "segments='maybe': Input should be a valid boolean, unable to interpret input")
+    status, answer = post(url, "clip.wav", clip, field="audio")
+    assert (status, answer["detail"]) == (422, "no file: send the audio as the multipart form field `file`")
 
 
 def test_twenty_concurrent_requests_queue_and_all_get_ser_predicts_answer(server, trained):
