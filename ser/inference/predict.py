@@ -260,6 +260,10 @@ class EmotionRecognizer:
         (channels, samples); integer PCM is scaled by its dtype's full scale: waveform.as_waveform)."""
         if isinstance(audio, np.ndarray):
             return self._predict_array(audio, sr)
+        if not isinstance(audio, (str, Path)):
+            raise UserInputError(f"predict() takes one recording: a path or a waveform array, not a "
+                                 f"{type(audio).__name__}", "predict_many(paths) predicts several files; "
+                                 "np.asarray(samples) makes a waveform of a list of samples")
         if Path(audio).is_dir():
             raise UserInputError(f"{audio} is a folder; predict() takes one recording",
                                  "predict_many([folder]) predicts every audio file in it")
@@ -279,7 +283,10 @@ class EmotionRecognizer:
         with tempfile.TemporaryDirectory(prefix="ser-predict-") as folder:
             path = Path(folder) / "input.wav"
             sf.write(path, wave, rate, subtype="FLOAT")
-            return self.predict(path)
+            try:
+                return self.predict(path)
+            except AudioError as error:  # its reason names the temporary file
+                raise UserInputError(error.reason.replace(str(path), "the waveform")) from None
 
     def predict_many(self, paths: Iterable[str | Path], show_progress: bool = False) -> pd.DataFrame:
         """One row per input (files, folders or manifests): id, path, windows, prediction and p_<label>

@@ -191,6 +191,9 @@ def test_channels_first_arrays_are_recognised(workspace):
     (16000, np.zeros(0, dtype=np.float32), "the waveform is empty"),
     (16000, np.full(16000, np.nan, dtype=np.float32), "NaN or infinite"),
     (16000, np.zeros(16000, dtype=np.complex64), "dtype complex64"),
+    (16000, np.zeros(100, dtype=np.float32), "^the waveform is 6.2 ms long; the minimum is 25 ms$"),  # named a temp file
+    (10**7, np.zeros(16000, dtype=np.float32), "^the waveform is 1.6 ms long; the minimum is 25 ms$"),
+    (16000, [0.0] * 16000, "^predict.. takes one recording: a path or a waveform array, not a list "),  # a TypeError
 ])
 def test_bad_waveform_arguments_are_one_line(workspace, sr, array, message):
     """sr=0 was a libsndfile error about a temporary file; these are one UserInputError each."""
