@@ -69,6 +69,8 @@ def test_training_a_fold_another_process_holds_is_refused_and_writes_nothing(wor
 @pytest.mark.parametrize("batch_runs, log", [("off", None), ("on", None), ("off", "tensorboard")])
 def test_a_sweep_fails_only_the_run_in_training_elsewhere_and_leaves_its_directory_alone(
         workspace, tmp_path, held_by_another_process, capsys, batch_runs, log):
+    if log:
+        pytest.importorskip("tensorboard", reason="needs the tracking extra: pip install 'ser[tracking]'")
     grid = Grid(({"head": ("linear",), "seed": (0, 1), "epochs": (2,), "lr": (1e-3,)},), folds=("1",))
     out = tmp_path / "sweep"
     settings = SweepSettings(workdir=workspace, out=out, device="cpu", jobs=1, batch_runs=batch_runs, log=log)
