@@ -1,6 +1,9 @@
-"""Suite-wide settings (offline hub, deterministic CPU threads) and the synthetic fbank workspace builder."""
+"""Suite-wide settings (offline hub, deterministic CPU threads), the synthetic fbank workspace
+builder and a process that holds a fold's lock."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -42,3 +45,28 @@ def build_fbank_workspace():
         return root
 
     return build
+
+
+HOLD_LOCK = ("import sys, time\n"
+             "from ser.features.output_lock import exclusive_output\n"
+             "with exclusive_output(sys.argv[1], directory=True):\n"
+             "    print('held', flush=True)\n"
+             "    time.sleep(300)\n")
+
+
+@pytest.fixture
+def held_by_another_process():
+    """hold(fold_dir) → the pid of another process that holds fold_dir's lock (as a `ser train` of
+    that fold would) until the test ends."""
+    holders = []
+
+    def hold(fold_dir) -> int:
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(fold_dir)], stdout=subprocess.PIPE, text=True)
+        holders.append(holder)
+        assert holder.stdout.readline().strip() == "held"
+        return holder.pid
+
+    yield hold
+    for holder in holders:
+        holder.kill()
+        holder.wait()

@@ -19,7 +19,7 @@ import torch
 
 from ser.data.corpora import CORPORA, prepare_corpus
 from ser.data.workspace import Workspace
-from ser.errors import UserInputError
+from ser.errors import OutputBusyError, UserInputError
 from ser.features.audio import load_audio
 from ser.features.cache import CacheReader
 from ser.training import run_dir as files
@@ -347,3 +347,11 @@ def test_ser_finetune_with_layerdrop_half_trains_three_epochs(workspace, tmp_pat
     assert result.returncode == 0, result.stderr[-2000:]
     history = pd.read_csv(out / "fold1" / files.HISTORY)
     assert len(history) == 3 and np.isfinite(history["train_loss"]).all()
+
+
+def test_a_fold_another_process_is_fine_tuning_is_refused_and_left_alone(workspace, tmp_path, held_by_another_process):
+    run = tmp_path / "run"
+    pid = held_by_another_process(run / "fold1")
+    with pytest.raises(OutputBusyError, match=f"{run / 'fold1'} is being written by process {pid} "):
+        run_finetune(workspace.root, config_for(workspace, "wavlm"), "1", out=run, device="cpu", log="tensorboard")
+    assert not (run / "fold1").exists()

@@ -1,12 +1,10 @@
 """One process per fold directory: a fold that another process is training is refused at once,
-naming that process, by `ser train`, by a sweep (solo and stacked) and by fine-tuning's caller
-alike; nothing of the refused attempt lands in the other process's directory (real processes,
-real fbank cache of a small synthetic corpus)."""
+naming that process, by training and by a sweep (solo and stacked) alike; nothing of the refused
+attempt lands in the other process's directory (real processes, real fbank cache of a small
+synthetic corpus). Fine-tuning: tests/finetune/test_finetune.py; `ser train`: tests/cli/test_train_cli.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,33 +18,9 @@ from ser.training.loading import load_training_data
 from ser.training.protocol import protocol_folds, select_folds
 from ser.training.run import train_folds
 
-HOLD = ("import sys, time\n"
-        "from ser.features.output_lock import exclusive_output\n"
-        "with exclusive_output(sys.argv[1], directory=True):\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(300)\n")
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, build_fbank_workspace) -> Path:
     return build_fbank_workspace(tmp_path_factory.mktemp("fold-lock-ws"), speakers=4, sessions=2, per_class=3)
-
-
-@pytest.fixture
-def held_by_another_process():
-    """hold(fold_dir) → the pid of a process that holds fold_dir's lock until the test ends."""
-    holders = []
-
-    def hold(fold_dir: Path) -> int:
-        holder = subprocess.Popen([sys.executable, "-c", HOLD, str(fold_dir)], stdout=subprocess.PIPE, text=True)
-        holders.append(holder)
-        assert holder.stdout.readline().strip() == "held"
-        return holder.pid
-
-    yield hold
-    for holder in holders:
-        holder.kill()
-        holder.wait()
 
 
 def linear(lr: float = 1e-3) -> TrainConfig:
