@@ -39,6 +39,7 @@ from torch import nn
 from ser.data.fold import Fold
 from ser.data.workspace import Workspace
 from ser.errors import TrainingError, UserInputError
+from ser.features.output_lock import exclusive_output
 from ser.training import run_dir as files
 from ser.training.batching import sorted_batches
 from ser.training.config import TrainConfig
@@ -174,24 +175,29 @@ def _teacher_table(ids: list[str], task, eval_out: np.ndarray, passes: np.ndarra
 def teacher_out_of_fold(
     teacher: TrainConfig, data: MultimodalTrainingData, fold: Fold, out_dir: Path, settings: DistillConfig
 ) -> pd.DataFrame:
-    """Cross-fitted teacher predictions for every training utterance of `fold` (cached as oof.csv):
-    columns id, value_<k> (manifest scale, or class probabilities) and spread_<k> (MC dropout std)."""
+    """Cross-fitted teacher predictions for every training utterance of `fold` (cached as
+    oof-<P>parts-<S>mc.csv, the parts' heads under <P>parts/): columns id, value_<k> (manifest scale,
+    or class probabilities) and spread_<k> (MC dropout std). Students of one teacher fold share
+    them: a second process that asks while the first computes them waits, then reads them."""
+    parts_dir = out_dir / f"{settings.crossfit_parts}parts"  # another --crossfit-parts: other heads
     cached = out_dir / f"oof-{settings.crossfit_parts}parts-{settings.mc_samples}mc.csv"
-    if cached.is_file():
-        return pd.read_csv(cached, dtype={"id": str})
-    tables = []
-    for j, inner in enumerate(crossfit_parts(fold, settings.crossfit_parts, teacher.seed)):
-        part_dir = out_dir / f"part{j}"
-        train_fold(teacher, data, inner, part_dir)
-        head = files.load_model(part_dir / files.MODEL).to(data.device)
-        task = task_from_dict(files.read_json(part_dir / files.CONFIG)["task_state"])
-        rows = data.positions(inner.test)
-        eval_out, passes = mc_dropout_outputs(head, data, rows, 2 * teacher.recipe.batch_size, settings.mc_samples,
-                                              teacher.seed + j, saved_scaler(part_dir / files.MODEL, data.device))
-        tables.append(_teacher_table(inner.test, task, eval_out, passes))
-    result = pd.concat(tables, ignore_index=True)
-    files.write_csv(cached, result)
-    return result
+    with exclusive_output(parts_dir, directory=True, wait=True):
+        if cached.is_file():
+            return pd.read_csv(cached, dtype={"id": str})
+        tables = []
+        for j, inner in enumerate(crossfit_parts(fold, settings.crossfit_parts, teacher.seed)):
+            part_dir = parts_dir / f"part{j}"
+            train_fold(teacher, data, inner, part_dir)
+            head = files.load_model(part_dir / files.MODEL).to(data.device)
+            task = task_from_dict(files.read_json(part_dir / files.CONFIG)["task_state"])
+            rows = data.positions(inner.test)
+            eval_out, passes = mc_dropout_outputs(head, data, rows, 2 * teacher.recipe.batch_size,
+                                                  settings.mc_samples, teacher.seed + j,
+                                                  saved_scaler(part_dir / files.MODEL, data.device))
+            tables.append(_teacher_table(inner.test, task, eval_out, passes))
+        result = pd.concat(tables, ignore_index=True)
+        files.write_csv(cached, result)
+        return result
 
 
 def fold_unlabelled(data: TrainingData, fold: Fold) -> list[str]:
@@ -290,8 +296,17 @@ def distill_fold(
     student: TrainConfig, teacher: TrainConfig, data: MultimodalTrainingData, fold: Fold,
     teacher_fold_dir: Path, out_dir: Path, settings: DistillConfig, progress: ProgressCallback | None = None,
 ) -> dict:
-    """Train one audio-only student on one fold; writes the run directory plus distill.json."""
+    """Train one audio-only student on one fold; writes the run directory plus distill.json (a fold
+    that another process is training is refused before anything is written: OutputBusyError)."""
     _check_teacher_fold(teacher_fold_dir, fold)
+    with exclusive_output(out_dir, directory=True):
+        return _distill_fold(student, teacher, data, fold, teacher_fold_dir, out_dir, settings, progress)
+
+
+def _distill_fold(
+    student: TrainConfig, teacher: TrainConfig, data: MultimodalTrainingData, fold: Fold,
+    teacher_fold_dir: Path, out_dir: Path, settings: DistillConfig, progress: ProgressCallback | None,
+) -> dict:
     oof = teacher_out_of_fold(teacher, data, fold, teacher_fold_dir / CROSSFIT, settings)
     extra = fold_unlabelled(data, fold) if settings.unlabelled else []
     labelled_by_teacher = (teacher_on_unlabelled(teacher_fold_dir, data, extra, 2 * teacher.recipe.batch_size,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,8 +46,9 @@ def holder_of(descriptor: int, patience: float = 0.5) -> str:
         time.sleep(0.01)
 
 
-def _acquire(path: Path) -> int:
-    """Open and lock `path`; returns the descriptor, or raises OutputBusyError if it is held."""
+def _acquire(path: Path, wait: bool) -> int:
+    """Open and lock `path`; returns the descriptor. If it is held: raises OutputBusyError, or with
+    `wait` says on stderr whom it waits for and blocks until the lock is free."""
     while True:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -54,13 +56,17 @@ def _acquire(path: Path) -> int:
         except OSError as error:
             held = error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
             holder = holder_of(descriptor) if held else ""
-            os.close(descriptor)
-            if held:
-                raise OutputBusyError(
-                    f"{path.with_suffix('')} is being written by {holder} (lock {path})",
-                    "wait for that run to finish, or stop it; use --out to write elsewhere",
-                ) from None
-            raise
+            if held and wait:
+                print(f"note: waiting for {holder}, which is writing {path.with_suffix('')}", file=sys.stderr)
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            else:
+                os.close(descriptor)
+                if held:
+                    raise OutputBusyError(
+                        f"{path.with_suffix('')} is being written by {holder} (lock {path})",
+                        "wait for that run to finish, or stop it; use --out to write elsewhere",
+                    ) from None
+                raise
         try:
             same_file = os.fstat(descriptor).st_ino == os.stat(path).st_ino
         except FileNotFoundError:  # the previous holder removed it between our open and flock
@@ -74,9 +80,11 @@ _HELD: dict[Path, int] = {}  # lock files this process holds → nesting depth
 
 
 @contextmanager
-def exclusive_output(out: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+def exclusive_output(out: str | os.PathLike, directory: bool = False, wait: bool = False) -> Iterator[Path]:
     """Hold the exclusive lock on `out` for the duration of the block (see module docstring).
     `directory`: `out` is a folder (`ser export`), not a file that a folder may not stand in for.
+    `wait`: wait for a holder to finish instead of refusing (for an output that every process would
+    compute the same, such as a distillation teacher's cross-fitted predictions).
 
     Re-entrant within a process: a block nested in one that holds the lock (e.g. the extraction
     loop inside `ser extract`'s driver, which locks before loading the model) just continues."""
@@ -93,7 +101,7 @@ def exclusive_output(out: str | os.PathLike, directory: bool = False) -> Iterato
         if out.is_dir() and not directory:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(out))
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = _acquire(path)
+        descriptor = _acquire(path, wait)
     except OSError as error:  # a read-only place, a file where a folder should be, …
         raise write_failure(out, error) from None
     _HELD[path] = 1

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from ser.data.corpora.synthetic import prepare_synthetic
+from ser.errors import OutputBusyError
 from ser.studies.distill_ablation import synthetic_text_workspace
 from ser.training import run_dir as files
 from ser.training.config import TrainConfig
@@ -69,6 +70,30 @@ def test_the_student_learns_the_teachers_labels_of_unrated_utterances_outside_th
     assert set(labels["id"]) == set(expected["id"])
     values = labels[["value_0", "value_1", "value_2"]].to_numpy()  # teacher's A/V/D on the manifest scale
     assert np.isfinite(values).all() and values.std(axis=0).min() > 0
+
+
+def test_another_crossfit_parts_trains_its_own_part_heads_beside_the_first(workspace):
+    """--crossfit-parts 3 after 2 failed: part0 "holds a run with a different configuration"."""
+    work, _, teacher_dir = workspace
+    for parts in (2, 3):
+        settings = DistillConfig(quality="none", crossfit_parts=parts, mc_samples=2)
+        _, results = run_distillation(work, teacher_dir, "linear", settings, "1", device="cpu",
+                                      out=work / f"parts-{parts}", epochs=2)
+        assert math.isfinite(results["fold1"]["test"]["ccc_valence"])
+        crossfit = teacher_dir / "fold1" / CROSSFIT
+        assert sorted(p.name for p in (crossfit / f"{parts}parts").iterdir()) == [f"part{j}" for j in range(parts)]
+        assert len(pd.read_csv(crossfit / f"oof-{parts}parts-2mc.csv")) == files.read_json(
+            teacher_dir / "fold1" / files.CONFIG)["sizes"]["train"]  # every training utterance, once
+
+
+def test_a_student_fold_another_process_trains_is_refused_before_distill_json(workspace, held_by_another_process):
+    work, _, teacher_dir = workspace
+    out = work / "busy-student"
+    pid = held_by_another_process(out / "fold1")
+    with pytest.raises(OutputBusyError, match=f"is being written by process {pid} "):
+        run_distillation(work, teacher_dir, "linear", DistillConfig(quality="none", crossfit_parts=2, mc_samples=2),
+                         "1", device="cpu", out=out, epochs=2)
+    assert not (out / "fold1").exists()
 
 
 def test_categorical_students_learn_soft_labels_of_unlabelled_utterances(tmp_path):

@@ -12,6 +12,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -153,3 +154,20 @@ def test_a_holder_that_finishes_just_after_the_refusal_is_still_named(tmp_path):
         assert holder_of(descriptor, patience=0.0) == f"process {holder.pid}"
     finally:
         os.close(descriptor)
+
+
+def test_a_waiting_writer_says_whom_it_waits_for_and_goes_on_once_the_holder_finishes(tmp_path, capsys):
+    out = tmp_path / "oof.csv"
+    holder = subprocess.Popen([sys.executable, "-c", FINISHING_HOLDER, str(lock_path(out))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    finish = threading.Timer(0.5, lambda: (holder.stdin.write("done\n"), holder.stdin.flush()))
+    finish.start()
+    try:
+        with exclusive_output(out, wait=True):  # without wait: OutputBusyError at once
+            assert holder.wait(timeout=30) == 0  # it only got here once the holder had let go
+            assert lock_path(out).read_text() == f"{os.getpid()}\n"
+    finally:
+        finish.join()
+    assert capsys.readouterr().err == f"note: waiting for process {holder.pid}, which is writing {out}\n"
+    assert not lock_path(out).exists()
