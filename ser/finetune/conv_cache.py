@@ -19,6 +19,7 @@ from ser.data.manifest import manifest_sha256, read_manifest, utterance_records
 from ser.data.workspace import Workspace, model_slug
 from ser.features.backbone import Backbone
 from ser.features.extract import extract
+from ser.features.output_lock import exclusive_output
 from ser.features.hf_backbones import SpeechBackbone, uses_group_norm
 
 CONV_LAYER = "conv"
@@ -54,8 +55,10 @@ def conv_cache_path(workspace: Workspace, corpus: str, model: str, random_init: 
 
 def build_conv_cache(manifest: Path, speech: SpeechBackbone, out: Path, max_seconds: float | None,
                      show_progress: bool = False) -> Path:
-    """Extract (or finish, or reuse) the CNN-output cache of the manifest's utterances at `out`."""
+    """Extract (or finish, or reuse) the CNN-output cache of the manifest's utterances at `out`.
+    Fine-tuning runs of one model share it: one that asks while another builds it waits, then reuses it."""
     df = read_manifest(manifest)
-    summary = extract(utterance_records(df, manifest), ConvEncoderBackbone(speech), out,
-                      manifest_sha256=manifest_sha256(df), max_seconds=max_seconds, show_progress=show_progress)
+    with exclusive_output(out, wait=True):  # extract's own lock would refuse the second run instead
+        summary = extract(utterance_records(df, manifest), ConvEncoderBackbone(speech), out,
+                          manifest_sha256=manifest_sha256(df), max_seconds=max_seconds, show_progress=show_progress)
     return summary.cache_path

@@ -24,6 +24,7 @@ from ser.features.audio import load_audio
 from ser.features.cache import CacheReader
 from ser.training import run_dir as files
 from ser.finetune.config import FinetuneConfig, FinetuneRecipe, lr_factor
+from ser.finetune.conv_cache import build_conv_cache
 from ser.finetune.data import load_finetune_data, resolve_batching
 from ser.finetune.loop import finetune_fold
 from ser.finetune.model import build_finetune_model, load_speech_backbone
@@ -221,6 +222,26 @@ def test_conv_cache_run_matches_raw_audio(workspace):
     raw_history, conv_history = (pd.read_csv(d / "fold1" / files.HISTORY) for d in (raw_dir, conv_dir))
     np.testing.assert_allclose(conv_history["train_loss"], raw_history["train_loss"], rtol=1e-3)
     assert cached["fold1"]["test"] == raw["fold1"]["test"]
+
+
+HOLD_FOR_A_SECOND = ("import sys, time\n"
+                     "from ser.features.output_lock import exclusive_output\n"
+                     "with exclusive_output(sys.argv[1]):\n"
+                     "    print('held', flush=True)\n"
+                     "    time.sleep(1.0)\n")
+
+
+def test_a_second_run_waits_for_the_conv_cache_another_process_builds(workspace, tmp_path, capfd):
+    """Two fine-tuning runs of one model started together: the second was refused by the cache's lock."""
+    out = tmp_path / "conv.h5"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_FOR_A_SECOND, str(out)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    pristine = load_speech_backbone(str(workspace.root / "tiny-wavlm"), False, False, "cpu", None)
+    built = build_conv_cache(workspace.manifest_for("synthetic"), pristine, out, 0.5)
+    assert holder.wait(timeout=30) == 0
+    assert f"note: waiting for process {holder.pid}, which is writing {out}\n" in capfd.readouterr().err
+    with CacheReader(built) as reader:
+        assert reader.attrs["source"].endswith("#conv") and len(reader.ids) == 24
 
 
 def test_config_round_trips_and_names_the_run():
