@@ -75,8 +75,8 @@ def test_student_runs_have_the_run_directory_contract_and_an_honest_teacher(abla
     teacher_fold = Path(note["teacher_fold_dir"])
     outer = files.read_json(teacher_fold / files.CONFIG)["sizes"]
     test_ids = set(pd.read_csv(teacher_fold / files.PREDICTIONS, dtype={"id": str})["id"])
-    parts = sorted((teacher_fold / CROSSFIT).glob("part*"))
-    assert len(parts) == 3
+    parts = sorted((teacher_fold / CROSSFIT / f"{note['crossfit_parts']}parts").glob("part*"))
+    assert note["crossfit_parts"] == len(parts) == 3
     for part in parts:
         config = files.read_json(part / files.CONFIG)
         assert config["head"] == "multimodal" and config["text_model"]
