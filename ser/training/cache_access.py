@@ -55,9 +55,9 @@ def cached_rows(reader: CacheReader, cache: Path, manifest: Path, df: pd.DataFra
     missing = [utt for utt in table["id"] if utt not in reader.lengths]
     if missing:
         raise CacheError(f"{len(missing)} utterances of the manifest are not in the cache, e.g. {missing[0]}")
-    for layer in layers or []:
-        if not 0 <= layer < reader.num_layers:
-            raise UserInputError(f"layer {layer} does not exist", f"the cache has layers 0-{reader.num_layers - 1}")
+    outside = [layer for layer in layers or [] if not 0 <= layer < reader.num_layers]
+    if outside:  # worded as the probe's (probe.py)
+        raise UserInputError(f"layers {outside} are not in the cache", f"it has layers 0-{reader.num_layers - 1}")
     check_sources_unchanged(reader, cache, manifest, df, set(table["id"]))
     return table
 

@@ -21,6 +21,7 @@ from ser.errors import UserInputError
 from ser.features.cache import CacheReader
 from ser.studies.floor import floor_of
 from ser.training import metrics
+from ser.training.loading import load_training_data
 from ser.training.probe import C_GRID, ProbeProtocol, cached_probe, layer_summary, probe_cache_path, run_probe
 
 
@@ -119,10 +120,13 @@ def test_cached_probe_is_computed_once_per_cache_file_and_protocol(workspace: Pa
     assert list(again["fold"]) == ["1", "2", "3", "4"]
 
 
-def test_layers_out_of_range_are_refused(workspace: Path):
+def test_layers_out_of_range_are_refused_in_the_same_words_as_training_refuses_them(workspace: Path):
     manifest, cache = paths(workspace)
-    with pytest.raises(UserInputError, match="not in the cache"):
-        run_probe(manifest, cache, layers=[3])
+    with pytest.raises(UserInputError) as probing:
+        run_probe(manifest, cache, layers=[0, 3, 5])
+    with pytest.raises(UserInputError) as training:
+        load_training_data(manifest, cache, layers=[0, 3, 5], device="cpu")
+    assert str(probing.value) == str(training.value) == "layers [3, 5] are not in the cache (it has layers 0-0)"
 
 
 def test_cli_writes_the_table_summary_and_figure(workspace: Path, tmp_path: Path):
