@@ -50,13 +50,14 @@ def demo(workdir: Workdir = Path("demo-workdir"), threads: Threads = None) -> No
                               {"jobs": max(jobs, threads or 1)})
     console.print(f"    {len(prepared.table)} utterances → {prepared.manifest}")
     console.print("[bold]2/4 extract[/bold] 80 log-mel filterbanks into the cache")
-    summary = extract_corpus(workspace.root, "fbank", device="cpu")
+    summary = extract_corpus(workspace.root, "fbank", manifest=prepared.manifest, device="cpu")  # the workspace
+    # may hold other corpora's manifests too
     console.print(f"    {summary.cache_path}")
     console.print(f"[bold]3/4 train[/bold] shiftcnn, leave-one-session-out, {DEMO_EPOCHS} epochs per fold"
                   + (f", {jobs} folds at a time" if jobs > 1 else ""))
     # fbank cache: standardised, SpecAugment off by default (training/feature_defaults.py)
     config = TrainConfig.create("shiftcnn", epochs=DEMO_EPOCHS, batch_size=16, lr=3e-3)
-    run_dir, results = run_training(workspace.root, config, "all", device="cpu", jobs=jobs)
+    run_dir, results = run_training(workspace.root, config, "all", manifest=prepared.manifest, device="cpu", jobs=jobs)
     print_results(results)
     console.print(f"run directory: {run_dir}", soft_wrap=True)
     console.print("[bold]4/4 report[/bold] tables and figures")
