@@ -1,5 +1,5 @@
-"""One writer per output: an exclusive, non-blocking lock held for a whole extraction, export or
-fold of a run (training, fine-tuning, distillation, sweeps).
+"""One writer per output: an exclusive lock held for a whole extraction, export or fold of a run
+(training, fine-tuning, distillation, sweeps).
 
     with exclusive_output(cache_path):
         ...  # only this process writes cache_path, its .partial/ folder and its temporaries
@@ -8,9 +8,11 @@ The lock is `fcntl.flock` on `<out>.lock`, which holds the holder's pid. A secon
 for the same output fails at once with an `OutputBusyError` that names that pid, read from the file
 it tried to lock (waiting at most half a second for it when the holder has only just locked); the
 kernel drops the lock when its holder exits, however it exits (SIGKILL included), so a stale file
-never blocks a rerun. The file is removed on release; a process that locked a file another one
-had just removed notices (different inode) and tries again, so two processes never both hold
-"the" lock.
+never blocks a rerun. An output that every process would compute alike (a distillation
+teacher's cross-fitted predictions, a fine-tuning conv cache) is locked with `wait=True`: the
+second process says whom it waits for, waits, then finds the output made. The file is removed on
+release; a process that locked a file another one had just removed notices (different inode) and
+tries again, so two processes never both hold "the" lock.
 """
 
 from __future__ import annotations
