@@ -50,8 +50,8 @@ def demo(workdir: Workdir = Path("demo-workdir"), threads: Threads = None) -> No
                               {"jobs": max(jobs, threads or 1)})
     console.print(f"    {len(prepared.table)} utterances → {prepared.manifest}")
     console.print("[bold]2/4 extract[/bold] 80 log-mel filterbanks into the cache")
-    summary = extract_corpus(workspace.root, "fbank", manifest=prepared.manifest, device="cpu")  # the workspace
-    # may hold other corpora's manifests too
+    # its own manifest named at each step: the workspace may hold other corpora's manifests too
+    summary = extract_corpus(workspace.root, "fbank", manifest=prepared.manifest, device="cpu")
     console.print(f"    {summary.cache_path}")
     console.print(f"[bold]3/4 train[/bold] shiftcnn, leave-one-session-out, {DEMO_EPOCHS} epochs per fold"
                   + (f", {jobs} folds at a time" if jobs > 1 else ""))
