@@ -130,6 +130,10 @@ class CacheReader:
     def __init__(self, path: str | os.PathLike, page_cache: bool = True):
         self.path = Path(path)
         self.page_cache = page_cache
+        if self.path.is_dir():
+            inside = sorted([*self.path.glob("*.h5"), *self.path.glob("*/*.h5")])  # cache/ or cache/<corpus>/
+            raise CacheError(f"{self.path} is a folder, not a cache file",
+                             f"pass one of its caches, e.g. {inside[0]}" if inside else "run `ser extract --model M` first")
         if not self.path.is_file():
             raise CacheError(f"no feature cache at {self.path}", "run `ser extract --model M` first")
         self.attrs = read_attrs(self.path)

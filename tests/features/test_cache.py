@@ -86,6 +86,17 @@ def test_reader_refuses_non_caches_and_incomplete_files(tmp_path):
         CacheReader(tmp_path / "half.h5")
 
 
+def test_a_folder_is_refused_naming_a_cache_inside_it(tmp_path):
+    """`ser cache info cache` said "no feature cache at cache" of the folder that holds them."""
+    cache = write_cache(tmp_path / "cache" / "corpus" / "m.h5", {"a": states(5, 0), "b": states(6, 1)})
+    with pytest.raises(CacheError) as refused:
+        CacheReader(tmp_path / "cache")
+    assert str(refused.value) == f"{tmp_path / 'cache'} is a folder, not a cache file (pass one of its caches, e.g. {cache})"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CacheError, match="empty is a folder, not a cache file .run `ser extract --model M` first.$"):
+        CacheReader(tmp_path / "empty")
+
+
 def test_partial_run_of_other_settings_is_refused(tmp_path):
     ShardedCacheWriter(tmp_path / "p.h5", ATTRS).write_shard([UtteranceFeatures.from_float32("a", states(2, 0))])
     with pytest.raises(CacheError, match="made by model"):
