@@ -42,6 +42,14 @@ def feature_home(size_bytes: int, device: torch.device) -> torch.device:
     return torch.device("cpu")
 
 
+def refuse_layers_outside(layers: list[int], num_layers: int) -> None:
+    """Refuse an empty choice of layers, or layers a cache of `num_layers` does not hold: one
+    wording for training and the probe."""
+    outside = [layer for layer in layers if not 0 <= layer < num_layers]
+    if outside or not layers:
+        raise UserInputError(f"layers {outside or layers} are not in the cache", f"it has layers 0-{num_layers - 1}")
+
+
 def cached_rows(reader: CacheReader, cache: Path, manifest: Path, df: pd.DataFrame, table: pd.DataFrame,
                  layers: list[int] | None) -> pd.DataFrame:
     """The rows of `table` the cache holds (unreadable audio dropped); refuses a cache of another
@@ -55,9 +63,8 @@ def cached_rows(reader: CacheReader, cache: Path, manifest: Path, df: pd.DataFra
     missing = [utt for utt in table["id"] if utt not in reader.lengths]
     if missing:
         raise CacheError(f"{len(missing)} utterances of the manifest are not in the cache, e.g. {missing[0]}")
-    outside = [layer for layer in layers or [] if not 0 <= layer < reader.num_layers]
-    if outside:  # worded as the probe's (probe.py)
-        raise UserInputError(f"layers {outside} are not in the cache", f"it has layers 0-{reader.num_layers - 1}")
+    if layers:
+        refuse_layers_outside(layers, reader.num_layers)
     check_sources_unchanged(reader, cache, manifest, df, set(table["id"]))
     return table
 

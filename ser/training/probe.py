@@ -30,10 +30,9 @@ from ser.data.atomic_files import write_text
 from ser.data.fold import Fold
 from ser.data.folds import make_folds
 from ser.data.manifest import read_manifest
-from ser.errors import UserInputError
 from ser.features.cache import CacheReader
 from ser.training import metrics
-from ser.training.cache_access import cached_rows
+from ser.training.cache_access import cached_rows, refuse_layers_outside
 from ser.training.dimensional import dimensional_metrics
 from ser.training.protocol import announce_dev_splits
 from ser.training.tasks import build_task
@@ -184,9 +183,7 @@ def run_probe(
     data = load_targets(manifest, cache, protocol.task)
     folds = probe_folds(data, protocol)
     layers = list(range(data.num_layers)) if layers is None else list(layers)
-    bad = [layer for layer in layers if not 0 <= layer < data.num_layers]
-    if bad or not layers:
-        raise UserInputError(f"layers {bad or layers} are not in the cache", f"it has layers 0-{data.num_layers - 1}")
+    refuse_layers_outside(layers, data.num_layers)
     position = {utt: i for i, utt in enumerate(data.ids)}
     parts = [np.array([position[utt] for utt in ids]) for fold in folds for ids in (fold.train, fold.dev, fold.test)]
     names = [str(layer) for layer in layers] + ([ALL_LAYERS] if len(layers) > 1 else [])
