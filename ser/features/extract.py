@@ -146,13 +146,12 @@ class _BackgroundWriter:
 def model_failure(utt_id: str, seconds: float, error: BaseException) -> AudioError:
     """Why the model failed on one utterance; running out of memory says what to do about it."""
     text = str(error)
+    crop = "crop long clips with --max-seconds (e.g. --max-seconds 30)"
     if isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
-        return AudioError(utt_id, f"the model ran out of memory on this {seconds:.0f}-s clip: crop long clips "
-                                  "with --max-seconds (e.g. --max-seconds 30)")
+        return AudioError(utt_id, f"the model ran out of memory on this {seconds:.0f}-s clip: {crop}")
     if "could not create a primitive" in text:  # oneDNN's words when it cannot allocate a large input's buffers
         return AudioError(utt_id, f"oneDNN could not run the model on this {seconds:.0f}-s clip (\"could not create "
-                                  "a primitive\", most often memory running out): crop long clips with --max-seconds "
-                                  "(e.g. --max-seconds 30)")
+                                  f"a primitive\", most often memory running out): {crop}")
     return AudioError(utt_id, f"the model failed on it: {text.splitlines()[0] if text else type(error).__name__}")
 
 
