@@ -51,20 +51,21 @@ HOLD_LOCK = ("import sys, time\n"
              "from ser.features.output_lock import exclusive_output\n"
              "with exclusive_output(sys.argv[1], directory=True):\n"
              "    print('held', flush=True)\n"
-             "    time.sleep(300)\n")
+             "    time.sleep(float(sys.argv[2]))\n")
 
 
 @pytest.fixture
 def held_by_another_process():
-    """hold(fold_dir) → the pid of another process that holds fold_dir's lock (as a `ser train` of
-    that fold would) until the test ends."""
+    """hold(output, seconds=300) → another process that holds output's lock (as a `ser train` of
+    that fold would) for that long, or until the test ends."""
     holders = []
 
-    def hold(fold_dir) -> int:
-        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(fold_dir)], stdout=subprocess.PIPE, text=True)
+    def hold(output, seconds: float = 300.0) -> subprocess.Popen:
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(output), str(seconds)], stdout=subprocess.PIPE,
+                                  text=True)
         holders.append(holder)
         assert holder.stdout.readline().strip() == "held"
-        return holder.pid
+        return holder
 
     yield hold
     for holder in holders:

@@ -89,7 +89,7 @@ def test_another_crossfit_parts_trains_its_own_part_heads_beside_the_first(works
 def test_a_student_fold_another_process_trains_is_refused_before_distill_json(workspace, held_by_another_process):
     work, _, teacher_dir = workspace
     out = work / "busy-student"
-    pid = held_by_another_process(out / "fold1")
+    pid = held_by_another_process(out / "fold1").pid
     with pytest.raises(OutputBusyError, match=f"is being written by process {pid} "):
         run_distillation(work, teacher_dir, "linear", DistillConfig(quality="none", crossfit_parts=2, mc_samples=2),
                          "1", device="cpu", out=out, epochs=2)

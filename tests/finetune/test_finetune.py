@@ -224,18 +224,11 @@ def test_conv_cache_run_matches_raw_audio(workspace):
     assert cached["fold1"]["test"] == raw["fold1"]["test"]
 
 
-HOLD_FOR_A_SECOND = ("import sys, time\n"
-                     "from ser.features.output_lock import exclusive_output\n"
-                     "with exclusive_output(sys.argv[1]):\n"
-                     "    print('held', flush=True)\n"
-                     "    time.sleep(1.0)\n")
-
-
-def test_a_second_run_waits_for_the_conv_cache_another_process_builds(workspace, tmp_path, capfd):
+def test_a_second_run_waits_for_the_conv_cache_another_process_builds(workspace, tmp_path, capfd,
+                                                                      held_by_another_process):
     """Two fine-tuning runs of one model started together: the second was refused by the cache's lock."""
     out = tmp_path / "conv.h5"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_FOR_A_SECOND, str(out)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
+    holder = held_by_another_process(out, seconds=1.0)
     pristine = load_speech_backbone(str(workspace.root / "tiny-wavlm"), False, False, "cpu", None)
     built = build_conv_cache(workspace.manifest_for("synthetic"), pristine, out, 0.5)
     assert holder.wait(timeout=30) == 0
@@ -372,7 +365,7 @@ def test_ser_finetune_with_layerdrop_half_trains_three_epochs(workspace, tmp_pat
 
 def test_a_fold_another_process_is_fine_tuning_is_refused_and_left_alone(workspace, tmp_path, held_by_another_process):
     run = tmp_path / "run"
-    pid = held_by_another_process(run / "fold1")
+    pid = held_by_another_process(run / "fold1").pid
     with pytest.raises(OutputBusyError, match=f"{run / 'fold1'} is being written by process {pid} "):
         run_finetune(workspace.root, config_for(workspace, "wavlm"), "1", out=run, device="cpu", log="tensorboard")
     assert not (run / "fold1").exists()

@@ -32,7 +32,7 @@ def test_training_a_fold_another_process_holds_is_refused_and_writes_nothing(wor
     data = load_training_data(workspace / "manifests" / "synthetic.csv",
                               workspace / "cache" / "synthetic" / "fbank.h5", device="cpu")
     run = tmp_path / "run"
-    pid = held_by_another_process(run / "fold1")
+    pid = held_by_another_process(run / "fold1").pid
     with pytest.raises(OutputBusyError, match=f"{run / 'fold1'} is being written by process {pid} "):
         train_folds(linear(), data, run, "1")
     assert not (run / "fold1").exists()  # no config.json, checkpoint or error.txt in the holder's fold
@@ -49,7 +49,7 @@ def test_a_sweep_fails_only_the_run_in_training_elsewhere_and_leaves_its_directo
     out = tmp_path / "sweep"
     settings = SweepSettings(workdir=workspace, out=out, device="cpu", jobs=1, batch_runs=batch_runs, log=log)
     busy = train_config(grid.points()[0], settings, "synthetic", "fbank", None).run_name()
-    pid = held_by_another_process(out / busy / "fold1")
+    pid = held_by_another_process(out / busy / "fold1").pid
     outcome = run_sweep(grid, settings)
     assert (outcome.done, outcome.failed) == (1, 1)
     printed = capsys.readouterr().err
