@@ -14,12 +14,13 @@ counted as failed or diverged), its tracker (`--log`) records its epochs, and th
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from ser.errors import SerError
+from ser.errors import OutputBusyError, SerError
 from ser.heads import create_head
 from ser.heads.stacked import activation_floats_per_frame, stack_key
 from ser.studies.stopping import SweepStopped
@@ -147,10 +148,28 @@ def _open_trackers(chunk: list[RunTask]) -> list[Tracker]:
 def run_chunk(chunk: list[RunTask], data: TrainingData,
               on_epoch: Callable[[EpochEvent], None] | None = None) -> list[RunOutcome]:
     """Train `chunk` as one stacked model; each member is reported like a solo run (a member that
-    fails or diverges writes `error.txt` in its run directory)."""
+    fails or diverges writes `error.txt` in its run directory). Each member's fold lock is taken
+    first and held until its files are written: a member that another process is training fails
+    at once and the others train without it."""
     began = time.perf_counter()
-    for task in chunk:
-        (task.out_dir / ERROR_FILE).unlink(missing_ok=True)
+    with ExitStack() as held:
+        outcomes, ours = {}, []
+        for task in chunk:
+            try:
+                held.enter_context(files.hold_fold(task.out_dir))
+            except OutputBusyError as error:
+                outcomes[task.key] = record_failure(task, error, 0.0)
+                continue
+            (task.out_dir / ERROR_FILE).unlink(missing_ok=True)
+            ours.append(task)
+        if ours:
+            outcomes.update((outcome.key, outcome) for outcome in _run_members(ours, data, on_epoch, began))
+        return [outcomes[task.key] for task in chunk]
+
+
+def _run_members(chunk: list[RunTask], data: TrainingData, on_epoch: Callable[[EpochEvent], None] | None,
+                 began: float) -> list[RunOutcome]:
+    """`run_chunk` once the members' folds are held: train them as one stacked model, record each."""
     trackers = _open_trackers(chunk)
     failed = [True] * len(chunk)  # until its results are recorded (a stopped sweep: all)
     outcomes = []

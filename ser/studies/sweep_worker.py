@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -80,27 +81,31 @@ def describe_error(error: BaseException) -> str:
 
 
 def run_task(task: RunTask, data: TrainingData, on_epoch: Callable[[EpochEvent], None] | None = None) -> RunOutcome:
-    """Train `task` on `data`; failures are recorded (`record_failure`) and returned."""
+    """Train `task` on `data`; failures are recorded (`record_failure`) and returned. The fold's lock
+    is taken first and held until its error.txt is written: a fold that another process is training
+    is left as it is, its tracker never opened."""
     started = time.perf_counter()
-    (task.out_dir / ERROR_FILE).unlink(missing_ok=True)
 
     def progress(_fold: str, epoch: int, total: int, _row: dict) -> None:
         if on_epoch is not None:
             on_epoch((task.key, epoch, total))
 
-    try:
-        with open_tracker(task.log, task.out_dir, task.key, f"ser/{task.config.corpus}/{task.config.model}",
-                          {**task.config.to_dict(), "fold": task.fold.name}) as tracker:
-            finished = files.is_finished(task.out_dir)
-            with PhaseMemory() as memory:  # the heap's free pages go back to the system after each run
-                metrics = train_fold(task.config, data, task.fold, task.out_dir, tracker.progress(progress))
-            if not finished:
-                files.write_memory(task.out_dir, memory.figures)
-            tracker.log_final(metrics)
-    except SweepStopped:
-        raise
-    except Exception as error:  # noqa: BLE001 — any failure of one run is recorded, not raised
-        return record_failure(task, error, time.perf_counter() - started)
+    with ExitStack() as held:
+        try:
+            held.enter_context(files.hold_fold(task.out_dir))
+            (task.out_dir / ERROR_FILE).unlink(missing_ok=True)
+            with open_tracker(task.log, task.out_dir, task.key, f"ser/{task.config.corpus}/{task.config.model}",
+                              {**task.config.to_dict(), "fold": task.fold.name}) as tracker:
+                finished = files.is_finished(task.out_dir)
+                with PhaseMemory() as memory:  # the heap's free pages go back to the system after each run
+                    metrics = train_fold(task.config, data, task.fold, task.out_dir, tracker.progress(progress))
+                if not finished:
+                    files.write_memory(task.out_dir, memory.figures)
+                tracker.log_final(metrics)
+        except SweepStopped:
+            raise
+        except Exception as error:  # noqa: BLE001 — any failure of one run is recorded, not raised
+            return record_failure(task, error, time.perf_counter() - started)
     return RunOutcome(task.key, "done", time.perf_counter() - started, metrics=metrics)
 
 

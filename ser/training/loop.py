@@ -30,8 +30,7 @@ import torch
 from torch import nn
 
 from ser.data.fold import Fold
-from ser.errors import TrainingError
-from ser.features.output_lock import exclusive_output
+from ser.errors import DivergedError, TrainingError
 from ser.heads import create_head
 from ser.training import run_dir as files
 from ser.training.adam import Adam
@@ -164,7 +163,7 @@ def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Pat
     # Built before anything is written, so a bad head option leaves no run directory behind.
     head = create_head(config.head, data.dim, data.num_layers, task.num_outputs,
                        **head_options(config, frontend)).to(data.device)
-    held.enter_context(exclusive_output(out_dir, directory=True))
+    held.enter_context(files.hold_fold(out_dir))
     saved_config = {**config.to_dict(), "fold": fold.name, "dev_split": fold.dev_split,
                     "spec_augment": getattr(head, "spec_augment", None) is not None,
                     "input_projection": getattr(head, "input_projection", None) is not None, "task_state": task.to_dict(),
@@ -201,7 +200,11 @@ def train_fold(
         started = start_fold(config, data, fold, out_dir, held)
         if isinstance(started, dict):
             return started
-        return _train_started(started, data, fold, out_dir, progress, checkpoint_seconds)
+        try:
+            return _train_started(started, data, fold, out_dir, progress, checkpoint_seconds)
+        except DivergedError as error:  # recorded while the fold is still this process's, for `ser report`
+            files.write_text(out_dir / files.ERROR, f"{error}\n")
+            raise
 
 
 def _train_started(started: FoldStart, data: TrainingData, fold: Fold, out_dir: Path,

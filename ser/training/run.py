@@ -10,7 +10,7 @@ import torch
 
 from ser.data.fold import Fold
 from ser.data.workspace import Workspace
-from ser.errors import DivergedError, UserInputError
+from ser.errors import UserInputError
 from ser.training import run_dir as files
 from ser.training.allocator import PhaseMemory
 from ser.training.config import TrainConfig
@@ -48,12 +48,8 @@ def train_folds(
         kind = None if finished else log  # a finished fold is not logged again
         with open_tracker(kind, fold_dir, name, f"ser/{config.corpus}/{config.model}",
                           {**config.to_dict(), "fold": fold.name}) as tracker:
-            try:
-                with PhaseMemory() as memory:  # the heap's free pages go back to the system after each fold
-                    metrics = train_fold(config, data, fold, fold_dir, tracker.progress(fold_progress))
-            except DivergedError as error:  # recorded, so that `ser report` lists the fold as diverged
-                files.write_text(fold_dir / files.ERROR, f"{error}\n")
-                raise
+            with PhaseMemory() as memory:  # the heap's free pages go back to the system after each fold
+                metrics = train_fold(config, data, fold, fold_dir, tracker.progress(fold_progress))
             tracker.log_final(metrics)
         if not finished:
             files.write_memory(fold_dir, memory.figures)

@@ -13,6 +13,7 @@ leaves a half-written file; `metrics.json` is written last and marks a finished 
 from __future__ import annotations
 
 import io
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from torch import nn
 
 from ser.data.atomic_files import (damaged_file, read_json, read_json_file, read_json_or_none, write_json,  # noqa: F401 (run-dir API)
                                   write_text, write_via_temporary)
+from ser.features.output_lock import exclusive_output
 from ser.training.calibration import pooled_calibration
 
 CONFIG = "config.json"
@@ -36,6 +38,13 @@ FEATURES = "features.json"
 CALIBRATION = "calibration.json"  # the temperature fitted on dev (calibration.py); absent: T = 1
 MEMORY = "memory.json"  # the fold's start, peak and end RSS in bytes (allocator.PhaseMemory)
 ERROR = "error.txt"  # why a fold stopped (its first line as the CLI printed it); read by run tables
+
+
+def hold_fold(fold_dir: Path) -> AbstractContextManager[Path]:
+    """The fold directory's lock (features/output_lock.py): one process writes a fold at a time, its
+    error.txt included. Re-entrant, so a sweep holds it around the training loop that takes it too;
+    a fold that another process holds raises OutputBusyError."""
+    return exclusive_output(fold_dir, directory=True)
 
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:

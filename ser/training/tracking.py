@@ -9,6 +9,8 @@ dev metrics, learning rate; test metrics with --record-test-curve) and the final
 
 Tracking never fails a run: a store that still refuses after a few tries (a locked or damaged
 database, a server that is down) gets one warning on stderr and the run trains on untracked.
+Nothing is written before the first record, so a fold refused because another process is
+training it leaves neither an event file nor an MLflow run.
 
 Any training loop can use it (`ser train`, `ser sweep`, fine-tuning):
 
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ser.errors import UserInputError
+from ser.errors import OutputBusyError, UserInputError
 
 TRACKERS = ("tensorboard", "mlflow")
 TENSORBOARD_DIR = "tensorboard"
@@ -97,6 +99,8 @@ class Tracker:
         return self
 
     def __exit__(self, error_type, *exc) -> None:
+        if error_type is not None and issubclass(error_type, OutputBusyError):
+            return  # another process is training this fold: the attempt was never a run
         self.close(failed=error_type is not None)
 
 
@@ -158,7 +162,9 @@ def store_lock_path(uri: str, store_dir: Path) -> Path:
 
 
 class MlflowTracker(Tracker):
-    """One MLflow run. Processes that share a store (a sweep's workers, two sweeps) take turns: every
+    """One MLflow run, created with the first thing it records (an epoch, the final metrics, or a
+    failure), so a fold refused before it trains (another process holds it) leaves no run in the
+    store. Processes that share a store (a sweep's workers, two sweeps) take turns: every
     access holds an exclusive lock on the file beside the store (`store_lock_path`), since creating
     the sqlite tables concurrently fails ("duplicate column" in a schema migration). An access that
     still fails after STORE_ATTEMPTS tries turns tracking off for the run with one warning."""
@@ -168,17 +174,26 @@ class MlflowTracker(Tracker):
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise UserInputError("--log mlflow needs the mlflow-skinny package", "pip install 'ser[tracking]'") from None
-        store_dir.mkdir(parents=True, exist_ok=True)
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_dir.resolve() / 'mlflow.db'}"
-        self.lock_path, self.run_name, self.run_id = store_lock_path(uri, store_dir), run_name, None
+        self.store_dir = store_dir
+        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_dir.resolve() / 'mlflow.db'}"
+        self.lock_path, self.run_name, self.experiment = store_lock_path(self.uri, store_dir), run_name, experiment
+        self.client_class, self.run_id, self.params, self.gave_up = MlflowClient, None, [], False
 
-        def start() -> None:
-            self.client = MlflowClient(tracking_uri=uri)
-            found = self.client.get_experiment_by_name(experiment)
-            experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
-            self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+    def _run(self) -> str | None:
+        """The run's id, the run created (with its configuration) at the first call; None once
+        tracking has given up."""
+        if self.run_id is None and not self.gave_up:
+            def start() -> None:
+                self.store_dir.mkdir(parents=True, exist_ok=True)
+                self.client = self.client_class(tracking_uri=self.uri)
+                found = self.client.get_experiment_by_name(self.experiment)
+                experiment_id = found.experiment_id if found is not None else self.client.create_experiment(self.experiment)
+                self.run_id = self.client.create_run(experiment_id, run_name=self.run_name).info.run_id
 
-        self._access("open the run", start)
+            self._access("open the run", start)
+            if self.params:
+                self._access("log the configuration", lambda: self.client.log_batch(self.run_id, params=self.params))
+        return self.run_id
 
     @contextlib.contextmanager
     def _locked(self):
@@ -192,7 +207,7 @@ class MlflowTracker(Tracker):
 
     def _access(self, what: str, action: Callable[[], None]) -> None:
         """`action` under the store's lock, retried; after the last failure, a warning and no more tracking."""
-        if getattr(self, "gave_up", False):
+        if self.gave_up:
             return
         for attempt in range(STORE_ATTEMPTS):
             try:
@@ -211,16 +226,16 @@ class MlflowTracker(Tracker):
     def log_config(self, config: dict) -> None:
         from mlflow.entities import Param
 
-        params = [Param(key, (value if isinstance(value, str) else json.dumps(value, default=str))[:PARAM_CHARS])
-                  for key, value in config.items()]
-        self._access("log the configuration", lambda: self.client.log_batch(self.run_id, params=params))
+        self.params = [Param(key, (value if isinstance(value, str) else json.dumps(value, default=str))[:PARAM_CHARS])
+                       for key, value in config.items()]
 
     def _log(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         stamp = int(1000 * time.time())
         metrics = [Metric(key, value, stamp, step) for key, value in values.items()]
-        self._access("log metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
+        if self._run() is not None:
+            self._access("log metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def log_epoch(self, epoch: int, row: dict) -> None:
         self._log({key: value for key, value in _numbers(row).items() if key != "epoch"}, epoch)
@@ -231,7 +246,8 @@ class MlflowTracker(Tracker):
 
     def close(self, failed: bool = False) -> None:
         status = "FAILED" if failed else "FINISHED"
-        self._access("close the run", lambda: self.client.set_terminated(self.run_id, status=status))
+        if self._run() is not None:
+            self._access("close the run", lambda: self.client.set_terminated(self.run_id, status=status))
 
 
 def open_tracker(kind: str | None, fold_dir: Path, run_name: str, experiment: str,
