@@ -6,7 +6,10 @@ train runs concurrently. Each run × fold writes its own run
 directory (the trainer's contract), so a finished run is skipped when the sweep is started again
 and an interrupted one resumes from its checkpoint; a failed run writes `error.txt` and the sweep
 goes on. After every finished run the sweep rewrites `sweep.csv` (one row per run × fold) and
-`sweep_summary.csv/.json` (mean ± std over folds and seeds per configuration) atomically.
+`sweep_summary.csv/.json` (mean ± std over folds and seeds per configuration) atomically. A run
+that another process is training is counted failed and left to it (one process per fold); the
+final tables read every run from its folder again, so two sweeps started on one folder share its
+runs and the last to finish lists them all as they are.
 
 Runs of one head family that share a graph train together as stacked models (batched_runs.py)
 when `batch_runs` is "on", or "auto" on a GPU: there one large stacked model at a time trains in
@@ -185,6 +188,12 @@ class SweepTable:
     def refresh(self, run: PlannedRun) -> None:
         self.rows[run.task.key] = self._row(run)
 
+    def refresh_all(self) -> None:
+        """Every row read again from its folder: another process (a second sweep on this folder)
+        may have finished runs this one found busy."""
+        for run in self.planned:
+            self.refresh(run)
+
     def frame(self) -> pd.DataFrame:
         return results.order_columns(pd.DataFrame(list(self.rows.values())))
 
@@ -362,6 +371,7 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
                 _run_in_process(tasks, data, threads, progress, finished)
     run_seconds = time.perf_counter() - run_started
     write_run_summaries(planned, grid.folds is None)
+    table.refresh_all()
     table_path, summary_path = table.write(intervals=True)  # bootstrap intervals once, at the end
     return SweepOutcome(
         sweep_dir=sweep_dir, table_path=table_path, summary_path=summary_path, planned=len(share),

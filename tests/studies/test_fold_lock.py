@@ -106,3 +106,43 @@ def test_a_sweep_removes_nothing_from_a_fold_another_process_holds(workspace, tm
     holders_error.parent.mkdir(parents=True)
     holders_error.write_text("the holder's\n")
     assert (run_sweep(grid, settings).done, holders_error.read_text()) == (1, "the holder's\n")
+
+
+SECOND_SWEEP = """
+import sys, time
+from pathlib import Path
+from ser.features.output_lock import exclusive_output
+from ser.studies.grid import Grid
+from ser.studies.sweep import SweepSettings, run_sweep
+workspace, out, fold = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+with exclusive_output(fold, directory=True):  # as a second sweep in training there would
+    print("held", flush=True)
+    while not (out / "sweep.csv").exists():  # the first sweep has planned its runs, refused this one and goes on
+        time.sleep(0.01)
+    time.sleep(0.5)
+    grid = Grid(({"head": ("linear",), "seed": (0,), "epochs": (2,), "lr": (1e-3,)},), folds=("1",))
+    assert run_sweep(grid, SweepSettings(workdir=workspace, out=out, device="cpu", jobs=1)).done == 1
+"""
+
+
+def test_a_run_that_another_sweep_finishes_meanwhile_is_done_in_the_final_table(workspace, tmp_path):
+    """Two sweeps on one folder share its runs: the final sweep.csv reads every run's state from
+    its folder, so a run the other sweep finished is not left pending."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "sweep"
+    grid = Grid(({"head": ("linear",), "seed": (0,), "epochs": (2, 1500), "lr": (1e-3,)},), folds=("1",))
+    settings = SweepSettings(workdir=workspace, out=out, device="cpu", jobs=1, batch_runs="off")
+    busy, slow = (train_config(point, settings, "synthetic", "fbank", None).run_name() for point in grid.points())
+    other = subprocess.Popen([sys.executable, "-c", SECOND_SWEEP, str(workspace), str(out), str(out / busy / "fold1")],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        outcome = run_sweep(grid, settings)
+        assert other.wait(timeout=120) == 0
+    finally:
+        other.kill()
+    assert (outcome.done, outcome.failed) == (1, 1)  # this sweep trained the slow run, the other one the busy run
+    table = pd.read_csv(outcome.table_path).set_index("run_dir")
+    assert table.loc[f"{busy}/fold1", "status"] == "done" and table.loc[f"{slow}/fold1", "status"] == "done"
