@@ -68,6 +68,16 @@ def test_duplicate_ids_in_a_table_are_refused(tmp_path):
         prepare_csv(tmp_path / "t.csv")
 
 
+def test_a_row_without_a_path_or_a_column_mapped_twice_is_one_line(tmp_path):
+    """Both were a TypeError traceback (`expected str, bytes or os.PathLike object, not float`)."""
+    write_wav(tmp_path / "x.wav")
+    (tmp_path / "t.csv").write_text("File,Emo\nx.wav,joy\n,sad\n,sad\n")
+    with pytest.raises(CorpusError, match="t.csv line 3 has no path \\(its `File` is empty\\); 2 row"):
+        prepare_csv(tmp_path / "t.csv", {"path": "File", "label": "Emo"})
+    with pytest.raises(UserInputError, match="--columns maps 'path' twice \\(File and Emo\\)"):
+        parse_column_map("path=File,label=Emo,path=Emo")
+
+
 def test_options_a_recipe_does_not_take_are_refused(tmp_path):
     with pytest.raises(UserInputError, match="--improvised-only does not apply to corpus 'emodb'"):
         prepare_corpus(CORPORA.get("emodb"), tmp_path, tmp_path / "m.csv", {"improvised_only": True})

@@ -43,6 +43,9 @@ def parse_column_map(text: str | None) -> dict[str, str]:
             raise UserInputError(
                 f"--columns: {target!r} is not a manifest column", "choose from: " + ", ".join(COLUMN_ORDER)
             )
+        if target in mapping:
+            raise UserInputError(f"--columns maps {target!r} twice ({mapping[target]} and {source})",
+                                 f"give {target}=<column> once")
         mapping[target] = source
     return mapping
 
@@ -86,10 +89,14 @@ def prepare_csv(root: Path, columns: dict[str, str] | None = None) -> pd.DataFra
     if "path" not in mapping:
         raise CorpusError(f"csv: no `path` column in {table_file.name}", "map one with --columns path=<column>")
     df = pd.DataFrame({target: table[source] for target, source in mapping.items()})
+    empty = df.index[df["path"].isna()]
+    if len(empty):
+        raise CorpusError(f"csv: {table_file.name} line {empty[0] + 2} has no path (its `{mapping['path']}` is empty); "
+                          f"{len(empty)} row(s) have none", "fill in each row's audio path, or remove the rows without one")
     folder = table_file.resolve().parent
-    df["path"] = [None if pd.isna(p) else absolute_path(folder / p) for p in df["path"]]
+    df["path"] = [absolute_path(folder / p) for p in df["path"]]
     if "id" not in df.columns:
-        df.insert(0, "id", [None if p is None else Path(p).stem for p in df["path"]])
+        df.insert(0, "id", [Path(p).stem for p in df["path"]])
     return corpus_frame(df.to_dict("records"), "csv")
 
 
