@@ -100,11 +100,21 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
     return df[ordered + [c for c in df.columns if c not in ordered]]
 
 
+def not_a_manifest(path: Path, hint: str) -> ManifestError:
+    """The error for a manifest path that is no file: a folder (naming a manifest in it) or nothing."""
+    if path.is_dir():
+        inside = sorted(path.glob("*.csv"))
+        return ManifestError(f"{path} is a folder, not a manifest file",
+                             f"pass one of its manifests, e.g. {inside[0]}" if inside else
+                             "pass the CSV that `ser prepare` wrote (manifests/<corpus>.csv)")
+    return ManifestError(f"manifest {path} does not exist", hint)
+
+
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read and validate a manifest CSV (`id` and other text columns as str, empty cells NaN)."""
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist", "run `ser prepare CORPUS ROOT` first")
+        raise not_a_manifest(path, "run `ser prepare CORPUS ROOT` first")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ser.data.manifest import not_a_manifest
 from ser.errors import CacheError, UserInputError
 from ser.features.cache import read_attrs
 
@@ -75,7 +76,7 @@ class Workspace:
         """The given manifest, or the only one in manifests/."""
         if manifest is not None:
             if not manifest.is_file():
-                raise UserInputError(f"manifest {manifest} does not exist", "check the --manifest path")
+                raise not_a_manifest(manifest, "check the --manifest path")
             return manifest
         found = sorted(self.manifests_dir.glob("*.csv"))
         if not found:

@@ -87,3 +87,14 @@ def test_read_refuses_duplicate_ids_on_disk(tmp_path):
         read_manifest(path)
     with pytest.raises(ManifestError, match="does not exist"):
         read_manifest(tmp_path / "none.csv")
+
+
+def test_a_folder_given_as_the_manifest_is_named_a_folder(tmp_path):
+    """`ser folds --manifest manifests` said "manifest manifests does not exist"."""
+    from ser.data.workspace import Workspace
+
+    write_manifest(table(tmp_path), tmp_path / "manifests" / "mine.csv")
+    for read in (read_manifest, Workspace(tmp_path).find_manifest):
+        with pytest.raises(ManifestError, match="manifests is a folder, not a manifest file") as refused:
+            read(tmp_path / "manifests")
+        assert refused.value.hint == f"pass one of its manifests, e.g. {tmp_path / 'manifests' / 'mine.csv'}"
