@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ser.errors import UserInputError
-from ser.training.recipes import OPTIMIZERS, refuse_nonpositive, with_set_options
+from ser.training.recipes import OPTIMIZERS, refuse_bad_regularisers, refuse_nonpositive, with_set_options
 
 SCHEDULES = ("step", "reference", "constant")
 BATCHING_MODES = ("auto", "crop", "accumulate", "pad")
@@ -54,6 +54,7 @@ class FinetuneRecipe:
             raise UserInputError(f"unknown schedule {self.schedule!r}", f"choose one of: {', '.join(SCHEDULES)}")
         refuse_nonpositive({"--epochs": self.epochs, "--batch-size": self.batch_size, "--lr": self.lr,
                             "--backbone-lr": self.backbone_lr}, zero_allowed=("--backbone-lr",))
+        refuse_bad_regularisers(self)
         if self.layerdrop is not None and not 0 <= self.layerdrop < 1:
             raise UserInputError(f"--layerdrop {self.layerdrop} is outside [0, 1)")
         if self.max_seconds is not None and self.max_seconds < 0.05:

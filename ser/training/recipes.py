@@ -49,6 +49,16 @@ def refuse_nonpositive(values: dict[str, float | None], zero_allowed: tuple[str,
             raise UserInputError(f"{flag} must be {bound}, not {value:g}")
 
 
+def refuse_bad_regularisers(recipe) -> None:
+    """The settings `ser train`'s and `ser finetune`'s recipes share beyond the step sizes: a
+    negative weight decay or warm-up, and a clip of 0 (no update at all), below 0 (an ascent) or
+    NaN are refused by name, as is label smoothing outside [0, 1)."""
+    refuse_nonpositive({"--weight-decay": recipe.weight_decay, "--warmup-epochs": recipe.warmup_epochs,
+                        "--grad-clip": recipe.grad_clip}, zero_allowed=("--weight-decay", "--warmup-epochs"))
+    if not 0 <= recipe.label_smoothing < 1:
+        raise UserInputError(f"label_smoothing must be in [0, 1), not {recipe.label_smoothing:g}")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Optimiser, schedule and batch settings for one training run."""
@@ -86,6 +96,8 @@ class Recipe:
             raise UserInputError(f"unknown schedule {self.schedule!r}", "choose cosine or constant")
         refuse_nonpositive({"--epochs": self.epochs, "--batch-size": self.batch_size, "--lr": self.lr,
                             "max_steps": self.max_steps})
+        refuse_nonpositive({"warmup_lr": self.warmup_lr, "min_lr": self.min_lr}, zero_allowed=("warmup_lr", "min_lr"))
+        refuse_bad_regularisers(self)
         if self.eval_every_updates is not None and self.eval_every_updates < 0:
             raise UserInputError("--eval-every-updates must be 0 (every epoch) or positive")
 

@@ -37,10 +37,21 @@ def test_overrides_ignore_none_and_reject_nonsense():
     ({"batch_size": -2}, "--batch-size must be above 0, not -2"),
     ({"lr": math.nan}, "--lr must be above 0, not nan"),
     ({"max_steps": 0}, "max_steps must be above 0, not 0"),
+    # these trained without a word: a clip of 0 zeroes every update, one below 0 climbs the loss
+    ({"grad_clip": 0.0}, "--grad-clip must be above 0, not 0"),
+    ({"grad_clip": -1.0}, "--grad-clip must be above 0, not -1"),
+    ({"grad_clip": math.nan}, "--grad-clip must be above 0, not nan"),
+    ({"weight_decay": -0.5}, "--weight-decay must be 0 or more, not -0.5"),
+    ({"warmup_epochs": -1}, "--warmup-epochs must be 0 or more, not -1"),
+    ({"min_lr": -1e-6}, "min_lr must be 0 or more, not -1e-06"),
+    ({"label_smoothing": 1.0}, "label_smoothing must be in \\[0, 1\\), not 1"),
 ])
 def test_a_non_positive_setting_is_named_with_its_value(override, message):
     with pytest.raises(UserInputError, match=f"^{message}$"):
         recipe_for("linear").with_overrides(**override)
+    if "min_lr" not in override and "max_steps" not in override:  # fine-tuning's recipe has the same settings
+        with pytest.raises(UserInputError, match=f"^{message}$"):
+            FinetuneRecipe().with_overrides(**override)
 
 
 def test_fine_tuning_names_its_bad_setting_and_lets_the_backbone_rate_be_zero():
