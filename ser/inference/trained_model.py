@@ -243,6 +243,9 @@ def load_export(folder: Path, which: str = "all") -> TrainedModel:
         scaler = None
         if prefix + "mean" in scalers:
             scaler = FeatureScaler(scalers[prefix + "mean"], scalers[prefix + "std"])
+        elif entry.get("standardize"):  # without its scaler the head would see unscaled features: wrong, not failing
+            raise files.damaged_file(folder / EXPORT_SCALER, EXPORT_HINT,
+                                     f"fold {entry['name']} was trained on standardised features and its scaler is missing")
         backbone_dir = folder / FOLD_BACKBONE / entry["name"]  # the fold's own (fine-tuned) backbone
         if not backbone_dir.is_dir():
             backbone_dir = folder / FOLD_BACKBONE  # one bundled with --include-backbone

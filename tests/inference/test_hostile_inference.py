@@ -100,8 +100,11 @@ def test_damaged_export_files_are_one_line(workspace, tmp_path):
 
     folder = tmp_path / "exported"
     export_model(workspace["runs"][0], folder)
+    assert (folder / "feature_scaler.safetensors").is_file()  # a standardised run
     cases = {"model.safetensors": lambda p: p.write_bytes(p.read_bytes()[:40]),
-             "config.json": lambda p: p.write_text("")}
+             "config.json": lambda p: p.write_text(""),
+             # without it the model predicted from unscaled features, other probabilities without a word
+             "feature_scaler.safetensors": lambda p: p.unlink()}
     for name, damage in cases.items():
         broken = tmp_path / f"broken-{name}"
         shutil.copytree(folder, broken)
