@@ -8,8 +8,9 @@ import re
 
 import typer
 
+from ser.training.seeds import MAX_SEED
+
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-MAX_SEED = 2**32 - 1  # numpy's generators take seeds below 2**32
 # Head options that count something (blocks, channels, heads, frames): whole numbers ≥ 1.
 # (`shift_blocks` and `layers` hold indices, which start at 0: not counts.)
 COUNT_OPTION = re.compile(r"^(num_.*|.*_(size|ratio|heads|stride|distance|channels)|lstm_layers|n_div|channels)$")

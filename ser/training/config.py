@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ser.heads import parse_proportion
 from ser.training.recipes import Recipe, recipe_for
+from ser.training.seeds import refuse_bad_seed
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
 CROSS_CORPUS_FIELDS = ("test_manifest", "test_corpus", "label_map")
@@ -49,6 +50,7 @@ class TrainConfig:
         unset = [name for name, value in options.items() if value is None]
         for name in unset:
             del options[name]
+        refuse_bad_seed(options.get("seed", 0))
         return cls(head=head, head_kwargs=set_kwargs, recipe=recipe, **options)
 
     @property

@@ -64,3 +64,13 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(workspace: Path, tmp_pat
     assert summary.loc[0, "ua_mean"] == pytest.approx(done["ua"])
     assert summary.loc[0, "ua_pooled"] == pytest.approx(done["ua"])  # one fold: its utterances are the pool
     assert summary.loc[0, "ua_ci_low"] <= summary.loc[0, "ua_pooled"] <= summary.loc[0, "ua_ci_high"]
+
+
+def test_a_grid_seed_outside_numpys_range_is_refused_before_any_run(workspace: Path, tmp_path: Path):
+    """`seed: [-1]` in a grid file failed every run with numpy's "Seed must be between 0 and 2**32 - 1"."""
+    from ser.errors import UserInputError
+
+    grid = Grid(({"head": ("linear",), "seed": (0, -1), "epochs": (1,)},), folds=("1",))
+    with pytest.raises(UserInputError, match="seed -1 is outside 0–4294967295"):
+        run_sweep(grid, SweepSettings(workdir=workspace, out=tmp_path / "sweep", device="cpu", jobs=1))
+    assert not (tmp_path / "sweep").exists()
