@@ -13,8 +13,10 @@ of 1), so concurrent requests queue; at most `max_waiting` wait, later ones get 
 every `detail` is one line (an unknown query parameter, a missing `file` field: 422 too).
 """
 
+import errno
 import json  # no `from __future__ import annotations`: FastAPI reads the endpoint's annotations at runtime
 import re
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -160,6 +162,29 @@ def check_host(host: str) -> str | None:
             "(no authentication); use --host 127.0.0.1 to keep it local")
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, before the model loads: an unknown host, a port in use or one
+    this user may not open is one line now, not uvicorn's log line after "serving … on …"."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                               flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise UserInputError(f"--host {host!r} does not resolve to an address ({error.args[-1]})",
+                             "give an IP address or a name that resolves, e.g. 127.0.0.1 or 0.0.0.0") from None
+    listener = socket.socket(family, kind, protocol)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a just-closed server's port
+    try:
+        listener.bind(address)
+    except OSError as error:
+        listener.close()
+        hint = {errno.EADDRINUSE: "another program listens there: stop it, or choose another --port",
+                errno.EACCES: "ports below 1024 need administrator rights: choose e.g. --port 8000",
+                errno.EADDRNOTAVAIL: "that address is not one of this machine's: use 127.0.0.1 or 0.0.0.0"}
+        raise UserInputError(f"cannot listen on {host}:{port}: {error.strerror}",
+                             hint.get(error.errno, "choose another --host or --port")) from None
+    return listener
+
+
 def serve(model_path: Path, host: str = "127.0.0.1", port: int = 8000, fold: str = "all",
           limits: ServeLimits = ServeLimits(), **options) -> None:
     """Load the model once and serve it until interrupted (`ser serve`)."""
@@ -172,10 +197,12 @@ def serve(model_path: Path, host: str = "127.0.0.1", port: int = 8000, fold: str
 
     from ser.inference.predict import load
 
+    listener = listening_socket(host, port)
     recognizer = load(model_path, fold, **options)
     app = create_app(recognizer, limits, title=Path(model_path).name)
     warning = check_host(host)
     if warning:
         print(warning, file=sys.stderr)
     print(f"serving {model_path} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    with listener:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])

@@ -237,3 +237,19 @@ def test_the_page_records_from_the_microphone_and_predicts_the_recording(server,
         assert driver.find_element(By.ID, "record").text == "● Record"
     finally:
         driver.quit()
+
+
+def test_a_port_in_use_or_an_unknown_host_is_one_line_before_the_model_loads(server, trained):
+    """Both printed "serving … on http://…" and then uvicorn's `ERROR: [Errno 98] address already in
+    use` (or `Name or service not known`)."""
+    port = server["url"].rsplit(":", 1)[1]  # the running server holds it
+    for options, expected, hint in (
+            (["--port", port], f"error: cannot listen on 127.0.0.1:{port}: Address already in use",
+             "hint: another program listens there: stop it, or choose another --port"),
+            (["--host", "no-such-host.invalid"], "error: --host 'no-such-host.invalid' does not resolve to an address",
+             "hint: give an IP address or a name that resolves")):
+        refused = subprocess.run([sys.executable, "-m", "ser.cli", "serve", str(trained["run"]), *options], env=_env(),
+                                 capture_output=True, text=True, timeout=120)
+        lines = [line for line in (refused.stdout + refused.stderr).splitlines() if line.strip()]
+        assert refused.returncode == 2 and len(lines) == 2, refused.stdout + refused.stderr
+        assert lines[0].startswith(expected) and lines[1].startswith(hint), lines
