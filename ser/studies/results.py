@@ -45,6 +45,9 @@ def scalar_metrics(block: dict | None, prefix: str = "") -> dict[str, float]:
     }
 
 
+METRIC_BLOCKS = ("test", "dev", "test_last", "test_best_epoch_optimistic")  # metrics.json's metric objects
+
+
 def metric_columns(metrics: dict) -> dict[str, Any]:
     """Flat metric columns of one metrics.json: test, dev-selected epoch, optimistic and last."""
     row: dict[str, Any] = scalar_metrics(metrics.get("test"))
@@ -95,9 +98,15 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         row.update(config_columns(config))
     unreadable = [name for name, data in (("config.json", config), ("metrics.json", metrics))
                   if data is None and (run_dir / name).is_file()]
+    misshapen = [block for block in METRIC_BLOCKS
+                 if metrics is not None and not isinstance(metrics.get(block), (dict, type(None)))]
     if unreadable:
         row["status"] = STATUS_DAMAGED
         row["error"] = f"{' and '.join(unreadable)} cannot be read (empty or truncated): rerun to redo it"
+    elif misshapen:  # valid JSON, but not what training writes (edited by hand?)
+        row["status"] = STATUS_DAMAGED
+        row["error"] = (f"metrics.json is not as training writes it (its `{misshapen[0]}` is no object of metrics): "
+                        "delete it and run again")
     elif metrics is not None:
         row["status"] = STATUS_DONE
         row.update(metric_columns(metrics))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,10 @@ def test_damaged_run_files_are_listed_by_report_and_redone_by_train_and_sweep(wo
     assert "metrics.json was damaged" in capsys.readouterr().err
     assert (run / "metrics.json").read_text() == metrics  # the same seed: the same result
     assert (run / "metrics.json.damaged").is_file() and not (run / "checkpoint.pt").exists()
+    (run / "metrics.json").write_text(json.dumps({**json.loads(metrics), "test": 5}))  # JSON, but edited: a traceback
+    report = write_report(tmp_path / "sweep").read_text()
+    assert "1 damaged" in report and "its `test` is no object of metrics): delete it and run again" in report
+    (run / "metrics.json").write_text(metrics)
 
     config = linear(1e-3, epochs=1)
     fold_dir = tmp_path / "train" / "fold1"
