@@ -185,6 +185,7 @@ def load_backbone(
 
     spec = BACKBONES.get(name_or_path) if name_or_path in BACKBONES else None
     if spec is not None and spec.build_frontend is not None:
+        resolve_device(device)  # checked like any other: a frontend runs on the CPU whatever it says
         return spec.build_frontend(name_or_path)
     source = resolve_source(name_or_path)
     if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
@@ -204,6 +205,10 @@ def load_backbone(
             config = AutoConfig.from_pretrained(source, local_files_only=local_only)
         except OSError:
             raise _missing_model_error(source, name_or_path) from None
+        except ValueError as error:  # a config.json without (or with an unknown) model_type
+            raise ModelLoadError(f"{source}/config.json is not a transformers model config "
+                                 f"({str(error).strip().split('. ')[0]})",
+                                 "point --model at a folder saved by save_pretrained / hf download") from None
     for key, value in (config_overrides or {}).items():
         setattr(config, key, value)
     revision = "random-init" if random_init else (getattr(config, "_commit_hash", None) or "local")

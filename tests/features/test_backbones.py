@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from ser.errors import ModelLoadError, UnknownNameError
+from ser.errors import ModelLoadError, UnknownNameError, UserInputError
 from ser.features.backbones import BACKBONES, load_backbone
 
 FAMILIES = {  # family → (batching, layers incl. embeddings, dim)
@@ -100,6 +100,20 @@ def test_unknown_alias_suggests_close_names():
 def test_folder_without_config(tmp_path):
     with pytest.raises(ModelLoadError, match="config.json"):
         load_backbone(str(tmp_path))
+
+
+@pytest.mark.parametrize("config", ["{}", '{"model_type": "no-such-architecture"}'])
+def test_a_config_json_transformers_cannot_read_is_one_line(tmp_path, config):
+    """Both were transformers' ValueError traceback."""
+    (tmp_path / "config.json").write_text(config)
+    with pytest.raises(ModelLoadError, match=f"{tmp_path}/config.json is not a transformers model config"):
+        load_backbone(str(tmp_path))
+
+
+def test_a_frontend_checks_the_device_it_is_given():
+    """`ser extract --model fbank --device tpu` (or cuda without a GPU) ran on the CPU without a word."""
+    with pytest.raises(UserInputError, match="unknown device 'tpu'"):
+        load_backbone("fbank", device="tpu")
 
 
 class _RunsCode:
