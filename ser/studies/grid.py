@@ -45,6 +45,32 @@ def _to_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (true/false)")
 
 
+def _proportion(text: str) -> str:
+    """A shift proportion as written (1/8, 0.125 or 8), checked now rather than by every run."""
+    from ser.heads import parse_proportion  # torch comes with the heads: only when a grid has this axis
+
+    try:
+        parse_proportion(text)
+    except UserInputError as error:
+        raise ValueError(error.message) from None
+    return text
+
+
+def _placement(text: str) -> str:
+    from ser.heads import SHIFT_PLACEMENTS
+
+    if text not in SHIFT_PLACEMENTS:
+        raise ValueError(f"choose from {', '.join(SHIFT_PLACEMENTS)}")
+    return text
+
+
+def _stride(text: str) -> int:
+    frames = int(text)
+    if frames < 1:
+        raise ValueError("a shift moves at least 1 frame")
+    return frames
+
+
 def _scalar(text: str) -> Any:
     """A head option value: int, float, bool or string, read the JSON way."""
     try:
@@ -56,10 +82,10 @@ def _scalar(text: str) -> Any:
 # Every option a sweep may vary, with the converter for its values (one visible place).
 AXIS_TYPES: dict[str, Callable[[str], Any]] = {
     "head": str,
-    "shift_proportion": str,
-    "shift_placement": str,
+    "shift_proportion": _proportion,
+    "shift_placement": _placement,
     "shift_bidirectional": _to_bool,
-    "shift_stride": int,
+    "shift_stride": _stride,
     "seed": int,
     "epochs": int,
     "lr": float,

@@ -87,6 +87,19 @@ def test_bad_grids_are_refused_with_a_clear_error(tmp_path: Path):
         build_grid(None, {"head": ["cnn"]}, ["dropout"], None)
 
 
+@pytest.mark.parametrize("axis, value, message", [
+    ("shift_proportion", "1/0", "cannot read shift proportion '1/0'"),
+    ("shift_placement", "sideways", "choose from none, residual, tsm-residual, inplace, replacement"),
+    ("shift_stride", "0", "a shift moves at least 1 frame"),
+])
+def test_a_bad_shift_value_is_refused_with_the_grid_not_by_every_run(axis, value, message):
+    """Each failed every run of its value, one error.txt at a time."""
+    with pytest.raises(UserInputError, match=f"bad value '{value}' for sweep option {axis}: {message}"):
+        build_grid(None, {"head": ["shiftcnn"], axis: [value]}, [], None)
+    assert build_grid(None, {"head": ["shiftcnn"], "shift_proportion": ["1/4,0.125,16"]}, [], None).values(
+        "shift_proportion") == ["1/4", "0.125", "16"]  # written as given, for the run names
+
+
 @pytest.mark.parametrize("name, content, expected", [
     ("grid.yaml", b"head: [cnn\n", "cannot parse grid file {path}: expected ',' or ']', but got '<stream end>' "
                                     "(line 2, column 1)"),
