@@ -158,9 +158,11 @@ def load_audio(record: UtteranceRecord, max_seconds: float | None = None) -> np.
     if max_seconds is not None:
         wave = wave[: int(round(max_seconds * SAMPLE_RATE))]
     if wave.size < MIN_SECONDS * SAMPLE_RATE:
+        segment = "" if record.start is None and record.end is None else \
+            f" [{record.start or 0:g}–{'end' if record.end is None else f'{record.end:g}'} s]"
         raise AudioError(
             record.id,
-            f"{record.path} is {1000 * wave.size / SAMPLE_RATE:.1f} ms long; the minimum is 25 ms",
+            f"{record.path}{segment} is {1000 * wave.size / SAMPLE_RATE:.1f} ms long; the minimum is 25 ms",
             "remove it from the manifest",
         )
     return np.ascontiguousarray(wave)

@@ -69,6 +69,9 @@ def test_empty_and_too_short(wave_file, tmp_path):
     short = wave_file(tmp_path / "short.wav", 0.02)
     with pytest.raises(AudioError, match="20.0 ms long; the minimum is 25 ms"):
         load_audio(record(short))
+    long = wave_file(tmp_path / "long.wav", 2.0)
+    with pytest.raises(AudioError, match=r"long.wav \[0.5–0.52 s\] is 20.0 ms long"):  # the segment, not the file
+        load_audio(UtteranceRecord("seg", str(long), start=0.5, end=0.52))
 
 
 def test_nan_and_inf_samples(wave_file, tmp_path):
