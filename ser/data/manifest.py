@@ -100,14 +100,14 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
     return df[ordered + [c for c in df.columns if c not in ordered]]
 
 
-def not_a_manifest(path: Path, hint: str) -> ManifestError:
+def not_a_manifest(path: Path, hint: str, what: str = "manifest") -> ManifestError:
     """The error for a manifest path that is no file: a folder (naming a manifest in it) or nothing."""
     if path.is_dir():
         inside = sorted(path.glob("*.csv"))
-        return ManifestError(f"{path} is a folder, not a manifest file",
+        return ManifestError(f"{path} is a folder, not a {what} file",
                              f"pass one of its manifests, e.g. {inside[0]}" if inside else
                              "pass the CSV that `ser prepare` wrote (manifests/<corpus>.csv)")
-    return ManifestError(f"manifest {path} does not exist", hint)
+    return ManifestError(f"{what} {path} does not exist", hint)
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ser.data.fold import Fold
+from ser.data.manifest import not_a_manifest
 from ser.data.workspace import Workspace
 from ser.errors import UserInputError
 from ser.training import run_dir as files
@@ -73,7 +74,7 @@ def find_test_cache(workspace: Workspace, test_manifest: Path, model: str) -> tu
     """(test corpus, its cache of `model`: cache/<test corpus>/<model>.h5) of a cross-corpus test manifest."""
     test_manifest = Path(test_manifest)
     if not test_manifest.is_file():
-        raise UserInputError(f"test manifest {test_manifest} does not exist", "check the --test-manifest path")
+        raise not_a_manifest(test_manifest, "check the --test-manifest path", what="test manifest")
     test_corpus = workspace.corpus_of(test_manifest)
     test_cache = workspace.cache_path(test_corpus, model)
     if not test_cache.is_file():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ser.data.manifest import read_manifest
-from ser.errors import CacheError, FoldError, UserInputError
+from ser.errors import CacheError, FoldError, ManifestError, UserInputError
 from ser.studies.grid import build_grid
 from ser.studies.sweep import SweepSettings, run_sweep
 from ser.training import run_dir as files
@@ -125,6 +125,9 @@ def test_missing_or_foreign_test_cache_is_refused(workspace, build_fbank_workspa
     with pytest.raises(UserInputError) as error:
         run_training(workspace, config, manifest=workspace / "manifests" / "synthetic.csv", device="cpu")
     assert "nocache" in error.value.message and "ser extract" in error.value.hint
+    folder = small_config(test_manifest=str(workspace / "manifests"), label_map={"joy": "happy"})
+    with pytest.raises(ManifestError, match="manifests is a folder, not a test manifest file"):  # "does not exist"
+        run_training(workspace, folder, manifest=workspace / "manifests" / "synthetic.csv", device="cpu")
 
     # an mfcc cache where the fbank one should be
     build_fbank_workspace(workspace, "foreign", seed=1, renamed={"happy": "joy"}, model="mfcc", cache_name="fbank",
