@@ -197,12 +197,11 @@ def serve(model_path: Path, host: str = "127.0.0.1", port: int = 8000, fold: str
 
     from ser.inference.predict import load
 
-    listener = listening_socket(host, port)
-    recognizer = load(model_path, fold, **options)
-    app = create_app(recognizer, limits, title=Path(model_path).name)
-    warning = check_host(host)
-    if warning:
-        print(warning, file=sys.stderr)
-    print(f"serving {model_path} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    with listener:
+    with listening_socket(host, port) as listener:
+        recognizer = load(model_path, fold, **options)
+        app = create_app(recognizer, limits, title=Path(model_path).name)
+        warning = check_host(host)
+        if warning:
+            print(warning, file=sys.stderr)
+        print(f"serving {model_path} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
         uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
