@@ -12,6 +12,7 @@ Files that cannot be used are skipped with the reason.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -288,9 +289,18 @@ class EmotionRecognizer:
             except AudioError as error:  # its reason names the temporary file
                 raise UserInputError(error.reason.replace(str(path), "the waveform")) from None
 
-    def predict_many(self, paths: Iterable[str | Path], show_progress: bool = False) -> pd.DataFrame:
-        """One row per input (files, folders or manifests): id, path, windows, prediction and p_<label>
-        (or A/V/D). Inputs that fail are left out with a warning, and listed in `.attrs["skipped"]`."""
+    def predict_many(self, paths: Iterable[str | Path] | str | Path, show_progress: bool = False) -> pd.DataFrame:
+        """One row per input (files, folders or manifests; one path alone is one input): id, path,
+        windows, prediction and p_<label> (or A/V/D). Inputs that fail are left out with a warning,
+        and listed in `.attrs["skipped"]`."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]  # not its characters: "clip.wav" began with "c", "/data/x.wav" with the root folder
+        paths = list(paths)
+        for item in paths:
+            if not isinstance(item, (str, os.PathLike)):
+                raise UserInputError(
+                    f"predict_many() takes paths (files, folders or manifests), not a {type(item).__name__}",
+                    "predict a waveform with predict(samples, sr=…)")
         result = self.predict_records(collect_inputs(paths), show_progress=show_progress)
         for utt, reason in result.skipped.items():
             warnings.warn(f"skipped {utt}: {reason}", stacklevel=2)

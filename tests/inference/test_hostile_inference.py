@@ -217,6 +217,17 @@ def test_predict_on_a_folder_says_to_use_predict_many(workspace, tmp_path):
     assert list(model.predict_many([folder])["path"]) == [str((folder / "a.wav").resolve())]
 
 
+def test_predict_many_of_one_path_predicts_that_path_not_its_characters(workspace, monkeypatch):
+    """predict_many("clip.wav") iterated the string: one input per character, and "/" of an
+    absolute path made it search the whole file system for audio."""
+    model = ser.load(workspace["runs"][0], device="cpu")
+    monkeypatch.chdir(workspace["clip"].parent)
+    for one in (workspace["clip"].name, workspace["clip"]):
+        assert list(model.predict_many(one)["id"]) == [str(one)]
+    with pytest.raises(UserInputError, match="predict_many.. takes paths .*, not a ndarray"):
+        model.predict_many([workspace["clip"], np.zeros(16000, dtype=np.float32)])
+
+
 # --- two exports to one --out ------------------------------------------------------------------------
 
 START_AT = """
