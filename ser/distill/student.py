@@ -81,8 +81,11 @@ class DistillConfig:
                                  f"choose one of: {', '.join(QUALITY_ESTIMATES)}")
         if not 0 <= self.alpha <= 1:
             raise UserInputError(f"--alpha {self.alpha} is outside [0, 1]")
-        if self.crossfit_parts < 2 or self.mc_samples < 2:
-            raise UserInputError("cross-fitting needs >= 2 parts and MC dropout >= 2 samples")
+        at_least_two = (("--crossfit-parts", self.crossfit_parts, "each part is predicted by a head of the rest"),
+                        ("--mc-samples", self.mc_samples, "the teacher's quality is the spread of its dropout passes"))
+        for flag, value, why in at_least_two:
+            if value < 2:
+                raise UserInputError(f"{flag} must be 2 or more, not {value}", why)
         refuse_nonpositive({"--temperature": self.temperature, "--soft-temperature": self.soft_temperature})
 
     def tag(self) -> str:

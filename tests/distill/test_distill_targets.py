@@ -94,7 +94,11 @@ def test_a_non_positive_temperature_is_named_with_its_value():
     from ser.distill.student import DistillConfig
 
     for settings, message in ((DistillConfig(temperature=0.0), "--temperature must be above 0, not 0"),
-                              (DistillConfig(soft_temperature=math.nan), "--soft-temperature must be above 0, not nan")):
-        with pytest.raises(UserInputError, match=f"^{message}$"):
+                              (DistillConfig(soft_temperature=math.nan), "--soft-temperature must be above 0, not nan"),
+                              # both said "cross-fitting needs >= 2 parts and MC dropout >= 2 samples"
+                              (DistillConfig(crossfit_parts=1), "--crossfit-parts must be 2 or more, not 1"),
+                              (DistillConfig(mc_samples=0), "--mc-samples must be 2 or more, not 0")):
+        with pytest.raises(UserInputError) as refused:
             settings.validate()
+        assert refused.value.message == message
     DistillConfig().validate()
