@@ -99,8 +99,10 @@ def _backbone_to_bundle(model: TrainedModel) -> Path:
     """The local backbone folder of the run's features record (what --include-backbone copies)."""
     source = str(model.features.get("source", ""))
     if not Path(source).is_dir():
+        kept = ("its features are computed by ser itself: there is no backbone to copy" if source.startswith("ser:")
+                else "hub models are referenced by id and revision in backbone.json")
         raise UserInputError(f"--include-backbone copies a local backbone folder; this run's backbone is {source!r}",
-                             "hub models are referenced by id and revision in backbone.json: drop --include-backbone")
+                             f"{kept}: drop --include-backbone")
     return Path(source)
 
 

@@ -213,6 +213,9 @@ def test_export_predicts_like_its_run(workspace, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "exported.csv").read_text() == (tmp_path / "run.csv").read_text()
     code, _, stderr = _ser(monkeypatch, capsys, "export", str(run), "--out", str(folder))
     assert code == 2 and "is not empty" in stderr  # an export is never overwritten by accident
+    code, _, stderr = _ser(monkeypatch, capsys, "export", str(workspace["fbank"]), "--out", str(tmp_path / "f"),
+                           "--include-backbone")  # the hint spoke of hub models
+    assert code == 2 and "features are computed by ser itself: there is no backbone to copy" in stderr, stderr
 
 
 def test_onnx_head_matches_torch_on_cached_features(workspace, tmp_path):
