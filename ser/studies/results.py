@@ -45,15 +45,15 @@ def scalar_metrics(block: dict | None, prefix: str = "") -> dict[str, float]:
     }
 
 
-METRIC_BLOCKS = ("test", "dev", "test_last", "test_best_epoch_optimistic")  # metrics.json's metric objects
+# metrics.json's objects of metrics → the prefix of their columns
+METRIC_BLOCKS = {"test": "", "dev": "dev_", "test_last": "last_", "test_best_epoch_optimistic": "optimistic_"}
 
 
 def metric_columns(metrics: dict) -> dict[str, Any]:
-    """Flat metric columns of one metrics.json: test, dev-selected epoch, optimistic and last."""
-    row: dict[str, Any] = scalar_metrics(metrics.get("test"))
-    row.update(scalar_metrics(metrics.get("dev"), "dev_"))
-    row.update(scalar_metrics(metrics.get("test_last"), "last_"))
-    row.update(scalar_metrics(metrics.get("test_best_epoch_optimistic"), "optimistic_"))
+    """Flat metric columns of one metrics.json: test, dev-selected epoch, last and optimistic."""
+    row: dict[str, Any] = {}
+    for block, prefix in METRIC_BLOCKS.items():
+        row.update(scalar_metrics(metrics.get(block), prefix))
     if metrics.get("best_epoch") is not None:
         row["best_epoch"] = int(metrics["best_epoch"])
     return row
