@@ -68,15 +68,22 @@ class _Window:
     record: UtteranceRecord
 
 
-def collect_inputs(inputs: Iterable[str | Path]) -> list[UtteranceRecord]:
-    """Audio files, folders (searched recursively for audio files) and manifests (.csv) → records.
+def collect_inputs(inputs: Iterable[str | Path] | str | Path) -> list[UtteranceRecord]:
+    """Audio files, folders (searched recursively for audio files) and manifests (.csv) → records;
+    one path alone is one input.
 
     A file's id is its path as given; a manifest's rows keep their ids. Paths that do not exist
     stay in the list, to be reported as skipped with the reason."""
     from ser.data.manifest import read_manifest, utterance_records
 
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]  # not its characters: "clip.wav" began with "c", "/data/x.wav" with the root folder
     records: dict[str, UtteranceRecord] = {}
     for item in inputs:
+        if not isinstance(item, (str, os.PathLike)):
+            raise UserInputError(
+                f"predict_many() takes paths (files, folders or manifests), not a {type(item).__name__}",
+                "predict a waveform with predict(samples, sr=…)")
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
@@ -293,14 +300,6 @@ class EmotionRecognizer:
         """One row per input (files, folders or manifests; one path alone is one input): id, path,
         windows, prediction and p_<label> (or A/V/D). Inputs that fail are left out with a warning,
         and listed in `.attrs["skipped"]`."""
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]  # not its characters: "clip.wav" began with "c", "/data/x.wav" with the root folder
-        paths = list(paths)
-        for item in paths:
-            if not isinstance(item, (str, os.PathLike)):
-                raise UserInputError(
-                    f"predict_many() takes paths (files, folders or manifests), not a {type(item).__name__}",
-                    "predict a waveform with predict(samples, sr=…)")
         result = self.predict_records(collect_inputs(paths), show_progress=show_progress)
         for utt, reason in result.skipped.items():
             warnings.warn(f"skipped {utt}: {reason}", stacklevel=2)
@@ -321,7 +320,7 @@ def _chunks(windows: list[_Window]) -> Iterable[list[_Window]]:
         yield chunk
 
 
-def predict_inputs(model_path: Path, inputs: Sequence[str | Path], fold: str = "all", show_progress: bool = False,
+def predict_inputs(model_path: Path, inputs: Sequence[str | Path] | str | Path, fold: str = "all", show_progress: bool = False,
                    **options) -> PredictionResult:
     """`ser predict`: list the inputs, load the model and its backbone (a missing backbone fails
     before any audio is read), then predict the files, folders and manifests of `inputs`."""
