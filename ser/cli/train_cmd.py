@@ -58,8 +58,8 @@ def warn_schedule(recipe) -> None:
 def parse_layers(text: str) -> list[int]:
     """`0,4,8-12` → [0, 4, 8, 9, 10, 11, 12]; each cache layer at most once."""
     layers = read_layer_spec(text)
-    if not layers or len(set(layers)) != len(layers):
-        raise UserInputError(f"--layers {text!r} is empty or repeats a layer", "write it like 0,4,8-12")
+    if len(set(layers)) != len(layers):
+        raise UserInputError(f"--layers {text!r} repeats a layer", "write it like 0,4,8-12")
     return layers
 
 

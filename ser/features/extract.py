@@ -64,8 +64,6 @@ def parse_layers(spec: str | None, num_layers: int) -> list[int]:
     if spec is None or not spec.strip():
         return list(range(num_layers))
     chosen = set(read_layer_spec(spec))
-    if not chosen:
-        raise UserInputError(f"--layers {spec!r} names no layer", "write it like 0,4,8-12, or leave it out for every layer")
     bad = sorted(layer for layer in chosen if not 0 <= layer < num_layers)
     if bad:
         raise UserInputError(f"--layers {spec!r} is outside 0–{num_layers - 1}", f"the model has {num_layers} layers")

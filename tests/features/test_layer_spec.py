@@ -24,7 +24,8 @@ def test_a_spec_that_is_not_layers_and_ranges_is_refused(text, message):
 
 
 def test_a_spec_that_names_no_layer_is_refused_by_both_commands():
-    with pytest.raises(UserInputError, match="names no layer"):
-        extraction_layers(",,", 4)
-    with pytest.raises(UserInputError, match="is empty or repeats a layer"):
-        training_layers(",,")
+    for parse in (lambda: extraction_layers(",,", 4), lambda: training_layers(",,")):
+        with pytest.raises(UserInputError, match="--layers ',,' names no layer"):
+            parse()
+    with pytest.raises(UserInputError, match="--layers '3,3' repeats a layer"):  # a training layer is used once
+        training_layers("3,3")
