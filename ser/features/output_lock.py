@@ -48,6 +48,24 @@ def holder_of(descriptor: int, patience: float = 0.5) -> str:
         time.sleep(0.01)
 
 
+def writer_of(out: str | os.PathLike) -> str | None:
+    """"process N" when `out`'s lock file names a live process (it is being written now), else None.
+    Reads the file without locking it, so asking never gets in the writer's way."""
+    try:
+        text = lock_path(Path(out)).read_text()
+    except OSError:
+        return None
+    if not text.strip().isdigit():
+        return None
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:  # its holder died; the kernel has dropped the lock
+        return None
+    except PermissionError:  # alive, owned by another user
+        pass
+    return f"process {int(text)}"
+
+
 def _acquire(path: Path, wait: bool) -> int:
     """Open and lock `path`; returns the descriptor. If it is held: raises OutputBusyError, or with
     `wait` says on stderr whom it waits for and blocks until the lock is free."""

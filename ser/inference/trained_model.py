@@ -13,6 +13,7 @@ A fold's head sees its inputs exactly as in training's evaluation: zero-padded b
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -113,14 +114,31 @@ def _fold_number(path: Path) -> tuple[int, str]:
     return (int(match.group(1)) if match else 10**9, path.name)
 
 
-def _fold_dirs(run: Path) -> list[Path]:
+def _fold_dirs(run: Path) -> tuple[list[Path], dict[Path, str]]:
+    """The run's trained fold folders (or the fold folder itself), and its untrained ones (a
+    config.json but no model.pt yet) with the reason."""
     if (run / files.MODEL).is_file():
-        return [run]
-    found = sorted((p for p in run.iterdir() if (p / files.MODEL).is_file()), key=_fold_number) if run.is_dir() else []
-    if not found:
+        return [run], {}
+    if (run / files.CONFIG).is_file():  # one fold folder, not trained (yet)
+        raise UserInputError(f"{run} holds no trained model: {files.why_untrained(run)}",
+                             "choose a fold that has finished")
+    folders = sorted((p for p in run.iterdir() if p.is_dir()), key=_fold_number) if run.is_dir() else []
+    trained = [p for p in folders if (p / files.MODEL).is_file()]
+    untrained = {p: files.why_untrained(p) for p in folders
+                 if not (p / files.MODEL).is_file() and (p / files.CONFIG).is_file()}
+    if not trained:
+        reasons = "; ".join(f"{p.name}: {reason}" for p, reason in untrained.items())
+        if reasons:
+            raise UserInputError(f"{run} holds no trained model yet ({reasons})", "wait for a fold to finish")
         raise UserInputError(f"{run} holds no trained model (no model.pt in it or in a fold folder)",
                              "pass a run directory written by `ser train`, or an exported folder")
-    return found
+    return trained, untrained
+
+
+def _fold_name(fold_dir: Path) -> tuple[str, str]:
+    """(folder name, fold name) of a fold folder, the fold name from its config.json."""
+    config = files.read_json_file(fold_dir / files.CONFIG, files.retrain_hint(fold_dir))
+    return fold_dir.name, config.get("fold", fold_dir.name)
 
 
 def select_fold_names(available: list[tuple[str, str]], which: str) -> list[str]:
@@ -195,10 +213,16 @@ def _build_head(constructor_kwargs: dict, state_dict: dict) -> nn.Module:
 def load_run(run: Path, which: str = "all") -> TrainedModel:
     """The folds `which` selects (all, K, or a name) of a run directory, or one fold directory."""
     run = Path(run)
-    fold_dirs = _fold_dirs(run)
-    names = [(d.name, files.read_json_file(d / files.CONFIG, files.retrain_hint(d)).get("fold", d.name))
-             for d in fold_dirs]
-    chosen = set(select_fold_names(names, which))
+    fold_dirs, untrained = _fold_dirs(run)
+    chosen = set(select_fold_names([_fold_name(d) for d in [*fold_dirs, *untrained]], which))
+    for fold_dir, reason in untrained.items():
+        if fold_dir.name not in chosen:
+            continue
+        if which != "all":
+            raise UserInputError(f"{fold_dir.name} of {run} holds no trained model: {reason}",
+                                 "choose a fold that has finished")
+        # the average the user gets is not of every fold: say so
+        print(f"note: {fold_dir.name} is left out of the average of {run}'s folds: {reason}", file=sys.stderr)
     folds, configs, records, metrics = [], [], [], {}
     for fold_dir in (d for d in fold_dirs if d.name in chosen):
         fold, config = _run_fold(fold_dir)

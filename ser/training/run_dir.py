@@ -23,7 +23,7 @@ from torch import nn
 
 from ser.data.atomic_files import (damaged_file, read_json, read_json_file, read_json_or_none, write_json,  # noqa: F401 (run-dir API)
                                   write_text, write_via_temporary)
-from ser.features.output_lock import exclusive_output
+from ser.features.output_lock import exclusive_output, writer_of
 from ser.training.calibration import pooled_calibration
 
 CONFIG = "config.json"
@@ -75,6 +75,20 @@ def is_finished(fold_dir: Path) -> bool:
     or missing config.json leaves the metrics unattributable, so the fold is trained again
     (`set_aside_damaged` moves the damaged file aside first)."""
     return all(read_json_or_none(Path(fold_dir) / name) is not None for name in (METRICS, CONFIG))
+
+
+def why_untrained(fold_dir: Path) -> str:
+    """Why a fold folder holds no model.pt yet, for a user who asked for its model."""
+    writer = writer_of(fold_dir)
+    if writer is not None:
+        return f"it is still being trained by {writer}"
+    error = Path(fold_dir) / ERROR
+    if error.is_file():
+        first_line = next(iter(error.read_text(errors="replace").strip().splitlines()), "no reason recorded")
+        return f"its training failed ({first_line})"
+    if (Path(fold_dir) / CHECKPOINT).is_file():
+        return "its training stopped before the end (rerun the command that trained it to resume)"
+    return "it was never trained to the end"
 
 
 def retrain_hint(fold_dir: Path) -> str:

@@ -228,6 +228,70 @@ def test_predict_many_of_one_path_predicts_that_path_not_its_characters(workspac
         model.predict_many([workspace["clip"], np.zeros(16000, dtype=np.float32)])
 
 
+# --- a run whose folds have not all finished ----------------------------------------------------------
+
+HOLD_FOLD = """
+import sys, time
+from ser.training.run_dir import hold_fold
+with hold_fold(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture()
+def part_trained_run(workspace, tmp_path):
+    """A copy of the fold-1 run with a second fold folder that has a config.json but no model.pt."""
+    run = tmp_path / "run"
+    shutil.copytree(workspace["runs"][0], run)
+    untrained = run / "fold2"
+    shutil.copytree(run / "fold1", untrained)
+    (untrained / "model.pt").unlink()
+    config = json.loads((untrained / "config.json").read_text())
+    (untrained / "config.json").write_text(json.dumps({**config, "fold": "second"}))
+    return run
+
+
+def test_a_fold_still_training_is_named_with_its_process_not_as_a_missing_fold(part_trained_run, capsys):
+    """`--fold 2` said "no fold '2' in this model" and `--fold all` averaged the finished folds
+    without a word; a fold folder alone said "no model.pt"."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_FOLD, str(part_trained_run / "fold2")], env=_env(),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        training = f"it is still being trained by process {holder.pid}"
+        for fold in ("2", "second", "fold2"):
+            with pytest.raises(UserInputError, match=f"fold2 of .* holds no trained model: {training}"):
+                ser.load(part_trained_run, fold=fold, device="cpu")
+        with pytest.raises(UserInputError, match=f"fold2 holds no trained model: {training}"):
+            ser.load(part_trained_run / "fold2", device="cpu")
+        model = ser.load(part_trained_run, device="cpu")
+        assert [fold.name for fold in model.model.folds] == ["fold1"]
+        note = f"note: fold2 is left out of the average of {part_trained_run}'s folds: {training}"
+        assert note in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_an_untrained_fold_says_why_it_has_no_model(part_trained_run):
+    """A failed fold gives its error.txt's first line, a stopped one its checkpoint, a dead holder's
+    lock file is no training."""
+    fold = part_trained_run / "fold2"
+    (part_trained_run / "fold2.lock").write_text("999999999\n")  # no such process: the lock is stale
+    with pytest.raises(UserInputError, match="holds no trained model: it was never trained to the end"):
+        ser.load(part_trained_run, fold="2", device="cpu")
+    (fold / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(UserInputError, match=r"holds no trained model: its training stopped before the end \(rerun"):
+        ser.load(part_trained_run, fold="2", device="cpu")
+    (fold / "error.txt").write_text("training diverged: the loss is not finite at epoch 3\n")
+    with pytest.raises(UserInputError, match=r"its training failed \(training diverged: the loss is not finite"):
+        ser.load(part_trained_run, fold="2", device="cpu")
+    (part_trained_run / "fold1" / "model.pt").unlink()
+    with pytest.raises(UserInputError, match=r"no trained model yet \(fold1: it was never trained .*; fold2: its"):
+        ser.load(part_trained_run, device="cpu")
+
+
 # --- two exports to one --out ------------------------------------------------------------------------
 
 START_AT = """
