@@ -18,6 +18,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ser.errors import UserInputError
+from ser.heads import HEADS
+from ser.training.config import head_constructor_options
 from ser.training.recipes import OPTIMIZERS, refuse_bad_regularisers, refuse_nonpositive, with_set_options
 
 SCHEDULES = ("step", "reference", "constant")
@@ -133,6 +135,7 @@ class FinetuneConfig:
         return config
 
     def validate(self) -> None:
+        HEADS.get(self.head).check(head_constructor_options(self.head_kwargs))  # before the backbone loads
         if self.batching not in BATCHING_MODES:
             raise UserInputError(f"unknown batching {self.batching!r}", f"choose one of: {', '.join(BATCHING_MODES)}")
         if self.precision not in PRECISIONS:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import types
+import typing
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -35,13 +38,27 @@ class Preset:
         parameters = inspect.signature(self.head_class).parameters.values()
         return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
-    def __call__(self, in_dim: int, num_layers: int, num_classes: int, **kw) -> nn.Module:
+    def check(self, kw: dict) -> None:
+        """Refuse options this head does not take and values its constructor cannot use (a word
+        for a size, a list for a flag), before anything is built or trained."""
         unknown = sorted(set(kw) - set(self.options()))
         if unknown:
             raise UserInputError(
                 f"head {self.name!r} does not take option(s): {', '.join(unknown)}",
                 f"it accepts: {', '.join(self.options())}",
             )
+        annotations = typing.get_type_hints(self.head_class.__init__)
+        for name, value in kw.items():
+            if value is not None and not _fits(value, annotations.get(name)):
+                wanted = _describe(annotations[name])
+                raise UserInputError(f"head {self.name!r} option {name}={value!r} is not {wanted}", self._default_hint(name))
+
+    def _default_hint(self, name: str) -> str:
+        default = self.defaults.get(name, inspect.signature(self.head_class).parameters[name].default)
+        return "leave it out for the default" if default is None else f"its default is {name}={_jsonable(default)!r}"
+
+    def __call__(self, in_dim: int, num_layers: int, num_classes: int, **kw) -> nn.Module:
+        self.check(kw)
         try:
             bound = inspect.signature(self.head_class).bind(in_dim, num_layers, num_classes, **{**self.defaults, **kw})
         except TypeError as error:  # a required option is missing
@@ -51,6 +68,38 @@ class Preset:
         head = self.head_class(*bound.args, **bound.kwargs)
         head.constructor_kwargs = {"name": self.name, **{k: _jsonable(v) for k, v in bound.arguments.items()}}
         return head
+
+
+def _fits(value, annotation) -> bool:
+    """Whether a head option's value has the type of its constructor annotation (unknown kinds of
+    annotation pass: the constructor then decides)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (Sequence, list, tuple) and args:
+        return isinstance(value, (list, tuple)) and all(_fits(item, args[0]) for item in value)
+    return True
+
+
+def _describe(annotation) -> str:
+    """`int | Sequence[int] | None` → "a whole number or a list of whole numbers"."""
+    words = {bool: "true or false", int: "a whole number", float: "a number", str: "a word"}
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args if arg is not type(None))
+    if origin in (Sequence, list, tuple) and args:
+        return "a list of " + _describe(args[0]).removeprefix("a ") + "s"
+    return words.get(annotation, str(annotation))
 
 
 SHIFT_DETAIL_OPTIONS = ("n_div", "bidirectional", "shift_stride", "shift_blocks")

@@ -120,8 +120,12 @@ class Grid:
         return points
 
     def values(self, name: str) -> list[Any]:
-        """Every value that `name` takes anywhere in the grid."""
-        return list(dict.fromkeys(value for axes in self.parts for value in axes.get(name, ())))
+        """Every value that `name` takes anywhere in the grid (a head option's value may be a list)."""
+        found: list[Any] = []
+        for value in (value for axes in self.parts for value in axes.get(name, ())):
+            if value not in found:
+                found.append(value)
+        return found
 
     def varied(self) -> list[str]:
         """Options that take more than one value (the columns an ablation table is about)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ser.heads import parse_proportion
+from ser.heads import HEADS, parse_proportion
 from ser.training.recipes import Recipe, recipe_for
 from ser.training.seeds import refuse_bad_seed
 
@@ -47,6 +47,7 @@ class TrainConfig:
         recipe_options = {name: options.pop(name) for name in RECIPE_FIELDS if name in options}
         recipe = recipe_for(head).with_overrides(**recipe_options)
         set_kwargs = {key: value for key, value in (head_kwargs or {}).items() if value is not None}
+        HEADS.get(head).check(head_constructor_options(set_kwargs))  # before a cache is read or a run planned
         unset = [name for name, value in options.items() if value is None]
         for name in unset:
             del options[name]

@@ -62,3 +62,17 @@ def test_a_head_option_that_is_not_yaml_is_one_line_without_a_traceback(command,
     assert result.exception.message == ("bad --head-option 'kernel_size=[1': expected ',' or ']', but got "
                                         "'<stream end>' (line 1, column 3)")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", [["train"], ["finetune", "--model", "wavlm-base"]], ids=["train", "finetune"])
+@pytest.mark.parametrize("option,message", [
+    ("kernel_size=x", "head 'cnn' option kernel_size='x' is not a whole number"),
+    ("layers=[0, a]", "head 'cnn' option layers=[0, 'a'] is not a whole number or a list of whole numbers"),
+    ("layer_norm=[1]", "head 'cnn' option layer_norm=[1] is not true or false"),
+])
+def test_a_head_option_of_the_wrong_type_is_refused_before_anything_loads(command, option, message, tmp_path):
+    """`--head-option hidden_size=x` reached the head's constructor: torch's TypeError traceback."""
+    result = CliRunner().invoke(app, [*command, "--head", "cnn", "--head-option", option, "--workdir", str(tmp_path)])
+    assert isinstance(result.exception, SerError), result.output
+    assert result.exception.message == message
+    assert not list(tmp_path.iterdir())

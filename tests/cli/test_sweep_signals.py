@@ -91,7 +91,7 @@ def test_workers_die_with_a_sigkilled_sweep(workdir, tmp_path):
 
 
 def test_a_sweep_whose_every_run_failed_is_an_error(workdir, tmp_path):
-    result = CliRunner().invoke(app, ["sweep", "--head", "linear", "--head-option", "no_such_option=1", "--epochs",
+    result = CliRunner().invoke(app, ["sweep", "--head", "linear", "--head-option", "layers=[5]", "--epochs",
                                       "1", "--fold", "1", "--jobs", "1", "--device", "cpu", "--workdir", str(workdir),
                                       "--out", str(tmp_path / "sweep")])
     assert isinstance(result.exception, TrainingError), result.output

@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ser.errors import UserInputError
 from ser.studies.grid import Grid, build_grid
 from ser.studies.sweep import SweepSettings, run_sweep
 
@@ -40,7 +41,7 @@ def test_jobs_do_not_change_a_runs_numbers(workspace: Path, tmp_path: Path):
 def test_a_failed_run_is_recorded_and_the_sweep_goes_on(workspace: Path, tmp_path: Path):
     grid = Grid(
         ({"head": ("linear",), "seed": (0,), "epochs": (2,)},
-         {"head": ("linear",), "seed": (0,), "epochs": (2,), "head_option.no_such_option": (3,)}),
+         {"head": ("linear",), "seed": (0,), "epochs": (2,), "head_option.layers": ([5],)}),  # the cache has 1
         folds=("1",),
     )
     settings = SweepSettings(workdir=workspace, out=tmp_path / "sweep", device="cpu", jobs=1)
@@ -49,7 +50,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(workspace: Path, tmp_pat
     table = pd.read_csv(outcome.table_path)
     assert len(table) == 2
     failed = table[table["status"] == "failed"].iloc[0]
-    assert "no_such_option" in failed["error"]
+    assert "layer 5 does not exist" in failed["error"]
     assert (tmp_path / "sweep" / failed["run_dir"] / "error.txt").is_file()
     done = table[table["status"] == "done"].iloc[0]
     assert 0.0 <= done["ua"] <= 1.0
@@ -64,6 +65,15 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(workspace: Path, tmp_pat
     assert summary.loc[0, "ua_mean"] == pytest.approx(done["ua"])
     assert summary.loc[0, "ua_pooled"] == pytest.approx(done["ua"])  # one fold: its utterances are the pool
     assert summary.loc[0, "ua_ci_low"] <= summary.loc[0, "ua_pooled"] <= summary.loc[0, "ua_ci_high"]
+
+
+def test_a_grid_head_option_that_one_of_its_heads_does_not_take_is_refused_before_any_run(workspace: Path,
+                                                                                         tmp_path: Path):
+    """`head: [linear, cnn]` with `kernel_size: [3]` failed every linear run, one error.txt each."""
+    grid = Grid(({"head": ("cnn", "linear"), "epochs": (1,), "head_option.kernel_size": (3,)},), folds=("1",))
+    with pytest.raises(UserInputError, match="head 'linear' does not take option.s.: kernel_size"):
+        run_sweep(grid, SweepSettings(workdir=workspace, out=tmp_path / "sweep", device="cpu", jobs=1))
+    assert not list((tmp_path / "sweep").glob("*/fold1"))
 
 
 def test_a_grid_seed_outside_numpys_range_is_refused_before_any_run(workspace: Path, tmp_path: Path):
