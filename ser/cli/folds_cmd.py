@@ -41,7 +41,7 @@ def folds(
     from rich.console import Console
     from rich.table import Table
 
-    from ser.data.fold import dev_split_notes
+    from ser.data.fold import dev_split_notes, unlearnable_class_notes
     from ser.data.folds import SPEAKER_DEPENDENT_SCHEMES, default_scheme, describe_folds, make_folds
     from ser.data.manifest import read_manifest
     from ser.data.workspace import Workspace
@@ -61,7 +61,7 @@ def folds(
         scheme, fold_list = folds or default_scheme(df), make_folds(df, scheme=folds, k=k, seed=seed, dev=dev)
     summary = describe_folds(df, fold_list)
     console.print(f"{path}: {len(summary)} folds, scheme {scheme}, dev {dev}, seed {seed}", soft_wrap=True)
-    for note in dev_split_notes(fold_list):
+    for note in dev_split_notes(fold_list) + unlearnable_class_notes(fold_list, df):
         console.print(f"note: {note}", markup=False, soft_wrap=True)
     if scheme in SPEAKER_DEPENDENT_SCHEMES:
         console.print("note: kfold is speaker-dependent (the same speakers train and test); use it only for comparison")

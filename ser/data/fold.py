@@ -119,6 +119,23 @@ def dev_split_notes(folds: list[Fold]) -> list[str]:
             for mode, names in by_mode.items()]
 
 
+def unlearnable_class_notes(folds: list[Fold], df: pd.DataFrame, label_column: str | None = "label") -> list[str]:
+    """One line per fold whose test part holds a class that its training part lacks: the head
+    cannot learn that class, and UA counts its recall as 0."""
+    if label_column is None or label_column not in df.columns:
+        return []
+    labels = df.set_index("id")[label_column].astype(str)
+    notes = []
+    for fold in folds:
+        test_counts = labels[fold.test].value_counts()
+        missing = sorted(set(test_counts.index) - set(labels[fold.train]))
+        if missing:
+            counted = ", ".join(f"{label} ({test_counts[label]} test utterances)" for label in missing)
+            notes.append(f"fold {fold.name}: no training utterance of {counted}: the head cannot learn "
+                         f"{'it' if len(missing) == 1 else 'them'}, and UA counts the recall as 0")
+    return notes
+
+
 def check_fold(fold: Fold, df: pd.DataFrame, scheme: str) -> None:
     """Refuse overlapping parts, empty parts, and (session/speaker schemes) speakers in train and test."""
     train, dev, test = set(fold.train), set(fold.dev), set(fold.test)

@@ -34,7 +34,7 @@ from ser.features.cache import CacheReader
 from ser.training import metrics
 from ser.training.cache_access import cached_rows, refuse_layers_outside
 from ser.training.dimensional import dimensional_metrics
-from ser.training.protocol import announce_dev_splits
+from ser.training.protocol import announce_fold_notes
 from ser.training.tasks import build_task
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # logistic regression: inverse L2 strength, chosen by dev log-loss
@@ -94,9 +94,9 @@ def load_targets(manifest: Path, cache: Path, task: str = "categorical") -> Pool
 
 def probe_folds(data: PooledData, protocol: ProbeProtocol) -> list[Fold]:
     """The folds `ser train` makes for the same rows and protocol."""
-    return announce_dev_splits(make_folds(data.table, scheme=protocol.folds, k=protocol.k, seed=protocol.fold_seed,
-                                          dev=protocol.dev, dev_fraction=protocol.dev_fraction,
-                                          label_column=data.fold_label_column))
+    folds = make_folds(data.table, scheme=protocol.folds, k=protocol.k, seed=protocol.fold_seed, dev=protocol.dev,
+                       dev_fraction=protocol.dev_fraction, label_column=data.fold_label_column)
+    return announce_fold_notes(folds, data.table, data.fold_label_column)
 
 
 def layer_features(pooled: np.ndarray) -> np.ndarray:

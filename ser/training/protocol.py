@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from ser.data.fold import Fold, dev_split_notes
+from ser.data.fold import Fold, dev_split_notes, unlearnable_class_notes
 from ser.data.folds import FULL_FOLD, cross_corpus_fold, full_data_fold, make_folds
 from ser.errors import UserInputError
 from ser.training.config import TrainConfig
@@ -17,17 +17,19 @@ def protocol_folds(config: TrainConfig, data: TrainingData) -> list[Fold]:
     """The folds of the config's protocol over the usable utterances (cross-corpus data: one fold,
     `cross-<test corpus>`, training and dev from the training corpus, test = the whole test corpus)."""
     if data.cross is not None:
-        return announce_dev_splits([cross_corpus_data_fold(config, data)])
-    return announce_dev_splits(make_folds(data.labelled_table, scheme=config.folds, k=config.k, seed=config.fold_seed,
-                                          dev=config.dev, dev_fraction=config.dev_fraction,
-                                          label_column=data.task.fold_label_column))
+        return announce_fold_notes([cross_corpus_data_fold(config, data)])
+    folds = make_folds(data.labelled_table, scheme=config.folds, k=config.k, seed=config.fold_seed, dev=config.dev,
+                       dev_fraction=config.dev_fraction, label_column=data.task.fold_label_column)
+    return announce_fold_notes(folds, data.labelled_table, data.task.fold_label_column)
 
 
-def announce_dev_splits(folds: list[Fold]) -> list[Fold]:
+def announce_fold_notes(folds: list[Fold], table=None, label_column: str | None = None) -> list[Fold]:
     """`folds`, after one stderr line per way their dev splits departed from the asked mode (e.g.
-    `--dev auto` drawing rows where a training part has fewer than 4 speakers). Each fold's
-    config.json records its own (`dev_split`)."""
-    for note in dev_split_notes(folds):
+    `--dev auto` drawing rows where a training part has fewer than 4 speakers) and, given the
+    table, one per fold whose test part holds a class its training part lacks. Each fold's
+    config.json records its own dev split (`dev_split`)."""
+    notes = dev_split_notes(folds) + ([] if table is None else unlearnable_class_notes(folds, table, label_column))
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
     return folds
 
@@ -50,7 +52,7 @@ def no_test_fold(config: TrainConfig, data: TrainingData) -> Fold:
     """`--fold none`: every labelled utterance trains except the dev share that selects the epoch."""
     if data.cross is not None:
         raise UserInputError("--fold none does not apply with --test-manifest", "it trains without any test set")
-    return announce_dev_splits([full_data_fold(data.labelled_table, seed=config.fold_seed, dev=config.dev,
+    return announce_fold_notes([full_data_fold(data.labelled_table, seed=config.fold_seed, dev=config.dev,
                                                dev_fraction=config.dev_fraction,
                                                label_column=data.task.fold_label_column)])[0]
 

@@ -37,6 +37,11 @@ def test_prepare_synthetic_then_folds_prints_balanced_folds(tmp_path):
     kfold = ser("folds", "--workdir", "ws", "--folds", "kfold", "--k", "3", cwd=tmp_path)
     assert kfold.returncode == 0 and "speaker-dependent" in kfold.stdout
 
+    df.loc[(df["session"] == "Ses02") & (df["label"] == "sad"), "label"] = "bored"  # a class of one session
+    df.to_csv(tmp_path / "ws" / "manifests" / "synthetic.csv", index=False)
+    noted = ser("folds", "--workdir", "ws", cwd=tmp_path)
+    assert "note: fold Ses02: no training utterance of bored (6 test utterances)" in noted.stdout, noted.stdout
+
 
 def test_errors_are_one_line_with_a_hint(tmp_path):
     (tmp_path / "notemodb").mkdir()

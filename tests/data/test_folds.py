@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from ser.data.fold import unlearnable_class_notes
 from ser.data.folds import apply_label_map, cross_corpus_fold, default_scheme, describe_folds, make_folds
 from ser.errors import FoldError, UserInputError
 
@@ -129,3 +130,16 @@ def test_describe_folds_counts_test_classes():
     assert summary["test"].tolist() == [40, 40, 40]
     assert summary[list(LABELS)].eq(10).all().all()
     assert summary["test speakers"].tolist() == [2, 2, 2]
+
+
+def test_a_class_that_only_a_test_part_holds_is_named_per_fold():
+    """A label found in one session only trained a head with an output no training utterance
+    had, and its test UA counted that class's recall as 0 without a word."""
+    df = corpus()
+    assert unlearnable_class_notes(make_folds(df, "session"), df) == []
+    df.loc[(df["session"] == "S1") & (df["label"] == "sad"), "label"] = "bored"
+    folds = make_folds(df, "session")
+    assert unlearnable_class_notes(folds, df) == [
+        "fold S1: no training utterance of bored (10 test utterances): the head cannot learn it, and UA counts "
+        "the recall as 0"]
+    assert unlearnable_class_notes(folds, df, label_column=None) == []  # dimensional: no classes
