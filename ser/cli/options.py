@@ -16,6 +16,7 @@ Workdir = Annotated[
         envvar="SER_WORKDIR",
         help="Workspace holding manifests/, cache/ and runs/ (default: current directory or $SER_WORKDIR).",
         show_default=False,
+        callback=validation.workspace_folder,
     ),
 ]
 ManifestPath = Annotated[

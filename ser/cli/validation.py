@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import typer
 
@@ -108,3 +109,10 @@ def head_option_value(key: str, value) -> None:
                                      param_hint=where)
         if FRACTION_OPTION.match(key) and isinstance(item, (int, float)) and not 0 <= item < 1:
             raise typer.BadParameter(f"{key} must be in [0, 1)", param_hint=where)
+
+
+def workspace_folder(path: Path) -> Path:
+    """--workdir: a folder, or a path that does not exist yet (commands that write create it)."""
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} is a file, not a workspace folder")
+    return path

@@ -232,7 +232,8 @@ def write_report(runs_dir: Path, out_dir: Path | None = None, figure_format: str
     if figure_format not in figures.FORMATS:
         raise UserInputError(f"unknown figure format {figure_format!r}", f"choose one of: {', '.join(figures.FORMATS)}")
     if not runs_dir.is_dir():
-        raise UserInputError(f"{runs_dir} is not a folder", "pass a sweep directory or a folder of run directories")
+        problem = "is not a folder" if runs_dir.exists() else "does not exist"
+        raise UserInputError(f"{runs_dir} {problem}", "pass a sweep directory or a folder of run directories")
     runs = collect_runs(runs_dir)
     if runs.empty:
         raise UserInputError(f"no run directories (metrics.json) under {runs_dir}", "train or sweep first")

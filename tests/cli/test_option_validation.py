@@ -76,3 +76,23 @@ def test_a_head_option_of_the_wrong_type_is_refused_before_anything_loads(comman
     assert isinstance(result.exception, SerError), result.output
     assert result.exception.message == message
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", [["train", "--head", "cnn"], ["probe"], ["extract", "--model", "fbank"]],
+                         ids=["train", "probe", "extract"])
+def test_a_workdir_that_is_a_file_is_named_as_such(command, tmp_path):
+    """It said "no manifest in notes.txt/manifests" (or failed later to create folders under it)."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a workspace\n")
+    result = CliRunner().invoke(app, [*command, "--workdir", str(afile)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and "is a file, not a workspace folder" in result.output, result.output
+    assert afile.read_text() == "not a workspace\n"
+
+
+def test_report_of_a_missing_folder_says_it_does_not_exist(tmp_path):
+    """It said "… is not a folder" of a path that does not exist at all."""
+    afile = tmp_path / "a.csv"
+    afile.write_text("x\n")
+    for target, problem in ((tmp_path / "nowhere", "does not exist"), (afile, "is not a folder")):
+        result = CliRunner().invoke(app, ["report", str(target)])
+        assert isinstance(result.exception, SerError) and result.exception.message == f"{target} {problem}"

@@ -112,7 +112,7 @@ def test_figures_are_written_and_failed_runs_listed(report: Path):
 def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path: Path):
     with pytest.raises(UserInputError, match="no run directories"):
         write_report(tmp_path)
-    with pytest.raises(UserInputError, match="not a folder"):
+    with pytest.raises(UserInputError, match="missing does not exist"):
         write_report(tmp_path / "missing")
 
 
