@@ -351,9 +351,13 @@ def save_result(result: PredictionResult, out: Path, segments: bool = False) -> 
     return [path for path, _ in tables]
 
 
-def load(path: str | Path, fold: str = "all", **options) -> EmotionRecognizer:
+def load(path: str | Path, fold: str | int = "all", **options) -> EmotionRecognizer:
     """`ser.load`: a run directory, one of its fold directories, or an exported folder, with its
-    backbone (offline; `model_dir=` a local copy). Options: see `EmotionRecognizer`."""
+    backbone (offline; `model_dir=` a local copy); `fold`: all, a fold number or a fold name.
+    Options: see `EmotionRecognizer`."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserInputError(f"ser.load() takes the path of a run or an exported folder, not {type(path).__name__}",
+                             "e.g. ser.load('runs/iemocap/wavlm-base/shiftcnn-s0')")
     return EmotionRecognizer(load_trained(Path(path), fold), **options)
 
 

@@ -295,9 +295,14 @@ def is_export(path: Path) -> bool:
     return (Path(path) / EXPORT_WEIGHTS).is_file() if data is None else data.get("format") == EXPORT_FORMAT
 
 
-def load_trained(path: Path, which: str = "all") -> TrainedModel:
-    """A run directory, one fold directory, or an exported folder."""
+def load_trained(path: Path, which: str | int = "all") -> TrainedModel:
+    """A run directory, one fold directory, or an exported folder; `which` is all, a fold number
+    (3 or "3", as in fold3) or a fold name."""
     path = Path(path)
+    if isinstance(which, int) and not isinstance(which, bool):
+        which = str(which)
+    if not isinstance(which, str):
+        raise UserInputError(f"fold={which!r} is not a fold", 'pass "all", a fold number such as 1, or a fold name')
     if not path.exists():
         raise UserInputError(f"{path} does not exist", "pass a run directory (runs/<corpus>/<model>/<run>) or an exported folder")
     return load_export(path, which) if is_export(path) else load_run(path, which)

@@ -292,6 +292,17 @@ def test_an_untrained_fold_says_why_it_has_no_model(part_trained_run):
         ser.load(part_trained_run, device="cpu")
 
 
+def test_a_fold_number_may_be_an_int_and_a_path_must_be_a_path(workspace):
+    """`ser.load(run, fold=1)` said "no fold 1 in this model (choose … fold1 …)"; `ser.load(None)`
+    was Python's TypeError from inside pathlib."""
+    model = ser.load(workspace["runs"][0], fold=1, device="cpu")
+    assert [fold.name for fold in model.model.folds] == ["fold1"]
+    with pytest.raises(UserInputError, match=r"fold=\[1\] is not a fold"):
+        ser.load(workspace["runs"][0], fold=[1], device="cpu")
+    with pytest.raises(UserInputError, match="takes the path of a run or an exported folder, not NoneType"):
+        ser.load(None)
+
+
 # --- two exports to one --out ------------------------------------------------------------------------
 
 START_AT = """
