@@ -149,13 +149,24 @@ def canonical_name(name: str) -> str:
     return key
 
 
+def _split_values(text: str) -> list[str]:
+    """`0.1,0.2` → ["0.1", "0.2"]; a comma inside brackets stays: `[0, 1],[2]` → ["[0, 1]", "[2]"]."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
 def parse_values(name: str, texts: list[Any]) -> tuple:
     """Typed values of one axis from repeated and/or comma-separated texts, duplicates dropped."""
     convert = _scalar if name.startswith(HEAD_OPTION_PREFIX) else AXIS_TYPES[name]
     pieces: list[str] = []
     for text in texts:
         if isinstance(text, str):
-            pieces.extend(part.strip() for part in text.split(",") if part.strip())
+            pieces.extend(part.strip() for part in _split_values(text) if part.strip())
         else:
             pieces.append(text if isinstance(text, str) else json.dumps(text) if isinstance(text, bool) else str(text))
     values: list[Any] = []

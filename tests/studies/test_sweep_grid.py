@@ -35,6 +35,15 @@ def test_values_are_typed_and_deduplicated():
         parse_values("epochs", ["three"])
 
 
+def test_a_list_valued_head_option_keeps_its_commas():
+    """`--head-option "layers=[0, 1]"` was split into '[0' and '1]', and a list value made
+    `Grid.values` fail with "unhashable type: 'list'"."""
+    assert parse_values("head_option.layers", ["[0, 1],[2]"]) == ([0, 1], [2])
+    grid = build_grid(None, {"head": ["linear"]}, ["layers=[0, 1],[2]", "hidden_size=8,16"], None)
+    assert grid.values("head_option.layers") == [[0, 1], [2]]
+    assert len(grid.points()) == 4
+
+
 def test_folds_all_or_a_list():
     assert parse_folds(None) is None
     assert parse_folds(["all"]) is None
