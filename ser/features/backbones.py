@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ser.errors import ModelLoadError
+from ser.errors import ModelLoadError, UserInputError
 from ser.registry import Registry
 
 RANDOM_INIT_SEED = 0  # the same random weights in every process, so resumed runs match
@@ -108,6 +108,13 @@ def resolve_source(name_or_path: str) -> str:
         return str(Path(name_or_path).resolve())
     if "/" in name_or_path and not os.path.exists(name_or_path) and not name_or_path.startswith((".", "/")):
         return name_or_path
+    if os.path.exists(name_or_path):
+        raise UserInputError(f"--model {name_or_path} is a file, not a model folder",
+                             "pass the folder that holds its config.json, or a name from `ser list models`")
+    if name_or_path.startswith((".", "/", "~")):
+        raise UserInputError(f"--model {name_or_path}: no such folder",
+                             "pass a model folder (saved with save_pretrained or `hf download`), or a name from "
+                             "`ser list models`")
     BACKBONES.get(name_or_path)  # raises with "did you mean"
     raise AssertionError("unreachable")
 

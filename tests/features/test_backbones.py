@@ -97,6 +97,18 @@ def test_unknown_alias_suggests_close_names():
     assert "wavlm-base" in caught.value.hint
 
 
+def test_a_path_that_is_no_model_folder_says_so(tmp_path, monkeypatch):
+    """`--model ./wavlm` (a typo in a folder name) said "unknown model './wavlm'", as for an alias,
+    and a file path said the same."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(b"")
+    for given in ("./wavlm", str(tmp_path / "wavlm"), "../wavlm"):
+        with pytest.raises(UserInputError, match=f"--model {given}: no such folder"):
+            load_backbone(given)
+    with pytest.raises(UserInputError, match="--model weights.bin is a file, not a model folder"):
+        load_backbone("weights.bin")
+
+
 def test_folder_without_config(tmp_path):
     with pytest.raises(ModelLoadError, match="config.json"):
         load_backbone(str(tmp_path))
