@@ -96,22 +96,21 @@ class Workspace:
     def cache_path(self, corpus: str, model: str) -> Path:
         return self.cache_dir / corpus / f"{model_slug(model)}.h5"
 
-    def find_cache(self, corpus: str, model: str | None = None) -> Path:
-        """The cache of `model` for `corpus`, or the only cache of that corpus."""
+    def find_cache(self, corpus: str, model: str | None = None, manifest: Path | None = None) -> Path:
+        """The cache of `model` for `corpus`, or the only cache of that corpus (`manifest`: the one
+        the user named, for the hint)."""
+        extract = f"ser extract --model {model or 'M'}" + (f" --manifest {manifest}" if manifest is not None else "")
+        named = f" (a corpus is named by its manifest's file name: {manifest} is {corpus!r})" if manifest else ""
         if model is not None:
             path = self.cache_path(corpus, model)
             if not path.is_file():
-                raise UserInputError(
-                    f"no cache of model {model!r} for corpus {corpus!r} at {path}",
-                    f"run `ser extract --model {model}` first",
-                )
+                raise UserInputError(f"no cache of model {model!r} for corpus {corpus!r} at {path}",
+                                     f"run `{extract}` first{named}")
             return path
         found = sorted((self.cache_dir / corpus).glob("*.h5"))
         if not found:
-            raise UserInputError(
-                f"no feature cache for corpus {corpus!r} in {self.cache_dir / corpus}",
-                "run `ser extract --model M` first",
-            )
+            raise UserInputError(f"no feature cache for corpus {corpus!r} in {self.cache_dir / corpus}",
+                                 f"run `{extract}` first{named}")
         if len(found) > 1:
             names = ", ".join(p.stem for p in found)
             raise UserInputError(f"several caches for corpus {corpus!r}: {names}", "pick one with --model")
@@ -121,7 +120,7 @@ class Workspace:
         """The manifest (given, or the only one), its corpus and the cache of `model` (or the only one)."""
         manifest_path = self.find_manifest(manifest)
         corpus = self.corpus_of(manifest_path)
-        cache = self.find_cache(corpus, model)
+        cache = self.find_cache(corpus, model, manifest)
         check_cache_model(cache)
         return TrainingInputs(manifest_path, corpus, cache, model or cache.stem)
 

@@ -98,3 +98,19 @@ def test_a_folder_given_as_the_manifest_is_named_a_folder(tmp_path):
         with pytest.raises(ManifestError, match="manifests is a folder, not a manifest file") as refused:
             read(tmp_path / "manifests")
         assert refused.value.hint == f"pass one of its manifests, e.g. {tmp_path / 'manifests' / 'mine.csv'}"
+
+
+def test_a_manifest_without_its_own_cache_gets_the_extract_command_for_it(tmp_path):
+    """`ser train --manifest manifests/subset.csv` (a subset of a prepared corpus) hinted `ser
+    extract --model M`, which extracts the workspace's other manifest, or refuses to choose."""
+    from ser.data.workspace import Workspace
+    from ser.errors import UserInputError
+
+    subset = tmp_path / "manifests" / "subset.csv"
+    write_manifest(table(tmp_path), subset)
+    write_manifest(table(tmp_path), tmp_path / "manifests" / "full.csv")
+    for model in (None, "fbank"):
+        with pytest.raises(UserInputError) as refused:
+            Workspace(tmp_path).training_inputs(subset, model)
+        assert refused.value.hint == (f"run `ser extract --model {model or 'M'} --manifest {subset}` first (a corpus "
+                                      f"is named by its manifest's file name: {subset} is 'subset')")
