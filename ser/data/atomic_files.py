@@ -63,3 +63,12 @@ def read_json_file(path: Path, hint: str) -> dict:
             raise DamagedFileError(f"{path} is missing", hint)
         raise damaged_file(path, hint)
     return data
+
+
+def read_first_line(path: Path) -> str | None:
+    """The first line of a text file (an error.txt's reason), "" for an empty one, None when absent."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    return next(iter(text.strip().splitlines()), "")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ser.data.atomic_files import read_json_or_none, write_text
+from ser.data.atomic_files import read_first_line, read_json_or_none, write_text
 from ser.studies.grid import HEAD_OPTION_PREFIX
 from ser.training.statistics import pooled_intervals, read_pooled_predictions, sample_std
 from ser.training.divergence import DIVERGED_PREFIX
@@ -110,8 +110,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     elif metrics is not None:
         row["status"] = STATUS_DONE
         row.update(metric_columns(metrics))
-    elif (run_dir / "error.txt").is_file():
-        first_line = ((run_dir / "error.txt").read_text().strip().splitlines() or [""])[0]
+    elif (first_line := read_first_line(run_dir / "error.txt")) is not None:
         row["status"] = STATUS_DIVERGED if first_line.startswith(DIVERGED_PREFIX) else STATUS_FAILED
         row["error"] = first_line[:300]
     else:

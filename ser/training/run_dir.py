@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ser.data.atomic_files import (damaged_file, read_json, read_json_file, read_json_or_none, write_json,  # noqa: F401 (run-dir API)
-                                  write_text, write_via_temporary)
+from ser.data.atomic_files import (damaged_file, read_first_line, read_json, read_json_file, read_json_or_none,  # noqa: F401 (run-dir API)
+                                  write_json, write_text, write_via_temporary)
 from ser.features.output_lock import exclusive_output, writer_of
 from ser.training.calibration import pooled_calibration
 
@@ -82,10 +82,9 @@ def why_untrained(fold_dir: Path) -> str:
     writer = writer_of(fold_dir)
     if writer is not None:
         return f"it is still being trained by {writer}"
-    error = Path(fold_dir) / ERROR
-    if error.is_file():
-        first_line = next(iter(error.read_text(errors="replace").strip().splitlines()), "no reason recorded")
-        return f"its training failed ({first_line})"
+    reason = read_first_line(Path(fold_dir) / ERROR)
+    if reason is not None:
+        return f"its training failed ({reason or 'no reason recorded'})"
     if (Path(fold_dir) / CHECKPOINT).is_file():
         return "its training stopped before the end (rerun the command that trained it to resume)"
     return "it was never trained to the end"
