@@ -40,9 +40,9 @@ def holder_of(descriptor: int, patience: float = 0.5) -> str:
     finishes and removes the file in the meantime is still named."""
     deadline = time.monotonic() + patience
     while True:
-        text = os.pread(descriptor, 64, 0).decode(errors="replace")
-        if text.endswith("\n") and text.strip().isdigit():
-            return f"process {text.strip()}"
+        pid = _written_pid(os.pread(descriptor, 64, 0).decode(errors="replace"))
+        if pid is not None:
+            return f"process {pid}"
         if time.monotonic() >= deadline:
             return "another process"
         time.sleep(0.01)
@@ -52,18 +52,23 @@ def writer_of(out: str | os.PathLike) -> str | None:
     """"process N" when `out`'s lock file names a live process (it is being written now), else None.
     Reads the file without locking it, so asking never gets in the writer's way."""
     try:
-        text = lock_path(Path(out)).read_text()
+        pid = _written_pid(lock_path(Path(out)).read_text(errors="replace"))
     except OSError:
         return None
-    if not text.strip().isdigit():
+    if pid is None:
         return None
     try:
-        os.kill(int(text), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:  # its holder died; the kernel has dropped the lock
         return None
     except PermissionError:  # alive, owned by another user
         pass
-    return f"process {int(text)}"
+    return f"process {pid}"
+
+
+def _written_pid(text: str) -> int | None:
+    """The pid a holder wrote into its lock file, once the whole line is there."""
+    return int(text) if text.endswith("\n") and text.strip().isdigit() else None
 
 
 def _acquire(path: Path, wait: bool) -> int:
