@@ -108,11 +108,18 @@ def _print_table(table, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    cells = [[f"{value:.3f}" if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+              else str(value) for column, value in row.items() if column != "path"] for _, row in table.iterrows()]
+    headers = [column for column in table.columns if column != "path"]
+    console = Console(width=max(100, Console().width))
     view = Table(title=title, header_style="bold")
-    for column in table.columns:
-        if column != "path":
-            view.add_column(column, justify="left" if column in ("id", "prediction") else "right")
-    for _, row in table.iterrows():
-        view.add_row(*(f"{value:.3f}" if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) else str(value)
-                       for column, value in row.items() if column != "path"))
-    Console(width=max(100, Console().width)).print(view)
+    for column in headers:
+        view.add_column(column, justify="left" if column in ("id", "prediction") else "right")
+    # the id (first) takes the width the other columns leave, and folds onto more lines beyond it: cut
+    # at the end, the files of one folder would all read alike
+    others = sum(max(len(header), *(len(row[i]) for row in cells)) + 3 for i, header in enumerate(headers) if i)
+    view.columns[0].overflow = "fold"
+    view.columns[0].min_width = max(8, min(max(len(row[0]) for row in cells), console.width - others - 4))
+    for row in cells:
+        view.add_row(*row)
+    console.print(view)

@@ -189,6 +189,25 @@ def test_long_files_are_cut_into_windows_with_segments(workspace, tmp_path, monk
     assert (tmp_path / "plots" / "long.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # emotion over time
 
 
+def test_the_printed_table_shows_every_files_whole_id_however_deep_its_folder(workspace, tmp_path, monkeypatch,
+                                                                             capsys):
+    folder = tmp_path / "recordings of the second session, kept apart" / "speaker seven, every emotion"
+    folder.mkdir(parents=True)
+    for source in sorted((workspace["workdir"] / "audio" / "wav").rglob("*.wav"))[:3]:
+        shutil.copy(source, folder / source.name)
+    monkeypatch.setenv("COLUMNS", "100")
+    code, stdout, stderr = _ser(monkeypatch, capsys, "predict", str(folder), "--run", str(workspace["fbank"]),
+                                "--fold", "1", "--segments")
+    assert code == 0, stderr
+    for table in stdout.split("└")[:2]:  # the predictions, then the windows
+        header = next(line for line in table.splitlines() if line.startswith("┃"))
+        rows = [line for line in table.splitlines() if line.startswith("│")]
+        assert max(map(len, [header, *rows])) <= 100, table  # nothing pushed past the terminal's edge
+        assert header.split("┃")[-2].strip() == "p_sad", table  # the last probability column is shown
+        ids = "".join(row.split("│")[1].replace(" ", "") for row in rows)  # the id's lines, joined
+        assert all(str(path).replace(" ", "") in ids for path in sorted(folder.iterdir())), table
+
+
 def test_export_predicts_like_its_run(workspace, tmp_path, monkeypatch, capsys):
     workdir, run = workspace["workdir"], workspace["w2v"]
     _test_manifest(workdir, run, "fold1", tmp_path / "test.csv")
