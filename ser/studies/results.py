@@ -27,6 +27,12 @@ from ser.training.divergence import DIVERGED_PREFIX
 
 # Columns that identify a configuration in every table (others are added when they vary).
 CONFIG_COLUMNS = ("head", "shift_proportion", "shift_placement")
+# every recipe setting config.json records (training/recipes.py Recipe): a run that changes any of
+# them is a configuration of its own, not a repeat to leave out
+RECIPE_COLUMNS = ("epochs", "lr", "batch_size", "weight_decay", "optimizer", "betas", "schedule", "warmup_epochs",
+                  "warmup_lr", "min_lr", "grad_clip", "label_smoothing", "max_steps", "eval_every_updates")
+# the fold scheme (config.json's `folds`) and the dev split asked for (not each fold's `dev_split`)
+PROTOCOL_COLUMNS = ("fold_scheme", "k", "dev", "dev_fraction", "fold_seed")
 REPLICATE_COLUMNS = ("seed", "fold")
 BASE_METRICS = ("ua", "wa", "macro_f1")
 STATUS_DONE, STATUS_FAILED, STATUS_PENDING = "done", "failed", "pending"
@@ -79,7 +85,9 @@ def config_columns(config: dict) -> dict[str, Any]:
         "seed": config.get("seed"),
         "fold": config.get("fold"),
     }
-    for key in ("epochs", "lr", "batch_size", "weight_decay", "standardize", "layers", "model", "task", "test_corpus",
+    if "folds" in config:
+        row["fold_scheme"] = config["folds"]  # `folds` is the summary's count of folds
+    for key in (*RECIPE_COLUMNS, *PROTOCOL_COLUMNS, "standardize", "layers", "model", "task", "test_corpus",
                 "dev_split"):
         if key in config:
             value = config[key]
@@ -158,14 +166,15 @@ def configuration_columns(df: pd.DataFrame) -> list[str]:
     """Columns that tell configurations apart: the identity columns (head, shift proportion and
     placement) plus every other option that varies across the rows. Recipe values that only follow
     the head (each head's paper lr, epochs, …) do not count; seed and fold are replicates."""
-    options = ["model", "task", "test_corpus", "layers", "standardize", *sorted(c for c in df.columns if c.startswith(HEAD_OPTION_PREFIX))]
-    recipe = ["epochs", "lr", "batch_size", "weight_decay"]
+    options = ["model", "task", "test_corpus", "layers", "standardize", *PROTOCOL_COLUMNS,
+               *sorted(c for c in df.columns if c.startswith(HEAD_OPTION_PREFIX))]
     columns = [c for c in CONFIG_COLUMNS if c in df.columns]
     columns += [c for c in options if c in df.columns and df[c].astype(str).nunique(dropna=False) > 1]
+    text = df.astype(str)
     if "head" in df.columns:
-        varied = [c for c in recipe if c in df.columns and df.groupby("head")[c].nunique(dropna=False).max() > 1]
+        varied = [c for c in RECIPE_COLUMNS if c in df.columns and text.groupby(df["head"])[c].nunique().max() > 1]
     else:
-        varied = [c for c in recipe if c in df.columns and df[c].astype(str).nunique(dropna=False) > 1]
+        varied = [c for c in RECIPE_COLUMNS if c in df.columns and text[c].nunique() > 1]
     return columns + varied
 
 

@@ -53,3 +53,28 @@ def test_identical_runs_count_once_and_std_is_the_sample_std():
     folds = pd.DataFrame([row(0, 1, 0.6, "a/fold1"), row(0, 2, 0.7, "a/fold2"), row(0, 2, 0.7, "b/fold2")])
     summary = summarize(folds)
     assert summary["n"].tolist() == [2] and summary["ua_std"].iloc[0] == pytest.approx(0.1 / math.sqrt(2))
+
+
+def test_a_run_that_changes_the_dev_split_or_any_recipe_setting_is_a_configuration_not_a_repeat():
+    import dataclasses
+
+    import pandas as pd
+
+    from ser.studies.results import RECIPE_COLUMNS, configuration_columns, summarize
+    from ser.training.recipes import Recipe
+
+    assert set(RECIPE_COLUMNS) == {field.name for field in dataclasses.fields(Recipe)}  # none forgotten
+
+    def row(run, ua, fold="fold1", **config):
+        base = {"head": "shiftcnn", "head_kwargs": {}, "seed": 0, "fold": fold, "dev": "auto", "folds": None,
+                "label_smoothing": 0.0, "betas": [0.9, 0.999], "lr": 5e-4}
+        return {**config_columns({**base, **config}), "status": "done", "run_dir": f"{run}/{fold}", "ua": ua}
+
+    runs = pd.DataFrame([row("default", 0.60), row("default", 0.60, "fold2"), row("random-dev", 0.55, dev="random"),
+                         row("smoothed", 0.62, label_smoothing=0.1), row("betas", 0.58, betas=[0.93, 0.98])])
+    summary = summarize(runs)
+    assert len(summary) == 4 and sorted(summary["ua_mean"]) == [0.55, 0.58, 0.60, 0.62]
+    assert {"dev", "label_smoothing", "betas"} <= set(summary.columns)
+    assert "folds" not in configuration_columns(summary)  # the count of folds (1 or 2) is no option
+    repeated = pd.DataFrame([row("default", 0.60), row("again", 0.60)])
+    assert summarize(repeated)["n"].tolist() == [1]  # the same settings still count once
