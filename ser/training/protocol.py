@@ -68,7 +68,8 @@ def select_folds(folds: list[Fold], which: str) -> list[tuple[int, Fold]]:
     for index, fold in enumerate(folds):
         if which == str(index + 1):
             return [(index, fold)]
-    names = ", ".join(f"{i + 1} ({fold.name})" for i, fold in enumerate(folds))
+    names = ", ".join(str(i + 1) if fold.name == str(i + 1) else f"{i + 1} ({fold.name})"
+                      for i, fold in enumerate(folds))
     raise UserInputError(f"no fold {which!r} in this protocol", f"choose all, or a number or name: {names}")
 
 

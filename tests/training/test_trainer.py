@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -237,8 +239,13 @@ def test_select_folds_by_number_or_name(data):
     folds = protocol_folds(small_config(), data)
     assert select_folds(folds, "2") == [(1, folds[1])]
     assert select_folds(folds, folds[0].name) == [(0, folds[0])]
-    with pytest.raises(UserInputError, match="no fold"):
+    with pytest.raises(UserInputError, match="no fold") as refused:
         select_folds(folds, "7")
+    assert f"1 ({folds[0].name})" in refused.value.hint
+    numbered = [dataclasses.replace(fold, name=str(i + 1)) for i, fold in enumerate(folds)]  # ASED's speaker groups
+    with pytest.raises(UserInputError, match="no fold") as refused:
+        select_folds(numbered, "7")
+    assert refused.value.hint.endswith("a number or name: 1, 2")  # not "1 (1), 2 (2)"
 
 
 def test_a_step_budget_ends_training_inside_an_epoch_and_timnet_follows_the_corpus(data, tmp_path):
