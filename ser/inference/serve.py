@@ -40,9 +40,13 @@ class ServeLimits:
 
 
 def _upload_name(name: str | None) -> str:
-    """A safe file name for the upload (its id in the answer); audio suffix kept, else .wav."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name or "upload.wav").name).strip("._") or "upload.wav"
-    return base if Path(base).suffix.lower() in AUDIO_SUFFIXES else base + ".wav"
+    """A safe file name for the upload: its id in the answer and in every reason given."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name or "upload.wav").name).strip("._") or "upload.wav"
+
+
+def _saved_name(name: str) -> str:
+    """The upload's file name on disk: its audio suffix kept, else .wav appended."""
+    return name if Path(name).suffix.lower() in AUDIO_SUFFIXES else name + ".wav"
 
 
 def predict_upload(recognizer: EmotionRecognizer, path: Path, name: str, segments: bool) -> dict:
@@ -101,7 +105,7 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
             raise HTTPException(413, f"the upload is larger than {_size(limits.max_bytes)}")
         name = _upload_name(file.filename)
         with tempfile.TemporaryDirectory(prefix="ser-serve-") as folder:
-            path = Path(folder) / name
+            path = Path(folder) / _saved_name(name)
             size = 0
             with path.open("wb") as out:
                 while chunk := await file.read(READ_CHUNK):

@@ -126,6 +126,9 @@ def test_bad_uploads_get_422_and_too_large_or_too_long_ones_413(server, tmp_path
     url = server["url"] + "/predict"
     status, answer = post(url, "corrupt.wav", b"RIFF this is not audio at all")
     assert status == 422 and "cannot read" in answer["detail"] and "corrupt.wav" in answer["detail"]
+    status, answer = post(url, "notes.txt", b"a text file sent by mistake")
+    assert status == 422 and answer["detail"].startswith("cannot read notes.txt: "), answer  # the name as sent
+    assert "notes.txt.wav" not in answer["detail"], answer
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, dtype=np.float32), 16000)
     status, answer = post(url, "empty.wav", empty.read_bytes())
