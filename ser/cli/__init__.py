@@ -15,13 +15,14 @@ import typer
 from ser.cli import cache_cmd, demo_cmd, extract_cmd, folds_cmd, listing_cmd, prepare_cmd
 from ser.cli import distill_cmd, export_cmd, finetune_cmd, predict_cmd, probe_cmd, report_cmd, sweep_cmd, train_cmd
 from ser.cli import serve_cmd
+from ser.cli.help_text import reflowed
 from ser.cli.process_exit import exit_without_teardown
 from ser.errors import SerError, os_failure
 
 app = typer.Typer(
     name="ser",
     help="Speech emotion recognition from cached pre-trained speech representations.",
-    epilog="""Examples:
+    epilog=reflowed("""Examples:
 
   ser demo                                       (the whole flow on the built-in synthetic corpus)
 
@@ -39,7 +40,7 @@ app = typer.Typer(
 
   ser serve runs/<corpus>/<model>/<run>          (the model behind a URL, with a web page)
 
-Each command's --help has more examples. Errors print one line and a hint; SER_DEBUG=1 shows tracebacks.""",
+Each command's --help has more examples. Errors print one line and a hint; SER_DEBUG=1 shows tracebacks."""),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -66,20 +67,20 @@ def _common(
     pass
 
 
-app.command("prepare", help=prepare_cmd.HELP, epilog=prepare_cmd.EXAMPLES)(prepare_cmd.prepare)
-app.command("extract", help=extract_cmd.HELP, epilog=extract_cmd.EXAMPLES)(extract_cmd.extract)
-app.command("train", help=train_cmd.HELP, epilog=train_cmd.EXAMPLES)(train_cmd.train)
-app.command("finetune", help=finetune_cmd.HELP, epilog=finetune_cmd.EXAMPLES)(finetune_cmd.finetune)
-app.command("sweep", help=sweep_cmd.HELP, epilog=sweep_cmd.EXAMPLES)(sweep_cmd.sweep)
-app.command("probe", help=probe_cmd.HELP, epilog=probe_cmd.EXAMPLES)(probe_cmd.probe)
-app.command("report", help=report_cmd.HELP, epilog=report_cmd.EXAMPLES)(report_cmd.report)
-app.command("predict", help=predict_cmd.HELP, epilog=predict_cmd.EXAMPLES)(predict_cmd.predict)
-app.command("export", help=export_cmd.HELP, epilog=export_cmd.EXAMPLES)(export_cmd.export)
-app.command("serve", help=serve_cmd.HELP, epilog=serve_cmd.EXAMPLES)(serve_cmd.serve)
-app.command("distill", help=distill_cmd.HELP, epilog=distill_cmd.EXAMPLES)(distill_cmd.distill)
-app.command("folds", help=folds_cmd.HELP, epilog=folds_cmd.EXAMPLES)(folds_cmd.folds)
-app.command("list", help=listing_cmd.HELP, epilog=listing_cmd.EXAMPLES)(listing_cmd.list_names)
-app.command("demo", help=demo_cmd.HELP, epilog=demo_cmd.EXAMPLES)(demo_cmd.demo)
+app.command("prepare", help=prepare_cmd.HELP, epilog=reflowed(prepare_cmd.EXAMPLES))(prepare_cmd.prepare)
+app.command("extract", help=extract_cmd.HELP, epilog=reflowed(extract_cmd.EXAMPLES))(extract_cmd.extract)
+app.command("train", help=train_cmd.HELP, epilog=reflowed(train_cmd.EXAMPLES))(train_cmd.train)
+app.command("finetune", help=finetune_cmd.HELP, epilog=reflowed(finetune_cmd.EXAMPLES))(finetune_cmd.finetune)
+app.command("sweep", help=sweep_cmd.HELP, epilog=reflowed(sweep_cmd.EXAMPLES))(sweep_cmd.sweep)
+app.command("probe", help=probe_cmd.HELP, epilog=reflowed(probe_cmd.EXAMPLES))(probe_cmd.probe)
+app.command("report", help=report_cmd.HELP, epilog=reflowed(report_cmd.EXAMPLES))(report_cmd.report)
+app.command("predict", help=predict_cmd.HELP, epilog=reflowed(predict_cmd.EXAMPLES))(predict_cmd.predict)
+app.command("export", help=export_cmd.HELP, epilog=reflowed(export_cmd.EXAMPLES))(export_cmd.export)
+app.command("serve", help=serve_cmd.HELP, epilog=reflowed(serve_cmd.EXAMPLES))(serve_cmd.serve)
+app.command("distill", help=distill_cmd.HELP, epilog=reflowed(distill_cmd.EXAMPLES))(distill_cmd.distill)
+app.command("folds", help=folds_cmd.HELP, epilog=reflowed(folds_cmd.EXAMPLES))(folds_cmd.folds)
+app.command("list", help=listing_cmd.HELP, epilog=reflowed(listing_cmd.EXAMPLES))(listing_cmd.list_names)
+app.command("demo", help=demo_cmd.HELP, epilog=reflowed(demo_cmd.EXAMPLES))(demo_cmd.demo)
 app.add_typer(cache_cmd.cache_app, name="cache", help=cache_cmd.HELP)
 
 

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ser.cli.help_text import reflowed
+
 HELP = "Inspect feature caches (ser cache info PATH)."
 EXAMPLES = "Examples:\n\n  ser cache info cache/synthetic/fbank.h5\n\n  ser cache info cache/synthetic/fbank.h5 --verify"
 DAMAGE_SHOWN = 10
@@ -16,7 +18,7 @@ cache_app = typer.Typer(no_args_is_help=True)
 
 
 @cache_app.command("info", help="Print a cache's attributes, utterance count, hours of audio and size, and any "
-                                "damage (exit 2 when there is some).", epilog=EXAMPLES)
+                                "damage (exit 2 when there is some).", epilog=reflowed(EXAMPLES))
 def info(
     path: Annotated[Path, typer.Argument(help="A .h5 cache written by `ser extract`.")],
     verify: Annotated[bool, typer.Option("--verify", help="Also read every feature and pooled row, checking their "
