@@ -34,11 +34,15 @@ class PackedFrames:
     @classmethod
     def of(cls, lengths: torch.Tensor, max_len: int, dtype: torch.dtype) -> "PackedFrames":
         real = frame_mask(lengths, max_len).flatten().nonzero().squeeze(1)  # (N,)
-        sequence, time = real // max_len, real % max_len
+        sequence = real // max_len
+        time = real - sequence * max_len  # (not real % max_len: ONNX has no remainder by a graph size)
         starts = lengths.cumsum(0) - lengths  # (B,) packed position of each sequence's first frame
         reversed_order = starts[sequence] + lengths[sequence] - 1 - time
-        pooling = torch.zeros(len(real), len(lengths), dtype=dtype, device=lengths.device)
-        pooling[torch.arange(len(real), device=lengths.device), sequence] = 1 / lengths[sequence].to(dtype)
+        count = real.shape[0]  # N as a size of the graph, not a Python int: torch.export can trace it
+        if not torch.jit.is_tracing():  # (the tracing exporter makes `count` a tensor)
+            torch._check(count > 0)  # every length is ≥ 1: what torch.export's shape reasoning needs to know
+        pooling = torch.zeros(count, lengths.shape[0], dtype=dtype, device=lengths.device)
+        pooling[torch.arange(count, device=lengths.device), sequence] = 1 / lengths[sequence].to(dtype)
         return cls(real, time, sequence, reversed_order, pooling)
 
     def shift(self, z: torch.Tensor, lag: int) -> torch.Tensor:

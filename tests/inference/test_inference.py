@@ -254,6 +254,29 @@ def test_onnx_head_matches_torch_on_cached_features(workspace, tmp_path):
         want = fold.head(fold.scaler(x, lengths), lengths).numpy() / fold.temperature  # calibrated logits
     assert fold.temperature != 1.0 and np.abs(got - want).max() <= 1e-4
 
+@pytest.mark.parametrize("head_name", ["timnet", "transformer"])
+def test_timnet_and_the_transformer_export_to_onnx(head_name, tmp_path):
+    """TIM-Net (the best head on ASED) failed: the tracing exporter bakes its count of real frames
+    into the graph and torch.export stopped at it; the Transformer's tracing crashed with a traceback
+    instead of falling back to torch.export."""
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra (pip install '.[onnx]') is not installed")
+    from ser.heads.presets import create_head
+    from ser.inference.export import export_onnx
+    from ser.inference.trained_model import FoldModel
+
+    torch.manual_seed(0)
+    options = {"num_blocks": 1, "attention_heads": 2} if head_name == "transformer" else {}
+    head = create_head(head_name, 24, 2, 4, spec_augment=False, **options).eval()
+    fold = FoldModel(name="fold1", head=head, scaler=None, task=None, batch_size=8,
+                     spec={"name": head_name, "in_dim": 24, "num_layers": 2, "num_classes": 4})
+    assert export_onnx(fold, tmp_path / "fold1.onnx") <= 1e-4  # batches of 1-5 clips, 23-96 frames
+    session = onnxruntime.InferenceSession(str(tmp_path / "fold1.onnx"), providers=["CPUExecutionProvider"])
+    x, lengths = torch.randn(3, 2, 70, 24), torch.tensor([70, 12, 41])  # (B, L, T, D), padded
+    got = session.run(None, {"features": x.numpy(), "lengths": lengths.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, head(x, lengths).numpy(), atol=1e-4)
+
+
 
 def test_runs_are_calibrated_on_dev_and_predict_export_and_load_apply_the_temperature(workspace, tmp_path,
                                                                                       monkeypatch, capsys):
