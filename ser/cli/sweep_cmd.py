@@ -259,13 +259,15 @@ def print_summary(console, summary) -> None:
     """The per-configuration mean ± std table."""
     from rich.table import Table
 
+    from ser.training.statistics import mean_with_spread
+
     if not summary.empty:
         metrics = [m for m in ("ua", "wa", "macro_f1", "ccc_mean") if f"{m}_mean" in summary.columns]
         table = Table(title="test metrics at the dev-selected epoch (mean ± std over folds and seeds)")
         for column in ("configuration", "n", *metrics):
             table.add_column(column, justify="left" if column == "configuration" else "right")
         for _, row in summary.iterrows():
-            cells = [f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}" for m in metrics]
+            cells = [mean_with_spread(row[f"{m}_mean"], row[f"{m}_std"], 4) for m in metrics]  # n=1: no ± nan
             table.add_row(str(row["config"]), str(row["n"]), *cells)
         console.print(table)
 

@@ -23,6 +23,7 @@ from ser.features.text_backbones import save_tiny_text_model
 from ser.training.config import TrainConfig
 from ser.distill.student import DistillConfig, run_distillation
 from ser.training.run import run_training
+from ser.training.statistics import mean_with_spread
 from ser.distill.teacher import TEACHER_HEAD, run_teacher_training
 
 METRICS = ("ccc_arousal", "ccc_valence", "ccc_dominance", "ccc_mean")
@@ -88,6 +89,6 @@ def ablation_table(runs: pd.DataFrame) -> str:
     """Markdown: one row per system, test CCC mean ± sample std (ddof=1) over seeds (n seeds)."""
     lines = ["| system | " + " | ".join(METRICS) + " | n |", "|---" * (len(METRICS) + 2) + "|"]
     for system, group in runs.groupby("system", sort=False):
-        cells = [f"{group[name].mean():.3f} ± {group[name].std(ddof=1):.3f}" for name in METRICS]
+        cells = [mean_with_spread(group[name].mean(), group[name].std(ddof=1), 3) for name in METRICS]  # 1 seed: no ±
         lines.append(f"| {system} | " + " | ".join(cells) + f" | {len(group)} |")
     return "\n".join(lines) + "\n"

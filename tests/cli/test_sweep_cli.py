@@ -92,3 +92,17 @@ def test_a_misspelt_head_fails_at_once_with_a_suggestion(tmp_path: Path):
     assert done.returncode == 2
     assert "unknown head 'shiftcn'" in done.stderr and "shiftcnn" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_configuration_of_one_run_shows_its_value_without_a_nan_spread():
+    from rich.console import Console
+
+    from ser.cli.sweep_cmd import print_summary
+    from ser.studies.results import summarize
+
+    runs = pd.DataFrame([{"head": "linear", "shift_proportion": None, "shift_placement": "none", "seed": 0, "fold": 1,
+                          "status": "done", "run_dir": "linear/fold1", "ua": 0.5138, "wa": 0.5186}])
+    console = Console(record=True, width=120)
+    print_summary(console, summarize(runs))
+    shown = console.export_text()
+    assert "0.5138" in shown and "nan" not in shown, shown  # was `0.5138 ± nan` (one fold, one seed)

@@ -87,3 +87,11 @@ def test_student_runs_have_the_run_directory_contract_and_an_honest_teacher(abla
     table = ablation_table(runs)
     assert table.count("\n") == 2 + 4 and "teacher (audio + text)" in table
     assert np.isfinite(runs[["ccc_arousal", "ccc_valence", "ccc_dominance"]].to_numpy()).all()
+
+
+def test_a_system_of_one_seed_shows_its_value_without_a_nan_spread():
+    from ser.studies.distill_ablation import METRICS
+
+    runs = pd.DataFrame([{"system": "student", "seed": 0, **{name: 0.41 for name in METRICS}}])
+    table = ablation_table(runs)
+    assert "| student | 0.410 | 0.410 | 0.410 | 0.410 | 1 |" in table, table  # was `0.410 ± nan`
