@@ -117,9 +117,10 @@ def _print_table(table, title: str) -> None:
         view.add_column(column, justify="left" if column in ("id", "prediction") else "right")
     # the id (first) takes the width the other columns leave, and folds onto more lines beyond it: cut
     # at the end, the files of one folder would all read alike
-    others = sum(max(len(header), *(len(row[i]) for row in cells)) + 3 for i, header in enumerate(headers) if i)
+    others = sum(max([len(header), *(len(row[i]) for row in cells)]) + 3 for i, header in enumerate(headers) if i)
+    longest_id = max((len(row[0]) for row in cells), default=0)
     view.columns[0].overflow = "fold"
-    view.columns[0].min_width = max(8, min(max(len(row[0]) for row in cells), console.width - others - 4))
+    view.columns[0].min_width = max(8, min(longest_id, console.width - others - 4))
     for row in cells:
         view.add_row(*row)
     console.print(view)
