@@ -230,15 +230,6 @@ def test_predict_many_of_one_path_predicts_that_path_not_its_characters(workspac
 
 # --- a run whose folds have not all finished ----------------------------------------------------------
 
-HOLD_FOLD = """
-import sys, time
-from ser.training.run_dir import hold_fold
-with hold_fold(sys.argv[1]):
-    print("held", flush=True)
-    time.sleep(600)
-"""
-
-
 @pytest.fixture()
 def part_trained_run(workspace, tmp_path):
     """A copy of the fold-1 run with a second fold folder that has a config.json but no model.pt."""
@@ -252,26 +243,21 @@ def part_trained_run(workspace, tmp_path):
     return run
 
 
-def test_a_fold_still_training_is_named_with_its_process_not_as_a_missing_fold(part_trained_run, capsys):
+def test_a_fold_still_training_is_named_with_its_process_not_as_a_missing_fold(part_trained_run, capsys,
+                                                                                held_by_another_process):
     """`--fold 2` said "no fold '2' in this model" and `--fold all` averaged the finished folds
     without a word; a fold folder alone said "no model.pt"."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_FOLD, str(part_trained_run / "fold2")], env=_env(),
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        training = f"it is still being trained by process {holder.pid}"
-        for fold in ("2", "second", "fold2"):
-            with pytest.raises(UserInputError, match=f"fold2 of .* holds no trained model: {training}"):
-                ser.load(part_trained_run, fold=fold, device="cpu")
-        with pytest.raises(UserInputError, match=f"fold2 holds no trained model: {training}"):
-            ser.load(part_trained_run / "fold2", device="cpu")
-        model = ser.load(part_trained_run, device="cpu")
-        assert [fold.name for fold in model.model.folds] == ["fold1"]
-        note = f"note: fold2 is left out of the average of {part_trained_run}'s folds: {training}"
-        assert note in capsys.readouterr().err
-    finally:
-        holder.kill()
-        holder.wait()
+    holder = held_by_another_process(part_trained_run / "fold2")  # the fold's lock, as its `ser train` holds it
+    training = f"it is still being trained by process {holder.pid}"
+    for fold in ("2", "second", "fold2"):
+        with pytest.raises(UserInputError, match=f"fold2 of .* holds no trained model: {training}"):
+            ser.load(part_trained_run, fold=fold, device="cpu")
+    with pytest.raises(UserInputError, match=f"fold2 holds no trained model: {training}"):
+        ser.load(part_trained_run / "fold2", device="cpu")
+    model = ser.load(part_trained_run, device="cpu")
+    assert [fold.name for fold in model.model.folds] == ["fold1"]
+    note = f"note: fold2 is left out of the average of {part_trained_run}'s folds: {training}"
+    assert note in capsys.readouterr().err
 
 
 def test_an_untrained_fold_says_why_it_has_no_model(part_trained_run):
