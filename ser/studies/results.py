@@ -31,8 +31,11 @@ CONFIG_COLUMNS = ("head", "shift_proportion", "shift_placement")
 # them is a configuration of its own, not a repeat to leave out
 RECIPE_COLUMNS = ("epochs", "lr", "batch_size", "weight_decay", "optimizer", "betas", "schedule", "warmup_epochs",
                   "warmup_lr", "min_lr", "grad_clip", "label_smoothing", "max_steps", "eval_every_updates")
-# the fold scheme (config.json's `folds`) and the dev split asked for (not each fold's `dev_split`)
-PROTOCOL_COLUMNS = ("fold_scheme", "k", "dev", "dev_fraction", "fold_seed")
+# the fold scheme and the dev split asked for (not each fold's `dev_split`); config.json's `folds` is
+# the column `fold_scheme`, as `folds` is the summary's count of folds
+PROTOCOL_KEYS = ("folds", "k", "dev", "dev_fraction", "fold_seed")
+COLUMN_OF_KEY = {"folds": "fold_scheme"}
+PROTOCOL_COLUMNS = tuple(COLUMN_OF_KEY.get(key, key) for key in PROTOCOL_KEYS)
 REPLICATE_COLUMNS = ("seed", "fold")
 BASE_METRICS = ("ua", "wa", "macro_f1")
 STATUS_DONE, STATUS_FAILED, STATUS_PENDING = "done", "failed", "pending"
@@ -85,13 +88,11 @@ def config_columns(config: dict) -> dict[str, Any]:
         "seed": config.get("seed"),
         "fold": config.get("fold"),
     }
-    if "folds" in config:
-        row["fold_scheme"] = config["folds"]  # `folds` is the summary's count of folds
-    for key in (*RECIPE_COLUMNS, *PROTOCOL_COLUMNS, "standardize", "layers", "model", "task", "test_corpus",
+    for key in (*RECIPE_COLUMNS, *PROTOCOL_KEYS, "standardize", "layers", "model", "task", "test_corpus",
                 "dev_split"):
         if key in config:
             value = config[key]
-            row[key] = ",".join(map(str, value)) if isinstance(value, list) else value
+            row[COLUMN_OF_KEY.get(key, key)] = ",".join(map(str, value)) if isinstance(value, list) else value
     for key, value in sorted(head_kwargs.items()):
         if value is not None:
             row[HEAD_OPTION_PREFIX + key] = json.dumps(value) if isinstance(value, (list, dict)) else value
@@ -168,13 +169,14 @@ def configuration_columns(df: pd.DataFrame) -> list[str]:
     the head (each head's paper lr, epochs, …) do not count; seed and fold are replicates."""
     options = ["model", "task", "test_corpus", "layers", "standardize", *PROTOCOL_COLUMNS,
                *sorted(c for c in df.columns if c.startswith(HEAD_OPTION_PREFIX))]
+    text = df.astype(str)  # lists as written; a missing value counts as a value of its own (dropna=False)
     columns = [c for c in CONFIG_COLUMNS if c in df.columns]
-    columns += [c for c in options if c in df.columns and df[c].astype(str).nunique(dropna=False) > 1]
-    text = df.astype(str)
+    columns += [c for c in options if c in df.columns and text[c].nunique(dropna=False) > 1]
     if "head" in df.columns:
-        varied = [c for c in RECIPE_COLUMNS if c in df.columns and text.groupby(df["head"])[c].nunique().max() > 1]
+        per_head = text.groupby(df["head"])
+        varied = [c for c in RECIPE_COLUMNS if c in df.columns and per_head[c].nunique(dropna=False).max() > 1]
     else:
-        varied = [c for c in RECIPE_COLUMNS if c in df.columns and text[c].nunique() > 1]
+        varied = [c for c in RECIPE_COLUMNS if c in df.columns and text[c].nunique(dropna=False) > 1]
     return columns + varied
 
 
