@@ -67,20 +67,25 @@ def _common(
     pass
 
 
-app.command("prepare", help=prepare_cmd.HELP, epilog=reflowed(prepare_cmd.EXAMPLES))(prepare_cmd.prepare)
-app.command("extract", help=extract_cmd.HELP, epilog=reflowed(extract_cmd.EXAMPLES))(extract_cmd.extract)
-app.command("train", help=train_cmd.HELP, epilog=reflowed(train_cmd.EXAMPLES))(train_cmd.train)
-app.command("finetune", help=finetune_cmd.HELP, epilog=reflowed(finetune_cmd.EXAMPLES))(finetune_cmd.finetune)
-app.command("sweep", help=sweep_cmd.HELP, epilog=reflowed(sweep_cmd.EXAMPLES))(sweep_cmd.sweep)
-app.command("probe", help=probe_cmd.HELP, epilog=reflowed(probe_cmd.EXAMPLES))(probe_cmd.probe)
-app.command("report", help=report_cmd.HELP, epilog=reflowed(report_cmd.EXAMPLES))(report_cmd.report)
-app.command("predict", help=predict_cmd.HELP, epilog=reflowed(predict_cmd.EXAMPLES))(predict_cmd.predict)
-app.command("export", help=export_cmd.HELP, epilog=reflowed(export_cmd.EXAMPLES))(export_cmd.export)
-app.command("serve", help=serve_cmd.HELP, epilog=reflowed(serve_cmd.EXAMPLES))(serve_cmd.serve)
-app.command("distill", help=distill_cmd.HELP, epilog=reflowed(distill_cmd.EXAMPLES))(distill_cmd.distill)
-app.command("folds", help=folds_cmd.HELP, epilog=reflowed(folds_cmd.EXAMPLES))(folds_cmd.folds)
-app.command("list", help=listing_cmd.HELP, epilog=reflowed(listing_cmd.EXAMPLES))(listing_cmd.list_names)
-app.command("demo", help=demo_cmd.HELP, epilog=reflowed(demo_cmd.EXAMPLES))(demo_cmd.demo)
+def _command(name: str, module, function) -> None:
+    """Register `ser NAME`: its help, its examples reflowed for the terminal, its function."""
+    app.command(name, help=module.HELP, epilog=reflowed(module.EXAMPLES))(function)
+
+
+_command("prepare", prepare_cmd, prepare_cmd.prepare)
+_command("extract", extract_cmd, extract_cmd.extract)
+_command("train", train_cmd, train_cmd.train)
+_command("finetune", finetune_cmd, finetune_cmd.finetune)
+_command("sweep", sweep_cmd, sweep_cmd.sweep)
+_command("probe", probe_cmd, probe_cmd.probe)
+_command("report", report_cmd, report_cmd.report)
+_command("predict", predict_cmd, predict_cmd.predict)
+_command("export", export_cmd, export_cmd.export)
+_command("serve", serve_cmd, serve_cmd.serve)
+_command("distill", distill_cmd, distill_cmd.distill)
+_command("folds", folds_cmd, folds_cmd.folds)
+_command("list", listing_cmd, listing_cmd.list_names)
+_command("demo", demo_cmd, demo_cmd.demo)
 app.add_typer(cache_cmd.cache_app, name="cache", help=cache_cmd.HELP)
 
 
