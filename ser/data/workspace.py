@@ -99,18 +99,16 @@ class Workspace:
     def find_cache(self, corpus: str, model: str | None = None, manifest: Path | None = None) -> Path:
         """The cache of `model` for `corpus`, or the only cache of that corpus (`manifest`: the one
         the user named, for the hint)."""
-        extract = f"ser extract --model {model or 'M'}" + (f" --manifest {manifest}" if manifest is not None else "")
-        named = f" (a corpus is named by its manifest's file name: {manifest} is {corpus!r})" if manifest else ""
         if model is not None:
             path = self.cache_path(corpus, model)
             if not path.is_file():
                 raise UserInputError(f"no cache of model {model!r} for corpus {corpus!r} at {path}",
-                                     f"run `{extract}` first{named}")
+                                     _extract_hint(corpus, model, manifest))
             return path
         found = sorted((self.cache_dir / corpus).glob("*.h5"))
         if not found:
             raise UserInputError(f"no feature cache for corpus {corpus!r} in {self.cache_dir / corpus}",
-                                 f"run `{extract}` first{named}")
+                                 _extract_hint(corpus, model, manifest))
         if len(found) > 1:
             names = ", ".join(p.stem for p in found)
             raise UserInputError(f"several caches for corpus {corpus!r}: {names}", "pick one with --model")
@@ -126,3 +124,11 @@ class Workspace:
 
     def runs_root(self, corpus: str, model: str) -> Path:
         return self.runs_dir / corpus / model_slug(model)
+
+
+def _extract_hint(corpus: str, model: str | None, manifest: Path | None) -> str:
+    """The command that builds a missing cache (`manifest`: the one the user named)."""
+    if manifest is None:
+        return f"run `ser extract --model {model or 'M'}` first"
+    return (f"run `ser extract --model {model or 'M'} --manifest {manifest}` first (a corpus is named by its "
+            f"manifest's file name: {manifest} is {corpus!r})")
