@@ -174,6 +174,9 @@ def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Pat
     _check_same_run(out_dir, saved_config)
     if files.is_finished(out_dir):
         return files.read_json(out_dir / files.METRICS)
+    if config.recipe.batch_size > len(rows[0]):
+        print(f"note: fold {fold.name}: --batch-size {config.recipe.batch_size} is larger than its training part "
+              f"({len(rows[0])} utterances), so each epoch is one step", file=sys.stderr)
     files.write_json(out_dir / files.CONFIG, saved_config)
     return FoldStart(task, head, saved_config, rows, config)
 

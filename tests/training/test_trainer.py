@@ -273,3 +273,13 @@ def test_an_update_cadence_scores_dev_only_where_it_falls_and_selects_among_thos
                                                                              6 * steps_per_epoch]
     assert metrics["best_epoch"] in (3, 5, 6)
     assert files.read_json(tmp_path / files.CONFIG)["eval_every_updates"] == every
+
+
+def test_a_batch_larger_than_the_training_part_is_noted_once_per_fold(data, tmp_path, capsys):
+    fold = protocol_folds(small_config(), data)[0]
+    train_fold(small_config(epochs=1, batch_size=len(fold.train) + 1), data, fold, tmp_path / "large")
+    assert f"is larger than its training part ({len(fold.train)} utterances)" in capsys.readouterr().err
+    train_fold(small_config(epochs=1, batch_size=len(fold.train) + 1), data, fold, tmp_path / "large")  # finished
+    assert "larger than its training part" not in capsys.readouterr().err
+    train_fold(small_config(epochs=1, batch_size=len(fold.train)), data, fold, tmp_path / "equal")
+    assert "larger than its training part" not in capsys.readouterr().err
