@@ -13,6 +13,10 @@ same folds and cache, one change at a time:
 - an MLP on the same pooled statistics trained the heads' way (the shift recipe: AdamW, warm-up
   and cosine over 100 epochs, the dev-best epoch by UA; train only): the heads' training on the
   probe's features, without the frames;
+- the floor and the MLP again on per-speaker standardised statistics: each speaker's utterances
+  scaled by that speaker's own mean and std of each statistic (the test speakers' too, from their
+  unlabelled audio: speaker normalisation, transductive), which takes the speaker's voice out of
+  the level the classifier sees;
 - each `--run` given: a trained head's test UA on the same folds.
 
 One table: UA mean ± sample std over folds and each fold's UA. Deterministic (seeded).
@@ -39,6 +43,15 @@ def standardised(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """Every part scaled by the training part's per-column mean and std."""
     mean, std = train.mean(axis=0), train.std(axis=0) + 1e-12
     return [(x - mean) / std for x in (train, *others)]
+
+
+def per_speaker_standardised(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """(N, F) rows, each speaker's rows scaled by that speaker's own per-column mean and std."""
+    scaled = np.empty_like(x)
+    for speaker in np.unique(speakers):
+        rows = speakers == speaker
+        scaled[rows] = (x[rows] - x[rows].mean(axis=0)) / (x[rows].std(axis=0) + 1e-12)
+    return scaled
 
 
 def logistic_ua(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...], classes: int, refit: bool) -> float:
@@ -113,7 +126,12 @@ def main() -> None:
     classes = len(data.labels)
     with CacheReader(cache) as reader:
         pooled = reader.pooled_rows(data.ids, args.layer).astype(np.float64)  # (N, 2, D): mean, std
-    statistics = {"mean + std": pooled.reshape(len(pooled), -1), "mean": pooled[:, 0], "std": pooled[:, 1]}
+    both = pooled.reshape(len(pooled), -1)  # (N, 2·D)
+    statistics = {"mean + std": both, "mean": pooled[:, 0], "std": pooled[:, 1]}
+    has_speakers = "speaker" in data.table and data.table["speaker"].notna().all()
+    if has_speakers:
+        speakers = data.table["speaker"].astype(str).to_numpy()
+        statistics["mean + std, per speaker"] = per_speaker_standardised(both, speakers)
     arms = [
         ("floor: logistic, refit on train + dev", "mean + std", lambda x, y: logistic_ua(x, y, classes, refit=True)),
         ("logistic, train only", "mean + std", lambda x, y: logistic_ua(x, y, classes, refit=False)),
@@ -122,6 +140,14 @@ def main() -> None:
         ("MLP, the heads' recipe, train only", "mean + std", lambda x, y: mlp_ua(x, y, classes)),
         ("MLP, the heads' recipe, train only", "mean", lambda x, y: mlp_ua(x, y, classes)),
     ]
+    if has_speakers:
+        arms += [
+            ("logistic, refit on train + dev", "mean + std, per speaker",
+             lambda x, y: logistic_ua(x, y, classes, refit=True)),
+            ("MLP, the heads' recipe, train only", "mean + std, per speaker", lambda x, y: mlp_ua(x, y, classes)),
+        ]
+    else:
+        print("note: the manifest does not name every utterance's speaker: no per-speaker rows")
     rows = {}
     with threadpool_limits(limits=1):
         for fold in folds:

@@ -132,8 +132,11 @@ class CacheReader:
         self.page_cache = page_cache
         if self.path.is_dir():
             inside = sorted([*self.path.glob("*.h5"), *self.path.glob("*/*.h5")])  # cache/ or cache/<corpus>/
+            twin = self.path.with_suffix(".h5")  # <model>.probe/ (the probe's results) sits beside <model>.h5
             raise CacheError(f"{self.path} is a folder, not a cache file",
-                             f"pass one of its caches, e.g. {inside[0]}" if inside else "run `ser extract --model M` first")
+                             f"pass one of its caches, e.g. {inside[0]}" if inside
+                             else f"pass the cache beside it, {twin}" if twin.is_file()
+                             else "run `ser extract --model M` first")
         if not self.path.is_file():
             raise CacheError(f"no feature cache at {self.path}", "run `ser extract --model M` first")
         self.attrs = read_attrs(self.path)

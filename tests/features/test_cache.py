@@ -95,6 +95,10 @@ def test_a_folder_is_refused_naming_a_cache_inside_it(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CacheError, match="empty is a folder, not a cache file .run `ser extract --model M` first.$"):
         CacheReader(tmp_path / "empty")
+    (cache.parent / "m.probe").mkdir()  # `ser probe`'s results, beside the cache they came from
+    beside = r"m.probe is a folder, not a cache file \(pass the cache beside it, .*m.h5\)$"
+    with pytest.raises(CacheError, match=beside):
+        CacheReader(cache.parent / "m.probe")
 
 
 def test_partial_run_of_other_settings_is_refused(tmp_path):
