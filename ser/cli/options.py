@@ -43,6 +43,12 @@ RecordTestCurve = Annotated[
                  "test_best_epoch_optimistic (a max over test epochs, for comparison with papers only). By default "
                  "test is scored twice: at the dev-selected epoch and at the last."),
 ]
+PerSpeaker = Annotated[
+    bool,
+    typer.Option("--per-speaker", help="z-score each speaker's features with that speaker's own mean and std first "
+                 "(every speaker's, the test speakers' too, from their unlabelled audio: transductive). Needs the "
+                 "manifest's speaker column; a run trained so cannot predict a new voice (ser predict refuses it)."),
+]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the head's paper recipe).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 Threads = Annotated[

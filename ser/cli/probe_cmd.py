@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ser.cli.options import DevSplit, FoldScheme, KFolds, ManifestPath, OutPath, Workdir
+from ser.cli.options import DevSplit, FoldScheme, KFolds, ManifestPath, OutPath, PerSpeaker, Workdir
 
 HELP = "Probe every cached layer with logistic (or ridge) regression on pooled mean+std: a floor for any head."
 EXAMPLES = """Examples:
@@ -20,6 +20,9 @@ EXAMPLES = """Examples:
   ser probe --folds speaker --dev speaker
 
   ser probe --task dimensional                (ridge regression, scored by CCC)
+
+  ser probe --per-speaker                     (statistics of features z-scored per speaker: the floor
+                                               of `ser train --per-speaker`)
 
 Each layer's per-utterance mean and std over time (stored by `ser extract`) feed standardise →
 logistic regression; its C is chosen on each fold's dev split (the same folds and dev split as
@@ -41,6 +44,7 @@ def probe(
     task: Annotated[
         str, typer.Option("--task", help="categorical (logistic regression, UA) | dimensional (ridge, CCC).")
     ] = "categorical",
+    per_speaker: PerSpeaker = False,
     out: OutPath = None,
 ) -> None:
     from ser.cli.train_cmd import parse_layers
@@ -49,7 +53,7 @@ def probe(
 
     if task not in ("categorical", "dimensional"):
         raise typer.BadParameter(f"{task!r} is not a task; choose categorical or dimensional", param_hint="--task")
-    protocol = ProbeProtocol(task=task, folds=folds, k=k, dev=dev)
+    protocol = ProbeProtocol(task=task, folds=folds, k=k, dev=dev, per_speaker=per_speaker)
     outcome = write_probe(workdir, protocol, manifest=manifest, model=model,
                           layers=parse_layers(layers) if layers else None, out=out, progress=_progress)
     print_summary(outcome.summary, outcome.metric)

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from ser.cli import validation
-from ser.cli.options import (Device, DevSplit, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, RecordTestCurve,
-                             Seed, Threads, TrackingLog, Workdir)
+from ser.cli.options import (Device, DevSplit, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, PerSpeaker,
+                             RecordTestCurve, Seed, Threads, TrackingLog, Workdir)
 from ser.errors import UserInputError
 from ser.features.layer_spec import read_layer_spec
 
@@ -30,6 +30,9 @@ EXAMPLES = """Examples:
 
   ser train --head shiftcnn --no-standardize --head-option spec_augment=true --head-option input_projection=false
       (override the fbank/mfcc defaults)
+
+  ser train --head shiftcnn --per-speaker   (each speaker's features z-scored by its own statistics;
+      compare with `ser probe --per-speaker`)
 
   ser train --head cnn --head-option num_blocks=3 --head-option kernel_size=5 --run-name cnn3
 
@@ -143,6 +146,7 @@ def train(
                                      "with each fold's training statistics (default: on for fbank/mfcc/eGeMAPS/ComParE "
                                      "caches, off for pre-trained models' caches).", show_default=False)
     ] = None,
+    per_speaker: PerSpeaker = False,
     record_test_curve: RecordTestCurve = False,
     task: Annotated[
         str, typer.Option("--task", help="What to learn: categorical (the manifest's label) | dimensional "
@@ -187,6 +191,8 @@ def train(
         raise UserInputError("--log is not available with --teacher yet", "track plain `ser train` or `ser sweep` runs")
     if teacher and test_manifest is not None:
         raise UserInputError("--test-manifest is not available with --teacher")
+    if teacher and per_speaker:
+        raise UserInputError("--per-speaker is not available with --teacher", "train the teacher without it")
     if head is None and not teacher:
         raise UserInputError("missing option --head", "choose one with `ser list heads`, e.g. --head shiftcnn")
     if jobs > 1 and teacher:
@@ -210,7 +216,7 @@ def train(
         head, head_kwargs, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, task=task,
         eval_every_updates=eval_every_updates,
         layers=parse_layers(layers) if layers else None, folds=folds, k=k, dev=dev,
-        standardize=standardize, record_test_curve=record_test_curve, test_manifest=None if test_manifest is None else str(test_manifest),
+        standardize=standardize, per_speaker=per_speaker, record_test_curve=record_test_curve, test_manifest=None if test_manifest is None else str(test_manifest),
         label_map=parse_label_map(label_map),
     )
     warn_schedule(config.recipe)

@@ -177,6 +177,10 @@ def _run_fold(fold_dir: Path) -> tuple[FoldModel, dict]:
     if config.get("text_model"):
         raise UserInputError(f"{fold_dir} is a multimodal teacher (audio + transcripts)",
                              "ser predict applies audio-only heads: use a `ser distill` student of it")
+    if config.get("per_speaker"):
+        raise UserInputError(f"{fold_dir} was trained on features z-scored per speaker (--per-speaker): a new clip "
+                             "comes without its speaker's statistics", "train the same head without --per-speaker to "
+                             "predict, serve or export it")
     head = _build_head(saved["constructor_kwargs"], saved["state_dict"])
     scaler = saved.get("feature_scaler")
     fold = FoldModel(

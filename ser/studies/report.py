@@ -204,7 +204,8 @@ def protocol_text(done: pd.DataFrame) -> str:
 def floor_text(floors: ProbeFloors) -> str:
     """What the floor rows are, and why a table has none."""
     text = (f"**Floor.** Rows `probe floor` are logistic regression (ridge for CCC) on the cache's pooled per-layer "
-            f"mean+std (`ser probe`), same folds and dev split, C chosen by dev log-loss; {BELOW_FLOOR} marks a "
+            f"mean+std (`ser probe`), same folds and dev split, C chosen by dev log-loss (for runs with "
+            f"--per-speaker, of features z-scored per speaker, as the run saw them); {BELOW_FLOOR} marks a "
             "configuration whose mean does not beat the better of them on dev.")
     return text + "".join(f"\n- no floor for {note}" for note in floors.notes)
 

@@ -156,7 +156,8 @@ def run_search(
         HEADS.get(head)
     manifest, cache, corpus, model, sweep_dir, test_cache = resolve_inputs(settings)
     data = load_training_data(manifest, cache, task=settings.task, layers=settings.layers, device=settings.device,
-                              test_manifest=settings.test_manifest, test_cache=test_cache, label_map=settings.label_map)
+                              test_manifest=settings.test_manifest, test_cache=test_cache, label_map=settings.label_map,
+                              per_speaker=settings.per_speaker)
     selection = data.task.selection_metric
     sweep_dir.mkdir(parents=True, exist_ok=True)
     planned_by_key: dict[str, Any] = {}

@@ -87,6 +87,7 @@ class SweepSettings:
     k: int | None = None
     dev: str = "auto"  # auto | speaker | random (ser/data/fold.py dev_split)
     record_test_curve: bool = False  # score test every epoch (history, optimistic best epoch)
+    per_speaker: bool = False  # every run sees features z-scored per speaker (training/speaker_norm.py)
     layers: list[int] | None = None
     task: str = "categorical"
     test_manifest: Path | None = None  # cross-corpus: test every run on this manifest's corpus
@@ -133,7 +134,7 @@ def train_config(point: dict[str, Any], settings: SweepSettings, corpus: str, mo
     return TrainConfig.create(
         point["head"], head_kwargs, **recipe, seed=point.get("seed", 0), standardize=point.get("standardize"),
         task=settings.task, layers=settings.layers, folds=settings.folds, k=settings.k, dev=settings.dev, model=model,
-        record_test_curve=settings.record_test_curve,
+        record_test_curve=settings.record_test_curve, per_speaker=settings.per_speaker,
         corpus=corpus, label_map=settings.label_map, test_corpus=test_corpus,
         test_manifest=None if settings.test_manifest is None else str(Path(settings.test_manifest).resolve()),
     )
@@ -320,7 +321,8 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
     manifest, cache, corpus, model, sweep_dir, test_cache = resolve_inputs(settings)
     device = "cpu" if settings.backend == "ray" else settings.device  # Ray tasks choose their own
     data = load_training_data(manifest, cache, task=settings.task, layers=settings.layers, device=device,
-                              test_manifest=settings.test_manifest, test_cache=test_cache, label_map=settings.label_map)
+                              test_manifest=settings.test_manifest, test_cache=test_cache, label_map=settings.label_map,
+                              per_speaker=settings.per_speaker)
     load_seconds = time.perf_counter() - started
     planned = plan_runs(grid, settings, data, sweep_dir, corpus, model)
     share = settings.shard.take(planned) if settings.shard else planned

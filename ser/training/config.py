@@ -34,6 +34,9 @@ class TrainConfig:
     # per-layer, per-channel z-scores with the fold's training statistics; "auto": on for weight-free
     # frontend caches (fbank, mfcc, …), off for SSL caches (feature_defaults.py)
     standardize: bool | str = "auto"
+    # z-score each speaker's frames with that speaker's own statistics first (speaker_norm.py);
+    # such a run cannot predict a new voice
+    per_speaker: bool = False
     model: str | None = None  # the cache's model alias (informational)
     corpus: str | None = None
     text_model: str | None = None  # a teacher's text cache model (ser/distill/teacher.py); None = audio only
@@ -66,6 +69,8 @@ class TrainConfig:
         for name in CROSS_CORPUS_FIELDS:  # absent unless set: configs of in-corpus runs stay as they were
             if data[name] is None:
                 del data[name]
+        if not self.per_speaker:  # likewise: a finished run's config.json still matches its rerun
+            del data["per_speaker"]
         if self.label_map is not None:
             data["label_map"] = dict(self.label_map)
         return {**data, **self.recipe.to_dict()}
@@ -103,6 +108,8 @@ class TrainConfig:
             parts.append(f"dev{self.dev}")
         if self.standardize != AUTO_STANDARDIZE:
             parts.append("std" if self.standardize else "nostd")
+        if self.per_speaker:
+            parts.append("spk")
         if self.task != "categorical":
             parts.append(self.task)
         parts.append(f"s{self.seed}")

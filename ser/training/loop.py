@@ -155,6 +155,9 @@ def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Pat
         raise TrainingError(f"fold {fold.name} has no dev utterances", "model selection needs a dev set")
     if data.layers != config.layers:
         raise TrainingError(f"the data holds layers {data.layers}, the config asks for {config.layers}")
+    if (data.speaker_scaler is not None) != config.per_speaker:
+        raise TrainingError(f"the data is {'' if data.speaker_scaler is not None else 'not '}scaled per speaker, "
+                            f"the config says per_speaker={config.per_speaker}")
     rows = tuple(data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
     task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(rows[0])])
     frontend = is_frontend_cache(data.cache_path)

@@ -7,6 +7,7 @@ CCC), is fitted on each fold's training part; its regularisation is chosen on th
 part alone (by log-loss; by CCC for regression); the pipeline is then refitted on train + dev
 with that regularisation, and test is scored once, with the same folds and dev split as
 `ser train`. The frames are never read, so a probe of every layer of a corpus takes seconds.
+With `per_speaker` the statistics are those of frames z-scored per speaker (speaker_norm.py).
 
 `cached_probe` keeps the result next to the cache (`<corpus>/<model>.probe/<protocol>.json`),
 computed once per corpus × model × protocol, for `ser report`'s floor rows.
@@ -35,6 +36,7 @@ from ser.training import metrics
 from ser.training.cache_access import cached_rows, refuse_layers_outside
 from ser.training.dimensional import dimensional_metrics
 from ser.training.protocol import announce_fold_notes
+from ser.training.speaker_norm import per_speaker_pooled, speaker_of_rows
 from ser.training.tasks import build_task
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # logistic regression: inverse L2 strength, chosen by dev log-loss
@@ -54,6 +56,7 @@ class ProbeProtocol:
     dev: str = "auto"  # auto | speaker | random (ser/data/fold.py dev_split)
     dev_fraction: float = 0.2
     fold_seed: int = 0
+    per_speaker: bool = False  # statistics of frames z-scored per speaker, as `ser train --per-speaker` sees them
 
     @classmethod
     def of_run(cls, config: dict) -> "ProbeProtocol":
@@ -64,7 +67,8 @@ class ProbeProtocol:
     def key(self) -> str:
         """A readable file-name-safe key, e.g. `categorical-default-random0.2-s0`."""
         scheme = (self.folds or "default") + (str(self.k) if self.k else "")
-        return f"{self.task}-{scheme}-{self.dev}{self.dev_fraction:g}-s{self.fold_seed}"
+        speaker = "-spk" if self.per_speaker else ""  # absent otherwise: earlier probes keep their keys
+        return f"{self.task}-{scheme}-{self.dev}{self.dev_fraction:g}-s{self.fold_seed}{speaker}"
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,7 @@ def run_probe(
     folds = probe_folds(data, protocol)
     layers = list(range(data.num_layers)) if layers is None else list(layers)
     refuse_layers_outside(layers, data.num_layers)
+    speaker_of_row = speaker_of_rows(data.table)[0] if protocol.per_speaker else None
     position = {utt: i for i, utt in enumerate(data.ids)}
     parts = [np.array([position[utt] for utt in ids]) for fold in folds for ids in (fold.train, fold.dev, fold.test)]
     names = [str(layer) for layer in layers] + ([ALL_LAYERS] if len(layers) > 1 else [])
@@ -191,13 +196,17 @@ def run_probe(
     # One BLAS/OpenMP thread: these fits are small, and spare threads spin on a busy machine (10-30× slower).
     with CacheReader(cache) as reader, threadpool_limits(limits=1):
         probed = []
+        lengths = np.array([reader.lengths[utt] for utt in data.ids])  # (N,) frames
         for done, name in enumerate(names):
             if progress is not None:
                 progress(name, done, len(names))
             if name == ALL_LAYERS:
                 features = np.concatenate(probed, axis=1)  # (N, L·2·D)
             else:
-                features = layer_features(reader.pooled_rows(data.ids, int(name)))  # (N, 2·D)
+                pooled = reader.pooled_rows(data.ids, int(name))  # (N, 2, D)
+                if speaker_of_row is not None:
+                    pooled = per_speaker_pooled(pooled, lengths, speaker_of_row)
+                features = layer_features(pooled)  # (N, 2·D)
                 probed.append(features)
             for index, fold in enumerate(folds):
                 train, dev, test = parts[3 * index : 3 * index + 3]

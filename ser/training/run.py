@@ -120,7 +120,8 @@ def run_training(
     config = dataclasses.replace(config, model=inputs.model, corpus=inputs.corpus)
     config, test_cache = with_test_corpus(workspace, config)
     data = load_training_data(inputs.manifest, inputs.cache, config.task, config.layers, device, stream,
-                              test_manifest=config.test_manifest, test_cache=test_cache, label_map=config.label_map)
+                              test_manifest=config.test_manifest, test_cache=test_cache, label_map=config.label_map,
+                              per_speaker=config.per_speaker)
     default_name = config.run_name() + ("-full" if which == NO_TEST else "")  # the deployable model: its own run
     run_dir = Path(out) if out is not None else workspace.runs_root(inputs.corpus, inputs.model) / (run_name or default_name)
     return run_dir, train_folds(config, data, run_dir, which, progress, log, jobs)

@@ -20,6 +20,7 @@ import torch
 
 from ser.errors import CacheError
 from ser.features.packed import PackedFeatures
+from ser.training.speaker_norm import SpeakerScaler
 from ser.training.streaming import STREAM_WORKERS, stream_batches
 from ser.training.tasks import Task
 
@@ -55,6 +56,7 @@ class TrainingData:
     workers: int = STREAM_WORKERS  # reader threads of a streamed run
     cross: CrossCorpus | None = None  # set when the test utterances come from another corpus
     labelled: int | None = None  # rows [0, labelled) have targets, the rest not; None: every row
+    speaker_scaler: SpeakerScaler | None = None  # --per-speaker: every batch is first scaled per speaker
 
     @property
     def streamed(self) -> bool:
@@ -79,28 +81,40 @@ class TrainingData:
         return np.array([where[utt] for utt in ids], dtype=np.int64)
 
     def batches(self, batch_rows: list[np.ndarray], scaler: "FeatureScaler | None" = None) -> Iterator[Batch]:
-        """(x, lengths, targets) on the device for each array of row positions, in order;
-        x standardised by `scaler` when one is given."""
-        for x, lengths, targets in self._raw_batches(batch_rows):
-            yield (x if scaler is None else scaler(x, lengths)), lengths, targets
+        """(x, lengths, targets) on the device for each array of row positions, in order; x scaled
+        per speaker when the data is (`speaker_scaler`), then standardised by `scaler` when one is given."""
+        for index, x, lengths in self._speaker_scaled(batch_rows):
+            yield (x if scaler is None else scaler(x, lengths)), lengths, self.targets[index]
 
-    def _raw_batches(self, batch_rows: list[np.ndarray]) -> Iterator[Batch]:
+    def _speaker_scaled(self, batch_rows: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, ...]]:
+        """`_frames`, each batch scaled per speaker when the data is (the fold scaler's input too)."""
+        for index, x, lengths in self._frames(batch_rows):
+            yield index, (x if self.speaker_scaler is None else self.speaker_scaler(x, lengths, index)), lengths
+
+    def _frames(self, batch_rows: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(row positions (B,), raw x (B, L, T, D), lengths (B,)) on the device, as cached."""
         if self.packed is not None:
             for rows in batch_rows:
                 index = torch.from_numpy(rows).to(self.device)
                 x, lengths = self.packed.batch(index)  # (B, L, T, D), (B,)
-                yield x.to(self.device, non_blocking=True), lengths.to(self.device), self.targets[index]
+                yield index, x.to(self.device, non_blocking=True), lengths.to(self.device)
             return
         for rows, x, lengths in stream_batches(self.cache_path, self.ids, self.layers, batch_rows, self.workers,
                                                pin=self.device.type == "cuda"):
-            index = torch.from_numpy(rows).to(self.device)
-            yield x.to(self.device, non_blocking=True), lengths.to(self.device), self.targets[index]
+            yield torch.from_numpy(rows).to(self.device), x.to(self.device, non_blocking=True), lengths.to(self.device)
+
+    def fit_speaker_scaler(self, speaker_of_row: np.ndarray, batch_size: int = 64) -> SpeakerScaler:
+        """Each speaker's frame statistics over every row (speaker_of_row: (N,) speaker index)."""
+        chunks = [np.arange(i, min(i + batch_size, len(self.ids))) for i in range(0, len(self.ids), batch_size)]
+        return SpeakerScaler.fit(speaker_of_row, self.lengths,
+                                 ((index.cpu().numpy(), x) for index, x, _ in self._frames(chunks)))
 
     def feature_scaler(self, rows: np.ndarray, batch_size: int = 64) -> "FeatureScaler":
-        """Per-layer, per-channel mean and std over every frame of `rows` (a fold's training part)."""
+        """Per-layer, per-channel mean and std over every frame of `rows` (a fold's training part), as
+        the batches give them (scaled per speaker first, when the data is)."""
         total = torch.zeros(self.num_layers, self.dim, dtype=torch.float64, device=self.device)
         squares = torch.zeros_like(total)
-        for x, _, _ in self._raw_batches([rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]):
+        for _, x, _ in self._speaker_scaled([rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]):
             total += x.sum(dim=(0, 2), dtype=torch.float64)  # (L, D); padding is zero
             squares += x.double().pow(2).sum(dim=(0, 2))
         frames = float(self.lengths[rows].sum())

@@ -49,13 +49,15 @@ class PortableData:
 
     def on(self, device: torch.device) -> TrainingData:
         """The TrainingData of a task on `device`, its features read in place from the object store."""
+        scaler = self.data.speaker_scaler
+        data = self.data if scaler is None else dataclasses.replace(self.data, speaker_scaler=scaler.to(device))
         if self.frames is None:
-            return dataclasses.replace(self.data, device=device, targets=self.data.targets.to(device))
+            return dataclasses.replace(data, device=device, targets=data.targets.to(device))
         with warnings.catch_warnings():  # the store's buffers are read-only; training only reads them
             warnings.simplefilter("ignore", UserWarning)
             frames = torch.from_numpy(self.frames)  # (ΣT, L, D)
         packed = PackedFeatures(self.ids, frames, torch.from_numpy(self.offsets.copy()))
-        return dataclasses.replace(self.data, packed=packed, device=device, targets=self.data.targets.to(device))
+        return dataclasses.replace(data, packed=packed, device=device, targets=data.targets.to(device))
 
 
 def train_on_node(portable: PortableData, task: RunTask, threads: int, gpu: bool) -> RunOutcome:
