@@ -78,7 +78,8 @@ def layer_weights_figure(weights: dict[str, np.ndarray], path: Path) -> Path:
     for row, name in enumerate(names):
         relative[row, : len(weights[name])] = np.asarray(weights[name]) * len(weights[name])
     top = max(2.0, float(np.nanmax(relative)))
-    figure, axis = plt.subplots(figsize=(max(4.5, 0.5 * width + 3.5), 0.45 * len(names) + 1.8))
+    label_inches = 0.065 * max(len(name) for name in names)  # configuration names at 8 pt, beside the rows
+    figure, axis = plt.subplots(figsize=(max(4.5, 0.5 * width + 2.3 + label_inches), 0.45 * len(names) + 1.8))
     image = axis.imshow(relative, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=top))
     if width * len(names) <= 400:
         for (i, j), value in np.ndenumerate(relative):

@@ -209,3 +209,16 @@ def test_selective_accuracy_keeps_the_most_confident_share():
     y = np.array([0, 1, 1, 0])  # right, wrong, right, wrong — by confidence 0.9, 0.8, 0.7, 0.55
     curve = selective_accuracy(p, y, coverages=(100, 75, 50, 25))
     assert curve == {100: 0.5, 75: 2 / 3, 50: 0.5, 25: 1.0}
+
+
+def test_the_layer_weight_figure_makes_room_for_long_configuration_names(tmp_path: Path):
+    """The names of a workspace's many configurations run long: the figure grows to hold them,
+    instead of matplotlib warning that its layout could not be applied."""
+    import warnings
+
+    from ser.studies import figures
+
+    name = "shiftcnn 1/16 residual model=fbank per_speaker=False dev=random epochs=15 lr=0.003 batch_size=16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figures.layer_weights_figure({name: np.array([1.0]), "linear": np.array([1.0])}, tmp_path / "w.png")
