@@ -295,6 +295,8 @@ def resolve_inputs(settings: SweepSettings) -> tuple[Path, Path, str, str, Path,
     if settings.test_manifest is not None:
         test_corpus, test_cache = find_test_cache(workspace, settings.test_manifest, model)
         sweep_name = f"sweep-x{test_corpus}"
+    if settings.per_speaker:  # its own folder: a plain sweep's table is not overwritten
+        sweep_name += "-spk"
     sweep_dir = settings.out or workspace.runs_root(corpus, model) / sweep_name
     return manifest, cache, corpus, model, sweep_dir, test_cache
 
@@ -334,7 +336,8 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
          "folds": settings.folds, "k": settings.k, "dev": settings.dev, "layers": settings.layers,
          "task": settings.task, "threads": settings.threads, "batch_runs": settings.batch_runs,
          **({"test_manifest": str(settings.test_manifest), "label_map": settings.label_map}
-            if settings.test_manifest is not None else {})}, indent=2))
+            if settings.test_manifest is not None else {}),
+         **({"per_speaker": True} if settings.per_speaker else {})}, indent=2))
     table = SweepTable(share, sweep_dir, settings.shard.table_stem if settings.shard else "sweep")
     table.write()
     by_key = {run.task.key: run for run in planned}

@@ -5,6 +5,7 @@ a run named and recorded so, compared with the matching floor by `ser report`, a
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -144,9 +145,10 @@ def test_a_per_speaker_run_is_recorded_compared_with_its_floor_and_refused_by_pr
 
 def test_a_per_speaker_sweep_trains_what_ser_train_trains(workspace, tmp_path):
     grid = build_grid(None, {"head": ["shiftcnn"], "epochs": ["2"], "batch_size": ["8"]}, [], ["1"])
-    outcome = run_sweep(grid, SweepSettings(workdir=workspace.root, out=tmp_path / "sweep", device="cpu", jobs=1,
-                                            per_speaker=True))
+    outcome = run_sweep(grid, SweepSettings(workdir=workspace.root, device="cpu", jobs=1, per_speaker=True))
     assert (outcome.done, outcome.failed) == (1, 0)
+    assert outcome.sweep_dir == workspace.runs_root("synthetic", "fbank") / "sweep-spk"  # not the plain sweep's
+    assert json.loads((outcome.sweep_dir / "sweep.json").read_text())["per_speaker"] is True
     fold_dir = outcome.sweep_dir / pd.read_csv(outcome.table_path)["run_dir"].iloc[0]
     assert files.read_json(fold_dir / files.CONFIG)["per_speaker"] is True
     config = TrainConfig.create("shiftcnn", epochs=2, batch_size=8, per_speaker=True)
