@@ -185,8 +185,8 @@ def sweep(
     settings = SweepSettings(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
         batch_runs=batch_runs,
-        folds=folds, k=k, dev=dev, record_test_curve=record_test_curve, per_speaker=per_speaker, layers=parse_layers(layers) if layers else None,
-        task=task,
+        folds=folds, k=k, dev=dev, record_test_curve=record_test_curve, per_speaker=per_speaker,
+        layers=parse_layers(layers) if layers else None, task=task,
         test_manifest=test_manifest, label_map=parse_label_map(label_map), log=log, backend=backend,
         address=address, gpus_per_run=gpus_per_run, shard=share,
     )

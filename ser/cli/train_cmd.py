@@ -216,8 +216,8 @@ def train(
         head, head_kwargs, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, task=task,
         eval_every_updates=eval_every_updates,
         layers=parse_layers(layers) if layers else None, folds=folds, k=k, dev=dev,
-        standardize=standardize, per_speaker=per_speaker, record_test_curve=record_test_curve, test_manifest=None if test_manifest is None else str(test_manifest),
-        label_map=parse_label_map(label_map),
+        standardize=standardize, per_speaker=per_speaker, record_test_curve=record_test_curve,
+        test_manifest=None if test_manifest is None else str(test_manifest), label_map=parse_label_map(label_map),
     )
     warn_schedule(config.recipe)
     with ProgressBar() as progress:

@@ -23,8 +23,8 @@ from ser.features.cache import CacheReader
 from ser.training.allocator import give_back_memory
 from ser.training.cache_access import available_ram_bytes, cached_rows, feature_home, resolve_device
 from ser.training.cross_corpus import load_cross_corpus_data
-from ser.training.streaming import STREAM_WORKERS
 from ser.training.speaker_norm import speaker_of_rows
+from ser.training.streaming import STREAM_WORKERS
 from ser.training.tasks import Task, build_task
 from ser.training.training_data import TrainingData
 
