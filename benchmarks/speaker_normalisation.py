@@ -1,75 +1,46 @@
 """Speaker normalisation, measured: the floor and a head on plain frames and on frames z-scored per speaker.
 
-Per speaker: every frame of a speaker's utterances is scaled by that speaker's own mean and std of
-each layer and channel, over all of the speaker's frames (the test speakers' too, from their
-unlabelled audio: transductive, as in many SER papers). `ser` does not offer this, because a model
-trained so would need a new speaker's statistics at prediction time. This script measures what it
-would be worth, with the honest comparison: the floor sees the same normalised frames.
+Per speaker (`ser train --per-speaker`, `ser probe --per-speaker`): every frame of a speaker's
+utterances is scaled by that speaker's own mean and std of each layer and channel, over all of the
+speaker's frames (the test speakers' too, from their unlabelled audio: transductive, as in many SER
+papers). This script puts the honest comparison side by side, fold by fold: the floor sees the same
+normalised features as the head.
 
     python benchmarks/speaker_normalisation.py --workdir W --corpus turev --model mfcc --head shiftcnn
 
 For each arm (plain, per speaker), on the folds `ser train` makes:
-- floor: `ser probe`'s own fit (`ser.training.probe.classify`: C by dev log-loss, refit on
-  train + dev) on each utterance's mean and std of the arm's frames, layer 0;
+- floor: `ser probe`'s own fit (C by dev log-loss, refit on train + dev) on each utterance's mean
+  and std of the arm's features, layer 0;
 - the head: `ser train`'s own fold loop with default options, train only, dev-selected epoch.
-The heads' runs go to W/runs/<corpus>/<model>/speaker-normalisation/<arm>-<head>/ (a rerun skips
-finished folds, so `--arms plain` and `--arms speaker` can run in two processes and a third call
-with both prints the table). One table: UA mean ± sample std over folds, and each fold's UA.
+The heads' runs go to W/runs/<corpus>/<model>/speaker-normalisation/<arm>-<run name>/ (a rerun
+skips finished folds, so `--arms plain` and `--arms speaker` can run in two processes and a third
+call with both prints the table). One table: UA mean ± sample std over folds, and each fold's UA.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ser.data.workspace import Workspace
-from ser.features.packed import PackedFeatures
+from ser.errors import SerError
 from ser.training.config import TrainConfig
 from ser.training.loading import load_training_data
 from ser.training.loop import train_fold
-from ser.training.probe import classify
+from ser.training.probe import ProbeProtocol, run_probe
 from ser.training.protocol import fold_dir_of, protocol_folds
 from ser.training.training_data import TrainingData
 
 ARMS = ("plain", "speaker")
 
 
-def per_speaker_frames(packed: PackedFeatures, speakers: np.ndarray) -> PackedFeatures:
-    """A float32 copy of `packed` whose frames are z-scored with each speaker's own frame statistics."""
-    frames = packed.frames.float().clone()  # (ΣT, L, D)
-    offsets = packed.offsets.tolist()
-    for speaker in np.unique(speakers):
-        rows = np.flatnonzero(speakers == speaker)
-        index = torch.cat([torch.arange(offsets[row], offsets[row + 1]) for row in rows])  # the speaker's frames
-        part = frames[index].double()
-        mean, std = part.mean(dim=0), part.std(dim=0, unbiased=False).clamp_min(1e-5)  # (L, D) each
-        frames[index] = ((part - mean) / std).float()
-    return PackedFeatures(packed.ids, frames, packed.offsets)
-
-
-def pooled_statistics(packed: PackedFeatures, layer: int = 0) -> np.ndarray:
-    """(N, 2·D): each utterance's mean and std over its frames of `layer`, as the cache pools them."""
-    offsets = packed.offsets.tolist()
-    rows = []
-    for start, end in zip(offsets[:-1], offsets[1:]):
-        frames = packed.frames[start:end, layer].double()  # (T, D)
-        rows.append(torch.cat([frames.mean(dim=0), frames.std(dim=0, unbiased=False)]).numpy())
-    return np.stack(rows)
-
-
-def floor_ua(data: TrainingData, folds, pooled: np.ndarray) -> dict[str, float]:
-    """`ser probe`'s fit on `pooled`, per fold name."""
-    targets = data.targets.cpu().numpy()
-    scores = {}
-    for fold in folds:
-        parts = [data.positions(ids) for ids in (fold.train, fold.dev, fold.test)]
-        scores[fold.name] = classify(tuple(pooled[p] for p in parts), tuple(targets[p] for p in parts),
-                                     len(data.task.labels))["ua"]
-    return scores
+def floor_ua(manifest: Path, cache: Path, config: TrainConfig) -> dict[str, float]:
+    """`ser probe`'s layer-0 test UA per fold name, for the run's protocol (per speaker or not)."""
+    table = run_probe(manifest, cache, ProbeProtocol.of_run(config.to_dict()), layers=[0])
+    return dict(zip(table["fold"].astype(str), table["ua"]))
 
 
 def head_ua(config: TrainConfig, data: TrainingData, folds, run_dir: Path) -> dict[str, float]:
@@ -101,22 +72,20 @@ def main() -> None:
     for path, step in ((manifest, f"ser prepare {args.corpus} ROOT"), (cache, f"ser extract --model {args.model}")):
         if not path.is_file():
             raise SystemExit(f"{path} does not exist: run `{step} --workdir {args.workdir}` first")
-    plain = load_training_data(manifest, cache, device="cpu", stream=False)
-    if "speaker" not in plain.table or plain.table["speaker"].isna().any():
-        raise SystemExit(f"{manifest} does not name every utterance's speaker: nothing to normalise by")
-    config = TrainConfig.create(args.head, **({"epochs": args.epochs} if args.epochs else {}))
-    folds = protocol_folds(config, plain)
-    speakers = plain.table["speaker"].astype(str).to_numpy()
-
-    rows = {}
+    rows, names = {}, []
     for arm in arms:
-        packed = plain.packed if arm == "plain" else per_speaker_frames(plain.packed, speakers)
-        data = dataclasses.replace(plain, packed=packed)
-        rows[(arm, "floor (logistic on mean + std, refit)")] = floor_ua(data, folds, pooled_statistics(data.packed))
+        config = TrainConfig.create(args.head, per_speaker=arm == "speaker",
+                                    **({"epochs": args.epochs} if args.epochs else {}))
+        try:
+            data = load_training_data(manifest, cache, device="cpu", stream=False, per_speaker=config.per_speaker)
+        except SerError as error:  # e.g. a manifest without speakers: one line
+            raise SystemExit(f"error: {error}") from None
+        folds = protocol_folds(config, data)
+        names = [fold.name for fold in folds]
+        rows[(arm, "floor (logistic on mean + std, refit)")] = floor_ua(manifest, cache, config)
         run_dir = workspace.runs_root(args.corpus, args.model) / "speaker-normalisation" / f"{arm}-{config.run_name()}"
         rows[(arm, f"{args.head}, default options")] = head_ua(config, data, folds, run_dir)
 
-    names = [fold.name for fold in folds]
     print(f"### {args.corpus} {args.model}: test UA (%), plain frames and frames z-scored per speaker\n")
     print("| frames | model | UA mean ± std | " + " | ".join(names) + " |")
     print("|---|---|---|" + "---|" * len(names))
