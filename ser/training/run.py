@@ -115,6 +115,9 @@ def run_training(
 
     Returns (run directory, {fold directory name: metrics}).
     """
+    if config.per_speaker and which == NO_TEST:
+        raise UserInputError("--fold none trains the model to deploy, and a --per-speaker run cannot predict a new voice",
+                             "drop --per-speaker, or train folds (--fold all) to measure it")
     workspace = Workspace(Path(workdir))
     inputs = workspace.training_inputs(manifest, model)
     config = dataclasses.replace(config, model=inputs.model, corpus=inputs.corpus)

@@ -115,6 +115,8 @@ def test_rows_without_a_speaker_are_refused_in_one_line(workspace, tmp_path):
     write_manifest(pd.DataFrame(table.drop(columns=["speaker"])), manifest)
     with pytest.raises(UserInputError, match="needs each utterance's speaker"):
         load_training_data(manifest, workspace.cache_path("synthetic", "fbank"), device="cpu", per_speaker=True)
+    with pytest.raises(UserInputError, match="--fold none trains the model to deploy"):
+        run_training(workspace.root, TrainConfig.create("linear", epochs=1, per_speaker=True), "none", device="cpu")
     with pytest.raises(UserInputError, match="--per-speaker is not available with --test-manifest"):
         load_training_data(manifest, workspace.cache_path("synthetic", "fbank"), device="cpu", per_speaker=True,
                            test_manifest=manifest, test_cache=workspace.cache_path("synthetic", "fbank"))
