@@ -37,6 +37,14 @@ def speaker_of_rows(table: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     return codes.astype(np.int64), list(names)
 
 
+def mean_and_std(total: torch.Tensor, squares: torch.Tensor, frames) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 mean and std (at least MIN_STD) from float64 sums of frames and of their squares over
+    `frames` frames (a number, or a tensor that broadcasts against the sums)."""
+    mean = total / frames
+    std = (squares / frames - mean.pow(2)).clamp_min(0).sqrt().clamp_min(MIN_STD)
+    return mean.float(), std.float()
+
+
 @dataclass(frozen=True)
 class SpeakerScaler:
     """Scales each row's frames (x - mean[s]) / std[s] with its speaker s; padding stays exactly zero."""
@@ -60,10 +68,8 @@ class SpeakerScaler:
             total.index_add_(0, index, x.sum(dim=2, dtype=torch.float64))  # padding is zero
             squares.index_add_(0, index, x.double().pow(2).sum(dim=2))
         frames = torch.from_numpy(np.bincount(speaker_of_row, weights=lengths, minlength=speakers))
-        frames = frames.to(total.device)[:, None, None]  # (S, 1, 1)
-        mean = total / frames
-        std = (squares / frames - mean.pow(2)).clamp_min(0).sqrt().clamp_min(MIN_STD)
-        return cls(torch.from_numpy(speaker_of_row).to(total.device), mean.float(), std.float())
+        mean, std = mean_and_std(total, squares, frames.to(total.device)[:, None, None])  # frames (S, 1, 1)
+        return cls(torch.from_numpy(speaker_of_row).to(total.device), mean, std)
 
     def to(self, device: torch.device) -> "SpeakerScaler":
         return SpeakerScaler(self.speaker_of_row.to(device), self.mean.to(device), self.std.to(device))

@@ -20,7 +20,7 @@ import torch
 
 from ser.errors import CacheError
 from ser.features.packed import PackedFeatures
-from ser.training.speaker_norm import SpeakerScaler
+from ser.training.speaker_norm import SpeakerScaler, mean_and_std
 from ser.training.streaming import STREAM_WORKERS, stream_batches
 from ser.training.tasks import Task
 
@@ -105,7 +105,7 @@ class TrainingData:
 
     def fit_speaker_scaler(self, speaker_of_row: np.ndarray, batch_size: int = 64) -> SpeakerScaler:
         """Each speaker's frame statistics over every row (speaker_of_row: (N,) speaker index)."""
-        chunks = [np.arange(i, min(i + batch_size, len(self.ids))) for i in range(0, len(self.ids), batch_size)]
+        chunks = _in_chunks(np.arange(len(self.ids)), batch_size)
         return SpeakerScaler.fit(speaker_of_row, self.lengths,
                                  ((index.cpu().numpy(), x) for index, x, _ in self._frames(chunks)))
 
@@ -114,13 +114,15 @@ class TrainingData:
         the batches give them (scaled per speaker first, when the data is)."""
         total = torch.zeros(self.num_layers, self.dim, dtype=torch.float64, device=self.device)
         squares = torch.zeros_like(total)
-        for _, x, _ in self._speaker_scaled([rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]):
+        for _, x, _ in self._speaker_scaled(_in_chunks(rows, batch_size)):
             total += x.sum(dim=(0, 2), dtype=torch.float64)  # (L, D); padding is zero
             squares += x.double().pow(2).sum(dim=(0, 2))
-        frames = float(self.lengths[rows].sum())
-        mean = total / frames
-        std = (squares / frames - mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-5)
-        return FeatureScaler(mean.float(), std.float())
+        return FeatureScaler(*mean_and_std(total, squares, float(self.lengths[rows].sum())))
+
+
+def _in_chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    """`rows` in consecutive pieces of at most `size`: the batches of a pass over them."""
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
 @dataclass(frozen=True)
