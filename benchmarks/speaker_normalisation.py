@@ -20,6 +20,7 @@ call with both prints the table). One table: UA mean ± sample std over folds, a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,7 @@ def main() -> None:
     for arm in arms:
         config = TrainConfig.create(args.head, per_speaker=arm == "speaker",
                                     **({"epochs": args.epochs} if args.epochs else {}))
+        config = dataclasses.replace(config, model=args.model, corpus=args.corpus)  # as `ser train` records them
         try:
             data = load_training_data(manifest, cache, device="cpu", stream=False, per_speaker=config.per_speaker)
         except SerError as error:  # e.g. a manifest without speakers: one line
@@ -84,7 +86,10 @@ def main() -> None:
         names = [fold.name for fold in folds]
         rows[(arm, "floor (logistic on mean + std, refit)")] = floor_ua(manifest, cache, config)
         run_dir = workspace.runs_root(args.corpus, args.model) / "speaker-normalisation" / f"{arm}-{config.run_name()}"
-        rows[(arm, f"{args.head}, default options")] = head_ua(config, data, folds, run_dir)
+        try:
+            rows[(arm, f"{args.head}, default options")] = head_ua(config, data, folds, run_dir)
+        except SerError as error:  # e.g. a fold folder left by other options: its message (the hint is ser's CLI's)
+            raise SystemExit(f"error: {error.message}") from None
 
     print(f"### {args.corpus} {args.model}: test UA (%), plain frames and frames z-scored per speaker\n")
     print("| frames | model | UA mean ± std | " + " | ".join(names) + " |")
