@@ -45,6 +45,13 @@ def mean_and_std(total: torch.Tensor, squares: torch.Tensor, frames) -> tuple[to
     return mean.float(), std.float()
 
 
+def z_scored(x: torch.Tensor, lengths: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """x (B, L, T, D) as (x - mean) / std, with mean and std (B or 1, L, D); padding stays exactly zero."""
+    valid = torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]  # (B, T)
+    x = (x - mean[:, :, None, :]) / std[:, :, None, :]
+    return x * valid[:, None, :, None]
+
+
 @dataclass(frozen=True)
 class SpeakerScaler:
     """Scales each row's frames (x - mean[s]) / std[s] with its speaker s; padding stays exactly zero."""
@@ -78,10 +85,7 @@ class SpeakerScaler:
         """x (B, L, T, D) of the rows at positions `rows` (B,), scaled by their speakers' statistics
         (all on the scaler's device)."""
         index = self.speaker_of_row[rows]  # (B,)
-        mean, std = self.mean[index], self.std[index]  # (B, L, D) each
-        valid = torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]  # (B, T)
-        x = (x - mean[:, :, None, :]) / std[:, :, None, :]
-        return x * valid[:, None, :, None]
+        return z_scored(x, lengths, self.mean[index], self.std[index])  # statistics (B, L, D) each
 
 
 def per_speaker_pooled(pooled: np.ndarray, lengths: np.ndarray, speaker_of_row: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 
 from ser.errors import CacheError
 from ser.features.packed import PackedFeatures
-from ser.training.speaker_norm import SpeakerScaler, mean_and_std
+from ser.training.speaker_norm import SpeakerScaler, mean_and_std, z_scored
 from ser.training.streaming import STREAM_WORKERS, stream_batches
 from ser.training.tasks import Task
 
@@ -133,6 +133,4 @@ class FeatureScaler:
     std: torch.Tensor  # (L, D)
 
     def __call__(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        valid = torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]  # (B, T)
-        x = (x - self.mean[None, :, None, :]) / self.std[None, :, None, :]  # (B, L, T, D)
-        return x * valid[:, None, :, None]
+        return z_scored(x, lengths, self.mean[None], self.std[None])  # (B, L, T, D)
