@@ -49,6 +49,12 @@ PerSpeaker = Annotated[
                  "(every speaker's, the test speakers' too, from their unlabelled audio: transductive). Needs the "
                  "manifest's speaker column; a run trained so cannot predict a new voice (ser predict refuses it)."),
 ]
+Refit = Annotated[
+    bool,
+    typer.Option("--refit", help="After the epochs, train a fresh head on train + dev for the epochs that dev chose "
+                 "and score that one on test, as ser probe refits with the C that dev chose (metrics.json keeps "
+                 "the score before the refit as test_before_refit). Costs a second training per fold."),
+]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the head's paper recipe).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 Threads = Annotated[

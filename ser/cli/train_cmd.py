@@ -11,7 +11,7 @@ import typer
 
 from ser.cli import validation
 from ser.cli.options import (Device, DevSplit, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, PerSpeaker,
-                             RecordTestCurve, Seed, Threads, TrackingLog, Workdir)
+                             RecordTestCurve, Refit, Seed, Threads, TrackingLog, Workdir)
 from ser.errors import UserInputError
 from ser.features.layer_spec import read_layer_spec
 
@@ -33,6 +33,9 @@ EXAMPLES = """Examples:
 
   ser train --head shiftcnn --per-speaker   (each speaker's features z-scored by its own statistics;
       compare with `ser probe --per-speaker`)
+
+  ser train --head shiftcnn --refit   (then a fresh head on train + dev for the epochs dev chose,
+      as `ser probe` refits: its test score beside the one before the refit)
 
   ser train --head cnn --head-option num_blocks=3 --head-option kernel_size=5 --run-name cnn3
 
@@ -147,6 +150,7 @@ def train(
                                      "caches, off for pre-trained models' caches).", show_default=False)
     ] = None,
     per_speaker: PerSpeaker = False,
+    refit: Refit = False,
     record_test_curve: RecordTestCurve = False,
     task: Annotated[
         str, typer.Option("--task", help="What to learn: categorical (the manifest's label) | dimensional "
@@ -193,6 +197,8 @@ def train(
         raise UserInputError("--test-manifest is not available with --teacher")
     if teacher and per_speaker:
         raise UserInputError("--per-speaker is not available with --teacher", "train the teacher without it")
+    if teacher and refit:
+        raise UserInputError("--refit is not available with --teacher", "train the teacher without it")
     if head is None and not teacher:
         raise UserInputError("missing option --head", "choose one with `ser list heads`, e.g. --head shiftcnn")
     if jobs > 1 and teacher:
@@ -216,7 +222,7 @@ def train(
         head, head_kwargs, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, task=task,
         eval_every_updates=eval_every_updates,
         layers=parse_layers(layers) if layers else None, folds=folds, k=k, dev=dev,
-        standardize=standardize, per_speaker=per_speaker, record_test_curve=record_test_curve,
+        standardize=standardize, per_speaker=per_speaker, refit=refit, record_test_curve=record_test_curve,
         test_manifest=None if test_manifest is None else str(test_manifest), label_map=parse_label_map(label_map),
     )
     warn_schedule(config.recipe)
@@ -264,9 +270,10 @@ class ProgressBar:
         if now - self.last_line < PLAIN_PROGRESS_SECONDS and epoch < total:
             return
         self.last_line = now
-        scores = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k == "train_loss" or
+        scores = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("train_loss") or
                            (k.startswith("dev_") and k != "dev_loss"))
-        print(f"fold {fold}  epoch {epoch}/{total}  {scores}  ({row.get('seconds', 0.0):.1f} s/epoch)", flush=True)
+        seconds = next((value for name, value in row.items() if name.endswith("seconds")), 0.0)  # refit_seconds too
+        print(f"fold {fold}  epoch {epoch}/{total}  {scores}  ({seconds:.1f} s/epoch)", flush=True)
 
     def __exit__(self, *exc) -> None:
         if hasattr(self, "bar"):
@@ -286,12 +293,16 @@ def print_results(results: dict[str, dict]) -> None:
         return
     first = next(iter(results.values()))["test"]
     names = [name for name, value in first.items() if isinstance(value, (int, float))]
-    table = Table(title="test metrics at the dev-selected epoch", header_style="bold")
-    for column in ("fold", "best epoch", *names):
+    refit = all(isinstance(metrics.get("test_before_refit"), dict) for metrics in results.values())
+    title = "test metrics of the head refitted on train + dev" if refit else "test metrics at the dev-selected epoch"
+    table = Table(title=title, header_style="bold")
+    before = [f"{names[0]} before refit"] if refit else []  # the dev-selected weights, trained on train only
+    for column in ("fold", "best epoch", *names, *before):
         table.add_column(column, justify="left" if column == "fold" else "right")
+    columns = [("test", name) for name in names] + [("test_before_refit", names[0])] * bool(refit)
     for fold, metrics in results.items():
-        table.add_row(fold, str(metrics["best_epoch"]), *(f"{metrics['test'][name]:.4f}" for name in names))
+        table.add_row(fold, str(metrics["best_epoch"]), *(f"{metrics[part][name]:.4f}" for part, name in columns))
     if len(results) > 1:
-        values = {name: np.array([m["test"][name] for m in results.values()]) for name in names}
-        table.add_row("mean ± std", "", *(f"{values[n].mean():.4f} ± {values[n].std(ddof=1):.4f}" for n in names))
+        values = [np.array([m[part][name] for m in results.values()]) for part, name in columns]
+        table.add_row("mean ± std", "", *(f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" for v in values))
     Console(width=max(100, Console().width)).print(table)

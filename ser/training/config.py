@@ -37,6 +37,8 @@ class TrainConfig:
     # z-score each speaker's frames with that speaker's own statistics first (speaker_norm.py);
     # such a run cannot predict a new voice
     per_speaker: bool = False
+    # after the epochs, train a fresh head on train + dev for the epochs dev chose (loop.py _refit)
+    refit: bool = False
     model: str | None = None  # the cache's model alias (informational)
     corpus: str | None = None
     text_model: str | None = None  # a teacher's text cache model (ser/distill/teacher.py); None = audio only
@@ -69,8 +71,9 @@ class TrainConfig:
         for name in CROSS_CORPUS_FIELDS:  # absent unless set: configs of in-corpus runs stay as they were
             if data[name] is None:
                 del data[name]
-        if not self.per_speaker:  # likewise: a finished run's config.json still matches its rerun
-            del data["per_speaker"]
+        for name in ("per_speaker", "refit"):  # likewise: a finished run's config.json still matches its rerun
+            if not data[name]:
+                del data[name]
         if self.label_map is not None:
             data["label_map"] = dict(self.label_map)
         return {**data, **self.recipe.to_dict()}
@@ -110,6 +113,8 @@ class TrainConfig:
             parts.append("std" if self.standardize else "nostd")
         if self.per_speaker:
             parts.append("spk")
+        if self.refit:
+            parts.append("refit")
         if self.task != "categorical":
             parts.append(self.task)
         parts.append(f"s{self.seed}")

@@ -118,6 +118,35 @@ def _score(task, head, data: TrainingData, rows: np.ndarray, batch_size: int,
     return task.evaluate(outputs, targets.numpy()), loss, outputs
 
 
+def train_epoch(head: nn.Module, optimizer: Adam, task, data: TrainingData, rows: np.ndarray, config: TrainConfig,
+                scaler: FeatureScaler | None, state: dict, epoch: int, steps_per_epoch: int) -> tuple[float, float]:
+    """One epoch (0-based `epoch`) of updates over `rows`, in the seeded length-bucketed order;
+    state["step"] counts the updates. Returns (mean training loss, the last update's learning rate)."""
+    recipe = config.recipe
+    head.train()
+    loss_sum, seen = 0.0, 0
+    lr = lr_at(state["step"], recipe, steps_per_epoch)
+    batch_rows = [rows[b] for b in bucketed_batches(data.lengths[rows], recipe.batch_size, config.seed, epoch)]
+    if recipe.max_steps is not None:
+        batch_rows = batch_rows[: recipe.max_steps - state["step"]]
+    for x, lengths, targets, *extra in data.batches(batch_rows, scaler):
+        lr = lr_at(state["step"], recipe, steps_per_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = task.loss(head(x, lengths, *extra), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        if recipe.grad_clip is not None:
+            nn.utils.clip_grad_norm_(head.parameters(), recipe.grad_clip)
+        optimizer.step()
+        state["step"] += 1
+        step_loss = float(loss.detach())
+        check_loss(step_loss, epoch + 1, state["step"], lr)
+        loss_sum += step_loss * len(targets)
+        seen += len(targets)
+    return loss_sum / max(seen, 1), lr
+
+
 def evaluation_due(steps_before: int, steps_after: int, every: int | None, last_epoch: bool) -> bool:
     """Whether an epoch that took updates (steps_before, steps_after] ends with a dev (and test)
     pass: every epoch without a cadence; with one, the epoch in which an update count k·`every`
@@ -145,6 +174,14 @@ class FoldStart:
     config: TrainConfig  # the run's config with the features' defaults resolved (standardize: True/False)
 
 
+def seeded_head(config: TrainConfig, data: TrainingData, task) -> nn.Module:
+    """The run's head, initialised from its seed (every RNG seeded first), on the data's device;
+    `config.standardize` already resolved."""
+    seed_everything(config.seed)
+    return create_head(config.head, data.dim, data.num_layers, task.num_outputs,
+                       **head_options(config, is_frontend_cache(data.cache_path))).to(data.device)
+
+
 def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Path, held: ExitStack) -> FoldStart | dict:
     """Checks, the fitted task, the seeded head, the fold directory's lock and config.json: what
     comes before a fold's first epoch (solo or as a stacked member). A finished fold's metrics.json
@@ -160,12 +197,10 @@ def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Pat
                             f"the config says per_speaker={config.per_speaker}")
     rows = tuple(data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
     task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(rows[0])])
-    frontend = is_frontend_cache(data.cache_path)
-    config = dataclasses.replace(config, standardize=resolved_standardize(config.standardize, frontend))
-    seed_everything(config.seed)
+    config = dataclasses.replace(config, standardize=resolved_standardize(config.standardize,
+                                                                          is_frontend_cache(data.cache_path)))
     # Built before anything is written, so a bad head option leaves no run directory behind.
-    head = create_head(config.head, data.dim, data.num_layers, task.num_outputs,
-                       **head_options(config, frontend)).to(data.device)
+    head = seeded_head(config, data, task)
     held.enter_context(files.hold_fold(out_dir))
     saved_config = {**config.to_dict(), "fold": fold.name, "dev_split": fold.dev_split,
                     "spec_augment": getattr(head, "spec_augment", None) is not None,
@@ -215,7 +250,10 @@ def train_fold(
 
 def _train_started(started: FoldStart, data: TrainingData, fold: Fold, out_dir: Path,
                    progress: ProgressCallback | None, checkpoint_seconds: float) -> dict:
-    """`train_fold`'s epochs and files, from `start_fold`'s result."""
+    """`train_fold`'s epochs and files, from `start_fold`'s result (`refit`: then `_refit`'s)."""
+    selection_path = out_dir / files.SELECTION
+    if started.config.refit and selection_path.is_file():  # the selection phase finished before an interruption
+        return _refit(started, data, fold, out_dir, files.load_torch(selection_path), progress, checkpoint_seconds)
     task, head, saved_config, config = started.task, started.head, started.saved_config, started.config
     train_rows, dev_rows, test_rows = started.rows
 
@@ -230,29 +268,10 @@ def _train_started(started: FoldStart, data: TrainingData, fold: Fold, out_dir: 
 
     last_checkpoint = -math.inf
     for epoch in range(state["epoch"], total_epochs):
-        started = time.perf_counter()
-        head.train()
-        loss_sum, seen = 0.0, 0
+        started_at = time.perf_counter()
         steps_before = state["step"]
-        batch_rows = [train_rows[b] for b in bucketed_batches(data.lengths[train_rows], recipe.batch_size,
-                                                               config.seed, epoch)]
-        if recipe.max_steps is not None:
-            batch_rows = batch_rows[: recipe.max_steps - state["step"]]
-        for x, lengths, targets, *extra in data.batches(batch_rows, scaler):
-            lr = lr_at(state["step"], recipe, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = task.loss(head(x, lengths, *extra), targets)
-            optimizer.zero_grad()
-            loss.backward()
-            if recipe.grad_clip is not None:
-                nn.utils.clip_grad_norm_(head.parameters(), recipe.grad_clip)
-            optimizer.step()
-            state["step"] += 1
-            step_loss = float(loss.detach())
-            check_loss(step_loss, epoch + 1, state["step"], lr)
-            loss_sum += step_loss * len(targets)
-            seen += len(targets)
+        train_loss, lr = train_epoch(head, optimizer, task, data, train_rows, config, scaler, state, epoch,
+                                     steps_per_epoch)
         if not evaluation_due(steps_before, state["step"], recipe.eval_every_updates, epoch + 1 == total_epochs):
             state["epoch"] = epoch + 1  # tiny epochs under an update cadence: no dev pass this time
             continue
@@ -260,11 +279,11 @@ def _train_started(started: FoldStart, data: TrainingData, fold: Fold, out_dir: 
         test_metrics = (_score(task, head, data, test_rows, eval_batch, scaler, "test", epoch + 1)[0]
                         if scores_test(config, len(test_rows), epoch, total_epochs) else None)
         row = {"epoch": epoch + 1, **({"step": state["step"]} if recipe.eval_every_updates else {}),
-               "train_loss": loss_sum / max(seen, 1), "dev_loss": dev_loss}
+               "train_loss": train_loss, "dev_loss": dev_loss}
         row.update({f"dev_{name}": dev_metrics[name] for name in task.history_metrics})
         if config.record_test_curve and test_metrics:
             row.update({f"test_{name}": test_metrics[name] for name in task.history_metrics})
-        row.update({"lr": lr, "seconds": time.perf_counter() - started})
+        row.update({"lr": lr, "seconds": time.perf_counter() - started_at})
         state["history"].append(row)
         if dev_metrics[task.selection_metric] > state["best_score"]:
             state.update(best_score=dev_metrics[task.selection_metric], best_epoch=epoch + 1, best_dev=dev_metrics,
@@ -278,8 +297,65 @@ def _train_started(started: FoldStart, data: TrainingData, fold: Fold, out_dir: 
         if progress is not None:
             progress(fold.name, epoch + 1, total_epochs, row)
 
+    if config.refit:
+        selection = _selection_record(task, head, data, state, scaler, started.rows, eval_batch)
+        files.save_torch(selection_path, selection)
+        checkpoint_path.unlink(missing_ok=True)
+        return _refit(started, data, fold, out_dir, selection, progress, checkpoint_seconds)
     return write_fold_results(config, data, task, head, state, saved_config, scaler, test_rows, out_dir,
                               dev_rows=dev_rows)
+
+
+def _selection_record(task, head: nn.Module, data: TrainingData, state: dict, scaler: FeatureScaler | None,
+                      rows: tuple[np.ndarray, np.ndarray, np.ndarray], batch_size: int) -> dict:
+    """What a refit keeps of its selection phase (selection.pt): the loop's state without weights,
+    the dev-selected weights' test metrics (metrics.json's `test_before_refit`) and their dev
+    outputs (N_dev, C), which the temperature is fitted on."""
+    _, dev_rows, test_rows = rows
+    head.load_state_dict(state["best_state"])
+    test = (_score(task, head, data, test_rows, batch_size, scaler, "test", state["best_epoch"])[0]
+            if len(test_rows) else None)
+    dev_outputs = _score(task, head, data, dev_rows, batch_size, scaler, "dev", state["best_epoch"])[2]
+    return {"state": {**state, "best_state": None}, "test": test, "dev_outputs": torch.from_numpy(dev_outputs)}
+
+
+def _refit(started: FoldStart, data: TrainingData, fold: Fold, out_dir: Path, selection: dict,
+           progress: ProgressCallback | None, checkpoint_seconds: float) -> dict:
+    """`--refit`: a fresh head from the same seed, trained on train + dev for the epochs that dev
+    chose (its learning-rate schedule as long as the selection phase's, in epochs) and scored once
+    on test, as the probe refits with the C that dev chose. history.csv stays the selection phase's;
+    refit_history.csv holds the refit's epochs. Resumable from refit_checkpoint.pt."""
+    config, task = started.config, started.task
+    train_rows, dev_rows, test_rows = started.rows
+    rows = np.concatenate([train_rows, dev_rows])
+    epochs = selection["state"]["best_epoch"]
+    scaler = data.feature_scaler(rows) if config.standardize else None
+    head = seeded_head(config, data, task)
+    optimizer = build_optimizer(head, config.recipe)
+    steps_per_epoch = -(-len(rows) // config.recipe.batch_size)
+    checkpoint_path = out_dir / files.REFIT_CHECKPOINT
+    state = resume_state(checkpoint_path, head, optimizer)
+    last_checkpoint = -math.inf
+    for epoch in range(state["epoch"], epochs):
+        started_at = time.perf_counter()
+        train_loss, lr = train_epoch(head, optimizer, task, data, rows, config, scaler, state, epoch, steps_per_epoch)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr, "seconds": time.perf_counter() - started_at}
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
+            files.save_torch(checkpoint_path, {"model": head.state_dict(), "optimizer": optimizer.state_dict(),
+                                               "rng": random_state(), "state": state})
+            last_checkpoint = time.perf_counter()
+        if progress is not None:  # its own name and columns: trackers keep the selection phase's series apart
+            progress(f"{fold.name} refit", epoch + 1, epochs,
+                     {f"refit_{name}": value for name, value in row.items() if name != "epoch"})
+    files.write_csv(out_dir / files.REFIT_HISTORY, pd.DataFrame(state["history"]))
+    refitted = {**selection["state"], "best_state": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}}
+    refit = {"refit": {"epochs": epochs, "utterances": len(rows),
+                       "temperature": "fitted on dev outputs of the dev-selected weights, before the refit"},
+             "test_before_refit": selection["test"]}
+    return write_fold_results(config, data, task, head, refitted, started.saved_config, scaler, test_rows, out_dir,
+                              dev_rows=dev_rows, dev_outputs=selection["dev_outputs"].numpy(), refit=refit)
 
 
 def scores_test(config: TrainConfig, test_size: int, epoch: int, total_epochs: int) -> bool:
@@ -300,10 +376,12 @@ def record_test(state: dict, test_metrics: dict | None, epoch: int, selection_me
 
 def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.Module, state: dict,
                        saved_config: dict, scaler: FeatureScaler | None, test_rows: np.ndarray, out_dir: Path,
-                       dev_rows: np.ndarray | None = None) -> dict:
+                       dev_rows: np.ndarray | None = None, dev_outputs: np.ndarray | None = None,
+                       refit: dict | None = None) -> dict:
     """The finished fold's files from the training state: the dev-selected weights are loaded into
     `head` and scored on test; a categorical fold's temperature is fitted on `dev_rows`
-    (calibration.json); metrics.json last, and the resume checkpoint removed. Returns
+    (calibration.json: on the head's outputs there, or on `dev_outputs` when given); `refit`'s
+    entries join metrics.json, which is written last; the resume files are removed. Returns
     metrics.json's dict."""
     head.load_state_dict(state["best_state"])
     metrics = {"test": None, "dev": state["best_dev"], "best_epoch": state["best_epoch"], "test_last": None,
@@ -320,8 +398,9 @@ def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.M
                                                      f"{task.selection_metric}: optimistic, for comparison with papers only"}
         files.write_csv(out_dir / files.PREDICTIONS, task.predictions([data.ids[r] for r in test_rows], test_outputs, targets))
     if dev_rows is not None and task.name == "categorical":  # temperature scaling, fitted on dev (calibration.py)
-        dev_outputs = _score(task, head, data, dev_rows, 2 * config.recipe.batch_size, scaler, "dev",
-                             state["best_epoch"])[2]
+        if dev_outputs is None:
+            dev_outputs = _score(task, head, data, dev_rows, 2 * config.recipe.batch_size, scaler, "dev",
+                                 state["best_epoch"])[2]
         dev_targets = data.targets[torch.from_numpy(dev_rows).to(data.device)].cpu().numpy()
         tested = (test_outputs, targets) if len(test_rows) else (None, None)
         metrics["calibration"] = fold_calibration(dev_outputs, dev_targets, *tested)
@@ -332,6 +411,8 @@ def write_fold_results(config: TrainConfig, data: TrainingData, task, head: nn.M
     files.write_model(out_dir / files.MODEL, head, config.head, data.dim, data.num_layers, task.num_outputs,
                       saved_config, scaler)
     files.write_features_record(out_dir / files.FEATURES, data.cache_path)
+    metrics.update(refit or {})
     files.write_json(out_dir / files.METRICS, metrics)
-    (out_dir / files.CHECKPOINT).unlink(missing_ok=True)
+    for name in files.RESUME_FILES:
+        (out_dir / name).unlink(missing_ok=True)
     return metrics

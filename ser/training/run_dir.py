@@ -33,6 +33,10 @@ PREDICTIONS = "predictions.csv"
 LAYER_WEIGHTS = "layer_weights.json"
 MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
+SELECTION = "selection.pt"  # --refit: the finished selection phase (training/loop.py _selection_record)
+REFIT_CHECKPOINT = "refit_checkpoint.pt"  # --refit: the refit's resume checkpoint
+RESUME_FILES = (CHECKPOINT, SELECTION, REFIT_CHECKPOINT)  # an unfinished fold's state; removed when it ends
+REFIT_HISTORY = "refit_history.csv"  # --refit: the refit's epochs (history.csv holds the selection phase's)
 SUMMARY = "summary.json"
 FEATURES = "features.json"
 CALIBRATION = "calibration.json"  # the temperature fitted on dev (calibration.py); absent: T = 1
@@ -85,7 +89,7 @@ def why_untrained(fold_dir: Path) -> str:
     reason = read_first_line(Path(fold_dir) / ERROR)
     if reason is not None:
         return f"its training failed ({reason or 'no reason recorded'})"
-    if (Path(fold_dir) / CHECKPOINT).is_file():
+    if any((Path(fold_dir) / name).is_file() for name in RESUME_FILES):
         return "its training stopped before the end (rerun the command that trained it to resume)"
     return "it was never trained to the end"
 
@@ -104,10 +108,11 @@ def _loads(path: Path) -> bool:
 
 
 def set_aside_damaged(fold_dir: Path) -> list[str]:
-    """Move an unreadable config.json, metrics.json or checkpoint.pt aside (to `<name>.damaged`), so
-    the fold is trained again instead of failing; returns one note per file moved."""
+    """Move an unreadable config.json, metrics.json or resume file (checkpoint.pt, …) aside (to
+    `<name>.damaged`), so the fold is trained again instead of failing; returns one note per file moved."""
     notes = []
-    for name, readable in ((CONFIG, read_json_or_none), (METRICS, read_json_or_none), (CHECKPOINT, _loads)):
+    checks = ((CONFIG, read_json_or_none), (METRICS, read_json_or_none), *((name, _loads) for name in RESUME_FILES))
+    for name, readable in checks:
         path = Path(fold_dir) / name
         if path.is_file() and not readable(path):
             path.replace(path.with_name(name + ".damaged"))
@@ -174,7 +179,7 @@ def fold_summary(fold_metrics: dict[str, dict], run_dir: Path | None = None) -> 
 
     folds = list(fold_metrics)
     summary: dict = {"folds": folds}
-    for section in ("test", "dev", "test_last", "test_best_epoch_optimistic"):
+    for section in ("test", "dev", "test_last", "test_best_epoch_optimistic", "test_before_refit"):
         if not all(isinstance(fold_metrics[fold].get(section), dict) for fold in folds):
             continue  # e.g. the optimistic numbers of runs without --record-test-curve
         first = fold_metrics[folds[0]][section]
