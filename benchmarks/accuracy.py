@@ -6,6 +6,7 @@ For one corpus, through the real CLI as a user runs it (`ser prepare`, `ser extr
     python benchmarks/accuracy.py --corpus turev --root /corpora/TurEV-DB
     python benchmarks/accuracy.py --corpus ased --root /corpora/ASED_V1 --features fbank,mfcc,egemaps
     python benchmarks/accuracy.py --corpus ased --root … --heads shiftcnn,timnet --jobs 2
+    python benchmarks/accuracy.py --corpus turev --root … --heads shiftcnn --refit   (`ser train --refit`)
 
 It prints one table per corpus: head × features → test UA mean ± sample std over folds, the
 pooled 95% bootstrap interval (test utterances of all folds), Δ to the floor of the same features
@@ -79,14 +80,15 @@ def floor_row(workdir: Path, features: str) -> Row:
                seconds=seconds)
 
 
-def head_row(workdir: Path, corpus: str, features: str, head: str, jobs: int, epochs: int | None) -> Row:
-    """`ser train --head HEAD --fold all` with default options, read back from its summary.json."""
-    run_name = f"accuracy-{head}" + (f"-e{epochs}" if epochs else "")
+def head_row(workdir: Path, corpus: str, features: str, head: str, jobs: int, epochs: int | None,
+             refit: bool = False) -> Row:
+    """`ser train --head HEAD --fold all` with default options (and --refit), read back from its summary.json."""
+    run_name = f"accuracy-{head}" + (f"-e{epochs}" if epochs else "") + ("-refit" if refit else "")
     run_dir = workdir / "runs" / corpus / features / run_name
     row = Row(head, features)
     timing = run_dir / "wall_seconds.txt"
     if not (run_dir / "summary.json").exists():
-        options = ["--epochs", str(epochs)] if epochs else []
+        options = (["--epochs", str(epochs)] if epochs else []) + (["--refit"] if refit else [])
         try:
             row.seconds = ser("train", "--head", head, "--model", features, "--fold", "all", "--jobs", str(jobs),
                               "--run-name", run_name, *options, workdir=workdir)
@@ -112,9 +114,10 @@ def percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f}"
 
 
-def table(corpus: str, rows: list[Row], floors: dict[str, Row]) -> str:
+def table(corpus: str, rows: list[Row], floors: dict[str, Row], refit: bool = False) -> str:
     """The Markdown table: floors first, then every head per features."""
-    lines = [f"### {corpus}: test UA (%) over speaker-independent folds, default options", "",
+    options = "default options" + (" and --refit" if refit else "")
+    lines = [f"### {corpus}: test UA (%) over speaker-independent folds, {options}", "",
              "| head | features | UA mean ± std | pooled [95% CI] | Δ floor | epochs (selected of trained) | wall s |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -139,6 +142,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="default: ./accuracy-<corpus>")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="folds trained side by side")
     parser.add_argument("--epochs", type=int, help="replace every recipe's epochs (default: the recipes' own)")
+    parser.add_argument("--refit", action="store_true", help="train the heads with `ser train --refit`")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # unwinds into ser()'s cleanup
     workdir = (args.workdir or Path(f"accuracy-{args.corpus}")).resolve()
@@ -152,10 +156,10 @@ def main() -> None:
         floors[features] = floor_row(workdir, features)
         rows.append(floors[features])
         for head in args.heads.split(","):
-            rows.append(head_row(workdir, args.corpus, features, head, args.jobs, args.epochs))
-            print(table(args.corpus, rows, floors).splitlines()[-1], flush=True)
-    text = table(args.corpus, rows, floors)
-    (workdir / f"accuracy-{args.corpus}.md").write_text(text + "\n")
+            rows.append(head_row(workdir, args.corpus, features, head, args.jobs, args.epochs, args.refit))
+            print(table(args.corpus, rows, floors, args.refit).splitlines()[-1], flush=True)
+    text = table(args.corpus, rows, floors, args.refit)
+    (workdir / f"accuracy-{args.corpus}{'-refit' if args.refit else ''}.md").write_text(text + "\n")
     print("\n" + text)
 
 

@@ -141,3 +141,14 @@ def test_refit_with_a_teacher_is_refused_in_one_line(workspace):
                            "--refit", "--workdir", str(workspace.root)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: --refit is not available with --teacher")
+
+
+def test_ser_train_prints_the_score_before_the_refit_beside_the_refit_s(refitted, capsys):
+    from ser.cli.train_cmd import print_results
+
+    _, metrics = refitted
+    print_results({"fold1": metrics, "fold2": metrics})
+    printed = capsys.readouterr().out
+    assert "test metrics of the head refitted on train + dev" in printed and "ua before refit" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("│ fold1"))
+    assert f"{metrics['test']['ua']:.4f}" in row and row.rstrip(" │").endswith(f"{metrics['test_before_refit']['ua']:.4f}")
