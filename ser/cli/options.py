@@ -55,6 +55,12 @@ Refit = Annotated[
                  "and score that one on test, as ser probe refits with the C that dev chose (metrics.json keeps "
                  "the score before the refit as test_before_refit). Costs a second training per fold."),
 ]
+FrequencyWarpOption = Annotated[
+    float,
+    typer.Option("--frequency-warp", help="Warp each training utterance's mel channels by a factor drawn from "
+                 "[1 − A, 1 + A] per epoch, as another voice's formants would sit (fbank caches only; dev, test "
+                 "and predict see the frames as cached). E.g. 0.1. Default 0: off."),
+]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the head's paper recipe).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 Threads = Annotated[

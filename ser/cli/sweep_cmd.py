@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ser.cli import validation
-from ser.cli.options import (Device, DevSplit, FoldScheme, KFolds, ManifestPath, OutPath, PerSpeaker,
-                             RecordTestCurve, Refit, TrackingLog, Workdir)
+from ser.cli.options import (Device, DevSplit, FoldScheme, FrequencyWarpOption, KFolds, ManifestPath, OutPath,
+                             PerSpeaker, RecordTestCurve, Refit, TrackingLog, Workdir)
 from ser.cli.train_cmd import LabelMap, TestManifest
 
 HELP = "Train a grid of heads/options × folds × seeds concurrently on one loaded cache (restartable)."
@@ -147,6 +147,7 @@ def sweep(
     record_test_curve: RecordTestCurve = False,
     per_speaker: PerSpeaker = False,
     refit: Refit = False,
+    frequency_warp: FrequencyWarpOption = 0.0,
     layers: Layers = None,
     task: Task = "categorical",
     test_manifest: TestManifest = None,
@@ -187,6 +188,7 @@ def sweep(
         workdir=workdir, manifest=manifest, model=model, out=out, device=device, jobs=jobs, threads=threads,
         batch_runs=batch_runs,
         folds=folds, k=k, dev=dev, record_test_curve=record_test_curve, per_speaker=per_speaker, refit=refit,
+        frequency_warp=frequency_warp,
         layers=parse_layers(layers) if layers else None, task=task,
         test_manifest=test_manifest, label_map=parse_label_map(label_map), log=log, backend=backend,
         address=address, gpus_per_run=gpus_per_run, shard=share,

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from ser.cli import validation
-from ser.cli.options import (Device, DevSplit, Epochs, FoldScheme, KFolds, ManifestPath, OutPath, PerSpeaker,
-                             RecordTestCurve, Refit, Seed, Threads, TrackingLog, Workdir)
+from ser.cli.options import (Device, DevSplit, Epochs, FoldScheme, FrequencyWarpOption, KFolds, ManifestPath,
+                             OutPath, PerSpeaker, RecordTestCurve, Refit, Seed, Threads, TrackingLog, Workdir)
 from ser.errors import UserInputError
 from ser.features.layer_spec import read_layer_spec
 
@@ -36,6 +36,9 @@ EXAMPLES = """Examples:
 
   ser train --head shiftcnn --refit   (then a fresh head on train + dev for the epochs dev chose,
       as `ser probe` refits: its test score beside the one before the refit)
+
+  ser train --head shiftcnn --model fbank --frequency-warp 0.1   (each training clip's mel channels
+      warped by 0.9-1.1, as another voice's would be)
 
   ser train --head cnn --head-option num_blocks=3 --head-option kernel_size=5 --run-name cnn3
 
@@ -151,6 +154,7 @@ def train(
     ] = None,
     per_speaker: PerSpeaker = False,
     refit: Refit = False,
+    frequency_warp: FrequencyWarpOption = 0.0,
     record_test_curve: RecordTestCurve = False,
     task: Annotated[
         str, typer.Option("--task", help="What to learn: categorical (the manifest's label) | dimensional "
@@ -222,7 +226,8 @@ def train(
         head, head_kwargs, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, task=task,
         eval_every_updates=eval_every_updates,
         layers=parse_layers(layers) if layers else None, folds=folds, k=k, dev=dev,
-        standardize=standardize, per_speaker=per_speaker, refit=refit, record_test_curve=record_test_curve,
+        standardize=standardize, per_speaker=per_speaker, refit=refit, frequency_warp=frequency_warp,
+        record_test_curve=record_test_curve,
         test_manifest=None if test_manifest is None else str(test_manifest), label_map=parse_label_map(label_map),
     )
     warn_schedule(config.recipe)

@@ -89,6 +89,7 @@ def config_columns(config: dict) -> dict[str, Any]:
         "fold": config.get("fold"),
         "per_speaker": bool(config.get("per_speaker", False)),  # written only when set
         "refit": bool(config.get("refit", False)),  # likewise
+        "frequency_warp": float(config.get("frequency_warp", 0.0)),  # likewise
     }
     for key in (*RECIPE_COLUMNS, *PROTOCOL_KEYS, "standardize", "layers", "model", "task", "test_corpus",
                 "dev_split"):
@@ -169,7 +170,8 @@ def configuration_columns(df: pd.DataFrame) -> list[str]:
     """Columns that tell configurations apart: the identity columns (head, shift proportion and
     placement) plus every other option that varies across the rows. Recipe values that only follow
     the head (each head's paper lr, epochs, …) do not count; seed and fold are replicates."""
-    options = ["model", "task", "test_corpus", "layers", "standardize", "per_speaker", "refit", *PROTOCOL_COLUMNS,
+    options = ["model", "task", "test_corpus", "layers", "standardize", "per_speaker", "refit", "frequency_warp",
+               *PROTOCOL_COLUMNS,
                *sorted(c for c in df.columns if c.startswith(HEAD_OPTION_PREFIX))]
     text = df.astype(str)  # lists as written; a missing value counts as a value of its own (dropna=False)
     columns = [c for c in CONFIG_COLUMNS if c in df.columns]

@@ -89,6 +89,7 @@ class SweepSettings:
     record_test_curve: bool = False  # score test every epoch (history, optimistic best epoch)
     per_speaker: bool = False  # every run sees features z-scored per speaker (training/speaker_norm.py)
     refit: bool = False  # every run refits on train + dev for the epochs dev chose (training/loop.py)
+    frequency_warp: float = 0.0  # every run warps its training frames' mel channels (training/frequency_warp.py)
     layers: list[int] | None = None
     task: str = "categorical"
     test_manifest: Path | None = None  # cross-corpus: test every run on this manifest's corpus
@@ -136,6 +137,7 @@ def train_config(point: dict[str, Any], settings: SweepSettings, corpus: str, mo
         point["head"], head_kwargs, **recipe, seed=point.get("seed", 0), standardize=point.get("standardize"),
         task=settings.task, layers=settings.layers, folds=settings.folds, k=settings.k, dev=settings.dev, model=model,
         record_test_curve=settings.record_test_curve, per_speaker=settings.per_speaker, refit=settings.refit,
+        frequency_warp=settings.frequency_warp,
         corpus=corpus, label_map=settings.label_map, test_corpus=test_corpus,
         test_manifest=None if settings.test_manifest is None else str(Path(settings.test_manifest).resolve()),
     )
@@ -300,6 +302,8 @@ def resolve_inputs(settings: SweepSettings) -> tuple[Path, Path, str, str, Path,
         sweep_name += "-spk"
     if settings.refit:
         sweep_name += "-refit"
+    if settings.frequency_warp:
+        sweep_name += f"-fw{settings.frequency_warp:g}"
     sweep_dir = settings.out or workspace.runs_root(corpus, model) / sweep_name
     return manifest, cache, corpus, model, sweep_dir, test_cache
 
@@ -340,7 +344,8 @@ def run_sweep(grid: Grid, settings: SweepSettings) -> SweepOutcome:
          "task": settings.task, "threads": settings.threads, "batch_runs": settings.batch_runs,
          **({"test_manifest": str(settings.test_manifest), "label_map": settings.label_map}
             if settings.test_manifest is not None else {}),
-         **({"per_speaker": True} if settings.per_speaker else {}), **({"refit": True} if settings.refit else {})},
+         **({"per_speaker": True} if settings.per_speaker else {}), **({"refit": True} if settings.refit else {}),
+         **({"frequency_warp": settings.frequency_warp} if settings.frequency_warp else {})},
         indent=2))
     table = SweepTable(share, sweep_dir, settings.shard.table_stem if settings.shard else "sweep")
     table.write()

@@ -39,6 +39,8 @@ class TrainConfig:
     per_speaker: bool = False
     # after the epochs, train a fresh head on train + dev for the epochs dev chose (loop.py _refit)
     refit: bool = False
+    # warp each training utterance's mel channels by a factor in [1 − A, 1 + A] (frequency_warp.py)
+    frequency_warp: float = 0.0
     model: str | None = None  # the cache's model alias (informational)
     corpus: str | None = None
     text_model: str | None = None  # a teacher's text cache model (ser/distill/teacher.py); None = audio only
@@ -71,7 +73,7 @@ class TrainConfig:
         for name in CROSS_CORPUS_FIELDS:  # absent unless set: configs of in-corpus runs stay as they were
             if data[name] is None:
                 del data[name]
-        for name in ("per_speaker", "refit"):  # likewise: a finished run's config.json still matches its rerun
+        for name in ("per_speaker", "refit", "frequency_warp"):  # likewise: a finished run's config.json still matches
             if not data[name]:
                 del data[name]
         if self.label_map is not None:
@@ -115,6 +117,8 @@ class TrainConfig:
             parts.append("spk")
         if self.refit:
             parts.append("refit")
+        if self.frequency_warp:
+            parts.append(f"fw{self.frequency_warp:g}")
         if self.task != "categorical":
             parts.append(self.task)
         parts.append(f"s{self.seed}")

@@ -39,6 +39,7 @@ from ser.training.calibration import fold_calibration
 from ser.training.config import TrainConfig
 from ser.training.divergence import check_loss, check_outputs
 from ser.training.feature_defaults import head_options, is_frontend_cache, resolved_standardize
+from ser.training.frequency_warp import FrequencyWarp, check_frequency_warp
 from ser.training.recipes import build_optimizer, lr_at
 from ser.training.training_data import FeatureScaler, TrainingData
 
@@ -120,8 +121,9 @@ def _score(task, head, data: TrainingData, rows: np.ndarray, batch_size: int,
 
 def train_epoch(head: nn.Module, optimizer: Adam, task, data: TrainingData, rows: np.ndarray, config: TrainConfig,
                 scaler: FeatureScaler | None, state: dict, epoch: int, steps_per_epoch: int) -> tuple[float, float]:
-    """One epoch (0-based `epoch`) of updates over `rows`, in the seeded length-bucketed order;
-    state["step"] counts the updates. Returns (mean training loss, the last update's learning rate)."""
+    """One epoch (0-based `epoch`) of updates over `rows`, in the seeded length-bucketed order (with
+    `frequency_warp`, its frames warped: frequency_warp.py); state["step"] counts the updates.
+    Returns (mean training loss, the last update's learning rate)."""
     recipe = config.recipe
     head.train()
     loss_sum, seen = 0.0, 0
@@ -129,7 +131,9 @@ def train_epoch(head: nn.Module, optimizer: Adam, task, data: TrainingData, rows
     batch_rows = [rows[b] for b in bucketed_batches(data.lengths[rows], recipe.batch_size, config.seed, epoch)]
     if recipe.max_steps is not None:
         batch_rows = batch_rows[: recipe.max_steps - state["step"]]
-    for x, lengths, targets, *extra in data.batches(batch_rows, scaler):
+    warp = (FrequencyWarp.for_epoch(config.frequency_warp, config.seed, epoch, len(data.ids))
+            if config.frequency_warp else None)
+    for x, lengths, targets, *extra in data.batches(batch_rows, scaler, warp):
         lr = lr_at(state["step"], recipe, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -195,6 +199,7 @@ def start_fold(config: TrainConfig, data: TrainingData, fold: Fold, out_dir: Pat
     if (data.speaker_scaler is not None) != config.per_speaker:
         raise TrainingError(f"the data is {'' if data.speaker_scaler is not None else 'not '}scaled per speaker, "
                             f"the config says per_speaker={config.per_speaker}")
+    check_frequency_warp(config.frequency_warp, data.cache_path)
     rows = tuple(data.positions(ids) for ids in (fold.train, fold.dev, fold.test))
     task = data.task.configured(config.recipe.label_smoothing).fitted(data.targets[torch.from_numpy(rows[0])])
     config = dataclasses.replace(config, standardize=resolved_standardize(config.standardize,
@@ -324,7 +329,8 @@ def _refit(started: FoldStart, data: TrainingData, fold: Fold, out_dir: Path, se
     """`--refit`: a fresh head from the same seed, trained on train + dev for the epochs that dev
     chose (its learning-rate schedule as long as the selection phase's, in epochs) and scored once
     on test, as the probe refits with the C that dev chose. history.csv stays the selection phase's;
-    refit_history.csv holds the refit's epochs. Resumable from refit_checkpoint.pt."""
+    refit_history.csv holds the refit's epochs. The task stays as fitted on the training part (a
+    dimensional run's target normalisation). Resumable from refit_checkpoint.pt."""
     config, task = started.config, started.task
     train_rows, dev_rows, test_rows = started.rows
     rows = np.concatenate([train_rows, dev_rows])

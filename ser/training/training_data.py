@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from ser.training.streaming import STREAM_WORKERS, stream_batches
 from ser.training.tasks import Task
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (B, L, T, D), lengths (B,), targets (B, …)
+Augment = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B, L, T, D), row positions (B,)) → x
 
 
 @dataclass(frozen=True)
@@ -80,15 +81,20 @@ class TrainingData:
             raise CacheError(f"{len(missing)} utterances are not in the training data, e.g. {missing[0]}")
         return np.array([where[utt] for utt in ids], dtype=np.int64)
 
-    def batches(self, batch_rows: list[np.ndarray], scaler: "FeatureScaler | None" = None) -> Iterator[Batch]:
-        """(x, lengths, targets) on the device for each array of row positions, in order; x scaled
-        per speaker when the data is (`speaker_scaler`), then standardised by `scaler` when one is given."""
-        for index, x, lengths in self._speaker_scaled(batch_rows):
+    def batches(self, batch_rows: list[np.ndarray], scaler: "FeatureScaler | None" = None,
+                augment: Augment | None = None) -> Iterator[Batch]:
+        """(x, lengths, targets) on the device for each array of row positions, in order; x first
+        augmented as cached (`augment(x, rows)`, training only: frequency_warp.py), then scaled per
+        speaker when the data is (`speaker_scaler`), then standardised by `scaler` when one is given."""
+        for index, x, lengths in self._speaker_scaled(batch_rows, augment):
             yield (x if scaler is None else scaler(x, lengths)), lengths, self.targets[index]
 
-    def _speaker_scaled(self, batch_rows: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, ...]]:
-        """`_frames`, each batch scaled per speaker when the data is (the fold scaler's input too)."""
+    def _speaker_scaled(self, batch_rows: list[np.ndarray],
+                        augment: Augment | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
+        """`_frames` (augmented when asked), each batch scaled per speaker when the data is (the fold
+        scaler's input too)."""
         for index, x, lengths in self._frames(batch_rows):
+            x = x if augment is None else augment(x, index)
             yield index, (x if self.speaker_scaler is None else self.speaker_scaler(x, lengths, index)), lengths
 
     def _frames(self, batch_rows: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
