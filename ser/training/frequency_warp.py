@@ -56,12 +56,14 @@ class FrequencyWarp:
 
 
 def check_frequency_warp(max_warp: float, cache_path: Path) -> None:
-    """A one-line UserInputError unless 0 ≤ `max_warp` < 0.5 and the cache holds log-mel frames."""
-    if not 0 <= max_warp < MAX_WARP:
+    """A one-line UserInputError unless `max_warp` is 0 (off) or in (0, 0.5) with a cache of log-mel frames."""
+    if max_warp == 0:
+        return
+    if not 0 < max_warp < MAX_WARP:
         raise UserInputError(f"--frequency-warp {max_warp:g} is outside [0, {MAX_WARP:g})",
                              "e.g. --frequency-warp 0.1 (factors 0.9-1.1)")
     source = str(read_attrs(Path(cache_path)).get("source") or "")
-    if max_warp and source != LOG_MEL_SOURCE:
+    if source != LOG_MEL_SOURCE:
         raise UserInputError(f"--frequency-warp needs log-mel frames (an fbank cache); {cache_path} holds "
                              f"{source or 'unknown'} features, which have no mel-channel axis",
                              "drop --frequency-warp, or train from `ser extract --model fbank`")

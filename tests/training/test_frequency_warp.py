@@ -4,8 +4,6 @@ with the same draws, and trained solo by a sweep. Real synthetic audio and real 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,7 +61,7 @@ def _config(**options) -> TrainConfig:
 
 def test_a_warped_run_trains_on_warped_frames_only_and_repeats_itself(data, tmp_path):
     fold = protocol_folds(_config(), data)[0]
-    plain = train_fold(_config(), data, fold, tmp_path / "plain")
+    train_fold(_config(), data, fold, tmp_path / "plain")
     warped = train_fold(_config(frequency_warp=0.1), data, fold, tmp_path / "warped")
     again = train_fold(_config(frequency_warp=0.1), data, fold, tmp_path / "again")
     assert warped == again

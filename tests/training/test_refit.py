@@ -151,4 +151,5 @@ def test_ser_train_prints_the_score_before_the_refit_beside_the_refit_s(refitted
     printed = capsys.readouterr().out
     assert "test metrics of the head refitted on train + dev" in printed and "ua before refit" in printed
     row = next(line for line in printed.splitlines() if line.startswith("│ fold1"))
-    assert f"{metrics['test']['ua']:.4f}" in row and row.rstrip(" │").endswith(f"{metrics['test_before_refit']['ua']:.4f}")
+    before = f"{metrics['test_before_refit']['ua']:.4f}"
+    assert f"{metrics['test']['ua']:.4f}" in row and row.rstrip(" │").endswith(before)
