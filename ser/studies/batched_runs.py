@@ -50,8 +50,8 @@ class BatchPlan:
 def _group_key(config: TrainConfig, data: TrainingData) -> tuple | None:
     """Stacked-model key of a run (None: its head does not stack or cannot be built, or it refits or
     warps frequencies)."""
-    if config.refit or config.frequency_warp:
-        return None  # a second training after the selection epochs, warped batches: the solo loop's (training/loop.py)
+    if config.trains_solo:
+        return None
     try:
         head = create_head(config.head, data.dim, data.num_layers, data.task.num_outputs,
                            **head_options(config, is_frontend_cache(data.cache_path)))

@@ -96,7 +96,7 @@ def _start_member(spec: MemberSpec, data: TrainingData, scalers: dict, held: Exi
     """What `train_fold` does before its first epoch, for one member (its lock taken into `held`,
     config.json written); a finished member's metrics.json dict instead when it has nothing left to train."""
     out_dir = Path(spec.out_dir)
-    if spec.config.refit or spec.config.frequency_warp:
+    if spec.config.trains_solo:
         raise TrainingError(f"{out_dir}: a --refit or --frequency-warp run trains as no stacked group does (a second "
                             "head, warped frames)", "train it on its own (train_fold; ser sweep does so itself)")
     started = start_fold(spec.config, data, spec.fold, out_dir, held)

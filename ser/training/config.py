@@ -65,6 +65,12 @@ class TrainConfig:
     def epochs(self) -> int:
         return self.recipe.epochs
 
+    @property
+    def trains_solo(self) -> bool:
+        """Whether only the solo loop trains this run: a refit trains a second head after the
+        selection epochs, a frequency warp warps the training batches (training/loop.py)."""
+        return self.refit or bool(self.frequency_warp)
+
     def to_dict(self) -> dict:
         """Flat dict: the recipe's fields sit beside the run's own (epochs, lr, batch_size, …)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "recipe"}
