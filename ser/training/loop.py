@@ -76,6 +76,22 @@ def _restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def weights_copy(head: nn.Module) -> dict[str, torch.Tensor]:
+    """The head's state dict, detached and copied to the CPU (the kept weights of an epoch)."""
+    return {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+
+
+def checkpoint_if_due(path: Path, head: nn.Module, optimizer: Adam, state: dict, last_checkpoint: float,
+                      every_seconds: float) -> float:
+    """Replace the resume checkpoint (weights, optimiser and RNG states, the loop's state) when
+    `every_seconds` have passed since `last_checkpoint`; returns when the latest one was written."""
+    if time.perf_counter() - last_checkpoint < every_seconds:
+        return last_checkpoint
+    files.save_torch(path, {"model": head.state_dict(), "optimizer": optimizer.state_dict(), "rng": random_state(),
+                            "state": state})
+    return time.perf_counter()
+
+
 def fresh_state() -> dict:
     """The loop's state before its first epoch."""
     return {"epoch": 0, "step": 0, "history": [], "best_score": -np.inf, "best_epoch": 0,
@@ -292,13 +308,11 @@ def _train_started(started: FoldStart, data: TrainingData, fold: Fold, out_dir: 
         state["history"].append(row)
         if dev_metrics[task.selection_metric] > state["best_score"]:
             state.update(best_score=dev_metrics[task.selection_metric], best_epoch=epoch + 1, best_dev=dev_metrics,
-                         best_state={k: v.detach().cpu().clone() for k, v in head.state_dict().items()})
+                         best_state=weights_copy(head))
         record_test(state, test_metrics, epoch, task.selection_metric, config.record_test_curve)
         state["epoch"] = epoch + 1
-        if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
-            files.save_torch(checkpoint_path, {"model": head.state_dict(), "optimizer": optimizer.state_dict(),
-                                               "rng": random_state(), "state": state})
-            last_checkpoint = time.perf_counter()
+        last_checkpoint = checkpoint_if_due(checkpoint_path, head, optimizer, state, last_checkpoint,
+                                            checkpoint_seconds)
         if progress is not None:
             progress(fold.name, epoch + 1, total_epochs, row)
 
@@ -348,15 +362,13 @@ def _refit(started: FoldStart, data: TrainingData, fold: Fold, out_dir: Path, se
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr, "seconds": time.perf_counter() - started_at}
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
-            files.save_torch(checkpoint_path, {"model": head.state_dict(), "optimizer": optimizer.state_dict(),
-                                               "rng": random_state(), "state": state})
-            last_checkpoint = time.perf_counter()
+        last_checkpoint = checkpoint_if_due(checkpoint_path, head, optimizer, state, last_checkpoint,
+                                            checkpoint_seconds)
         if progress is not None:  # its own name and columns: trackers keep the selection phase's series apart
             progress(f"{fold.name} refit", epoch + 1, epochs,
                      {f"refit_{name}": value for name, value in row.items() if name != "epoch"})
     files.write_csv(out_dir / files.REFIT_HISTORY, pd.DataFrame(state["history"]))
-    refitted = {**selection["state"], "best_state": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}}
+    refitted = {**selection["state"], "best_state": weights_copy(head)}
     refit = {"refit": {"epochs": epochs, "utterances": len(rows),
                        "temperature": "fitted on dev outputs of the dev-selected weights, before the refit"},
              "test_before_refit": selection["test"]}
