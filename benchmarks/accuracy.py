@@ -7,14 +7,22 @@ For one corpus, through the real CLI as a user runs it (`ser prepare`, `ser extr
     python benchmarks/accuracy.py --corpus ased --root /corpora/ASED_V1 --features fbank,mfcc,egemaps
     python benchmarks/accuracy.py --corpus ased --root … --heads shiftcnn,timnet --jobs 2
     python benchmarks/accuracy.py --corpus turev --root … --heads shiftcnn --refit   (`ser train --refit`)
+    python benchmarks/accuracy.py --corpus turev --root … --heads shiftcnn --record-test-curve
 
 It prints one table per corpus: head × features → test UA mean ± sample std over folds, the
 pooled 95% bootstrap interval (test utterances of all folds), Δ to the floor of the same features
 (mean UA − the probe's mean UA, the probe's layer chosen on dev), the epochs trained and the mean
-dev-selected epoch, and wall time. The floor rows are `ser probe` on the cache's pooled
-statistics. Rows whose run failed keep their place with the error. The table also goes to
-`<workdir>/accuracy-<corpus>.md`; each step but the probe is skipped when its output exists, so
-a killed run resumes. Nothing here is tuned per corpus: the heads run with the options a new user gets.
+dev-selected epoch, and wall time. Two columns say why a head stands where it does:
+  folds ≥ floor   on how many folds its test UA reaches the floor's on the same fold;
+  train loss / dev UA at the selected epochs (means over folds): a train loss near 0 with test far
+                  under dev says the head learned its training speakers, not the emotions of new ones.
+With --record-test-curve (`ser train --record-test-curve`: the same selected-epoch figures) a last
+column gives the optimistic mean, test UA at the epoch that test itself would pick: where it is
+under the floor, no rule for choosing the epoch lifts the head over it.
+The floor rows are `ser probe` on the cache's pooled statistics. Rows whose run failed keep their
+place with the error. The table also goes to `<workdir>/accuracy-<corpus>[-refit][-curve].md`; each
+step but the probe is skipped when its output exists, so a killed run resumes. Nothing here is
+tuned per corpus: the heads run with the options a new user gets.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +54,9 @@ class Row:
     epochs: str = ""
     seconds: float | None = None
     error: str = ""
+    fold_ua: dict[str, float] = field(default_factory=dict)  # fold name → test UA
+    at_selected: str = ""  # mean train loss / dev UA at the dev-selected epochs
+    optimistic: float | None = None  # mean over folds of test UA at the best test epoch (--record-test-curve)
 
 
 def ser(*args: str, workdir: Path) -> float:
@@ -76,19 +87,24 @@ def floor_row(workdir: Path, features: str) -> Row:
     seconds = ser("probe", "--model", features, "--out", str(out), workdir=workdir)
     summary = pd.read_csv(out / "probe_summary.csv", dtype={"layer": str})
     best = summary.loc[summary["dev_ua_mean"].idxmax()]
+    folds = pd.read_csv(out / "probe.csv", dtype={"layer": str, "fold": str})
+    chosen = folds[folds["layer"] == best["layer"]]
     return Row("probe floor", features, best["ua_mean"], best["ua_std"], epochs=f"layer {best['layer']}",
-               seconds=seconds)
+               seconds=seconds, fold_ua=dict(zip(chosen["fold"], chosen["ua"])))
 
 
 def head_row(workdir: Path, corpus: str, features: str, head: str, jobs: int, epochs: int | None,
-             refit: bool = False) -> Row:
-    """`ser train --head HEAD --fold all` with default options (and --refit), read back from its summary.json."""
-    run_name = f"accuracy-{head}" + (f"-e{epochs}" if epochs else "") + ("-refit" if refit else "")
+             refit: bool = False, curve: bool = False) -> Row:
+    """`ser train --head HEAD --fold all` with default options (and --refit, --record-test-curve),
+    read back from its summary.json."""
+    run_name = (f"accuracy-{head}" + (f"-e{epochs}" if epochs else "") + ("-refit" if refit else "")
+                + ("-curve" if curve else ""))
     run_dir = workdir / "runs" / corpus / features / run_name
     row = Row(head, features)
     timing = run_dir / "wall_seconds.txt"
     if not (run_dir / "summary.json").exists():
-        options = (["--epochs", str(epochs)] if epochs else []) + (["--refit"] if refit else [])
+        options = ((["--epochs", str(epochs)] if epochs else []) + (["--refit"] if refit else [])
+                   + (["--record-test-curve"] if curve else []))
         try:
             row.seconds = ser("train", "--head", head, "--model", features, "--fold", "all", "--jobs", str(jobs),
                               "--run-name", run_name, *options, workdir=workdir)
@@ -107,7 +123,32 @@ def head_row(workdir: Path, corpus: str, features: str, head: str, jobs: int, ep
     best = [json.loads((p / "metrics.json").read_text()).get("best_epoch") for p in folds]
     best = [b for b in best if b is not None]
     row.epochs = f"{sum(best) / len(best):.0f} of {trained}" if best else str(trained)
+    metrics = [json.loads((p / "metrics.json").read_text()) for p in folds]
+    row.fold_ua = {json.loads((p / "config.json").read_text())["fold"]: m["test"]["ua"] for p, m in zip(folds, metrics)}
+    row.at_selected = at_selected_epochs(folds)
+    optimistic = [m["test_best_epoch_optimistic"]["ua"] for m in metrics if "test_best_epoch_optimistic" in m]
+    row.optimistic = sum(optimistic) / len(optimistic) if optimistic else None
     return row
+
+
+def at_selected_epochs(folds: list[Path]) -> str:
+    """'train loss / dev UA' at each fold's dev-selected epoch (history.csv), averaged over folds."""
+    chosen = []
+    for fold in folds:
+        epoch = json.loads((fold / "metrics.json").read_text()).get("best_epoch")
+        history = pd.read_csv(fold / "history.csv")
+        chosen.append(history[history["epoch"] == epoch])
+    chosen = pd.concat(chosen)
+    if chosen.empty or "dev_ua" not in chosen:
+        return ""
+    return f"{chosen['train_loss'].mean():.2f} / {percent(chosen['dev_ua'].mean())}"
+
+
+def folds_at_floor(row: Row, floor: Row) -> str:
+    """'k of n': the folds where the head's test UA reaches the floor's on the same fold."""
+    shared = [name for name in row.fold_ua if name in floor.fold_ua]
+    reached = sum(row.fold_ua[name] >= floor.fold_ua[name] for name in shared)
+    return f"{reached} of {len(shared)}" if shared else ""
 
 
 def percent(value: float | None) -> str:
@@ -118,18 +159,22 @@ def table(corpus: str, rows: list[Row], floors: dict[str, Row], refit: bool = Fa
     """The Markdown table: floors first, then every head per features."""
     options = "default options" + (" and --refit" if refit else "")
     lines = [f"### {corpus}: test UA (%) over speaker-independent folds, {options}", "",
-             "| head | features | UA mean ± std | pooled [95% CI] | Δ floor | epochs (selected of trained) | wall s |",
-             "|---|---|---|---|---|---|---|"]
+             "| head | features | UA mean ± std | pooled [95% CI] | Δ floor | folds ≥ floor | "
+             "at the selected epoch: train loss / dev UA | epochs (selected of trained) | wall s | "
+             "best test epoch (optimistic) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if row.error:
-            lines.append(f"| {row.head} | {row.features} | failed: {row.error} | | | | |")
+            lines.append(f"| {row.head} | {row.features} | failed: {row.error} | | | | | | | |")
             continue
         pooled = f"{percent(row.pooled[0])} [{percent(row.pooled[1])}, {percent(row.pooled[2])}]" if row.pooled else ""
         floor = floors[row.features]
-        delta = "" if row is floor else f"{100 * (row.ua_mean - floor.ua_mean):+.1f}"
+        delta, reached = ("", "") if row is floor else (f"{100 * (row.ua_mean - floor.ua_mean):+.1f}",
+                                                         folds_at_floor(row, floor))
         seconds = "" if row.seconds is None else f"{row.seconds:.0f}"
         lines.append(f"| {row.head} | {row.features} | {percent(row.ua_mean)} ± {percent(row.ua_std)} | {pooled} | "
-                     f"{delta} | {row.epochs} | {seconds} |")
+                     f"{delta} | {reached} | {row.at_selected} | {row.epochs} | {seconds} | "
+                     f"{percent(row.optimistic)} |")
     return "\n".join(lines)
 
 
@@ -143,6 +188,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="folds trained side by side")
     parser.add_argument("--epochs", type=int, help="replace every recipe's epochs (default: the recipes' own)")
     parser.add_argument("--refit", action="store_true", help="train the heads with `ser train --refit`")
+    parser.add_argument("--record-test-curve", action="store_true",
+                        help="score test every epoch too (`ser train --record-test-curve`): the optimistic column")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # unwinds into ser()'s cleanup
     workdir = (args.workdir or Path(f"accuracy-{args.corpus}")).resolve()
@@ -156,10 +203,12 @@ def main() -> None:
         floors[features] = floor_row(workdir, features)
         rows.append(floors[features])
         for head in args.heads.split(","):
-            rows.append(head_row(workdir, args.corpus, features, head, args.jobs, args.epochs, args.refit))
+            rows.append(head_row(workdir, args.corpus, features, head, args.jobs, args.epochs, args.refit,
+                                 args.record_test_curve))
             print(table(args.corpus, rows, floors, args.refit).splitlines()[-1], flush=True)
     text = table(args.corpus, rows, floors, args.refit)
-    (workdir / f"accuracy-{args.corpus}{'-refit' if args.refit else ''}.md").write_text(text + "\n")
+    suffix = ("-refit" if args.refit else "") + ("-curve" if args.record_test_curve else "")
+    (workdir / f"accuracy-{args.corpus}{suffix}.md").write_text(text + "\n")
     print("\n" + text)
 
 
