@@ -118,30 +118,24 @@ def head_row(workdir: Path, corpus: str, features: str, head: str, jobs: int, ep
     row.ua_mean, row.ua_std = ua["mean"], ua["std"]
     if "ci95" in ua:
         row.pooled = (ua["pooled"], *ua["ci95"])
-    folds = sorted(p for p in run_dir.iterdir() if (p / "metrics.json").exists())
-    trained = json.loads((folds[0] / "config.json").read_text()).get("epochs")
-    best = [json.loads((p / "metrics.json").read_text()).get("best_epoch") for p in folds]
-    best = [b for b in best if b is not None]
-    row.epochs = f"{sum(best) / len(best):.0f} of {trained}" if best else str(trained)
-    metrics = [json.loads((p / "metrics.json").read_text()) for p in folds]
-    row.fold_ua = {json.loads((p / "config.json").read_text())["fold"]: m["test"]["ua"] for p, m in zip(folds, metrics)}
-    row.at_selected = at_selected_epochs(folds)
-    optimistic = [m["test_best_epoch_optimistic"]["ua"] for m in metrics if "test_best_epoch_optimistic" in m]
-    row.optimistic = sum(optimistic) / len(optimistic) if optimistic else None
+    read_folds(row, sorted(p for p in run_dir.iterdir() if (p / "metrics.json").exists()))
     return row
 
 
-def at_selected_epochs(folds: list[Path]) -> str:
-    """'train loss / dev UA' at each fold's dev-selected epoch (history.csv), averaged over folds."""
-    chosen = []
-    for fold in folds:
-        epoch = json.loads((fold / "metrics.json").read_text()).get("best_epoch")
-        history = pd.read_csv(fold / "history.csv")
-        chosen.append(history[history["epoch"] == epoch])
-    chosen = pd.concat(chosen)
-    if chosen.empty or "dev_ua" not in chosen:
-        return ""
-    return f"{chosen['train_loss'].mean():.2f} / {percent(chosen['dev_ua'].mean())}"
+def read_folds(row: Row, folds: list[Path]) -> None:
+    """Fill `row`'s per-fold columns from its fold folders: the selected and trained epochs, each
+    fold's test UA, train loss and dev UA at the selected epoch (history.csv), the optimistic UA."""
+    metrics = [json.loads((p / "metrics.json").read_text()) for p in folds]
+    configs = [json.loads((p / "config.json").read_text()) for p in folds]
+    best = [m["best_epoch"] for m in metrics if m.get("best_epoch") is not None]
+    row.epochs = f"{sum(best) / len(best):.0f} of {configs[0].get('epochs')}" if best else str(configs[0].get("epochs"))
+    row.fold_ua = {config["fold"]: m["test"]["ua"] for config, m in zip(configs, metrics)}
+    histories = [pd.read_csv(p / "history.csv") for p in folds]
+    chosen = pd.concat([h[h["epoch"] == m.get("best_epoch")] for h, m in zip(histories, metrics)])
+    if not chosen.empty and "dev_ua" in chosen:
+        row.at_selected = f"{chosen['train_loss'].mean():.2f} / {percent(chosen['dev_ua'].mean())}"
+    optimistic = [m["test_best_epoch_optimistic"]["ua"] for m in metrics if "test_best_epoch_optimistic" in m]
+    row.optimistic = sum(optimistic) / len(optimistic) if optimistic else None
 
 
 def folds_at_floor(row: Row, floor: Row) -> str:
