@@ -85,6 +85,23 @@ def test_optuna_search_samples_ranges_selects_on_dev_and_records_a_sweep(workspa
     assert [(tmp_path / "search" / run / "metrics.json").stat().st_mtime_ns for run in table["run_dir"]] == stamps
 
 
+def test_an_optuna_search_with_refit_refits_every_trial_and_still_selects_on_dev(workspace, tmp_path):
+    pytest.importorskip("optuna", reason="needs the search extra: pip install 'ser[search]'")
+    from ser.studies.search import run_search
+    from ser.studies.sweep import SweepSettings
+
+    settings = SweepSettings(workdir=workspace, out=tmp_path / "search", device="cpu", refit=True)
+    axes = {"head": ["linear"], "lr": ["1e-3:1e-2"], "epochs": ["3"], "batch_size": ["8"]}
+    outcome = run_search(axes, [], ["1"], settings, trials=2, seed=0)
+    table = pd.read_csv(outcome.table_path)
+    assert len(table) == 2 and (table["status"] == "done").all()
+    metrics = [files.read_json(tmp_path / "search" / run / "metrics.json") for run in table["run_dir"]]
+    assert all(m["refit"]["epochs"] == m["best_epoch"] for m in metrics)  # each trial refitted for dev's epochs
+    assert all(m["test"] != m["test_before_refit"] for m in metrics)  # and scored the refitted head on test
+    trials = pd.read_csv(tmp_path / "search" / "search.csv")
+    assert sorted(trials["dev_ua"]) == pytest.approx(sorted(m["dev"]["ua"] for m in metrics))  # dev, never test
+
+
 def test_options_are_checked_at_the_command_line(workspace):
     from typer.testing import CliRunner
 
